@@ -1,0 +1,123 @@
+"""Shared plumbing of the CLI: one-line errors, exit codes, the ``--json`` contract, progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.errors import EmonasError
+
+EXIT_USAGE = 2
+
+
+class CliArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        json_mode = "--json" in sys.argv
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.flush()
+        if json_mode:
+            sys.stdout.write(json.dumps({"error": message}) + "\n")
+            sys.stdout.flush()
+        sys.exit(EXIT_USAGE)
+
+
+def add_common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags every subcommand accepts."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    return parser
+
+
+def subcommand(sub, name: str, handler: Callable[[argparse.Namespace], dict | None], help: str, **kw):
+    """Add a subcommand with the common flags; ``handler(args)`` returns the result dict."""
+    p = sub.add_parser(name, help=help, description=help, **kw)
+    add_common(p)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def print_json(result: dict) -> None:
+    sys.stderr.flush()
+    sys.stdout.write(json.dumps(_jsonable(result), allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the chosen handler; user errors become one line and exit code 2."""
+    json_mode = getattr(args, "json", False)
+    try:
+        result = args.handler(args)
+    except EmonasError as exc:
+        fail(str(exc), json_mode)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("emonas: interrupted\n")
+        if json_mode:
+            print_json({"error": "interrupted"})
+        return 130
+    code = 0
+    if isinstance(result, dict):
+        code = int(result.pop("_exit_code", 0))
+        if json_mode:
+            print_json(result)
+    return code
+
+
+def fail(message: str, json_mode: bool = False) -> None:
+    first = str(message).strip().splitlines()[0] if str(message).strip() else "error"
+    sys.stderr.write(f"emonas: error: {first}\n")
+    sys.stderr.flush()
+    if json_mode:
+        print_json({"error": first})
+
+
+def show_progress() -> bool:
+    """Progress bars only on an interactive terminal, never when output is piped."""
+    return sys.stderr.isatty() and os.environ.get("EMONAS_NO_PROGRESS") != "1"
+
+
+def progress_bar(total: int | None, desc: str):
+    """A tqdm bar on a terminal; a no-op object otherwise."""
+    if show_progress():
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    return _NullBar()
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
