@@ -1,0 +1,19 @@
+"""Workflow panels of EMONAS Studio: Data -> Search -> Results -> Export.
+
+Contract: each panel is a ``QWidget`` subclass constructed as ``Panel(state: AppState, parent=None)``
+(:class:`emonas_gui.state.AppState`). A panel reads the shared state's attributes (``dataset``,
+``dataset_path``, ``run_dir``, ``settings``), subscribes to its signals (``dataset_changed``,
+``run_changed``) and reports through ``state.status_message.emit(str)`` and ``state.error.emit(str)``
+(shown as a dialog by the main window). Panels never block the GUI thread: long work runs in a worker
+that reports through queued Qt signals. A panel must stop its threads and timers when it is closed or
+destroyed (``closeEvent``/``shutdown()``).
+
+The main window imports them by name:
+
+- ``emonas_gui.panels.data.DataPanel``
+- ``emonas_gui.panels.search.SearchPanel``
+- ``emonas_gui.panels.results.ResultsPanel``
+- ``emonas_gui.panels.export.ExportPanel``
+
+If a panel defines ``shutdown()`` the main window calls it before closing.
+"""

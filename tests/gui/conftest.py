@@ -1,0 +1,140 @@
+"""Test harness for the desktop app (pytest-qt, offscreen, no X server).
+
+- Qt runs on the ``offscreen`` platform and VTK renders through EGL (set before anything imports Qt).
+- Every test under tests/gui gets the ``gui`` marker.
+- Every test gets a private ``EMONAS_CACHE_DIR`` and private QSettings (INI files in a tmp folder).
+- ``no_leaks`` (autouse) fails a test that leaves a QThread, a running QTimer, a busy QThreadPool or a
+  Python thread behind once its widgets have been closed.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import pytest  # noqa: E402
+
+GUI_DIR = Path(__file__).resolve().parent
+# Threads and timers get this long to wind down after the widgets are closed.
+LEAK_GRACE_S = 5.0
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test collected from tests/gui with ``gui``."""
+    for item in items:
+        if GUI_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.gui)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_settings(tmp_path_factory):
+    """Keep QSettings of the tests away from the user's real settings."""
+    from PySide6.QtCore import QSettings
+
+    folder = tmp_path_factory.mktemp("qsettings")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
+        QSettings.setPath(QSettings.Format.IniFormat, scope, str(folder))
+    os.environ["XDG_CONFIG_HOME"] = str(folder)
+    yield folder
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    """A private engine cache per test."""
+    path = tmp_path_factory.mktemp("emonas_cache")
+    monkeypatch.setenv("EMONAS_CACHE_DIR", str(path))
+    return path
+
+
+def _live_qobjects(cls):
+    """Python-wrapped instances of ``cls`` whose C++ object is still alive."""
+    from shiboken6 import Shiboken
+
+    out = []
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, cls) and Shiboken.isValid(obj):
+                out.append(obj)
+        except ReferenceError:  # dead weak proxies
+            continue
+    return out
+
+
+def find_leaks(threads_before: set[threading.Thread]) -> list[str]:
+    """Describe the threads and timers still running (empty list when none).
+
+    Looks at Python-wrapped QThreads (running), QTimers (active, including those owned by living
+    widgets), the global QThreadPool (active jobs) and Python threads started since ``threads_before``.
+    """
+    from PySide6.QtCore import QThread, QThreadPool, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    leaks = []
+    main_thread = QApplication.instance().thread() if QApplication.instance() else None
+    for t in _live_qobjects(QThread):
+        if t is not main_thread and t.isRunning():
+            leaks.append(f"QThread still running: {t!r} ({t.objectName() or type(t).__name__})")
+    timers = set(_live_qobjects(QTimer))
+    app = QApplication.instance()
+    if app is not None:
+        for w in app.topLevelWidgets():
+            timers.update(w.findChildren(QTimer))
+    for tm in timers:
+        try:
+            if tm.isActive():
+                parent = tm.parent()
+                leaks.append(f"QTimer still active: interval {tm.interval()} ms, parent {type(parent).__name__}")
+        except RuntimeError:  # deleted meanwhile
+            continue
+    active = QThreadPool.globalInstance().activeThreadCount()
+    if active:
+        leaks.append(f"QThreadPool still has {active} active job(s)")
+    for th in threading.enumerate():
+        if th in threads_before or isinstance(th, threading._DummyThread) or not th.is_alive():
+            continue
+        leaks.append(f"Python thread still running: {th.name}")
+    return leaks
+
+
+def settle(timeout_s: float = LEAK_GRACE_S, threads_before: set | None = None) -> list[str]:
+    """Delete closed widgets, let workers finish, and return what still leaks after ``timeout_s``."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from PySide6.QtWidgets import QApplication
+
+    before = threads_before if threads_before is not None else set(threading.enumerate())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = QApplication.instance()
+        if app is not None:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+            app.processEvents()
+        gc.collect()
+        leaks = find_leaks(before)
+        if not leaks or time.monotonic() > deadline:
+            return leaks
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """Fail the test if it leaves a thread or a timer running after its widgets are closed.
+
+    pytest-qt closes the widgets registered with ``qtbot.addWidget`` before fixtures are torn down,
+    so by the time this runs every panel has had its ``closeEvent``.
+    """
+    before = set(threading.enumerate())
+    yield
+    if "qapp" not in request.fixturenames and "qtbot" not in request.fixturenames:
+        # Only Python threads matter for tests without a QApplication.
+        leaks = [f"Python thread still running: {t.name}" for t in threading.enumerate()
+                 if t not in before and t.is_alive() and not isinstance(t, threading._DummyThread)]
+    else:
+        leaks = settle(LEAK_GRACE_S, before)
+    if leaks:
+        pytest.fail("test left work running:\n  " + "\n  ".join(leaks), pytrace=False)
