@@ -1,0 +1,224 @@
+"""One evaluated candidate as the app shows it: genome table, drawing, learning curves, metrics.
+
+``Candidate`` is the app's plain view of a row of the run's ``candidates`` table; it is built from
+whatever the engine's store returns (a mapping or an object with attributes) by
+``Candidate.from_any(row)``, so the widgets do not depend on the store's row class.
+``CandidateView(parent=None).set_candidate(candidate | None)`` fills the four parts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QHeaderView,
+    QLabel,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import EmonasError
+from engine.genome import GENE_NAMES, Genome
+from emonas_gui.widgets.curves import LearningCurves
+from emonas_gui.widgets.genome_diagram import GenomeDiagram
+
+
+def _get(row: Any, name: str, default: Any = None) -> Any:
+    if isinstance(row, Mapping):
+        return row.get(name, default)
+    return getattr(row, name, default)
+
+
+def _json(value: Any, default: Any) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, (bytes, str)):
+        try:
+            return json.loads(value)
+        except (TypeError, ValueError):
+            return default
+    return value
+
+
+def _float(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class Candidate:
+    """An evaluated (or queued, running, failed) candidate of a run."""
+
+    id: int
+    genome: Genome | None
+    status: str = "done"
+    generation: int | None = None
+    phase: str | None = None
+    f1: float | None = None
+    f2: float | None = None
+    parameters: int | None = None
+    dice: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    curves: list[dict] = field(default_factory=list)
+    seconds: float | None = None
+    device: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Finished with objectives (plottable)."""
+        return self.status == "done" and self.f1 is not None and (self.parameters or 0) > 0
+
+    @classmethod
+    def from_any(cls, row: Any) -> "Candidate":
+        """Build from a store row (mapping or object); JSON text columns are decoded."""
+        g = _json(_get(row, "genome"), None)
+        genome: Genome | None
+        if isinstance(g, Genome):
+            genome = g
+        else:
+            try:
+                genome = Genome.from_dict(g) if isinstance(g, Mapping) else None
+            except EmonasError:
+                genome = None
+        metrics = _json(_get(row, "metrics"), {}) or {}
+        if not isinstance(metrics, Mapping):
+            metrics = {}
+        dice = _json(_get(row, "dice"), None) or metrics.get("dice") or {}
+        curves = _json(_get(row, "curves"), []) or []
+        params = _get(row, "parameters") or metrics.get("parameters")
+        seconds = _float(_get(row, "seconds"))
+        if seconds is None:
+            seconds = _float(metrics.get("seconds"))
+        gen = _get(row, "generation")
+        return cls(
+            id=int(_get(row, "id")),
+            genome=genome,
+            status=str(_get(row, "status", "done") or "done"),
+            generation=None if gen is None else int(gen),
+            phase=_get(row, "phase"),
+            f1=_float(_get(row, "f1")),
+            f2=_float(_get(row, "f2")),
+            parameters=None if params is None else int(params),
+            dice={str(k): float(v) for k, v in dict(dice).items() if _float(v) is not None},
+            metrics=dict(metrics),
+            curves=[dict(c) for c in curves if isinstance(c, Mapping)],
+            seconds=seconds,
+            device=_get(row, "device"),
+            error=_get(row, "error"),
+        )
+
+    def summary(self) -> str:
+        """A few lines for a tooltip."""
+        lines = [f"candidate {self.id}  ({self.status})"]
+        if self.generation is not None:
+            lines.append(f"generation {self.generation}" + (f", {self.phase}" if self.phase else ""))
+        if self.f1 is not None:
+            lines.append(f"error f1 = {self.f1:.4f}")
+        if self.parameters:
+            lines.append(f"parameters = {self.parameters:,}")
+        if self.dice:
+            lines.append("Dice " + ", ".join(f"{k} {v:.3f}" for k, v in self.dice.items()))
+        if self.genome is not None:
+            g = self.genome
+            lines.append(f"{g.n_cells} cells, nf1 {g.nf1}, ops {', '.join(g.ops)}")
+        if self.error:
+            lines.append(f"error: {self.error}")
+        return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, str]], headers: tuple[str, str]) -> QTableWidget:
+    t = QTableWidget(len(rows), 2)
+    t.setHorizontalHeaderLabels(list(headers))
+    t.verticalHeader().setVisible(False)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    return t
+
+
+def _fill(table: QTableWidget, rows: list[tuple[str, str]]) -> None:
+    table.setRowCount(len(rows))
+    for i, (k, v) in enumerate(rows):
+        table.setItem(i, 0, QTableWidgetItem(k))
+        table.setItem(i, 1, QTableWidgetItem(v))
+
+
+class CandidateView(QWidget):
+    """Details of one candidate: genome table and drawing, learning curves, metrics."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.candidate: Candidate | None = None
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.title = QLabel("Click a point of the Pareto plot to see its candidate.")
+        self.title.setWordWrap(True)
+        lay.addWidget(self.title)
+        self.tabs = QTabWidget()
+        lay.addWidget(self.tabs, 1)
+
+        arch = QSplitter(Qt.Orientation.Vertical)
+        self.genome_table = _table([], ("gene", "value"))
+        self.diagram = GenomeDiagram()
+        arch.addWidget(self.diagram)
+        arch.addWidget(self.genome_table)
+        self.tabs.addTab(arch, "Architecture")
+        self.curves = LearningCurves()
+        self.tabs.addTab(self.curves, "Learning curves")
+        self.metrics_table = _table([], ("metric", "value"))
+        self.tabs.addTab(self.metrics_table, "Metrics")
+
+    def set_candidate(self, cand: Candidate | None, in_channels: int = 1, num_classes: int | None = None) -> None:
+        """Show ``cand`` (None clears the view)."""
+        self.candidate = cand
+        if cand is None:
+            self.title.setText("Click a point of the Pareto plot to see its candidate.")
+            _fill(self.genome_table, [])
+            _fill(self.metrics_table, [])
+            self.diagram.set_genome(None)
+            self.curves.set_curves([])
+            return
+        g = cand.genome
+        self.title.setText(
+            f"<b>Candidate {cand.id}</b> \u2014 {cand.status}"
+            + (f", generation {cand.generation}" if cand.generation is not None else "")
+            + (f" ({cand.phase})" if cand.phase else "")
+        )
+        _fill(self.genome_table, [] if g is None else [(n, str(getattr(g, n))) for n in GENE_NAMES])
+        classes = num_classes or (len(cand.dice) + 1 if cand.dice else 2)
+        self.diagram.set_genome(g, in_channels, classes)
+        self.curves.set_curves(cand.curves)
+        _fill(self.metrics_table, self.metric_rows(cand))
+
+    @staticmethod
+    def metric_rows(cand: Candidate) -> list[tuple[str, str]]:
+        rows: list[tuple[str, str]] = [("status", cand.status)]
+        if cand.f1 is not None:
+            rows.append(("f1 (segmentation error, normalized)", f"{cand.f1:.4f}"))
+        if cand.f2 is not None:
+            rows.append(("f2 (log parameters)", f"{cand.f2:.4f}"))
+        if cand.parameters:
+            rows.append(("parameters", f"{cand.parameters:,}"))
+        for name, v in cand.dice.items():
+            rows.append((f"validation Dice {name}", f"{v:.4f}"))
+        for key in ("epochs", "best_epoch", "f1_raw"):
+            if key in cand.metrics and cand.metrics[key] is not None:
+                rows.append((key.replace("_", " "), str(cand.metrics[key])))
+        if cand.seconds is not None:
+            rows.append(("training time", f"{cand.seconds:.1f} s"))
+        if cand.device:
+            rows.append(("device", str(cand.device)))
+        if cand.error:
+            rows.append(("error", cand.error))
+        return rows

@@ -1,0 +1,160 @@
+"""The live Pareto scatter: segmentation error (f1) against parameters (log axis).
+
+``ParetoPlot(parent=None)``:
+- ``set_candidates(candidates, front_ids)`` queues an update; a single-shot ``QTimer`` applies it
+  at most every ``throttle_ms`` with one ``ScatterPlotItem.setData`` call (STYLE.md: one item per
+  plot, updated with setData, throttled by a timer);
+- the front is highlighted (larger, outlined points) and connected by a step line;
+- points are coloured by generation (or phase, ``set_colour_by("phase")``); each point's ``data``
+  is its candidate id, hovering shows a summary, clicking emits ``candidate_clicked(int)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, QPointF, QTimer, Signal
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from emonas_gui.widgets.candidate_view import Candidate
+
+_PHASE_COLOURS = {"init": (120, 120, 220), "learning": (60, 170, 90), "exploitation": (230, 120, 30)}
+
+
+def _generation_colour(gen: int, max_gen: int) -> tuple[int, int, int]:
+    cmap = pg.colormap.get("viridis")
+    t = 0.0 if max_gen <= 0 else min(1.0, max(0.0, gen / max_gen))
+    c = cmap.map(0.1 + 0.85 * t, mode="qcolor")
+    return c.red(), c.green(), c.blue()
+
+
+class ParetoPlot(QWidget):
+    """Error vs parameters of every finished candidate, the non-dominated front on top."""
+
+    candidate_clicked = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None, throttle_ms: int = 250):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.plot = pg.PlotWidget(title="Pareto front")
+        lay.addWidget(self.plot)
+        self.plot.setLabel("bottom", "parameters")
+        self.plot.setLabel("left", "segmentation error f1")
+        # x holds log10(parameters); the axis shows 10^x ticks
+        self.plot.getAxis("bottom").setLogMode(True)
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.front_line = self.plot.plot([], [], pen=pg.mkPen((220, 40, 40), width=2))
+        self.scatter = pg.ScatterPlotItem(
+            hoverable=True,
+            hoverPen=pg.mkPen("w", width=2),
+            hoverSize=13,
+            tip=self._tip,
+        )
+        self.plot.addItem(self.scatter)
+        self.scatter.sigClicked.connect(self._on_clicked)
+        self._candidates: dict[int, Candidate] = {}
+        self._front: list[int] = []
+        self._colour_by = "generation"
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(throttle_ms)
+        self._timer.timeout.connect(self._apply)
+        self._pending: tuple[list[Candidate], list[int]] | None = None
+        #: how many times the scatter was redrawn (throttling makes this << number of updates)
+        self.redraws = 0
+        self.selected_id: int | None = None
+
+    # ---- data in -----------------------------------------------------------------------------
+    def set_candidates(self, candidates: Iterable[Candidate], front_ids: Sequence[int] = ()) -> None:
+        """Queue ``candidates`` (only finished ones are drawn) and the ids of the front."""
+        self._pending = (list(candidates), [int(i) for i in front_ids])
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> None:
+        """Apply a queued update now."""
+        self._timer.stop()
+        self._apply()
+
+    def set_colour_by(self, what: str) -> None:
+        """``"generation"`` or ``"phase"``."""
+        self._colour_by = "phase" if what == "phase" else "generation"
+        self._pending = self._pending or (list(self._candidates.values()), list(self._front))
+        self.flush()
+
+    def clear(self) -> None:
+        self._timer.stop()
+        self._pending = None
+        self._candidates.clear()
+        self._front = []
+        self.scatter.setData([])
+        self.front_line.setData([], [])
+
+    # ---- queries -----------------------------------------------------------------------------
+    def candidate_ids(self) -> list[int]:
+        """Ids of the points drawn, in drawing order."""
+        return [int(d) for d in self.scatter.data["data"]]
+
+    def front_ids(self) -> list[int]:
+        return list(self._front)
+
+    def candidate(self, cid: int) -> Candidate | None:
+        return self._candidates.get(cid)
+
+    def point_position(self, cid: int) -> QPoint:
+        """Where candidate ``cid`` sits in the plot widget's viewport (for clicks)."""
+        c = self._candidates[cid]
+        vb = self.plot.getPlotItem().vb
+        scene = vb.mapViewToScene(QPointF(math.log10(c.parameters or 1), c.f1 or 0.0))
+        return self.plot.mapFromScene(scene)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _apply(self) -> None:
+        if self._pending is None:
+            return
+        cands, front = self._pending
+        self._pending = None
+        cands = [c for c in cands if c.ok]
+        self._candidates = {c.id: c for c in cands}
+        self._front = [i for i in front if i in self._candidates]
+        front_set = set(self._front)
+        max_gen = max((c.generation or 0 for c in cands), default=0)
+        spots = []
+        # front last, so it is drawn on top
+        for c in sorted(cands, key=lambda c: c.id in front_set):
+            if self._colour_by == "phase":
+                rgb = _PHASE_COLOURS.get(str(c.phase), (150, 150, 150))
+            else:
+                rgb = _generation_colour(c.generation or 0, max_gen)
+            on_front = c.id in front_set
+            spots.append({
+                "pos": (math.log10(c.parameters), c.f1),
+                "data": c.id,
+                "brush": pg.mkBrush(*rgb, 230),
+                "pen": pg.mkPen((220, 40, 40), width=2) if on_front else pg.mkPen(40, 40, 40, 160),
+                "size": 12 if on_front else 8,
+                "symbol": "o",
+            })
+        self.scatter.setData(spots)
+        pts = sorted(((math.log10(self._candidates[i].parameters), self._candidates[i].f1) for i in self._front))
+        if pts:
+            xs, ys = zip(*pts)
+            self.front_line.setData(np.array(xs), np.array(ys), stepMode=None)
+        else:
+            self.front_line.setData([], [])
+        self.redraws += 1
+
+    def _tip(self, x: float, y: float, data) -> str:
+        c = self._candidates.get(int(data)) if data is not None else None
+        return c.summary() if c is not None else f"parameters {10 ** x:,.0f}\nf1 {y:.4f}"
+
+    def _on_clicked(self, item, points, ev=None) -> None:
+        if len(points) == 0:
+            return
+        cid = int(points[0].data())
+        self.selected_id = cid
+        self.candidate_clicked.emit(cid)

@@ -1,0 +1,124 @@
+"""The monitor's widgets on hand-made candidates: Pareto scatter, candidate details, drawings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from engine.genome import PAPER_GENOMES, Genome, SearchSpace
+from engine.network import count_parameters
+from emonas_gui.widgets.candidate_view import Candidate, CandidateView
+from emonas_gui.widgets.curves import HypervolumePlot, LearningCurves
+from emonas_gui.widgets.genome_diagram import GenomeDiagram
+from emonas_gui.widgets.pareto_plot import ParetoPlot
+
+
+def _candidates(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    space = SearchSpace(nf1=(8, 16), n_cells=(5, 7))
+    out = []
+    for i in range(n):
+        g = space.sample(rng)
+        p = count_parameters(g, 1, 4)
+        curves = [{"epoch": e, "train_loss": 1 - 0.1 * e, "val_loss": 1 - 0.08 * e,
+                   "val_dice": {"grey": 0.1 * e, "white": 0.12 * e}} for e in range(1, 4)]
+        # store-like row: JSON text columns, as SQLite hands them back
+        out.append(Candidate.from_any({
+            "id": i + 1, "genome": g.to_json(), "status": "done", "generation": i // 4,
+            "phase": "init" if i < 4 else "learning", "f1": float(rng.uniform(0.2, 0.9)),
+            "f2": float(np.log(p)), "parameters": p,
+            "metrics": json.dumps({"dice": {"grey": 0.5, "white": 0.6}, "epochs": 3, "best_epoch": 3}),
+            "curves": json.dumps(curves),
+        }))
+    out.append(Candidate.from_any({"id": 99, "genome": out[0].genome.to_dict(), "status": "failed",
+                                   "error": "CUDA out of memory"}))
+    return out
+
+
+def _front(cands):
+    ok = [c for c in cands if c.ok]
+    return [c.id for c in ok if not any(
+        (o.f1 <= c.f1 and o.parameters <= c.parameters) and (o.f1 < c.f1 or o.parameters < c.parameters)
+        for o in ok)]
+
+
+def test_candidate_from_store_row_decodes_json_columns():
+    c = _candidates()[0]
+    assert isinstance(c.genome, Genome)
+    assert c.dice == {"grey": 0.5, "white": 0.6}
+    assert len(c.curves) == 3 and c.ok
+    failed = Candidate.from_any({"id": 5, "genome": "not json", "status": "failed", "error": "boom"})
+    assert failed.genome is None and not failed.ok and "boom" in failed.summary()
+
+
+def test_pareto_plot_throttles_and_click_opens_candidate(qtbot):
+    plot = ParetoPlot(throttle_ms=50)
+    qtbot.addWidget(plot)
+    plot.resize(600, 400)
+    plot.show()
+    cands = _candidates()
+    front = _front(cands)
+    for k in range(1, len(cands) + 1):  # many updates in a burst ...
+        plot.set_candidates(cands[:k], _front(cands[:k]))
+    qtbot.waitUntil(lambda: plot.redraws >= 1, timeout=2000)
+    qtbot.wait(120)
+    assert plot.redraws <= 2  # ... drawn at most twice
+    assert sorted(plot.candidate_ids()) == [c.id for c in cands if c.ok]  # the failed one is not drawn
+    assert set(plot.front_ids()) == set(front)
+    x, y = plot.front_line.getData()
+    assert len(x) == len(front)
+    assert "candidate" in plot._tip(0, 0, front[0])
+
+    plot.plot.getPlotItem().vb.autoRange(padding=0.1)
+    qtbot.wait(50)
+    target = front[0]
+    with qtbot.waitSignal(plot.candidate_clicked, timeout=2000) as sig:
+        qtbot.mouseClick(plot.plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.point_position(target))
+    assert sig.args == [target]
+
+
+def test_candidate_view_shows_genome_curves_and_metrics(qtbot):
+    view = CandidateView()
+    qtbot.addWidget(view)
+    view.resize(700, 500)
+    view.show()
+    c = _candidates()[2]
+    view.set_candidate(c)
+    assert view.genome_table.rowCount() == 10
+    assert view.genome_table.item(7, 0).text() == "n_cells"
+    assert view.genome_table.item(7, 1).text() == str(c.genome.n_cells)
+    assert view.curves.n_epochs == 3 and view.curves.dice_labels() == ["grey", "white"]
+    texts = [view.metrics_table.item(r, 0).text() for r in range(view.metrics_table.rowCount())]
+    assert "validation Dice grey" in texts and "parameters" in texts
+    view.set_candidate(None)
+    assert view.genome_table.rowCount() == 0
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_GENOMES))
+def test_genome_diagram_draws_cell_and_macro(qtbot, name):
+    d = GenomeDiagram()
+    qtbot.addWidget(d)
+    d.resize(640, 280)
+    empty = d.grab().toImage()
+    d.set_genome(PAPER_GENOMES[name], 1, 3)
+    img = d.grab().toImage()
+    arr = np.array([[img.pixel(x, y) for x in range(0, 640, 4)] for y in range(0, 280, 4)])
+    arr0 = np.array([[empty.pixel(x, y) for x in range(0, 640, 4)] for y in range(0, 280, 4)])
+    # many distinct colours (op families, boxes, text) and different from the empty drawing
+    assert len(np.unique(arr)) > 10
+    assert (arr != arr0).mean() > 0.05
+
+
+def test_hypervolume_plot(qtbot):
+    hv = HypervolumePlot()
+    qtbot.addWidget(hv)
+    hv.set_history([1, 2, 3], [0.1, 0.3, 0.35])
+    x, y = hv.points()
+    assert list(x) == [1, 2, 3] and y[-1] == pytest.approx(0.35)
+    lc = LearningCurves()
+    qtbot.addWidget(lc)
+    lc.set_curves([{"epoch": 1, "train_loss": 0.9, "val_loss": 0.95, "val_dice_grey": 0.2}])
+    assert lc.dice_labels() == ["grey"]
