@@ -1,0 +1,214 @@
+"""Qt adapters over long engine jobs: plain engine callbacks in, queued Qt signals out.
+
+The engine knows nothing of Qt: its long jobs take ``callback(event: dict)`` and a ``cancel`` object
+with ``is_set()``. ``EngineJob`` runs such a job in its own ``QThread`` and turns
+
+- each callback event into ``event(dict)``,
+- log records and Python warnings raised in that thread into ``log(str)`` / ``warning(str)``
+  (a warning in a worker must never reach the GUI thread's excepthook),
+- the return value into ``finished(object)``,
+- an ``EmonasError`` into ``failed(str)`` with its one-line message, and any other exception into
+  ``failed(str)`` with a one-line summary (the traceback goes to the log, never to the user),
+- and always ``done()`` last.
+
+Signals are emitted from the worker thread and delivered queued to receivers living in the GUI
+thread, so slots run on the GUI thread and may touch widgets. Only the GUI thread touches widgets.
+
+``JobControl`` is the cancel object handed to the engine: ``stop()`` makes ``is_set()`` true;
+``pause()`` makes the next ``is_set()`` call block the worker (not the GUI) until ``resume()`` or
+``stop()``, so training pauses between steps without losing anything.
+
+One adapter per job: ``SearchJob`` (run or resume a search), ``RetrainJob``, ``ExportJob``,
+``PredictJob`` and ``EvaluateCaseJob`` (one candidate on one validation case) build the engine call
+and keep ``EngineJob``'s signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from engine.errors import EmonasError
+
+log = logging.getLogger(__name__)
+
+JobFunction = Callable[[Callable[[dict], None], "JobControl"], Any]
+
+
+class JobControl:
+    """The cancel object an engine job polls: ``is_set()``; plus pause/resume for the app."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self.on_pause: Callable[[], None] | None = None
+
+    def is_set(self) -> bool:
+        """True once stopped. While paused, blocks the calling (worker) thread until resumed."""
+        if not self._running.is_set() and not self._stop.is_set():
+            if self.on_pause is not None:
+                self.on_pause()
+            while not self._running.wait(0.1):
+                if self._stop.is_set():
+                    break
+        return self._stop.is_set()
+
+    # threading.Event-like spelling, for engine code that calls set()
+    def set(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        if not self._stop.is_set():
+            self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set() and not self._stop.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+class _ThreadLogHandler(logging.Handler):
+    """Forwards log records made in one thread (the worker's) to a callable."""
+
+    def __init__(self, thread_id: int, sink: Callable[[logging.LogRecord], None]):
+        super().__init__(logging.INFO)
+        self.thread_id = thread_id
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread_id:
+            try:
+                self.sink(record)
+            except RuntimeError:  # the receiving QObject is gone
+                pass
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing one-line text of an exception."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, EmonasError):
+        return text or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return f"unexpected {type(exc).__name__}: {text}" if text else f"unexpected {type(exc).__name__}"
+
+
+class _Thread(QThread):
+    def __init__(self, job: "EngineJob"):
+        super().__init__()
+        self._job = job
+        self.setObjectName(f"emonas-{job.name}")
+
+    def run(self) -> None:  # noqa: D401 - Qt override
+        self._job._run_in_thread()
+
+
+class EngineJob(QObject):
+    """Runs ``fn(callback, control)`` in a QThread and reports through queued signals."""
+
+    event = Signal(dict)
+    log = Signal(str)
+    warning = Signal(str)
+    finished = Signal(object)
+    failed = Signal(str)
+    paused = Signal()
+    done = Signal()
+
+    def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None):
+        super().__init__(parent)
+        self.fn = fn
+        self.name = name
+        self.control = JobControl()
+        self.control.on_pause = lambda: self.paused.emit()
+        self.result: Any = None
+        self.error: str | None = None
+        self.started_at: float | None = None
+        self._thread: _Thread | None = None
+
+    # ---- control (GUI thread) ----------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a job runs once")
+        self._thread = _Thread(self)
+        self.started_at = time.monotonic()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the job to stop at its next check; returns at once."""
+        self.control.stop()
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.isRunning()
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until the thread ended (for shutdown and tests); True when it did."""
+        return True if self._thread is None else bool(self._thread.wait(timeout_ms))
+
+    def shutdown(self, timeout_ms: int = 60000) -> None:
+        """Stop and wait for the thread (used when a panel closes)."""
+        self.control.stop()
+        self.wait(timeout_ms)
+
+    # ---- worker thread -----------------------------------------------------------------------
+    def _callback(self, ev: dict) -> None:
+        self.event.emit(dict(ev))
+
+    def _on_record(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip().splitlines()
+        line = text[0] if text else ""
+        if record.levelno >= logging.WARNING:
+            self.warning.emit(line)
+        else:
+            self.log.emit(line)
+
+    def _run_in_thread(self) -> None:
+        # Python warnings become records of the 'py.warnings' logger (process-wide and idempotent;
+        # warnings.catch_warnings is not thread-safe), and this thread's records become signals.
+        logging.captureWarnings(True)
+        handler = _ThreadLogHandler(threading.get_ident(), self._on_record)
+        targets = [logging.getLogger("engine"), logging.getLogger("py.warnings")]
+        for lg in targets:
+            lg.addHandler(handler)
+        old_level = logging.getLogger("engine").level
+        if old_level == logging.NOTSET or old_level > logging.INFO:
+            logging.getLogger("engine").setLevel(logging.INFO)
+        try:
+            try:
+                self.result = self.fn(self._callback, self.control)
+            except EmonasError as exc:
+                self.error = one_line(exc)
+            except Exception as exc:  # noqa: BLE001 - nothing may escape a worker thread
+                log.error("%s failed:\n%s", self.name, traceback.format_exc())
+                self.error = one_line(exc)
+        finally:
+            for lg in targets:
+                lg.removeHandler(handler)
+            logging.getLogger("engine").setLevel(old_level)
+        if self.error is not None:
+            self.failed.emit(self.error)
+        else:
+            self.finished.emit(self.result)
+        self.done.emit()

@@ -1,0 +1,91 @@
+"""The Qt adapter over engine jobs: events, errors, warnings, pause and stop, all as signals."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+
+from engine.errors import DataError
+from emonas_gui.workers import EngineJob
+
+
+def _collect(job):
+    got = {"event": [], "log": [], "warning": [], "finished": [], "failed": [], "threads": set()}
+
+    def rec(key):
+        def slot(*args):
+            got["threads"].add(threading.get_ident())
+            got[key].append(args[0] if args else None)
+        return slot
+
+    for key in ("event", "log", "warning", "finished", "failed"):
+        getattr(job, key).connect(rec(key))
+    return got
+
+
+def test_events_and_result_arrive_on_the_gui_thread(qtbot):
+    def fn(callback, control):
+        for i in range(3):
+            callback({"event": "step", "i": i})
+        logging.getLogger("engine.test").info("halfway there")
+        warnings.warn("spacing is unusual")
+        return 42
+
+    job = EngineJob(fn, "t")
+    got = _collect(job)
+    with qtbot.waitSignal(job.done, timeout=5000):
+        job.start()
+    job.wait()
+    assert [e["i"] for e in got["event"]] == [0, 1, 2]
+    assert got["finished"] == [42] and got["failed"] == []
+    assert any("halfway" in m for m in got["log"])
+    assert any("spacing is unusual" in m for m in got["warning"])
+    assert got["threads"] == {threading.get_ident()}  # slots ran on the GUI thread
+
+
+def test_errors_become_one_line_messages(qtbot):
+    def bad_file(callback, control):
+        raise DataError("/data/case1.nii.gz", "not a NIfTI file")
+
+    def bug(callback, control):
+        raise KeyError("x\nsecond line")
+
+    for fn, expected in ((bad_file, "/data/case1.nii.gz: not a NIfTI file"), (bug, "unexpected KeyError")):
+        job = EngineJob(fn, "t")
+        got = _collect(job)
+        with qtbot.waitSignal(job.done, timeout=5000):
+            job.start()
+        job.wait()
+        assert len(got["failed"]) == 1 and got["finished"] == []
+        assert got["failed"][0].startswith(expected) and "\n" not in got["failed"][0]
+        assert "Traceback" not in got["failed"][0]
+
+
+def test_pause_blocks_the_worker_and_stop_ends_it(qtbot):
+    steps = []
+
+    def fn(callback, control):
+        while not control.is_set():
+            steps.append(time.monotonic())
+            callback({"event": "step", "n": len(steps)})
+            time.sleep(0.01)
+        return len(steps)
+
+    job = EngineJob(fn, "t")
+    got = _collect(job)
+    job.start()
+    qtbot.waitUntil(lambda: len(steps) > 3, timeout=5000)
+    with qtbot.waitSignal(job.paused, timeout=5000):
+        job.pause()
+    n = len(steps)
+    qtbot.wait(300)
+    assert len(steps) == n  # no progress while paused
+    job.resume()
+    qtbot.waitUntil(lambda: len(steps) > n + 2, timeout=5000)
+    with qtbot.waitSignal(job.done, timeout=5000):
+        job.stop()
+    job.wait()
+    assert got["finished"] and got["finished"][0] >= n + 2
+    assert not job.is_running()
