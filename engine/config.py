@@ -1,0 +1,273 @@
+"""The search configuration: typed sections ``space``, ``samea``, ``training``, ``resources``.
+
+Read from and written to TOML (``resources/default_search.toml`` holds every key with its default).
+Every number of the method is a key here. A bad key or value raises ``ConfigError`` naming it, e.g.
+``search.toml: samea.population must be an integer >= 2, got 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.errors import ConfigError, GenomeError
+from engine.genome import GENE_NAMES, SearchSpace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_VERSION = 1
+STRATEGY_NAMES = ("samea", "moead", "random")
+EXECUTOR_NAMES = ("inprocess", "local", "ray")
+EARLY_STOP_RULES = ("off", "median", "halving")
+
+
+@dataclass
+class SpaceConfig:
+    """Restriction of each gene to some of its values; an empty list keeps the paper's values."""
+
+    in2: list = field(default_factory=list)
+    in3: list = field(default_factory=list)
+    in4: list = field(default_factory=list)
+    op1: list = field(default_factory=list)
+    op2: list = field(default_factory=list)
+    op3: list = field(default_factory=list)
+    op4: list = field(default_factory=list)
+    n_cells: list = field(default_factory=list)
+    nf1: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace.from_dict({g: getattr(self, g) for g in GENE_NAMES if getattr(self, g)})
+
+
+@dataclass
+class SamEAConfig:
+    """SaMEA and its alternatives; defaults are the reference code's."""
+
+    strategy: str = "samea"
+    population: int = 10  # N subproblems
+    generations: int = 40  # G, counting the initial generation
+    learning_generations: int = 10  # L: generations 1..L are the learning phase
+    neighbourhood: int = 3  # T
+    theta: float = 0.001  # PBI penalty
+    weight_start: float = 0.5  # w1 of the first subproblem
+    weight_end: float = 1.0  # w1 of the last subproblem
+    crossover_probability: float = 0.5
+    mutation_scale: float = 1.0  # fi_0 of max(fi_0 (1 - ln g / ln G), 1/n)
+    subproblem_epsilon: float = 0.2
+    value_epsilon: float = 0.2
+    surrogate_trees: int = 100
+    surrogate_min_samples_split: int = 5
+    prescreen: bool = True
+    pick_front: bool = True
+    pick_min_f1: bool = True
+    pick_max_std: bool = True
+    max_resample: int = 2000
+
+
+@dataclass
+class TrainingConfig:
+    """How each candidate is trained; ``extra`` passes further keys to ``engine.train.TrainConfig``."""
+
+    epochs: int = 120  # E
+    patience: int = 20
+    alpha: float = 0.25
+    beta: float = 0.25
+    patch_size: list = field(default_factory=list)  # empty: the plan's
+    batch_size: int = 0  # 0: the plan's
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ResourcesConfig:
+    """Where and how candidates train, and the budgets."""
+
+    executor: str = "inprocess"
+    workers: int = 1
+    device: str = "auto"  # auto, cpu, cuda, cuda:0, ...
+    ray_address: str = ""  # empty: a local Ray started on 127.0.0.1
+    ray_num_cpus: int = 0  # local Ray only; 0: all
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0  # Ray: fractional GPUs per candidate
+    max_memory_mb: float = 0.0  # per training step; 0: the device's default budget
+    max_gflops_per_step: float = 0.0  # 0: the device's default budget
+    wall_clock_hours: float = 0.0  # 0: no limit for the whole search
+    disk_budget_mb: float = 0.0  # 0: keep every candidate's weights
+    early_stopping: str = "off"  # off, median, halving
+    early_stopping_min_epochs: int = 5
+    halving_rungs: list = field(default_factory=lambda: [5, 15, 45])
+    halving_keep: float = 0.5
+    reuse_results: bool = False  # reuse identical genomes of sibling runs on the same plan
+
+
+@dataclass
+class SearchConfig:
+    """The whole configuration of one search run (versioned, stored in the run database)."""
+
+    seed: int = 0
+    dataset: str = ""
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    samea: SamEAConfig = field(default_factory=SamEAConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    # ---- plain data / TOML ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {"schema_version": CONFIG_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "SearchConfig":
+        data = dict(data)
+        version = data.pop("schema_version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"{source}: schema_version {version} is not supported (expected {CONFIG_VERSION})")
+        cfg = cls()
+        sections = ("space", "samea", "training", "resources")
+        for key, value in data.items():
+            if key in sections:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{source}: [{key}] must be a table")
+                section = getattr(cfg, key)
+                for k, v in value.items():
+                    _set(section, k, v, f"{key}.", source)
+            else:
+                _set(cfg, key, value, "", source)
+        cfg.validate(source)
+        return cfg
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "config") -> "SearchConfig":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SearchConfig":
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read the search config ({exc.__class__.__name__})") from None
+        return cls.from_toml(text, str(p))
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
+
+    def replace(self, **sections: Mapping[str, Any]) -> "SearchConfig":
+        """A copy with some keys changed, e.g. ``replace(samea={"population": 4}, seed=1)``; validated."""
+        d = self.to_dict()
+        for key, value in sections.items():
+            if isinstance(value, Mapping):
+                d[key] = {**d[key], **value}
+            else:
+                d[key] = value
+        return SearchConfig.from_dict(d, "override")
+
+    # ---- validation ----------------------------------------------------------------------------
+    def validate(self, source: str = "config") -> "SearchConfig":
+        def bad(key: str, what: str, value: Any) -> ConfigError:
+            return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
+
+        s, t, r = self.samea, self.training, self.resources
+        if s.strategy not in STRATEGY_NAMES:
+            raise bad("samea.strategy", "one of " + ", ".join(STRATEGY_NAMES), s.strategy)
+        checks = [
+            ("samea.population", s.population, s.population >= 2, "an integer >= 2"),
+            ("samea.generations", s.generations, s.generations >= 1, "an integer >= 1"),
+            ("samea.learning_generations", s.learning_generations, s.learning_generations >= 0, "an integer >= 0"),
+            ("samea.neighbourhood", s.neighbourhood, 2 <= s.neighbourhood <= s.population, f"an integer in 2..population ({s.population})"),
+            ("samea.theta", s.theta, s.theta >= 0, "a number >= 0"),
+            ("samea.weight_start", s.weight_start, 0 <= s.weight_start <= 1, "a number in [0, 1]"),
+            ("samea.weight_end", s.weight_end, 0 <= s.weight_end <= 1, "a number in [0, 1]"),
+            ("samea.crossover_probability", s.crossover_probability, 0 <= s.crossover_probability <= 1, "a number in [0, 1]"),
+            ("samea.mutation_scale", s.mutation_scale, 0 <= s.mutation_scale <= 1, "a number in [0, 1]"),
+            ("samea.subproblem_epsilon", s.subproblem_epsilon, s.subproblem_epsilon > 0, "a number > 0"),
+            ("samea.value_epsilon", s.value_epsilon, s.value_epsilon > 0, "a number > 0"),
+            ("samea.surrogate_trees", s.surrogate_trees, s.surrogate_trees >= 1, "an integer >= 1"),
+            ("samea.surrogate_min_samples_split", s.surrogate_min_samples_split, s.surrogate_min_samples_split >= 2, "an integer >= 2"),
+            ("samea.max_resample", s.max_resample, s.max_resample >= 1, "an integer >= 1"),
+            ("training.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
+            ("training.patience", t.patience, t.patience >= 1, "an integer >= 1"),
+            ("training.alpha", t.alpha, t.alpha >= 0, "a number >= 0"),
+            ("training.beta", t.beta, t.beta >= 0, "a number >= 0"),
+            ("training.batch_size", t.batch_size, t.batch_size >= 0, "an integer >= 0"),
+            ("resources.workers", r.workers, r.workers >= 1, "an integer >= 1"),
+            ("resources.ray_num_cpus", r.ray_num_cpus, r.ray_num_cpus >= 0, "an integer >= 0"),
+            ("resources.cpus_per_candidate", r.cpus_per_candidate, r.cpus_per_candidate > 0, "a number > 0"),
+            ("resources.gpus_per_candidate", r.gpus_per_candidate, r.gpus_per_candidate >= 0, "a number >= 0"),
+            ("resources.max_memory_mb", r.max_memory_mb, r.max_memory_mb >= 0, "a number >= 0"),
+            ("resources.max_gflops_per_step", r.max_gflops_per_step, r.max_gflops_per_step >= 0, "a number >= 0"),
+            ("resources.wall_clock_hours", r.wall_clock_hours, r.wall_clock_hours >= 0, "a number >= 0"),
+            ("resources.disk_budget_mb", r.disk_budget_mb, r.disk_budget_mb >= 0, "a number >= 0"),
+            ("resources.early_stopping_min_epochs", r.early_stopping_min_epochs, r.early_stopping_min_epochs >= 1, "an integer >= 1"),
+            ("resources.halving_keep", r.halving_keep, 0 < r.halving_keep < 1, "a number in (0, 1)"),
+        ]
+        for key, value, ok, what in checks:
+            if not ok:
+                raise bad(key, what, value)
+        if t.patch_size and (len(t.patch_size) != 3 or any(not isinstance(v, int) or v < 1 for v in t.patch_size)):
+            raise bad("training.patch_size", "three positive integers or empty", t.patch_size)
+        if r.executor not in EXECUTOR_NAMES:
+            raise bad("resources.executor", "one of " + ", ".join(EXECUTOR_NAMES), r.executor)
+        if r.early_stopping not in EARLY_STOP_RULES:
+            raise bad("resources.early_stopping", "one of " + ", ".join(EARLY_STOP_RULES), r.early_stopping)
+        if any(not isinstance(v, int) or v < 1 for v in r.halving_rungs) or list(r.halving_rungs) != sorted(r.halving_rungs):
+            raise bad("resources.halving_rungs", "ascending positive epoch numbers", r.halving_rungs)
+        dev = r.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise bad("resources.device", "auto, cpu, cuda, cuda:N or mps", dev)
+        try:
+            self.space.search_space()
+        except GenomeError as exc:
+            raise ConfigError(f"{source}: [space] {exc}") from None
+        return self
+
+
+def _set(obj: Any, key: str, value: Any, prefix: str, source: str) -> None:
+    """Set one key with a type check against the dataclass default."""
+    names = {f.name: f for f in fields(obj)}
+    if key not in names:
+        raise ConfigError(f"{source}: unknown key {prefix}{key} (known: {', '.join(sorted(names))})")
+    current = getattr(obj, key)
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{source}: {prefix}{key} must be a table")
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(current, str):
+        ok = isinstance(value, str)
+    elif isinstance(current, list):
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+    elif isinstance(current, dict):
+        ok = isinstance(value, Mapping)
+        value = dict(value) if ok else value
+    else:  # pragma: no cover
+        ok = True
+    if not ok:
+        raise ConfigError(f"{source}: {prefix}{key} must be {type(current).__name__}, got {value!r}")
+    setattr(obj, key, value)
+
+
+def default_config_path() -> Path:
+    """The packaged default configuration, every key documented."""
+    return Path(__file__).resolve().parent.parent / "resources" / "default_search.toml"
