@@ -1,0 +1,53 @@
+"""Real training folders for the export tests: a genome's network, its state_dict and training.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from engine.genome import Genome
+from engine.network import build_network
+
+SMALL = Genome(1, 2, 3, "p3d_3x3x3", "identity", "conv2d_5x5x1", "conv3d_3x3x3", 5, 8, 1e-3)
+LABELS = {"background": 0, "grey matter": 1, "white matter": 2}
+
+
+def make_training_folder(
+    path: Path,
+    genome: Genome = SMALL,
+    labels: dict[str, int] = LABELS,
+    modalities: tuple[str, ...] = ("T1",),
+    plan: dict | None = None,
+    seed: int = 0,
+    net: torch.nn.Module | None = None,
+) -> Path:
+    """A training folder in the documented format, with randomly initialised (seeded) weights."""
+    path.mkdir(parents=True, exist_ok=True)
+    if net is None:
+        torch.manual_seed(seed)
+        net = build_network(genome, len(modalities), len(labels))
+    torch.save(net.state_dict(), path / "weights.pt")
+    plan = plan or {
+        "schema_version": 1,
+        "target_spacing": [1.0, 1.0, 1.0],
+        "orientation": "RAS",
+        "normalization": [{"scheme": "zscore", "mean": 0.0, "std": 1.0} for _ in modalities],
+        "patch_size": [32, 32, 32],
+        "batch_size": 2,
+    }
+    meta = {
+        "schema_version": 1,
+        "genome": genome.to_dict(),
+        "in_channels": len(modalities),
+        "num_classes": len(labels),
+        "labels": labels,
+        "modalities": list(modalities),
+        "plan": plan,
+        "config": {"epochs": 1, "seed": seed},
+        "metrics": {"dice": {k: 0.5 for k in list(labels)[1:]}},
+        "best_epoch": 1,
+    }
+    (path / "training.json").write_text(json.dumps(meta, indent=2))
+    return path
