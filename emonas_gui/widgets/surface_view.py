@@ -54,7 +54,7 @@ BACKGROUND = (0.08, 0.09, 0.11)
 
 
 def build_surfaces(labels: np.ndarray, spacing: Sequence[float], values: Sequence[int],
-                   smoothing_iterations: int = 15) -> dict[int, vtkPolyData]:
+                   smoothing_iterations: int = 20) -> dict[int, vtkPolyData]:
     """Smoothed surface meshes of each label value in ``labels`` (X, Y, Z), in millimetres.
 
     Runs discrete flying edges per label, then windowed-sinc smoothing and normals. Labels with no
@@ -83,7 +83,7 @@ def build_surfaces(labels: np.ndarray, spacing: Sequence[float], values: Sequenc
         smooth = vtkWindowedSincPolyDataFilter()
         smooth.SetInputConnection(fe.GetOutputPort())
         smooth.SetNumberOfIterations(smoothing_iterations)
-        smooth.SetPassBand(0.02)
+        smooth.SetPassBand(0.01)
         smooth.NormalizeCoordinatesOn()
         smooth.BoundarySmoothingOff()
         smooth.FeatureEdgeSmoothingOff()
