@@ -1,0 +1,90 @@
+"""The user's cache folder and the signatures that key what is stored in it.
+
+Dataset folders are often read-only shares, so everything derived from them (the demo dataset,
+fingerprints, preprocessed arrays) lives in ``$EMONAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/emonas``,
+else ``~/.cache/emonas``. An entry is keyed by each source file's size, modification time and
+content hash, so a replaced file is never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> content hash, for this process
+
+
+def cache_root() -> Path:
+    """The cache folder (created on first use)."""
+    env = os.environ.get("EMONAS_CACHE_DIR")
+    if env:
+        root = Path(env)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg) if xdg else Path.home() / ".cache") / "emonas"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _file_hash(path: Path, st: os.stat_result) -> str:
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHES:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def file_signature(path: str | os.PathLike) -> list:
+    """[name, size, mtime_ns, content hash] of a file, or of every file of a folder (DICOM series).
+
+    MetaImage headers (``.mhd``) also cover their data file (``.raw``/``.zraw``) next to them.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return [file_signature(p) for p in sorted(path.rglob("*")) if p.is_file()]
+    st = path.stat()
+    sig = [path.name, st.st_size, st.st_mtime_ns, _file_hash(path, st)]
+    if path.suffix.lower() == ".mhd":
+        for ext in (".raw", ".zraw"):
+            data = path.with_suffix(ext)
+            if data.exists():
+                sig.append(file_signature(data))
+    return sig
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    """A short stable hash of JSON-able ``obj``."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def publish_dir(tmp: Path, final: Path) -> Path:
+    """Move a finished temporary folder into place atomically; another writer may have won the race."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # the same entry written by another process
+    return final
+
+
+def temp_dir_near(final: Path) -> Path:
+    """A fresh temporary folder on the same file system as ``final`` (for :func:`publish_dir`)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)

@@ -1,0 +1,369 @@
+"""Dataset layouts, detected from a folder: MSD, nnU-Net v2 raw, ACDC, PROMISE12 and plain folders.
+
+A layout reader only lists files and reads ``dataset.json``; it never opens an image. It returns a
+:class:`LayoutResult` with the cases, the modalities, the labels (name -> value, background first,
+names exactly as declared) and the structural problems it found (a listed file that is missing, a
+label file with no image ...), which ``open_dataset`` and ``emonas check`` report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.data.io import IMAGE_SUFFIXES, image_suffix, strip_suffix
+from engine.errors import DataError
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("msd", "nnunet", "acdc", "promise12", "plain")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case: its image file(s) (one per modality, or one multi-channel file) and label."""
+
+    case_id: str
+    image_paths: list[Path]
+    label_path: Path | None
+    group: str = ""  # cases of one patient (ACDC's ED and ES frames) share a group and a split
+
+    @property
+    def patient(self) -> str:
+        return self.group or self.case_id
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem with a file; ``fatal`` ones make a case unusable, the others are warnings."""
+
+    path: str
+    message: str
+    fatal: bool = True
+    case_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "message": self.message, "fatal": self.fatal, "case_id": self.case_id}
+
+
+@dataclass
+class LayoutResult:
+    layout: str
+    name: str
+    cases: list[Case]
+    modalities: list[str]
+    labels: dict[str, int]
+    problems: list[Problem] = field(default_factory=list)
+    description: str = ""
+
+
+def _sorted_labels(labels: dict[str, int], path: Path) -> dict[str, int]:
+    values = list(labels.values())
+    if len(set(values)) != len(values):
+        raise DataError(path, f"labels declare the same value twice: {labels}")
+    if 0 not in values:
+        raise DataError(path, "labels must declare the background value 0")
+    if any(v < 0 or v > 255 for v in values):
+        raise DataError(path, "label values must lie in 0..255")
+    if len(values) < 2:
+        raise DataError(path, "labels must declare at least one foreground label")
+    return dict(sorted(labels.items(), key=lambda kv: kv[1]))
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(path, "missing: an MSD or nnU-Net dataset folder needs dataset.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "must hold a JSON object")
+    return data
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if image_suffix(p) and not p.name.startswith("."))
+
+
+def _in_folder(root: Path, rel: str) -> Path:
+    rel = str(rel)
+    return (root / rel[2:]) if rel.startswith("./") else (root / rel)
+
+
+# ---------------------------------------------------------------------------------------- MSD
+
+
+def _msd(root: Path, meta: dict) -> LayoutResult:
+    js = root / "dataset.json"
+    modality = meta.get("modality")
+    if not isinstance(modality, dict) or not modality:
+        raise DataError(js, "'modality' must map channel numbers to names, e.g. {\"0\": \"MRI\"}")
+    try:
+        modalities = [str(modality[k]) for k in sorted(modality, key=int)]
+        labels = {str(name): int(v) for v, name in meta.get("labels", {}).items()}
+    except (ValueError, TypeError, AttributeError):
+        raise DataError(js, "'modality' and 'labels' keys must be integers as strings, e.g. {\"0\": \"background\"}") from None
+    labels = _sorted_labels(labels, js)
+    training = meta.get("training")
+    if not isinstance(training, list) or not training:
+        raise DataError(js, "'training' must list the training cases ({\"image\": ..., \"label\": ...})")
+    cases, problems, used_labels = [], [], set()
+    for i, entry in enumerate(training):
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise DataError(js, f"training entry {i} must have 'image' and 'label'")
+        img, lab = _in_folder(root, entry["image"]), _in_folder(root, entry["label"])
+        cid = strip_suffix(img)
+        used_labels.add(lab.name)
+        if not img.exists():
+            problems.append(Problem(str(img), "image listed in dataset.json not found", True, cid))
+        if not lab.exists():
+            problems.append(Problem(str(lab), "label listed in dataset.json not found", True, cid))
+        cases.append(Case(cid, [img], lab))
+    images_tr = {p.name for p in _image_files(root / "imagesTr")}
+    for lab in _image_files(root / "labelsTr"):
+        if lab.name not in used_labels and lab.name not in images_tr:
+            problems.append(Problem(str(lab), "label file with no image (not listed in dataset.json)", True))
+    return LayoutResult("msd", str(meta.get("name") or root.name), cases, modalities, labels, problems,
+                        str(meta.get("description", "")))
+
+
+# ---------------------------------------------------------------------------------------- nnU-Net v2
+
+
+def _nnunet(root: Path, meta: dict) -> LayoutResult:
+    js = root / "dataset.json"
+    channels = meta.get("channel_names")
+    if not isinstance(channels, dict) or not channels:
+        raise DataError(js, "'channel_names' must map channel numbers to names, e.g. {\"0\": \"T2\"}")
+    try:
+        modalities = [str(channels[k]) for k in sorted(channels, key=int)]
+    except ValueError:
+        raise DataError(js, "'channel_names' keys must be integers as strings") from None
+    raw = meta.get("labels")
+    if not isinstance(raw, dict):
+        raise DataError(js, "'labels' must map names to values, e.g. {\"background\": 0, \"tumour\": 1}")
+    labels = {}
+    for name, v in raw.items():
+        if isinstance(v, (list, tuple)):
+            raise DataError(js, f"label {name!r} is a region (list of values); region-based labels are not supported")
+        try:
+            labels[str(name)] = int(v)
+        except (TypeError, ValueError):
+            raise DataError(js, f"label {name!r} has a non-integer value {v!r}") from None
+    labels = _sorted_labels(labels, js)
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    pat = re.compile(r"^(.*)_(\d{4})" + re.escape(ending) + r"$")
+    by_case: dict[str, dict[int, Path]] = {}
+    problems = []
+    for p in sorted((root / "imagesTr").iterdir()) if (root / "imagesTr").is_dir() else []:
+        if p.name.startswith("."):
+            continue
+        m = pat.match(p.name)
+        if not m:
+            if image_suffix(p):
+                problems.append(Problem(str(p), f"image name does not follow CASE_XXXX{ending}", False))
+            continue
+        by_case.setdefault(m.group(1), {})[int(m.group(2))] = p
+    if not by_case:
+        raise DataError(root / "imagesTr", f"no images named CASE_0000{ending}")
+    cases = []
+    for cid, chans in sorted(by_case.items()):
+        lab = root / "labelsTr" / f"{cid}{ending}"
+        missing = [c for c in range(len(modalities)) if c not in chans]
+        extra = [c for c in chans if c >= len(modalities)]
+        if missing:
+            problems.append(Problem(str(root / "imagesTr" / f"{cid}_{missing[0]:04d}{ending}"),
+                                    f"channel file missing ({len(modalities)} channels declared in dataset.json)", True, cid))
+        if extra:
+            problems.append(Problem(str(chans[extra[0]]), f"channel {extra[0]} beyond the {len(modalities)} declared", True, cid))
+        if not lab.exists():
+            problems.append(Problem(str(lab), "label file not found for this case", True, cid))
+        paths = [chans.get(c, root / "imagesTr" / f"{cid}_{c:04d}{ending}") for c in range(len(modalities))]
+        cases.append(Case(cid, paths, lab))
+    known = {f"{cid}{ending}" for cid in by_case}
+    for lab in sorted((root / "labelsTr").glob(f"*{ending}")) if (root / "labelsTr").is_dir() else []:
+        if lab.name not in known:
+            problems.append(Problem(str(lab), "label file with no image", True))
+    n = meta.get("numTraining")
+    if isinstance(n, int) and n != len(cases):
+        problems.append(Problem(str(js), f"numTraining says {n} but imagesTr holds {len(cases)} cases", False))
+    return LayoutResult("nnunet", str(meta.get("name") or root.name), cases, modalities, labels, problems,
+                        str(meta.get("description", "")))
+
+
+# ---------------------------------------------------------------------------------------- ACDC
+
+ACDC_LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
+_ACDC_DIR = re.compile(r"^patient\d+$")
+
+
+def _acdc_root(root: Path) -> Path | None:
+    for base in (root, root / "training"):
+        if base.is_dir() and any(p.is_dir() and _ACDC_DIR.match(p.name) for p in base.iterdir()):
+            return base
+    return None
+
+
+def _acdc(root: Path, base: Path) -> LayoutResult:
+    cases, problems = [], []
+    frame = re.compile(r"^(patient\d+)_frame(\d+)(_gt)?\.nii(\.gz)?$")
+    for pdir in sorted(p for p in base.iterdir() if p.is_dir() and _ACDC_DIR.match(p.name)):
+        images, labels = {}, {}
+        for f in sorted(pdir.iterdir()):
+            m = frame.match(f.name)
+            if m:
+                (labels if m.group(3) else images)[f"{m.group(1)}_frame{m.group(2)}"] = f
+        for cid, lab in labels.items():
+            if cid not in images:
+                problems.append(Problem(str(lab), "label file with no image", True))
+            else:
+                cases.append(Case(cid, [images[cid]], lab, group=pdir.name))
+    if not cases and not problems:
+        raise DataError(base, "ACDC folder without any patientXXX_frameYY.nii.gz / _gt.nii.gz pair")
+    return LayoutResult("acdc", root.name, cases, ["cine-MRI"], dict(ACDC_LABELS), problems,
+                        "ACDC cardiac cine MRI, ED and ES frames")
+
+
+# ---------------------------------------------------------------------------------------- PROMISE12
+
+_PROMISE = re.compile(r"^(Case\d+)(_segmentation)?\.(mhd|mha)$", re.IGNORECASE)
+
+
+def _promise_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if _PROMISE.match(p.name)) if root.is_dir() else []
+
+
+def _promise(root: Path) -> LayoutResult:
+    images, labels = {}, {}
+    for f in _promise_files(root):
+        m = _PROMISE.match(f.name)
+        (labels if m.group(2) else images)[m.group(1)] = f
+    cases, problems = [], []
+    for cid, lab in sorted(labels.items()):
+        if cid not in images:
+            problems.append(Problem(str(lab), "label file with no image", True))
+        else:
+            cases.append(Case(cid, [images[cid]], lab))
+    unlabelled = sorted(set(images) - set(labels))
+    if unlabelled:
+        log.info("%s: %d PROMISE12 images without segmentation (test cases) left out", root, len(unlabelled))
+    return LayoutResult("promise12", root.name, cases, ["T2"], {"background": 0, "prostate": 1}, problems,
+                        "PROMISE12 prostate T2 MRI")
+
+
+# ---------------------------------------------------------------------------------------- plain
+
+PLAIN_IMAGE_DIRS = ("images", "image", "imgs", "scans")
+PLAIN_LABEL_DIRS = ("labels", "label", "masks", "segmentations", "gt")
+_LABEL_TAGS = ("_segmentation", "_seg", "_label", "_labels", "_mask", "_gt")
+
+
+def _plain_dirs(root: Path) -> tuple[Path, Path] | None:
+    imgs = next((root / d for d in PLAIN_IMAGE_DIRS if (root / d).is_dir()), None)
+    labs = next((root / d for d in PLAIN_LABEL_DIRS if (root / d).is_dir()), None)
+    return (imgs, labs) if imgs is not None and labs is not None else None
+
+
+def _plain(root: Path, imgs: Path, labs: Path) -> LayoutResult:
+    """Images in one folder, labels with the same names (optionally ``_seg``, ``_mask`` ...) in another.
+
+    An optional ``labels.json`` in the root names the labels ({"background": 0, "liver": 1}, or
+    {"labels": {...}, "modalities": [...]}); without it the labels are read from the label files.
+    """
+    label_files = {}
+    for lab in _image_files(labs):
+        stem = strip_suffix(lab)
+        for tag in _LABEL_TAGS:
+            if stem.lower().endswith(tag):
+                stem = stem[: -len(tag)]
+                break
+        label_files[stem] = lab
+    images = {strip_suffix(p): p for p in _image_files(imgs)}
+    images.update({p.name: p for p in sorted(imgs.iterdir()) if p.is_dir()})  # DICOM series folders
+    cases, problems = [], []
+    for cid, lab in sorted(label_files.items()):
+        if cid not in images:
+            problems.append(Problem(str(lab), "label file with no image", True))
+        else:
+            cases.append(Case(cid, [images[cid]], lab))
+    for cid in sorted(set(images) - set(label_files)):
+        problems.append(Problem(str(images[cid]), "image without a label file (left out)", False))
+    modalities, labels = ["image"], None
+    meta_path = root / "labels.json"
+    if meta_path.exists():
+        meta = _read_json(meta_path)
+        raw = meta.get("labels", meta)
+        try:
+            labels = _sorted_labels({str(k): int(v) for k, v in raw.items()}, meta_path)
+        except (TypeError, ValueError, AttributeError):
+            raise DataError(meta_path, "must map label names to integer values") from None
+        if isinstance(meta.get("modalities"), list):
+            modalities = [str(m) for m in meta["modalities"]]
+    if labels is None:
+        labels = _labels_from_files([c.label_path for c in cases])
+    return LayoutResult("plain", root.name, cases, modalities, labels, problems)
+
+
+def _labels_from_files(paths: list[Path]) -> dict[str, int]:
+    """Label names and values found in the label files themselves (plain folders without labels.json)."""
+    import numpy as np
+
+    from engine.data.io import read_label
+
+    values: set[int] = {0}
+    for p in paths:
+        try:
+            arr, _ = read_label(p)
+        except DataError:
+            continue  # reported with the case
+        u = np.unique(arr)
+        values.update(int(v) for v in u if float(v).is_integer() and 0 <= v <= 255)
+    return {("background" if v == 0 else f"label_{v}"): v for v in sorted(values)}
+
+
+# ---------------------------------------------------------------------------------------- detection
+
+
+def detect_layout(root: Path) -> LayoutResult:
+    """Read a dataset folder in whichever known layout it has."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(root, "dataset folder not found")
+    if not root.is_dir():
+        raise DataError(root, "not a folder; a dataset is a folder (MSD, nnU-Net, ACDC, PROMISE12 or images/ + labels/)")
+    js = root / "dataset.json"
+    if js.exists():
+        meta = _read_json(js)
+        if "channel_names" in meta:
+            return _nnunet(root, meta)
+        if "modality" in meta:
+            return _msd(root, meta)
+        raise DataError(js, "declares neither 'modality' (MSD) nor 'channel_names' (nnU-Net v2)")
+    if (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
+        raise DataError(js, "missing: an MSD or nnU-Net dataset folder (imagesTr/, labelsTr/) needs dataset.json")
+    base = _acdc_root(root)
+    if base is not None:
+        return _acdc(root, base)
+    for base in (root, root / "training_data", root / "training"):
+        files = _promise_files(base)
+        if any(_PROMISE.match(f.name).group(2) for f in files):
+            return _promise(base)
+    dirs = _plain_dirs(root)
+    if dirs is not None:
+        return _plain(root, *dirs)
+    raise DataError(
+        root,
+        "no known dataset layout (MSD or nnU-Net dataset.json, ACDC patientXXX folders, PROMISE12 "
+        f"CaseXX_segmentation.mhd, or images/ + labels/ folders with {'/'.join(IMAGE_SUFFIXES[:3])} files)",
+    )
