@@ -6,8 +6,6 @@ import math
 
 from engine.cli._common import subcommand
 from engine.errors import ConfigError
-from engine.genome import load_genome
-from engine.network.cost import count_parameters, estimate_cost
 
 
 def parse_triple(text: str, what: str = "patch") -> tuple[int, int, int]:
@@ -21,6 +19,9 @@ def parse_triple(text: str, what: str = "patch") -> tuple[int, int, int]:
 
 
 def _run(args) -> dict:
+    from engine.genome import load_genome
+    from engine.network.cost import count_parameters, estimate_cost  # torch: only when needed
+
     genome = load_genome(args.genome)
     if args.in_channels < 1:
         raise ConfigError(f"--in-channels must be at least 1, got {args.in_channels}")

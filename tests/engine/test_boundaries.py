@@ -50,3 +50,11 @@ def test_import_linter_contract_holds():
     r = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml")], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "KEPT" in r.stdout
+
+
+def test_cli_parser_builds_without_importing_torch():
+    """`emonas --help` and argument errors answer at once: heavy imports happen inside handlers."""
+    code = "import sys, engine.cli; engine.cli.build_parser(); print(sorted(m for m in ('torch', 'monai', 'sklearn', 'ray') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
