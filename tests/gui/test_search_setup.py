@@ -1,0 +1,90 @@
+"""The search setup form edits the same TOML the CLI reads; validation and the cost estimate."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import SearchConfig, default_config_path
+from engine.errors import ConfigError
+from engine.network import count_parameters
+from engine.genome import SearchSpace
+from emonas_gui.panels.search_setup import SearchSetupForm
+
+
+def test_form_round_trips_the_cli_toml(qtbot, tmp_path):
+    form = SearchSetupForm()
+    qtbot.addWidget(form)
+    form.load_toml(default_config_path())
+    assert form.population.value() == 10 and form.generations.value() == 40
+    assert all(cb.isChecked() for cb in form.op_checks.values())
+
+    # a user restricts the space and shrinks the search by clicking
+    for op, cb in form.op_checks.items():
+        cb.setChecked(op in ("conv3d_3x3x3", "identity"))
+    form.cell_checks[7].setChecked(False)
+    form.cell_checks[9].setChecked(False)
+    form.nf1_checks[16].setChecked(False)
+    form.nf1_checks[32].setChecked(False)
+    form.population.setValue(4)
+    form.generations.setValue(2)
+    form.epochs.setValue(1)
+    form.patch_from_plan.setChecked(False)
+    for sp in form.patch:
+        sp.setValue(16)
+    form.surrogate.setChecked(False)
+    form.executor.setCurrentText("local")
+    form.workers.setValue(2)
+    path = tmp_path / "search.toml"
+    form.save_toml(path)
+
+    cfg = SearchConfig.load(path)  # what `emonas search --config` reads
+    assert cfg.samea.population == 4 and cfg.samea.generations == 2 and not cfg.samea.prescreen
+    assert cfg.training.epochs == 1 and cfg.training.patch_size == [16, 16, 16]
+    assert cfg.space.op1 == ["conv3d_3x3x3", "identity"] and cfg.space.nf1 == [8] and cfg.space.n_cells == [5]
+    assert cfg.space.lr == []  # untouched genes stay unrestricted
+    assert cfg.resources.executor == "local" and cfg.resources.workers == 2
+
+    other = SearchSetupForm()
+    qtbot.addWidget(other)
+    other.load_toml(path)
+    assert other.config().to_dict() == cfg.to_dict()
+    assert other.workers.isEnabled()  # local executor: workers editable
+    assert not other.ray_address.isEnabled()
+
+
+def test_invalid_settings_are_explained(qtbot, tmp_path):
+    form = SearchSetupForm()
+    qtbot.addWidget(form)
+    for cb in form.op_checks.values():
+        cb.setChecked(False)
+    assert "operation" in form.problem.text()
+    with pytest.raises(ConfigError):
+        form.config()
+    form.op_checks["identity"].setChecked(True)
+    assert form.problem.text() == ""
+    form.population.setValue(2)
+    assert "neighbourhood" in form.problem.text()  # T=3 > N=2, the engine's own message
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[samea]\npopulation = 'many'\n")
+    with pytest.raises(ConfigError, match="samea.population"):
+        form.load_toml(bad)
+    for w in (form.population, form.theta, form.surrogate, form.ray_address, form.op_checks["identity"]):
+        assert w.toolTip()
+
+
+def test_cost_estimate_matches_the_engine(qtbot):
+    form = SearchSetupForm()
+    qtbot.addWidget(form)
+    form.population.setValue(4)
+    form.generations.setValue(3)
+    for n in (7, 9):
+        form.cell_checks[n].setChecked(False)
+    est = form.estimate(in_channels=1, num_classes=4, patch=(32, 32, 32), batch=2)
+    small, large = form.space().extreme_genomes()
+    assert est.candidates == 12
+    assert est.min_parameters == count_parameters(small, 1, 4) < est.max_parameters == count_parameters(large, 1, 4)
+    assert est.memory_bytes and est.memory_bytes > 0
+    assert "12 candidates" in est.text()
+    assert form.space().n_cells == (5,)
+    assert SearchSpace(n_cells=(5,)).extreme_genomes()[1] == large
