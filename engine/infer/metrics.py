@@ -1,0 +1,224 @@
+"""Segmentation metrics per case and per class, in millimetres (METHOD.md section 6).
+
+For each foreground class: Dice similarity coefficient, Hausdorff distance (HD, the maximum of both
+directions' surface distances), HD95 (the larger of the two directions' 95th percentiles, as MONAI
+and the surface-distance package compute it) and the average surface distance (ASD, the mean over
+both directions' distances pooled together, MONAI's ``symmetric=True``).
+
+Surfaces are the mask voxels that touch the background through a face (the mask minus its
+erosion with the 6-connected cross, like MONAI's ``get_mask_edges``); distances run between voxel
+centres and use the voxel spacing, so anisotropic scans are measured in millimetres.
+
+Empty masks, the conventions of the field (BraTS, MetricsReloaded's recommendations):
+
+- reference and prediction both empty: Dice 1, HD = HD95 = ASD = 0 (a correct "absent");
+- exactly one of them empty: Dice 0, and HD, HD95 and ASD take the worst possible value, the
+  length of the image diagonal in millimetres (BraTS does the same), so that a missed or a
+  hallucinated structure is penalized rather than silently dropped from the mean.
+
+``summarize`` gives the mean and standard deviation over cases (population std, ``ddof=0``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from engine.errors import DataError
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES: tuple[str, ...] = ("dice", "hd", "hd95", "asd")
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty."""
+    pred = np.asarray(pred, bool)
+    ref = np.asarray(ref, bool)
+    denom = int(pred.sum()) + int(ref.sum())
+    if denom == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(pred, ref).sum()) / denom
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    # border_value=0: a mask touching the image border has a surface there too
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) from each surface voxel of ``pred`` to ``ref``'s surface, and the reverse.
+
+    Both masks must be non-empty.
+    """
+    s_pred, s_ref = _surface(np.asarray(pred, bool)), _surface(np.asarray(ref, bool))
+    spacing = tuple(float(s) for s in spacing)
+    # Only the bounding box of both surfaces matters for the distance transform.
+    both = s_pred | s_ref
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(both))
+    s_pred, s_ref = s_pred[box], s_ref[box]
+    dt_ref = ndimage.distance_transform_edt(~s_ref, sampling=spacing)
+    dt_pred = ndimage.distance_transform_edt(~s_pred, sampling=spacing)
+    return dt_ref[s_pred], dt_pred[s_ref]
+
+
+def worst_distance(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """The image diagonal in mm: the distance given to a structure that one side misses."""
+    return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
+
+
+def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Dice, HD, HD95 and ASD (mm) of two boolean masks, with the empty-mask conventions above."""
+    pred = np.asarray(pred, bool)
+    ref = np.asarray(ref, bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    has_p, has_r = bool(pred.any()), bool(ref.any())
+    if not has_p and not has_r:
+        return {"dice": 1.0, "hd": 0.0, "hd95": 0.0, "asd": 0.0}
+    if not has_p or not has_r:
+        w = worst_distance(pred.shape, spacing)
+        return {"dice": 0.0, "hd": w, "hd95": w, "asd": w}
+    d_pr, d_rp = surface_distances(pred, ref, spacing)
+    return {
+        "dice": dice(pred, ref),
+        "hd": float(max(d_pr.max(), d_rp.max())),
+        "hd95": float(max(np.percentile(d_pr, 95), np.percentile(d_rp, 95))),
+        "asd": float(np.concatenate([d_pr, d_rp]).mean()),
+    }
+
+
+def case_metrics(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], classes: Mapping[str, int] | Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Metrics of one case for each foreground class: ``{class name: {"dice", "hd", "hd95", "asd"}}``.
+
+    ``classes`` maps names to the label values to compare (or is a list of values, named by
+    their string). Label maps are integer arrays of the same shape.
+    """
+    items = classes.items() if isinstance(classes, Mapping) else ((str(v), v) for v in classes)
+    pred = np.asarray(pred)
+    ref = np.asarray(ref)
+    return {str(name): binary_metrics(pred == value, ref == value, spacing) for name, value in items}
+
+
+def summarize(per_case: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and standard deviation over cases: ``{class: {metric: {"mean", "std", "n"}}}``."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    cases = list(per_case.values())
+    if not cases:
+        return out
+    for name in cases[0]:
+        out[name] = {}
+        for metric in METRIC_NAMES:
+            vals = np.array([c[name][metric] for c in cases if name in c], dtype=float)
+            out[name][metric] = {"mean": float(vals.mean()), "std": float(vals.std()), "n": int(vals.size)}
+    return out
+
+
+@dataclass
+class FolderEvaluation:
+    """Metrics of a folder of predictions against a folder of references."""
+
+    per_case: dict[str, dict[str, dict[str, float]]]
+    summary: dict[str, dict[str, dict[str, float]]]
+    labels: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "summary": self.summary, "per_case": self.per_case}
+
+    def table(self) -> str:
+        """A plain-text table: one row per class, mean ± std of each metric."""
+        head = f"{'class':<16}{'Dice':>16}{'HD (mm)':>18}{'HD95 (mm)':>18}{'ASD (mm)':>18}"
+        rows = [head, "-" * len(head)]
+        for name, m in self.summary.items():
+            cells = [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f}" if k == "dice" else f"{m[k]['mean']:.2f} ± {m[k]['std']:.2f}" for k in METRIC_NAMES]
+            rows.append(f"{name:<16}{cells[0]:>16}{cells[1]:>18}{cells[2]:>18}{cells[3]:>18}")
+        rows.append(f"{len(self.per_case)} case(s)")
+        return "\n".join(rows)
+
+
+_LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def _case_name(path: Path) -> str | None:
+    name = path.name
+    for suffix in _LABEL_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _label_files(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(folder, f"{what} folder does not exist")
+    files = {}
+    for p in sorted(folder.iterdir()):
+        name = _case_name(p)
+        if name is not None and p.is_file():
+            files[name] = p
+    if not files:
+        raise DataError(folder, f"{what} folder holds no label maps ({', '.join(_LABEL_SUFFIXES)})")
+    return files
+
+
+def read_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A label map as an integer array (X, Y, Z) and its spacing in mm; raises ``DataError``."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise DataError(path, f"cannot read label map ({first.strip()})") from None
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(path, f"label map must be a 3D single-channel image, got {img.GetDimension()}D")
+    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # SimpleITK gives (Z, Y, X)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise DataError(path, "label map holds non-integer values")
+        arr = arr.astype(np.int32)
+    return arr, tuple(float(s) for s in img.GetSpacing())  # type: ignore[return-value]
+
+
+def evaluate_folders(
+    pred_dir: str | Path, ref_dir: str | Path, labels: Mapping[str, int] | None = None
+) -> FolderEvaluation:
+    """Compare every label map in ``pred_dir`` with the one of the same name in ``ref_dir``.
+
+    Files pair by name without extension (``case_001.nii.gz`` ~ ``case_001.nii.gz``); a prediction
+    without a reference, or a reference without a prediction, is a ``DataError``. ``labels`` maps
+    class names to values; by default every non-zero value found in the references, named by value.
+    Spacing comes from the reference; the shapes must match.
+    """
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    preds = _label_files(pred_dir, "prediction")
+    refs = _label_files(ref_dir, "reference")
+    missing = sorted(set(refs) - set(preds))
+    if missing:
+        raise DataError(pred_dir, f"no prediction for reference case(s) {', '.join(missing[:5])}")
+    extra = sorted(set(preds) - set(refs))
+    if extra:
+        raise DataError(ref_dir, f"no reference for predicted case(s) {', '.join(extra[:5])}")
+    loaded = {}
+    for name in sorted(refs):
+        ref, spacing = read_label_map(refs[name])
+        pred, _ = read_label_map(preds[name])
+        if pred.shape != ref.shape:
+            raise DataError(preds[name], f"shape {pred.shape} differs from the reference's {ref.shape}")
+        loaded[name] = (pred, ref, spacing)
+    if labels is None:
+        values = sorted({int(v) for _, ref, _ in loaded.values() for v in np.unique(ref) if v != 0})
+        if not values:
+            raise DataError(ref_dir, "references hold no foreground label")
+        labels = {str(v): v for v in values}
+    labels = {str(k): int(v) for k, v in labels.items()}
+    per_case = {name: case_metrics(p, r, s, labels) for name, (p, r, s) in loaded.items()}
+    return FolderEvaluation(per_case=per_case, summary=summarize(per_case), labels=labels)

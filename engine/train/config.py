@@ -1,0 +1,85 @@
+"""The configuration of one training run (part of a run's configuration, stored as plain data)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from engine.errors import ConfigError
+
+PROFILES: tuple[str, ...] = ("default", "paper")
+DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class TrainConfig:
+    """How to train one candidate.
+
+    ``batch_size`` and ``patch_size`` default (None) to the dataset plan's. ``iterations_per_epoch``
+    None means the paper's ``ceil(n_train / batch_size)``. ``max_epochs_for_objective`` is E of the
+    objective f1 (METHOD.md section 3), ``alpha`` and ``beta`` its weights. ``amp`` applies on CUDA
+    only (bf16 where supported, else fp16 with a gradient scaler). ``num_threads`` sets torch's CPU
+    threads for the run (None leaves them alone).
+    """
+
+    epochs: int = 120
+    patience: int = 20
+    batch_size: int | None = None
+    patch_size: tuple[int, int, int] | None = None
+    profile: str = "default"
+    iterations_per_epoch: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    max_epochs_for_objective: int = 120
+    alpha: float = 0.25
+    beta: float = 0.25
+    val_every: int = 1
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, allow_none: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"train config: {name} must be a positive integer, got {v!r}")
+
+        for name in ("epochs", "patience", "max_epochs_for_objective", "val_every"):
+            positive_int(name)
+        for name in ("batch_size", "iterations_per_epoch", "num_threads"):
+            positive_int(name, allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"train config: seed must be a non-negative integer, got {self.seed!r}")
+        if self.profile not in PROFILES:
+            raise ConfigError(f"train config: profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"train config: device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"train config: {name} must be a non-negative number, got {v!r}")
+            setattr(self, name, float(v))
+        if self.patch_size is not None:
+            p = tuple(self.patch_size)
+            if len(p) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in p):
+                raise ConfigError(f"train config: patch_size must be three positive integers, got {self.patch_size!r}")
+            self.patch_size = p  # type: ignore[assignment]
+        self.amp = bool(self.amp)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["patch_size"] is not None:
+            d["patch_size"] = list(d["patch_size"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "TrainConfig":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"train config: unknown key(s) {', '.join(unknown)}")
+        if data.get("patch_size") is not None:
+            data["patch_size"] = tuple(data["patch_size"])
+        return cls(**data)

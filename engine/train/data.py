@@ -1,0 +1,84 @@
+"""The training and validation cases of one dataset, preprocessed once and shared by every candidate."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Preprocessed training and validation cases plus what a trained network must remember.
+
+    ``labels`` maps label names to their values in the source label maps (background included);
+    class index i of the network is the i-th label in ascending value order.
+    """
+
+    train: list
+    val: list
+    plan: Any
+    labels: dict[str, int]
+    modalities: list[str]
+    dataset_name: str = ""
+    split: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities) if self.modalities else int(self.train[0].image.shape[0])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label names in class-index order (background first)."""
+        return [name for name, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
+
+    @property
+    def foreground(self) -> dict[str, int]:
+        """Foreground label name -> class index."""
+        return {name: i for i, name in enumerate(self.class_names) if i > 0}
+
+
+def prepare_training_data(
+    dataset,
+    seed: int = 0,
+    plan_overrides: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    split=None,
+) -> TrainingData:
+    """Open ``dataset`` ("demo", a folder or a ``Dataset``), plan and preprocess its train and val cases.
+
+    The split is the dataset's reproducible ``split(seed)`` unless ``split`` (an object with
+    ``train``/``val`` lists of case ids, or a dict of them) is given; test cases are never loaded.
+    """
+    from engine import data as D
+    from engine.errors import DataError
+
+    ds = dataset if hasattr(dataset, "cases") else D.open_dataset(dataset)
+    if split is None:
+        split = ds.split(seed)
+    train_ids = list(split["train"] if isinstance(split, Mapping) else split.train)
+    val_ids = list(split["val"] if isinstance(split, Mapping) else split.val)
+    test_ids = list(split.get("test", []) if isinstance(split, Mapping) else getattr(split, "test", []))
+    if not train_ids:
+        raise DataError(getattr(ds, "root", None), "the split leaves no training case")
+    if not val_ids:
+        raise DataError(getattr(ds, "root", None), "the split leaves no validation case")
+    plan = D.make_plan(ds, **dict(plan_overrides or {}))
+    cases = D.preprocess_dataset(ds, plan, case_ids=train_ids + val_ids, cache_dir=cache_dir)
+    log.info("training data: %d train, %d val cases", len(train_ids), len(val_ids))
+    return TrainingData(
+        train=[cases[c] for c in train_ids],
+        val=[cases[c] for c in val_ids],
+        plan=plan,
+        labels=dict(ds.labels),
+        modalities=list(ds.modalities),
+        dataset_name=str(getattr(ds, "name", "")),
+        split={"train": train_ids, "val": val_ids, "test": test_ids},
+    )

@@ -1,0 +1,59 @@
+"""Losses: the paper's soft multi-class Dice, and Dice + cross-entropy (nnU-Net's default).
+
+Dice here follows METHOD.md section 3: ``C - MCDice`` is the sum over the C foreground classes of
+the per-class soft Dice loss ``1 - (2 |P.G| + s) / (|P| + |G| + s)``, computed over the whole batch
+(batch Dice, as the paper's Keras code and nnU-Net's 3D default do), with smoothing ``s = 1``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SMOOTH = 1.0
+
+
+def per_class_soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH) -> torch.Tensor:
+    """Soft Dice of each foreground class over the whole batch; shape (K - 1,).
+
+    ``probs``: softmax output (N, K, X, Y, Z); ``target``: class indices (N, X, Y, Z).
+    """
+    k = probs.shape[1]
+    onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
+    dims = (0, 2, 3, 4)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    return ((2 * inter + smooth) / (denom + smooth))[1:]
+
+
+def dice_loss_terms(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The summed per-class soft Dice loss ``C - MCDice`` (a scalar, between 0 and C)."""
+    probs = torch.softmax(logits.float(), dim=1)
+    d = per_class_soft_dice(probs, target)
+    return (1 - d).sum()
+
+
+class SoftDiceLoss(torch.nn.Module):
+    """The paper's loss: ``C - MCDice``. ``forward`` returns (loss, dice_loss) for the logger."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = dice_loss_terms(logits, target)
+        return d, d.detach()
+
+
+class DiceCELoss(torch.nn.Module):
+    """Dice + cross-entropy: ``(C - MCDice) / C + CE``, so both terms weigh about the same.
+
+    ``forward`` returns (loss to minimize, the unscaled ``C - MCDice`` term for f1).
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = logits.shape[1] - 1
+        d = dice_loss_terms(logits, target)
+        ce = F.cross_entropy(logits.float(), target.long())
+        return d / c + ce, d.detach()
+
+
+def make_loss(profile: str) -> torch.nn.Module:
+    """The loss of a training profile: ``paper`` soft Dice, ``default`` Dice + cross-entropy."""
+    return SoftDiceLoss() if profile == "paper" else DiceCELoss()

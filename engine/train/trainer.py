@@ -1,0 +1,410 @@
+"""Training one candidate network: an explicit loop with small hooks, and its result.
+
+``Trainer`` runs epochs of ``train_step`` calls followed by ``validate`` on whole validation volumes;
+``on_epoch_start`` / ``on_epoch_end`` are the hooks a subclass overrides. Every epoch's record goes
+to one ``MetricsLogger`` (CSV file, callback, ...). ``train_candidate`` is the function the search's
+workers call.
+
+Performance: the loss and Dice sums stay on the device during an epoch (no per-step ``.item()``);
+they are read every ``CHECK_EVERY`` steps, where the NaN check, cancellation and the "step" event
+happen, and at the end of the epoch. Best weights are kept as one CPU copy, replaced in place, so
+memory stays flat over epochs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine.genome import Genome
+from engine.network import build_network, check_patch, count_parameters
+from engine.network.builder import architecture
+from engine.train.augmentation import PROFILES
+from engine.train.config import TrainConfig
+from engine.train.data import TrainingData
+from engine.train.losses import make_loss, per_class_soft_dice
+from engine.train.objectives import objective_f1, objective_f2
+from engine.train.sampling import BatchLoader, PatchSampler
+from engine.train.sinks import CallbackSink, CsvSink, MetricsLogger
+
+log = logging.getLogger(__name__)
+
+#: Steps between host syncs (NaN check, cancellation, "step" progress events).
+CHECK_EVERY = 5
+#: Version of training.json.
+SCHEMA_VERSION = 1
+
+
+class TrainingFailed(RuntimeError):
+    """Training diverged (NaN or infinite loss); the message says when and why."""
+
+
+@dataclass
+class TrainResult:
+    """What training one candidate gives the search (``to_dict`` is plain JSON data)."""
+
+    f1: float
+    f1_raw: float
+    f2: float
+    parameters: int
+    dice: dict[str, float]
+    epochs: int
+    best_epoch: int
+    curves: list[dict[str, Any]]
+    seconds: float
+    device: str
+    status: str
+    train_step_seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    from engine.infer.predictor import _resolve_device
+
+    return _resolve_device(name)
+
+
+@contextlib.contextmanager
+def _torch_settings(device: torch.device, num_threads: int | None):
+    """Deterministic algorithms on CPU and the thread count, restored afterwards."""
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    old_threads = torch.get_num_threads()
+    old_bench = torch.backends.cudnn.benchmark
+    try:
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = True  # speed over bit-reproducibility on CUDA
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+        torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_bench
+
+
+class Trainer:
+    """Trains ``genome``'s network on ``data`` as ``config`` says. Call ``fit()`` once."""
+
+    def __init__(
+        self,
+        genome: Genome,
+        data: TrainingData,
+        config: TrainConfig,
+        logger: MetricsLogger | None = None,
+        callback: Callable[[dict], None] | None = None,
+        cancel=None,
+    ):
+        self.genome = genome
+        self.data = data
+        self.config = config
+        self.logger = logger or MetricsLogger()
+        self.callback = callback
+        self.cancel = cancel
+        self.device = resolve_device(config.device)
+        plan = data.plan
+        self.patch = tuple(config.patch_size or plan.patch_size)
+        self.batch_size = int(config.batch_size or plan.batch_size)
+        self.pool_sizes = plan.pool_sizes_for(genome.n_levels) if hasattr(plan, "pool_sizes_for") else None
+        arch = architecture(genome, data.in_channels, data.num_classes, self.pool_sizes)
+        self.patch = check_patch(arch, self.patch)
+        self.num_classes = data.num_classes
+        self.fg_names = list(data.foreground)  # class index i = position + 1
+        self.parameters = count_parameters(genome, data.in_channels, data.num_classes, self.pool_sizes)
+        n_train = len(data.train)
+        self.iterations = config.iterations_per_epoch or math.ceil(n_train / self.batch_size)
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = None
+        if cuda and config.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.channels_last = cuda
+
+        # every random stream derives from the config's seed
+        ss = np.random.SeedSequence(config.seed)
+        sampler_seed, torch_seed, noise_seed = ss.spawn(3)
+        torch.manual_seed(int(torch_seed.generate_state(1)[0]))
+        self.model = build_network(genome, data.in_channels, data.num_classes, self.pool_sizes).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=genome.lr)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.loss_fn = make_loss(config.profile)
+        self.sampler = PatchSampler(
+            data.train, self.patch, self.batch_size, data.num_classes, PROFILES[config.profile],
+            np.random.default_rng(sampler_seed),
+        )
+        self.noise_gen = torch.Generator(device=self.device)
+        self.noise_gen.manual_seed(int(noise_seed.generate_state(1)[0]))
+        self.curves: list[dict[str, Any]] = []
+        self.best_dice = -1.0
+        self.best_epoch = 0
+        self.best_per_label: dict[str, float] = {}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.train_step_seconds = math.nan
+        self.status = "done"
+        self._step_count = 0
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook: before the first training step of ``epoch`` (1-based)."""
+        self.model.train()
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns the detached (loss, Dice loss) on the device."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            logits = self.model(images)
+        loss, dice_loss = self.loss_fn(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach(), dice_loss
+
+    def validate(self, epoch: int) -> dict[str, Any]:
+        """Soft Dice loss and hard Dice per label on whole validation volumes (sliding window)."""
+        from engine.infer.predictor import sliding_window_logits, torch_logits_fn
+
+        fn = torch_logits_fn(self.model, self.device, amp=self.amp_dtype is not None)
+        if self.channels_last:
+            inner = fn
+            fn = lambda x: inner(x.contiguous(memory_format=torch.channels_last_3d))  # noqa: E731
+        losses, dices = [], []
+        k = self.num_classes
+        for case in self.data.val:
+            image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32)).to(self.device)
+            label = torch.from_numpy(np.ascontiguousarray(case.label)).to(self.device).long()
+            logits = sliding_window_logits(fn, image, self.patch, overlap=0.5, gaussian=True)
+            probs = torch.softmax(logits, 0)[None]
+            losses.append((1 - per_class_soft_dice(probs, label[None])).sum())
+            pred = logits.argmax(0)
+            inter = torch.bincount(pred[pred == label], minlength=k)[1:].float()
+            sizes = (torch.bincount(pred.reshape(-1), minlength=k) + torch.bincount(label.reshape(-1), minlength=k))[1:].float()
+            # both empty -> 1 (see engine.infer.metrics)
+            dices.append(torch.where(sizes > 0, 2 * inter / sizes.clamp(min=1), torch.ones_like(sizes)))
+        val_loss = float(torch.stack(losses).mean())
+        per_label = torch.stack(dices).mean(0).tolist()
+        return {"val_loss": val_loss, "val_dice": dict(zip(self.fg_names, per_label))}
+
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+        """Hook: after validation; logs the record and keeps the best weights."""
+        val = record.get("val_dice")
+        if val:
+            mean = float(np.mean(list(val.values())))
+            record["val_dice_mean"] = mean
+            if mean > self.best_dice:
+                self.best_dice, self.best_epoch = mean, epoch
+                self.best_per_label = dict(val)
+                self._keep_best()
+        self.curves.append(record)
+        self.logger.log({"event": "epoch", **record})
+
+    # ---- loop ---------------------------------------------------------------------------------
+    def _keep_best(self) -> None:
+        state = self.model.state_dict()
+        if self.best_state is None:
+            self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        else:
+            for k, v in state.items():
+                self.best_state[k].copy_(v.detach())
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and bool(self.cancel.is_set())
+
+    def _check(self, epoch: int, step: int, loss_sum: torch.Tensor, n: int) -> None:
+        value = float(loss_sum) / max(n, 1)
+        if not math.isfinite(value):
+            raise TrainingFailed(
+                f"training diverged: the loss became {value} in epoch {epoch} by step {step} "
+                f"(learning rate {self.genome.lr:g}; try a smaller one)"
+            )
+        if self.callback is not None:
+            self.callback({"event": "step", "epoch": epoch, "step": step, "steps": self.iterations, "loss": value})
+
+    def _train_epoch(self, epoch: int, loader: BatchLoader) -> dict[str, Any] | None:
+        self.on_epoch_start(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        dice_sum = torch.zeros((), device=self.device)
+        t0 = time.perf_counter()
+        for step in range(1, self.iterations + 1):
+            images, labels = loader.next().to_device(self.device, self.patch, self.noise_gen)
+            loss, dice_loss = self.train_step(images, labels)
+            loss_sum += loss.float()
+            dice_sum += dice_loss.float()
+            self._step_count += 1
+            if step % CHECK_EVERY == 0 or step == self.iterations:
+                self._check(epoch, step, loss_sum, step)
+                if self._cancelled():
+                    self.status = "cancelled"
+                    return None
+        train_loss = float(loss_sum) / self.iterations
+        train_seconds = time.perf_counter() - t0
+        return {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_dice_loss": float(dice_sum) / self.iterations,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_seconds": train_seconds,
+        }
+
+    def fit(self) -> TrainResult:
+        """Train until ``config.epochs``, early stopping or cancellation; returns the result."""
+        cfg = self.config
+        t_start = time.perf_counter()
+        step_seconds = []
+        with _torch_settings(self.device, cfg.num_threads), BatchLoader(
+            self.sampler, prefetch=2 if self.device.type == "cuda" else 0
+        ) as loader:
+            for epoch in range(1, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                record = self._train_epoch(epoch, loader)
+                if record is None:
+                    break
+                step_seconds.append(record["train_seconds"] / self.iterations)
+                if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
+                    self.model.eval()
+                    record.update(self.validate(epoch))
+                    if self._cancelled():
+                        self.status = "cancelled"
+                record["seconds"] = time.perf_counter() - t0
+                self.on_epoch_end(epoch, record)
+                if self.status == "cancelled":
+                    break
+                if self.best_epoch and epoch - self.best_epoch >= cfg.patience:
+                    log.info("early stop at epoch %d (best %d)", epoch, self.best_epoch)
+                    break
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.train_step_seconds = float(np.median(step_seconds)) if step_seconds else math.nan
+        return self._result(time.perf_counter() - t_start)
+
+    def _result(self, seconds: float) -> TrainResult:
+        cfg = self.config
+        validated = [r for r in self.curves if "val_loss" in r]
+        f1, f1_raw = objective_f1(
+            [r["train_dice_loss"] for r in self.curves],
+            [r["val_loss"] for r in validated],
+            self.best_epoch,
+            len(self.fg_names),
+            cfg.max_epochs_for_objective,
+            cfg.alpha,
+            cfg.beta,
+        )
+        return TrainResult(
+            f1=f1,
+            f1_raw=f1_raw,
+            f2=objective_f2(self.parameters),
+            parameters=self.parameters,
+            dice={k: float(v) for k, v in self.best_per_label.items()},
+            epochs=len(self.curves),
+            best_epoch=self.best_epoch,
+            curves=self.curves,
+            seconds=seconds,
+            device=str(self.device),
+            status=self.status,
+            train_step_seconds=self.train_step_seconds,
+        )
+
+
+def validation_metrics(trainer: Trainer) -> dict[str, Any]:
+    """Dice, HD, HD95 and ASD per validation case and label with the trained (best) weights."""
+    from engine.infer.metrics import case_metrics, summarize
+    from engine.infer.predictor import Predictor, torch_logits_fn
+
+    pred = Predictor(
+        torch_logits_fn(trainer.model, trainer.device, amp=trainer.amp_dtype is not None),
+        trainer.patch,
+        trainer.num_classes,
+        keep_largest=trainer.config.profile == "paper",
+        device=trainer.device,
+    )
+    classes = trainer.data.foreground
+    per_case = {}
+    for i, case in enumerate(trainer.data.val):
+        labels = pred.predict_array(np.asarray(case.image, dtype=np.float32))
+        ids = trainer.data.split.get("val") or []
+        cid = str(getattr(case, "case_id", None) or (ids[i] if i < len(ids) else f"val_{i}"))
+        per_case[cid] = case_metrics(labels, np.asarray(case.label), case.spacing, classes)
+    return {"per_case": per_case, "summary": summarize(per_case)}
+
+
+def write_training_folder(trainer: Trainer, result: TrainResult, out_dir: str | Path) -> Path:
+    """Write DIR/training.json, weights.pt (best state_dict), curves.csv and metrics.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = trainer.data
+    plan = data.plan.to_dict() if hasattr(data.plan, "to_dict") else dict(data.plan)
+    state = trainer.best_state if trainer.best_state is not None else trainer.model.state_dict()
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, out / "weights.pt")
+    csv = CsvSink(out / "curves.csv")
+    for r in result.curves:
+        csv.log(r)
+    csv.close()
+    (out / "metrics.json").write_text(json.dumps(result.metrics, indent=1, allow_nan=True))
+    summary = {k: v for k, v in result.to_dict().items() if k not in ("curves", "metrics")}
+    summary["validation"] = result.metrics.get("summary", {})
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "genome": trainer.genome.to_dict(),
+        "in_channels": data.in_channels,
+        "num_classes": data.num_classes,
+        "labels": dict(data.labels),
+        "modalities": list(data.modalities),
+        "plan": plan,
+        "patch_size": list(trainer.patch),
+        "pool_sizes": [list(p) for p in trainer.pool_sizes] if trainer.pool_sizes else None,
+        "config": trainer.config.to_dict(),
+        "dataset": data.dataset_name,
+        "split": data.split,
+        "metrics": summary,
+        "best_epoch": result.best_epoch,
+    }
+    (out / "training.json").write_text(json.dumps(doc, indent=1, allow_nan=True))
+    return out
+
+
+def train_candidate(
+    genome: Genome,
+    data: TrainingData,
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    callback: Callable[[dict], None] | None = None,
+    cancel=None,
+) -> TrainResult:
+    """Train one candidate and return its objectives, Dice per label, curves and timings.
+
+    ``callback(event)`` receives ``{"event": "epoch", ...}`` after every epoch and
+    ``{"event": "step", ...}`` every few steps; ``cancel.is_set()`` is checked every few steps
+    and ends training with status "cancelled". A diverging loss raises ``TrainingFailed``.
+    With ``out_dir``, the training folder is written there (best weights, curves, metrics).
+    """
+    logger = MetricsLogger([CallbackSink(callback)] if callback is not None else [])
+    trainer = Trainer(genome, data, config, logger=logger, callback=callback, cancel=cancel)
+    try:
+        result = trainer.fit()
+    finally:
+        logger.close()
+    if out_dir is not None and trainer.best_state is not None:
+        with _torch_settings(trainer.device, config.num_threads):
+            result.metrics = validation_metrics(trainer)
+        write_training_folder(trainer, result, out_dir)
+    return result
