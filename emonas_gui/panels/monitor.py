@@ -1,0 +1,247 @@
+"""The live monitor of a search run: Pareto scatter, hypervolume, progress, log, candidate details.
+
+``MonitorPanel(parent=None)`` watches a run directory through the engine's read-only store
+(``RunStore.open_readonly``), so it shows a run this app drives, one started from the CLI, or a
+finished or killed one alike. ``watch(run_dir)`` opens it and polls every ``poll_ms`` (a timer on the
+GUI thread; WAL readers never wait for the writer); ``refresh()`` polls at once (the search worker
+calls it when a candidate finishes); ``stop_watching()`` stops the timer and closes the store.
+``candidate_opened(int)`` is emitted when a point is clicked and its details are shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import EmonasError
+from engine.run.store import RunStore
+from engine.search.pareto import hypervolume_2d, pareto_front
+from emonas_gui.widgets.candidate_view import Candidate, CandidateView
+from emonas_gui.widgets.curves import HypervolumePlot
+from emonas_gui.widgets.pareto_plot import ParetoPlot
+
+log = logging.getLogger(__name__)
+
+#: Reference point of the hypervolume in normalized objective space (f1 and f2 in [0, 1]); beyond
+#: 1 so that the extreme points of the front count too.
+HV_REFERENCE = (1.1, 1.1)
+
+
+def normalized_objectives(cands: list[Candidate], bounds: tuple[float, float] | None) -> np.ndarray:
+    """(f1, f2 normalized to [0, 1]) per candidate; f2 = log(parameters) between ``bounds``."""
+    logp = np.array([math.log(c.parameters) for c in cands], float)
+    lo, hi = (math.log(bounds[0]), math.log(bounds[1])) if bounds else (float(logp.min()), float(logp.max()))
+    span = hi - lo if hi > lo else 1.0
+    return np.column_stack([[c.f1 for c in cands], (logp - lo) / span])
+
+
+def hypervolume_history(cands: list[Candidate], bounds: tuple[float, float] | None) -> tuple[list[int], list[float]]:
+    """Hypervolume of the front after each finished evaluation, in the order they finished."""
+    ok = [c for c in cands if c.ok]
+    if not ok:
+        return [], []
+    f = normalized_objectives(ok, bounds)
+    xs, hv = [], []
+    for n in range(1, len(ok) + 1):
+        xs.append(n)
+        hv.append(hypervolume_2d(f[:n], HV_REFERENCE))
+    return xs, hv
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(max(0, s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {sec:02d} s" if m else f"{sec} s")
+
+
+class MonitorPanel(QWidget):
+    """Watches one run directory and shows its progress."""
+
+    candidate_opened = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None, poll_ms: int = 1000):
+        super().__init__(parent)
+        self.run_dir: Path | None = None
+        self._store: RunStore | None = None
+        self._seen: dict[int, str] = {}
+        self.candidates: list[Candidate] = []
+        self.front: list[int] = []
+        self.total: int | None = None
+        self.f2_bounds: tuple[float, float] | None = None
+        self.in_channels = 1
+        self.num_classes: int | None = None
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        self.status_label = QLabel("No run open.")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m candidates")
+        self.progress.setMaximumWidth(280)
+        self.eta_label = QLabel("")
+        self.colour_by = QComboBox()
+        self.colour_by.addItems(["generation", "phase"])
+        self.colour_by.setToolTip("colour the points by generation or by phase of the search")
+        top.addWidget(self.status_label, 1)
+        top.addWidget(self.progress)
+        top.addWidget(self.eta_label)
+        top.addWidget(QLabel("colour by"))
+        top.addWidget(self.colour_by)
+        lay.addLayout(top)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        left = QSplitter(Qt.Orientation.Vertical)
+        self.pareto = ParetoPlot()
+        self.hypervolume = HypervolumePlot()
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setPlaceholderText("search log")
+        left.addWidget(self.pareto)
+        left.addWidget(self.hypervolume)
+        left.addWidget(self.log_view)
+        left.setSizes([400, 160, 140])
+        self.details = CandidateView()
+        split.addWidget(left)
+        split.addWidget(self.details)
+        split.setSizes([600, 420])
+        lay.addWidget(split, 1)
+
+        self.colour_by.currentTextChanged.connect(self.pareto.set_colour_by)
+        self.pareto.candidate_clicked.connect(self.open_candidate)
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self.refresh)
+
+    # ---- watching ----------------------------------------------------------------------------
+    def watch(self, run_dir: str | Path) -> None:
+        """Show ``run_dir`` and follow it; raises the engine's RunError if it is not a run."""
+        self.stop_watching()
+        store = RunStore.open_readonly(run_dir)
+        self._store = store
+        self.run_dir = Path(run_dir)
+        self._seen.clear()
+        self.log_view.clear()
+        self.pareto.clear()
+        self.details.set_candidate(None)
+        self._read_meta()
+        self.append_log(f"watching {self.run_dir}")
+        self.refresh()
+        self._timer.start()
+
+    def stop_watching(self) -> None:
+        self._timer.stop()
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:  # noqa: BLE001 - closing a read-only connection must not raise into Qt
+                log.debug("closing the store failed", exc_info=True)
+        self._store = None
+
+    def is_watching(self) -> bool:
+        return self._timer.isActive()
+
+    def append_log(self, line: str) -> None:
+        self.log_view.appendPlainText(time.strftime("%H:%M:%S ") + line)
+
+    def _read_meta(self) -> None:
+        assert self._store is not None
+        meta = self._store.meta()
+        cfg = meta.get("config") or {}
+        s = cfg.get("samea") or {}
+        if s.get("population") and s.get("generations"):
+            self.total = int(s["population"]) * int(s["generations"])
+        bounds = meta.get("f2_bounds") or meta.get("parameter_bounds")
+        if isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(bounds):
+            self.f2_bounds = (float(bounds[0]), float(bounds[1]))
+        self.in_channels = int(meta.get("in_channels") or 1)
+        nc = meta.get("num_classes")
+        self.num_classes = int(nc) if nc else None
+
+    def refresh(self) -> None:
+        """Read the store once and update every view."""
+        if self._store is None:
+            return
+        try:
+            rows = self._store.candidates()
+            status = self._store.get_meta("status", "")
+            if self.f2_bounds is None or self.total is None:
+                self._read_meta()
+        except (EmonasError, Exception) as exc:  # noqa: BLE001 - a busy or vanished db must not kill the GUI
+            self.status_label.setText(f"cannot read the run: {str(exc).splitlines()[0] if str(exc) else exc}")
+            return
+        cands = [Candidate.from_any(r) for r in rows]
+        self.candidates = cands
+        for c in cands:
+            if self._seen.get(c.id) != c.status:
+                if c.status == "done" and c.f1 is not None:
+                    self.append_log(f"candidate {c.id} done: f1 {c.f1:.4f}, {c.parameters or 0:,} parameters"
+                                    + (f", {c.seconds:.0f} s" if c.seconds else ""))
+                elif c.status == "failed":
+                    self.append_log(f"candidate {c.id} failed: {c.error or 'unknown error'}")
+                elif c.status == "running":
+                    self.append_log(f"candidate {c.id} training (generation {c.generation})")
+                self._seen[c.id] = c.status
+        # the finish order matters for the hypervolume curve
+        finished = {r.get("id"): float(r.get("finished_at") or math.inf) for r in rows}
+        done = sorted((c for c in cands if c.ok), key=lambda c: (finished.get(c.id, math.inf), c.id))
+        if done:
+            idx = pareto_front(normalized_objectives(done, self.f2_bounds))
+            self.front = [done[i].id for i in idx]
+        else:
+            self.front = []
+        self.pareto.set_candidates(done, self.front)
+        self.hypervolume.set_history(*hypervolume_history(done, self.f2_bounds))
+        n_done = sum(c.status in ("done", "failed") for c in cands)
+        total = max(self.total or 0, len(cands), 1)
+        self.progress.setMaximum(total)
+        self.progress.setValue(n_done)
+        gen = max((c.generation for c in cands if c.generation is not None), default=None)
+        n_failed = sum(c.status == "failed" for c in cands)
+        self.status_label.setText(
+            f"{self.run_dir.name if self.run_dir else ''}: {status or 'unknown'}"
+            + (f", generation {gen}" if gen is not None else "")
+            + f", {n_done} evaluated" + (f" ({n_failed} failed)" if n_failed else "")
+            + f", front of {len(self.front)}"
+        )
+        self.eta_label.setText(self._eta(rows, n_done, total, status))
+
+    def _eta(self, rows: list[dict], n_done: int, total: int, status: str) -> str:
+        starts = [r.get("started_at") for r in rows if r.get("started_at")]
+        ends = [r.get("finished_at") for r in rows if r.get("finished_at")]
+        if status in ("finished", "done", "complete", "completed"):
+            return "finished"
+        if not starts or not ends or n_done == 0:
+            return "ETA: after the first candidate"
+        per = (max(ends) - min(starts)) / n_done
+        return f"ETA: about {_fmt_seconds(per * max(0, total - n_done))} (at most)"
+
+    # ---- details -----------------------------------------------------------------------------
+    def open_candidate(self, cid: int) -> None:
+        """Show candidate ``cid`` in the details view."""
+        c = next((c for c in self.candidates if c.id == cid), None)
+        if c is None:
+            return
+        self.details.set_candidate(c, self.in_channels, self.num_classes)
+        self.candidate_opened.emit(cid)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.stop_watching()
+        super().closeEvent(event)
+
