@@ -1,0 +1,244 @@
+"""Executors run candidate tasks: in this process, in a local process pool, or on Ray.
+
+All share one call: ``executor.run(tasks, on_start, on_result, cancel)`` runs the tasks, reports each
+as it starts and as it finishes (in completion order), and returns early once ``cancel`` is set,
+leaving unfinished tasks unreported (the session keeps them queued for the next resume). An evaluator
+is ``evaluator(task, cancel) -> result dict`` (``engine.run.evaluate.evaluate_candidate`` by default);
+a worker that dies or raises gives a ``failed`` result and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Iterable
+
+from engine.errors import ConfigError
+from engine.run.evaluate import evaluate_candidate, failed_result
+
+log = logging.getLogger(__name__)
+
+Evaluator = Callable[..., dict]
+POLL_SECONDS = 0.2
+
+
+def _call(evaluator: Evaluator, task: dict, cancel=None) -> dict:
+    try:
+        return evaluator(task, cancel)
+    except Exception as exc:  # noqa: BLE001 - the evaluator's own failure is the candidate's failure
+        return failed_result(task, f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+class InProcessExecutor:
+    """One candidate at a time in this process; cancel reaches the training loop itself."""
+
+    name = "inprocess"
+
+    def __init__(self, evaluator: Evaluator = evaluate_candidate, device: str = "auto"):
+        self.evaluator = evaluator
+        self.device = device
+        self.slots = 1
+
+    def run(self, tasks: Iterable[dict], on_start, on_result, cancel) -> None:
+        for task in tasks:
+            if cancel.is_set():
+                return
+            task.setdefault("device", self.device)
+            on_start(task)
+            result = _call(self.evaluator, task, cancel)
+            if result.get("status") == "cancelled" or cancel.is_set() and result.get("status") != "done":
+                return
+            on_result(task, result)
+
+    def close(self) -> None:
+        pass
+
+
+def _pool_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _pool_call(evaluator: Evaluator, task: dict) -> dict:
+    return _call(evaluator, task, None)
+
+
+class LocalPoolExecutor:
+    """``workers`` candidates at once in separate processes (spawned: safe with torch and CUDA).
+
+    CPU threads are shared out between the workers; with GPUs, worker slots go round the devices
+    (several small candidates may share one GPU when workers > GPUs).
+    """
+
+    name = "local"
+
+    def __init__(self, evaluator: Evaluator = evaluate_candidate, workers: int = 2, device: str = "auto"):
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        self.evaluator = evaluator
+        self.slots = int(workers)
+        self.devices = _device_slots(device, self.slots)
+        self.threads = max(1, (os.cpu_count() or 1) // self.slots)
+        self._pool = None
+
+    def _new_pool(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(self.slots, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_pool_init, initargs=(self.threads,))
+
+    def run(self, tasks: Iterable[dict], on_start, on_result, cancel) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        queue = list(tasks)
+        running: dict = {}
+        free = list(range(self.slots))
+        if self._pool is None:
+            self._pool = self._new_pool()
+        while queue or running:
+            while queue and free and not cancel.is_set():
+                slot = free.pop(0)
+                task = queue.pop(0)
+                task.setdefault("device", self.devices[slot])
+                task.setdefault("threads", self.threads)
+                on_start(task)
+                running[self._pool.submit(_pool_call, self.evaluator, task)] = (task, slot)
+            if cancel.is_set():
+                self._kill()
+                return
+            done, _ = wait(list(running), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                task, slot = running.pop(fut)
+                free.append(slot)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    result = failed_result(task, "worker process died (killed or out of memory)")
+                except Exception as exc:  # noqa: BLE001
+                    result = failed_result(task, f"{type(exc).__name__}: {exc}")
+                on_result(task, result)
+            if broken:
+                # every task of a broken pool fails; start a fresh pool for the rest
+                for fut, (task, slot) in list(running.items()):
+                    on_result(task, failed_result(task, "worker process died (killed or out of memory)"))
+                    free.append(slot)
+                running.clear()
+                self._kill()
+                self._pool = self._new_pool()
+            free.sort()
+
+    def _kill(self) -> None:
+        if self._pool is None:
+            return
+        procs = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # in-flight trainings cannot be cancelled inside the workers: stop them
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+        self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _device_slots(device: str, slots: int) -> list[str]:
+    if device in ("auto", "cuda"):
+        try:
+            import torch
+
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        except Exception:  # noqa: BLE001
+            n = 0
+        if n:
+            return [f"cuda:{i % n}" for i in range(slots)]
+        return ["cpu"] * slots if device == "auto" else ["cuda"] * slots
+    return [device] * slots
+
+
+def _ray_task(evaluator: Evaluator, task: dict) -> dict:
+    return _call(evaluator, task, None)
+
+
+class RayExecutor:
+    """Candidates as Ray tasks: on a local Ray (127.0.0.1, no dashboard) or a cluster at ``address``.
+
+    ``cpus``/``gpus`` per candidate are Ray resources (fractional GPUs let small candidates share one).
+    A lost worker or node gives a failed candidate; tasks are never retried by Ray (the search decides).
+    """
+
+    name = "ray"
+
+    def __init__(self, evaluator: Evaluator = evaluate_candidate, address: str = "", num_cpus: int = 0,
+                 cpus_per_candidate: float = 1.0, gpus_per_candidate: float = 0.0, device: str = "auto",
+                 workers: int = 0):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("the Ray executor needs Ray: pip install 'emonas-studio[ray]'") from None
+        self.ray = ray
+        self.evaluator = evaluator
+        self.started_here = False
+        if not ray.is_initialized():
+            kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if address:
+                ray.init(address=address, **kw)
+            else:
+                ray.init(num_cpus=num_cpus or None, **kw, _node_ip_address="127.0.0.1")
+            self.started_here = True
+        total = ray.cluster_resources().get("CPU", 1)
+        self.slots = int(workers) if workers and workers > 1 else max(1, int(total // cpus_per_candidate))
+        self.device = "cuda" if gpus_per_candidate > 0 else ("cpu" if device == "auto" else device)
+        self.threads = max(1, int(cpus_per_candidate))
+        self.remote = ray.remote(num_cpus=cpus_per_candidate, num_gpus=gpus_per_candidate, max_retries=0)(_ray_task)
+        self._evaluator_ref = ray.put(evaluator)
+
+    def run(self, tasks: Iterable[dict], on_start, on_result, cancel) -> None:
+        ray = self.ray
+        queue = list(tasks)
+        running: dict = {}
+        while queue or running:
+            while queue and len(running) < self.slots and not cancel.is_set():
+                task = queue.pop(0)
+                task.setdefault("device", self.device)
+                task.setdefault("threads", self.threads)
+                on_start(task)
+                running[self.remote.remote(self._evaluator_ref, task)] = task
+            if cancel.is_set():
+                for ref in running:
+                    ray.cancel(ref, force=True)
+                return
+            done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+            for ref in done:
+                task = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - lost worker, node, or an error inside Ray
+                    result = failed_result(task, f"Ray: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                on_result(task, result)
+
+    def close(self) -> None:
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def make_executor(resources, evaluator: Evaluator = evaluate_candidate, device: str = "auto"):
+    """The executor a ``ResourcesConfig`` asks for."""
+    kind = resources.executor
+    if kind == "inprocess" or (kind == "local" and resources.workers == 1):
+        return InProcessExecutor(evaluator, device)
+    if kind == "local":
+        return LocalPoolExecutor(evaluator, resources.workers, device)
+    if kind == "ray":
+        return RayExecutor(evaluator, resources.ray_address, resources.ray_num_cpus, resources.cpus_per_candidate,
+                           resources.gpus_per_candidate, device, resources.workers)
+    raise ConfigError(f"resources.executor must be inprocess, local or ray, got {kind!r}")

@@ -1,0 +1,341 @@
+"""The run database ``RUN/run.db`` (SQLite, WAL) and the lock that makes one process its writer.
+
+Layout of a run directory::
+
+    RUN/run.db            meta (schema_version, config, plan, status, summary), strategy state per
+                          step, candidates (one row per genome, never two rows for one genome)
+    RUN/run.lock          pid and host of the writer; held with fcntl.flock while it writes
+    RUN/candidates/ID/    the training folder of candidate ID (training.json, weights.pt, ...)
+
+Every finished candidate is committed at once, so a crash loses at most the candidates in flight.
+Readers (the app watching a live run, ``emonas front``) open the database read-only and need no lock.
+A lock left by a killed process is free again (the kernel drops flock with the process), so the next
+writer takes it over without any flag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine.errors import RunError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DB_NAME = "run.db"
+LOCK_NAME = "run.lock"
+STATUSES = ("queued", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS strategy_state (
+    step INTEGER PRIMARY KEY, state TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    genome TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    generation INTEGER, phase TEXT, subproblem INTEGER,
+    f1 REAL, f2 REAL, f1_raw REAL, parameters INTEGER,
+    predicted_f1 REAL, predicted_std REAL,
+    metrics TEXT, curves TEXT,
+    queued_at REAL, started_at REAL, finished_at REAL, seconds REAL,
+    device TEXT, error TEXT, reused_from TEXT, pruned INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
+"""
+
+CANDIDATE_COLUMNS = (
+    "id", "genome", "status", "generation", "phase", "subproblem", "f1", "f2", "f1_raw", "parameters",
+    "predicted_f1", "predicted_std", "metrics", "curves", "queued_at", "started_at", "finished_at",
+    "seconds", "device", "error", "reused_from", "pruned",
+)
+_JSON_COLUMNS = ("genome", "metrics", "curves")
+
+
+def db_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / DB_NAME
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    return db_path(path).is_file()
+
+
+class RunLock:
+    """Exclusive writer lock on ``RUN/run.lock`` (flock), recording pid and host for the message."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = self.owner()
+            os.close(fd)
+            who = f"process {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+            raise RunError(f"{self.path.parent}: the run is being written by {who}; wait for it or stop it first") from None
+        previous = self.owner()
+        if previous and previous.get("pid") and previous.get("pid") != os.getpid():
+            log.info("taking over the lock of %s left by process %s", self.path.parent, previous.get("pid"))
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
+        os.fsync(fd)
+        self.fd = fd
+
+    def owner(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            try:
+                os.ftruncate(self.fd, 0)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def is_held_elsewhere(self) -> bool:
+        """True while some live process holds the lock (without taking it)."""
+        import fcntl
+
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+
+
+class RunStore:
+    """Access to one run's database. ``create``/``open_writer`` take the lock; ``open_readonly`` doesn't."""
+
+    def __init__(self, run_dir: Path, conn: sqlite3.Connection, lock: RunLock | None, readonly: bool):
+        self.run_dir = Path(run_dir)
+        self.conn = conn
+        self.lock = lock
+        self.readonly = readonly
+
+    # ---- opening -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, run_dir: str | os.PathLike, meta: dict[str, Any]) -> "RunStore":
+        """A new run in ``run_dir`` (created; must not hold a run already)."""
+        run_dir = Path(run_dir)
+        if is_run(run_dir):
+            raise RunError(f"{run_dir}: a run exists here already; continue it with `emonas resume {run_dir}` or choose another --out")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "candidates").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"{run_dir}: cannot create the run directory ({exc.strerror})") from None
+        lock = RunLock(run_dir)
+        lock.acquire()
+        try:
+            conn = cls._connect(db_path(run_dir), readonly=False)
+            with conn:
+                conn.executescript(_SCHEMA)
+                rows = {"schema_version": SCHEMA_VERSION, "created": time.time(), "status": "created", **meta}
+                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
+        except BaseException:
+            lock.release()
+            raise
+        return cls(run_dir, conn, lock, readonly=False)
+
+    @classmethod
+    def open_writer(cls, run_dir: str | os.PathLike) -> "RunStore":
+        """An existing run, for writing (resume); a stale lock of a dead process is taken over."""
+        run_dir = Path(run_dir)
+        if not is_run(run_dir):
+            raise RunError(f"{run_dir}: not a run directory (no {DB_NAME})")
+        lock = RunLock(run_dir)
+        lock.acquire()
+        try:
+            conn = cls._connect(db_path(run_dir), readonly=False)
+            store = cls(run_dir, conn, lock, readonly=False)
+            store._check_version()
+            with conn:
+                conn.executescript(_SCHEMA)
+        except BaseException:
+            lock.release()
+            raise
+        return store
+
+    @classmethod
+    def open_readonly(cls, run_dir: str | os.PathLike) -> "RunStore":
+        """Read access while another process may be writing (no lock taken)."""
+        run_dir = Path(run_dir)
+        if not is_run(run_dir):
+            raise RunError(f"{run_dir}: not a run directory (no {DB_NAME})")
+        store = cls(run_dir, cls._connect(db_path(run_dir), readonly=True), None, readonly=True)
+        store._check_version()
+        return store
+
+    @staticmethod
+    def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            else:
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.row_factory = sqlite3.Row
+            return conn
+        except sqlite3.DatabaseError as exc:
+            raise RunError(f"{path}: cannot open the run database ({exc})") from None
+
+    def _check_version(self) -> None:
+        try:
+            v = self.get_meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            raise RunError(f"{db_path(self.run_dir)}: not a run database ({exc})") from None
+        if v != SCHEMA_VERSION:
+            raise RunError(f"{db_path(self.run_dir)}: run database schema_version {v} is not supported (expected {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self):
+        if self.readonly:
+            raise RunError(f"{self.run_dir}: opened read-only")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ---- meta ----------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, **items: Any) -> None:
+        with self._tx() as c:
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
+
+    def meta(self) -> dict[str, Any]:
+        return {r[0]: json.loads(r[1]) for r in self.conn.execute("SELECT key, value FROM meta")}
+
+    # ---- strategy state ------------------------------------------------------------------------
+    def save_state(self, state: dict) -> int:
+        with self._tx() as c:
+            step = c.execute("SELECT COALESCE(MAX(step), -1) + 1 FROM strategy_state").fetchone()[0]
+            c.execute("INSERT INTO strategy_state VALUES (?, ?, ?)", (step, json.dumps(state), time.time()))
+        return step
+
+    def latest_state(self) -> dict | None:
+        row = self.conn.execute("SELECT state FROM strategy_state ORDER BY step DESC LIMIT 1").fetchone()
+        return None if row is None else json.loads(row[0])
+
+    # ---- candidates ----------------------------------------------------------------------------
+    def add_candidates(self, rows: Iterable[dict]) -> list[int]:
+        """Insert queued candidates (one transaction); returns their ids, existing ones kept."""
+        ids = []
+        with self._tx() as c:
+            for r in rows:
+                text = r["genome"] if isinstance(r["genome"], str) else json.dumps(r["genome"])
+                found = c.execute("SELECT id FROM candidates WHERE genome = ?", (text,)).fetchone()
+                if found:
+                    ids.append(found[0])
+                    continue
+                cols = {"status": "queued", "queued_at": time.time(), **r, "genome": text}
+                cols = {k: (json.dumps(v) if k in ("metrics", "curves") and v is not None else v) for k, v in cols.items()}
+                cur = c.execute(
+                    f"INSERT INTO candidates ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(cols.values())
+                )
+                ids.append(cur.lastrowid)
+        return ids
+
+    def update_candidate(self, cid: int, **cols: Any) -> None:
+        """Set columns of one candidate and commit at once."""
+        cols = {k: (json.dumps(v) if k in ("metrics", "curves") and v is not None else v) for k, v in cols.items()}
+        unknown = set(cols) - set(CANDIDATE_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown candidate columns {sorted(unknown)}")
+        with self._tx() as c:
+            c.execute(f"UPDATE candidates SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?", (*cols.values(), cid))
+
+    def requeue_running(self) -> int:
+        """Candidates left 'running' by a killed process go back to 'queued'; returns how many."""
+        with self._tx() as c:
+            return c.execute("UPDATE candidates SET status = 'queued', started_at = NULL WHERE status = 'running'").rowcount
+
+    @staticmethod
+    def _row(r: sqlite3.Row) -> dict:
+        d = dict(r)
+        for k in _JSON_COLUMNS:
+            if d.get(k) is not None:
+                d[k] = json.loads(d[k])
+        return d
+
+    def candidates(self, status: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM candidates", ()
+        if status:
+            q, args = q + " WHERE status = ?", (status,)
+        return [self._row(r) for r in self.conn.execute(q + " ORDER BY id", args)]
+
+    def candidate(self, cid: int) -> dict:
+        r = self.conn.execute("SELECT * FROM candidates WHERE id = ?", (int(cid),)).fetchone()
+        if r is None:
+            raise RunError(f"{self.run_dir}: no candidate {cid}")
+        return self._row(r)
+
+    def find_genome(self, genome_json: str) -> dict | None:
+        r = self.conn.execute("SELECT * FROM candidates WHERE genome = ?", (genome_json,)).fetchone()
+        return None if r is None else self._row(r)
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"):
+            out[status] = n
+        return out
+
+    def front(self) -> list[dict]:
+        """The Pareto-optimal finished candidates (f1, f2 minimized), by ascending f1."""
+        from engine.search.pareto import pareto_front
+
+        done = self.candidates("done")
+        if not done:
+            return []
+        idx = pareto_front([[c["f1"], c["f2"]] for c in done])
+        return sorted((done[i] for i in idx), key=lambda c: (c["f1"], c["f2"]))
+
+    def candidate_dir(self, cid: int) -> Path:
+        return self.run_dir / "candidates" / str(int(cid))
+
+    def integrity_check(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
