@@ -170,22 +170,14 @@ def _label_files(folder: Path, what: str) -> dict[str, Path]:
 
 def read_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A label map as an integer array (X, Y, Z) and its spacing in mm; raises ``DataError``."""
-    import SimpleITK as sitk
+    from engine.data.io import read_label
 
-    path = Path(path)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise DataError(path, f"cannot read label map ({first.strip()})") from None
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(path, f"label map must be a 3D single-channel image, got {img.GetDimension()}D")
-    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # SimpleITK gives (Z, Y, X)
+    arr, img = read_label(path)
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise DataError(path, "label map holds non-integer values")
         arr = arr.astype(np.int32)
-    return arr, tuple(float(s) for s in img.GetSpacing())  # type: ignore[return-value]
+    return arr, tuple(float(s) for s in img.spacing)  # type: ignore[return-value]
 
 
 def evaluate_folders(

@@ -124,8 +124,7 @@ def is_identity(p: SpatialParams) -> bool:
 
 def source_extent(p: SpatialParams, patch: Sequence[int]) -> np.ndarray:
     """Half-size (voxels, per axis) of the source region the transformed patch reads, plus a margin."""
-    half = (np.asarray(patch, float) - 1) / 2
-    corners = np.array(np.meshgrid(*[[-h, h] for h in half], indexing="ij")).reshape(3, -1)
+    corners = np.array(np.meshgrid(*[[-(n // 2), n - 1 - n // 2] for n in patch], indexing="ij")).reshape(3, -1)
     reach = np.abs(p.matrix @ corners).max(axis=1) + np.abs(p.shift)
     return np.ceil(reach).astype(int) + 1
 
@@ -160,7 +159,8 @@ def _centred_grid(patch: tuple[int, int, int], device: torch.device) -> torch.Te
     key = (patch, str(device))
     g = _GRID_CACHE.get(key)
     if g is None:
-        axes = [torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2 for n in patch]
+        # output voxel o reads source offset o - n // 2 from the centre voxel, as a plain crop does
+        axes = [torch.arange(n, dtype=torch.float32, device=device) - n // 2 for n in patch]
         g = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
         _GRID_CACHE[key] = g
     return g
@@ -169,11 +169,11 @@ def _centred_grid(patch: tuple[int, int, int], device: torch.device) -> torch.Te
 def apply_spatial(
     image: torch.Tensor, label: torch.Tensor, p: SpatialParams, patch: tuple[int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample one sample's source crop (C, ...) and label (...) whose centre is the crop's centre."""
+    """Resample one sample's source crop (C, ...) and label (...) around the crop's centre voxel."""
     dev = image.device
     m = torch.as_tensor(p.matrix, dtype=torch.float32, device=dev)
     flips = torch.tensor([-1.0 if f else 1.0 for f in p.flips], device=dev)
-    centre = (torch.tensor(image.shape[1:], dtype=torch.float32, device=dev) - 1) / 2
+    centre = torch.tensor([n // 2 for n in image.shape[1:]], dtype=torch.float32, device=dev)
     src = (_centred_grid(patch, dev) * flips) @ m.T + torch.as_tensor(p.shift, dtype=torch.float32, device=dev) + centre
     # grid_sample wants (z, y, x) order for a (N, C, X, Y, Z) tensor, normalized to [-1, 1]
     norm = 2 * src / (torch.tensor(image.shape[1:], dtype=torch.float32, device=dev) - 1).clamp(min=1) - 1

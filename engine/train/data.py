@@ -70,7 +70,7 @@ def prepare_training_data(
         raise DataError(getattr(ds, "root", None), "the split leaves no training case")
     if not val_ids:
         raise DataError(getattr(ds, "root", None), "the split leaves no validation case")
-    plan = D.make_plan(ds, **dict(plan_overrides or {}))
+    plan = D.make_plan(ds, overrides=dict(plan_overrides or {}))
     cases = D.preprocess_dataset(ds, plan, case_ids=train_ids + val_ids, cache_dir=cache_dir)
     log.info("training data: %d train, %d val cases", len(train_ids), len(val_ids))
     return TrainingData(

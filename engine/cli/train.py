@@ -1,0 +1,98 @@
+"""``emonas train`` (one genome on one dataset) and ``emonas evaluate`` (metrics of two label folders)."""
+
+from __future__ import annotations
+
+from engine.cli._common import progress_bar, subcommand
+from engine.cli.params import parse_triple
+from engine.errors import ConfigError
+from engine.genome import load_genome
+
+
+def _train(args) -> dict:
+    from engine.train import TrainConfig, prepare_training_data, train_candidate
+
+    genome = load_genome(args.genome)
+    overrides = {}
+    if args.patch:
+        overrides["patch_size"] = list(parse_triple(args.patch))
+    if args.batch is not None:
+        if args.batch < 1:
+            raise ConfigError(f"--batch must be at least 1, got {args.batch}")
+        overrides["batch_size"] = args.batch
+    config = TrainConfig(
+        epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        profile=args.profile,
+        iterations_per_epoch=args.iterations_per_epoch,
+        num_threads=args.threads,
+    )
+    data = prepare_training_data(args.dataset, seed=args.seed, plan_overrides=overrides, cache_dir=args.cache_dir)
+    with progress_bar(config.epochs, "training") as bar:
+
+        def on_event(event: dict) -> None:
+            if event.get("event") == "epoch":
+                bar.update(1)
+                dice = event.get("val_dice_mean")
+                bar.set_postfix_str(f"loss {event['train_loss']:.3f}" + (f" dice {dice:.3f}" if dice is not None else ""))
+
+        result = train_candidate(genome, data, config, out_dir=args.out, callback=on_event)
+    out = {
+        "f1": result.f1,
+        "f1_raw": result.f1_raw,
+        "f2": result.f2,
+        "parameters": result.parameters,
+        "dice": result.dice,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "seconds": result.seconds,
+        "train_step_seconds": result.train_step_seconds,
+        "device": result.device,
+        "status": result.status,
+        "validation": result.metrics.get("summary", {}),
+        "out": str(args.out),
+    }
+    if not args.json:
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in result.dice.items())
+        print(
+            f"trained {result.epochs} epochs in {result.seconds:.0f} s on {result.device} "
+            f"(best epoch {result.best_epoch}); validation Dice: {dice}\n"
+            f"f1 {result.f1:.4f}  f2 {result.f2:.3f}  parameters {result.parameters:,}\n"
+            f"training folder: {args.out}"
+        )
+    return out
+
+
+def _evaluate(args) -> dict:
+    from engine.infer.metrics import evaluate_folders
+
+    ev = evaluate_folders(args.pred, args.ref)
+    if not args.json:
+        print(ev.table())
+    return ev.to_dict()
+
+
+def register(sub) -> None:
+    p = subcommand(sub, "train", _train, "train one genome on a dataset and report f1, f2 and validation Dice")
+    p.add_argument("--dataset", required=True, help="dataset folder, or 'demo' for the built-in demo data")
+    p.add_argument("--genome", required=True, help="genome as a JSON string or a JSON file")
+    p.add_argument("--out", required=True, help="training folder to write (weights, curves, metrics)")
+    p.add_argument("--epochs", type=int, default=120, help="maximum epochs (default 120)")
+    p.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling and weights (default 0)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="training device (default auto)")
+    p.add_argument("--profile", choices=["default", "paper"], default="default",
+                   help="default: Dice+CE, nnU-Net-style augmentation; paper: soft Dice, EMONAS-Net augmentation")
+    p.add_argument("--iterations-per-epoch", type=int, default=None,
+                   help="training steps per epoch (default: ceil(training cases / batch size), the paper's)")
+    p.add_argument("--patch", help="patch size X,Y,Z instead of the plan's")
+    p.add_argument("--batch", type=int, default=None, help="batch size instead of the plan's")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--cache-dir", default=None, help="folder of the preprocessed cache (default: the user cache)")
+
+    e = subcommand(sub, "evaluate", _evaluate, "Dice, HD, HD95 and ASD (mm) of a folder of label maps against references")
+    e.add_argument("--pred", required=True, help="folder of predicted label maps")
+    e.add_argument("--ref", required=True, help="folder of reference label maps (same file names)")
+
+
