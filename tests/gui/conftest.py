@@ -138,3 +138,52 @@ def no_leaks(request):
         leaks = settle(LEAK_GRACE_S, before)
     if leaks:
         pytest.fail("test left work running:\n  " + "\n  ".join(leaks), pytrace=False)
+
+
+def write_msd_dataset(root: Path, n_cases: int = 3, shape=(40, 48, 24), spacing=(1.0, 1.0, 2.0),
+                      seed: int = 0) -> Path:
+    """A small Medical Segmentation Decathlon tree of real NIfTI files: a smooth 'head' with two
+    labelled structures, noise and a bias field, one channel, labels background/tissue/core."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    affine = np.diag(list(spacing) + [1.0])
+    x, y, z = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    cx, cy, cz = (np.array(shape) - 1) / 2
+    training = []
+    for i in range(n_cases):
+        r = 0.38 + 0.04 * rng.random()
+        d = ((x - cx) / (shape[0] * r)) ** 2 + ((y - cy) / (shape[1] * r)) ** 2 + ((z - cz) / (shape[2] * r)) ** 2
+        label = np.zeros(shape, np.uint8)
+        label[d < 1.0] = 1
+        label[d < 0.3] = 2
+        image = 100.0 * label + 40.0 * (d < 1.3) + rng.normal(0, 8, shape)
+        image *= 1.0 + 0.1 * (x / shape[0])  # bias field
+        name = f"case_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {"name": "TinyTest", "description": "generated for the GUI tests", "modality": {"0": "MRI"},
+            "labels": {"0": "background", "1": "tissue", "2": "core"}, "numTraining": n_cases,
+            "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def msd_dataset(tmp_path_factory) -> Path:
+    """A 3-case MSD dataset folder (40x48x24 voxels at 1x1x2 mm; labels tissue=1, core=2)."""
+    return write_msd_dataset(tmp_path_factory.mktemp("TaskTiny") / "Task99_Tiny")
+
+
+def nonblank(pixels, min_levels: int = 8) -> bool:
+    """Whether an (H, W, 3) image shows something: many distinct grey levels, not one flat colour."""
+    import numpy as np
+
+    grey = np.asarray(pixels).astype(np.int32).sum(axis=-1)
+    return len(np.unique(grey)) >= min_levels and float(grey.std()) > 2.0

@@ -1,0 +1,175 @@
+"""EMONAS Studio application: arguments, QApplication, themes, screenshot mode.
+
+``python main.py [--dataset DIR] [--run DIR] [--screenshot PATH] [--tab NAME]`` (also the
+``emonas-studio`` entry point, :func:`main`). With no dataset the built-in demo dataset opens.
+``--screenshot PATH`` opens the window in that state (at least 1280x800), waits until the first case
+is shown with its overlay and 3D surfaces, saves a PNG including the VTK pixels and exits, also with
+``QT_QPA_PLATFORM=offscreen`` and no X server.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+THEMES = ("dark", "light")
+SCREENSHOT_SIZE = (1440, 900)
+SCREENSHOT_TIMEOUT_S = 50.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments of the app."""
+    p = argparse.ArgumentParser(prog="emonas-studio", description="EMONAS Studio: neural architecture "
+                                "search for 3D medical image segmentation (research use only).")
+    p.add_argument("--dataset", metavar="DIR", help="dataset folder or scan file to open ('demo' for the built-in one)")
+    p.add_argument("--run", metavar="DIR", help="run directory to open")
+    p.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window in this state and exit")
+    p.add_argument("--tab", choices=("data", "search", "results", "export"),
+                   help="workflow step to show (default: data, or results with --run)")
+    p.add_argument("--theme", choices=THEMES, help="colour theme (remembered)")
+    p.add_argument("--size", metavar="WxH", help="window size, e.g. 1440x900")
+    return p.parse_args(list(argv) if argv is not None else None)
+
+
+def apply_theme(app, theme: str) -> None:
+    """Fusion style with a dark or light palette (image views stay dark in both)."""
+    from PySide6.QtGui import QColor, QPalette
+
+    app.setStyle("Fusion")
+    if theme == "light":
+        app.setPalette(app.style().standardPalette())
+        return
+    pal = QPalette()
+    role, group = QPalette.ColorRole, QPalette.ColorGroup
+    base, window, text = QColor(30, 31, 34), QColor(43, 45, 48), QColor(223, 225, 229)
+    pal.setColor(role.Window, window)
+    pal.setColor(role.WindowText, text)
+    pal.setColor(role.Base, base)
+    pal.setColor(role.AlternateBase, QColor(38, 40, 43))
+    pal.setColor(role.ToolTipBase, QColor(60, 63, 65))
+    pal.setColor(role.ToolTipText, text)
+    pal.setColor(role.Text, text)
+    pal.setColor(role.Button, QColor(55, 58, 62))
+    pal.setColor(role.ButtonText, text)
+    pal.setColor(role.BrightText, QColor(255, 90, 90))
+    pal.setColor(role.Link, QColor(90, 160, 255))
+    pal.setColor(role.Highlight, QColor(52, 116, 203))
+    pal.setColor(role.HighlightedText, QColor(255, 255, 255))
+    pal.setColor(role.PlaceholderText, QColor(130, 133, 138))
+    for r in (role.Text, role.WindowText, role.ButtonText):
+        pal.setColor(group.Disabled, r, QColor(120, 122, 126))
+    app.setPalette(pal)
+
+
+def create_app(argv: Sequence[str] | None = None):
+    """The QApplication (created once), with organisation names set for QSettings."""
+    from PySide6.QtWidgets import QApplication
+
+    from emonas_gui.state import APPLICATION, ORGANIZATION
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication([sys.argv[0]] + list(argv or []))
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    return app
+
+
+def build_window(args: argparse.Namespace):
+    """Create the main window for ``args`` and start opening what they name."""
+    from emonas_gui.main_window import MainWindow
+    from emonas_gui.state import AppState
+
+    state = AppState()
+    theme = args.theme or str(state.settings.value("ui/theme", "dark"))
+    window = MainWindow(state, theme=theme)
+    if args.size or args.screenshot:
+        w, h = SCREENSHOT_SIZE
+        if args.size:
+            try:
+                w, h = (int(v) for v in args.size.lower().split("x"))
+            except ValueError:
+                raise SystemExit(f"--size {args.size}: expected WIDTHxHEIGHT, e.g. 1440x900") from None
+        window.resize(max(w, 1280), max(h, 800))
+    window.open_dataset(args.dataset or "demo")
+    if args.run:
+        window.open_run(args.run)
+    tab = args.tab or ("results" if args.run else None)
+    if tab:
+        window.show_step(tab)
+    return window
+
+
+def take_screenshot(window, path: str | Path, timeout_s: float = SCREENSHOT_TIMEOUT_S) -> Path:
+    """Wait until the first case and its surfaces are shown, then save the window as a PNG."""
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from emonas_gui.widgets.surface_view import grab_with_vtk
+
+    panel = window.data_panel
+    loop = QEventLoop()
+    done = {"ready": False}
+
+    def on_ready():
+        done["ready"] = True
+        loop.quit()
+
+    panel.ready.connect(on_ready)
+    window.state.error.connect(lambda _msg: loop.quit())
+    guard = QTimer()
+    guard.setSingleShot(True)
+    guard.timeout.connect(loop.quit)
+    guard.start(int(timeout_s * 1000))
+    if panel.current_case() is None or panel.surface_view._tasks.busy():
+        loop.exec()
+    guard.stop()
+    if not done["ready"]:
+        log.warning("screenshot taken before the first case was ready")
+    # let other panels (run monitor, results) settle a moment
+    end = time.monotonic() + (2.0 if window.state.run_dir else 0.3)
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = grab_with_vtk(window)
+    if not image.save(str(path), "PNG"):
+        raise OSError(f"{path}: could not write PNG")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start EMONAS Studio (``emonas-studio`` / ``python main.py``)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    app = create_app()
+    window = build_window(args)
+    window.show()
+    if args.screenshot:
+        from engine.errors import EmonasError
+
+        try:
+            out = take_screenshot(window, args.screenshot)
+        except (OSError, EmonasError) as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            window.close()
+            return 2
+        log.info("screenshot saved to %s", out)
+        window.close()
+        app.processEvents()
+        return 0
+    code = app.exec()
+    return int(code)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

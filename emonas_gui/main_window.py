@@ -1,0 +1,375 @@
+"""The main window: workflow tabs Data -> Search -> Results -> Export, menus, toolbar, drag and drop.
+
+``MainWindow(state: AppState, theme="dark")``. Public methods used by the app and by tests:
+``open_dataset(path)``, ``open_scans(paths)``, ``open_run(path)``, ``open_paths(paths)`` (what a drop
+does), ``show_step(name)``, ``set_theme(name)``, ``save_screenshot(path)``, ``show_about()``;
+``error_dialog`` is the last error shown (a non-modal QMessageBox), ``data_panel`` and ``panels``
+(name -> widget) give access to the steps.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Iterable
+
+from PySide6.QtCore import QByteArray, Qt, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                               QTabWidget, QToolBar, QWidget)
+
+from emonas_gui.panels.data import DataPanel, is_scan_file
+from emonas_gui.state import AppState
+from emonas_gui.widgets.surface_view import grab_with_vtk
+
+log = logging.getLogger(__name__)
+
+STEPS = ("data", "search", "results", "export")
+STEP_TITLES = {"data": "1  Data", "search": "2  Search", "results": "3  Results", "export": "4  Export"}
+PART_B_PANELS = {"search": ("search", "SearchPanel"), "results": ("results", "ResultsPanel"),
+                 "export": ("export", "ExportPanel")}
+
+ABOUT_TEXT = (
+    "<h3>EMONAS Studio</h3>"
+    "<p>Multi-objective neural architecture search (EMONAS-Net / SaMEA) for small, accurate 3D medical "
+    "image segmentation networks.</p>"
+    "<p><b>For research use only.</b> Not a medical device; not for diagnosis or treatment.</p>"
+    "<p>Method: Baldeon-Calisto M., Lai-Yuen S., EMONAS-Net, Artificial Intelligence in Medicine 119 "
+    "(2021) 102154.</p>"
+    "<p>The demo dataset derives from the MNI ICBM152 2009a template, Copyright (C) 1993-2009 Louis "
+    "Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill University.</p>"
+)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "run.db").exists()
+
+
+class MainWindow(QMainWindow):
+    """EMONAS Studio's main window (see the module docstring)."""
+
+    def __init__(self, state: AppState, theme: str = "dark", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.setWindowTitle("EMONAS Studio")
+        self.setObjectName("EmonasMainWindow")
+        self.setAcceptDrops(True)
+        self.error_dialog: QMessageBox | None = None
+        self.errors: list[str] = []
+
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("workflowTabs")
+        self.tabs.setDocumentMode(True)
+        self.data_panel = DataPanel(state)
+        self.panels: dict[str, QWidget] = {"data": self.data_panel}
+        for step, (module, cls) in PART_B_PANELS.items():
+            self.panels[step] = self._make_panel(module, cls)
+        for step in STEPS:
+            self.tabs.addTab(self.panels[step], STEP_TITLES[step])
+        self.setCentralWidget(self.tabs)
+
+        self.dataset_label = QLabel("no dataset")
+        self.run_label = QLabel("no run")
+        self.statusBar().addPermanentWidget(self.dataset_label)
+        self.statusBar().addPermanentWidget(self.run_label)
+        state.status_message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        state.error.connect(self.show_error)
+        state.dataset_changed.connect(self._on_dataset_changed)
+        state.run_changed.connect(self._on_run_changed)
+
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self.set_theme(theme)
+        self.resize(1440, 900)
+        self._restore_layout()
+
+    # -- panels ---------------------------------------------------------------------------------
+    def _make_panel(self, module: str, cls: str) -> QWidget:
+        try:
+            mod = importlib.import_module(f"emonas_gui.panels.{module}")
+        except ModuleNotFoundError as exc:  # the panel is not written yet
+            if exc.name != f"emonas_gui.panels.{module}":
+                raise
+            label = QLabel(f"The {module} step is not available in this build.")
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            return label
+        return getattr(mod, cls)(self.state)
+
+    # -- actions, menus, toolbar ----------------------------------------------------------------
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+        if tip:
+            act.setStatusTip(tip)
+            act.setToolTip(tip)
+        act.triggered.connect(slot)
+        return act
+
+    def _build_actions(self) -> None:
+        std = QKeySequence.StandardKey
+        self.act_open_dataset = self._action("Open &dataset folder\u2026", self.data_panel.choose_folder,
+                                             std.Open, "Open a dataset folder (MSD, nnU-Net, ACDC, PROMISE12, plain)")
+        self.act_open_scans = self._action("Open &scans\u2026", self.data_panel.choose_scans, "Ctrl+Shift+O",
+                                           "Open scan files (NIfTI, MetaImage, NRRD)")
+        self.act_open_labels = self._action("Open &label map\u2026", self._choose_label_map, "Ctrl+L",
+                                            "Overlay a label map file on the current scan")
+        self.act_demo = self._action("Open d&emo dataset", lambda: self.open_dataset("demo"), None,
+                                     "Open the built-in demo dataset (brain MRI tissue labels)")
+        self.act_open_run = self._action("Open &run\u2026", self._choose_run, "Ctrl+R",
+                                         "Open a search run directory (also one started from the CLI)")
+        self.act_save_views = self._action("Save &views as PNG\u2026", self.data_panel.choose_save_folder,
+                                           std.Save, "Save each view of the scan as a PNG file")
+        self.act_screenshot = self._action("Save window &screenshot\u2026", self._choose_screenshot,
+                                           "Ctrl+Shift+S", "Save the whole window as a PNG file")
+        self.act_quit = self._action("&Quit", self.close, std.Quit)
+        self.act_dark = self._action("&Dark theme", lambda on: self.set_theme("dark" if on else "light"),
+                                     "Ctrl+Shift+T", "Switch between dark and light themes")
+        self.act_dark.setCheckable(True)
+        self.act_reset_layout = self._action("&Reset layout", self.reset_layout, None)
+        self.act_about = self._action("&About EMONAS Studio", self.show_about)
+        self.act_docs = self._action("&User guide", self.open_documentation)
+        self.act_shortcuts = self._action("&Keyboard and mouse", self.show_shortcuts, "F1")
+        self.step_actions = []
+        for i, step in enumerate(STEPS):
+            act = self._action(f"&{i + 1} {step.capitalize()}", lambda _=False, s=step: self.show_step(s),
+                               f"Ctrl+{i + 1}")
+            self.step_actions.append(act)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for act in (self.act_open_dataset, self.act_open_scans, self.act_open_labels, self.act_demo,
+                    self.act_open_run):
+            file_menu.addAction(act)
+        self.recent_datasets_menu = file_menu.addMenu("Recent &datasets")
+        self.recent_runs_menu = file_menu.addMenu("Recent r&uns")
+        self.recent_datasets_menu.aboutToShow.connect(
+            lambda: self._fill_recent(self.recent_datasets_menu, self.state.recent_datasets(), self.open_dataset))
+        self.recent_runs_menu.aboutToShow.connect(
+            lambda: self._fill_recent(self.recent_runs_menu, self.state.recent_runs(), self.open_run))
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_save_views)
+        file_menu.addAction(self.act_screenshot)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        view_menu = bar.addMenu("&View")
+        for act in self.step_actions:
+            view_menu.addAction(act)
+        view_menu.addSeparator()
+        view_menu.addAction(self.act_dark)
+        view_menu.addAction(self.act_reset_layout)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_shortcuts)
+        help_menu.addAction(self.act_docs)
+        help_menu.addAction(self.act_about)
+
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Main")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        for act in (self.act_open_dataset, self.act_open_scans, self.act_demo, self.act_open_run):
+            tb.addAction(act)
+        tb.addSeparator()
+        tb.addAction(self.act_save_views)
+        tb.addAction(self.act_screenshot)
+        tb.addSeparator()
+        tb.addAction(self.act_dark)
+        self.addToolBar(tb)
+
+    def _fill_recent(self, menu, entries: Iterable[str], opener) -> None:
+        menu.clear()
+        entries = list(entries)
+        if not entries:
+            menu.addAction("(none)").setEnabled(False)
+        for entry in entries:
+            menu.addAction(entry, lambda e=entry: opener(e))
+
+    # -- opening --------------------------------------------------------------------------------
+    def open_dataset(self, path: str | Path) -> None:
+        """Open a dataset folder, a scan file, or ``"demo"``; shows the Data step."""
+        if str(path) != "demo" and not Path(path).exists():
+            self.state.report_error(f"{path}: no such file or folder")
+            return
+        self.show_step("data")
+        self.data_panel.open_path(path)
+
+    def open_scans(self, paths: Iterable[str | Path]) -> None:
+        """Show scan files without a dataset."""
+        self.show_step("data")
+        self.data_panel.open_scans([Path(p) for p in paths])
+
+    def open_run(self, path: str | Path) -> None:
+        """Make ``path`` the current run directory (panels of the Search and Results steps load it)."""
+        path = Path(path)
+        if not path.is_dir():
+            self.state.report_error(f"{path}: not a run directory (no such folder)")
+            return
+        self.state.set_run(path)
+
+    def open_paths(self, paths: Iterable[str | Path]) -> None:
+        """Open dropped files and folders: run folders, dataset folders, or scan files."""
+        paths = [Path(p) for p in paths]
+        scans = [p for p in paths if p.is_file() and is_scan_file(p)]
+        others = [p for p in paths if p not in scans]
+        for p in others:
+            if _is_run_dir(p):
+                self.open_run(p)
+            elif p.is_dir():
+                self.open_dataset(p)
+            else:
+                self.state.report_error(f"{p}: not a scan, a dataset folder or a run folder")
+        if scans:
+            self.open_scans(scans)
+
+    def _choose_run(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open run directory", str(Path.home()))
+        if folder:
+            self.open_run(folder)
+
+    def _choose_label_map(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open label map", str(Path.home()),
+                                              "Label maps (*.nii *.nii.gz *.mha *.mhd *.nrrd);;All files (*)")
+        if path:
+            self.data_panel.open_label_map(path)
+
+    def _choose_screenshot(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save window screenshot", str(Path.home() / "emonas.png"),
+                                              "PNG images (*.png)")
+        if path:
+            try:
+                self.save_screenshot(path)
+            except OSError as exc:
+                self.state.report_error(str(exc))
+
+    def save_screenshot(self, path: str | Path) -> Path:
+        """Save the whole window, 3D view included, as a PNG file."""
+        path = Path(path)
+        if not grab_with_vtk(self).save(str(path), "PNG"):
+            raise OSError(f"{path}: could not write PNG")
+        self.state.status_message.emit(f"Saved {path}")
+        return path
+
+    # -- drag and drop --------------------------------------------------------------------------
+    def dragEnterEvent(self, event):  # noqa: N802 - Qt's name
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event):  # noqa: N802 - Qt's name
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event):  # noqa: N802 - Qt's name
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_paths(paths)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _on_dataset_changed(self, dataset) -> None:
+        self.dataset_label.setText(f"dataset: {dataset.name}" if dataset is not None else "no dataset")
+
+    def _on_run_changed(self, run_dir) -> None:
+        self.run_label.setText(f"run: {Path(run_dir).name}" if run_dir else "no run")
+
+    def show_error(self, message: str) -> None:
+        """Show a one-line error in a (non-modal) dialog; the app keeps working."""
+        self.errors.append(message)
+        if self.error_dialog is None:
+            self.error_dialog = QMessageBox(QMessageBox.Icon.Warning, "EMONAS Studio", "", QMessageBox.StandardButton.Ok,
+                                            self)
+            self.error_dialog.setWindowModality(Qt.WindowModality.NonModal)
+        self.error_dialog.setText(message)
+        self.error_dialog.show()
+        self.statusBar().showMessage(message, 10000)
+
+    def show_step(self, name: str) -> None:
+        """Show workflow step ``name`` ("data", "search", "results" or "export")."""
+        self.tabs.setCurrentIndex(STEPS.index(name))
+
+    def current_step(self) -> str:
+        """Name of the shown workflow step."""
+        return STEPS[self.tabs.currentIndex()]
+
+    def set_theme(self, theme: str) -> None:
+        """Switch to the ``"dark"`` or ``"light"`` theme (remembered)."""
+        from emonas_gui.app import apply_theme
+
+        theme = "light" if theme == "light" else "dark"
+        apply_theme(QApplication.instance(), theme)
+        self.theme = theme
+        self.act_dark.blockSignals(True)
+        self.act_dark.setChecked(theme == "dark")
+        self.act_dark.blockSignals(False)
+        self.state.settings.setValue("ui/theme", theme)
+
+    def show_about(self) -> QMessageBox:
+        """The About box (says the software is for research use only)."""
+        box = QMessageBox(QMessageBox.Icon.Information, "About EMONAS Studio", ABOUT_TEXT,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        self.about_box = box
+        return box
+
+    def show_shortcuts(self) -> QMessageBox:
+        """A summary of the keyboard shortcuts and mouse gestures."""
+        text = ("<b>Slice views</b><br>Left click/drag: move the crosshair<br>Wheel, Up/Down: scroll slices "
+                "(Shift: 5)<br>Page Up/Down: 5 slices<br>Right drag: window (left/right), level (up/down)<br>"
+                "Ctrl+wheel: zoom; middle drag: pan; double click: reset zoom<br><br>"
+                "<b>3D view</b><br>Left drag: rotate; wheel or right drag: zoom; middle drag: pan; R: reset<br><br>"
+                "<b>Window</b><br>Ctrl+O open dataset, Ctrl+Shift+O open scans, Ctrl+L open label map, "
+                "Ctrl+R open run, Ctrl+S save views, Ctrl+Shift+S screenshot, Ctrl+1..4 workflow steps, "
+                "Ctrl+Shift+T theme, F1 this help")
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard and mouse", text, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        self.shortcuts_box = box
+        return box
+
+    def open_documentation(self) -> None:
+        """Open the README in the user's browser."""
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(readme)))
+
+    # -- layout persistence ---------------------------------------------------------------------
+    def _restore_layout(self) -> None:
+        s = self.state.settings
+        geometry = s.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        window_state = s.value("window/state")
+        if isinstance(window_state, QByteArray) and not window_state.isEmpty():
+            self.restoreState(window_state)
+        splitter = s.value("data/splitter")
+        if isinstance(splitter, QByteArray) and not splitter.isEmpty():
+            self.data_panel.splitter.restoreState(splitter)
+
+    def save_layout(self) -> None:
+        """Remember window geometry, toolbars and splitters."""
+        s = self.state.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("data/splitter", self.data_panel.splitter.saveState())
+        s.sync()
+
+    def reset_layout(self) -> None:
+        """Forget the saved layout and return to the default one."""
+        for key in ("window/geometry", "window/state", "data/splitter"):
+            self.state.settings.remove(key)
+        self.data_panel.splitter.setSizes([380, 900])
+        self.resize(1440, 900)
+
+    def closeEvent(self, event):  # noqa: N802 - Qt's name
+        self.save_layout()
+        for panel in self.panels.values():
+            shutdown = getattr(panel, "shutdown", None)
+            if callable(shutdown):
+                try:
+                    shutdown()
+                except Exception:  # noqa: BLE001 - closing must go on whatever a panel does
+                    log.exception("panel shutdown failed")
+        super().closeEvent(event)

@@ -1,0 +1,604 @@
+"""The Data step: open a dataset or scans, list the cases, show the dataset check, view a case.
+
+``DataPanel(state, parent=None)``: a case list (shape, spacing, modalities, label presence), the
+problems the engine found, the label table (colour, name, visibility, opacity), modality and window
+controls, and a :class:`~emonas_gui.widgets.slice_views.SliceViewer` with a 3D
+:class:`~emonas_gui.widgets.surface_view.SurfaceView` in its fourth cell. Every file is read in a
+worker thread; the GUI thread never waits for the disk.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QIcon, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QColorDialog, QComboBox, QFileDialog,
+                               QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QListWidget,
+                               QListWidgetItem, QPushButton, QSlider, QSplitter, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from engine.errors import DataError, EmonasError
+from emonas_gui.state import AppState
+from emonas_gui.widgets import TaskRunner
+from emonas_gui.widgets.slice_views import SliceViewer, default_colour, names_colours_for
+from emonas_gui.widgets.surface_view import SurfaceView, grab_with_vtk
+
+log = logging.getLogger(__name__)
+
+SCAN_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+@dataclass
+class Entry:
+    """One row of the case list: a dataset case or a scan opened on its own."""
+
+    case_id: str
+    image_paths: list[Path]
+    label_path: Path | None
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedCase:
+    """A case read for display: channels (C, X, Y, Z) reoriented to the closest RAS axes."""
+
+    case_id: str
+    image: np.ndarray
+    spacing: tuple[float, float, float]
+    labels: np.ndarray | None
+    orientation: str
+    source_shape: tuple[int, int, int]
+
+
+def is_scan_file(path: Path) -> bool:
+    """Whether ``path`` names an image file the engine reads."""
+    name = path.name.lower()
+    return any(name.endswith(s) for s in SCAN_SUFFIXES)
+
+
+def _to_ras(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float]):
+    """Reorient a (X, Y, Z) array to the closest RAS axes; returns the array and its spacing."""
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    ornt = io_orientation(affine)
+    out = apply_orientation(array, ornt)
+    new_spacing = [1.0, 1.0, 1.0]
+    for src_axis, (dst_axis, _) in enumerate(ornt):
+        new_spacing[int(dst_axis)] = float(spacing[src_axis])
+    return np.ascontiguousarray(out), tuple(new_spacing)
+
+
+def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None) -> LoadedCase:
+    """Read a case's scans (one channel per file, or a 4D file) and label map for display.
+
+    Raises ``DataError`` naming the file when a scan cannot be read or the label map does not fit
+    the scan's grid. Runs in a worker thread.
+    """
+    from engine.data.io import affine_orientation, read_image, read_label
+
+    channels, ref = [], None
+    for path in image_paths:
+        img = read_image(path, dtype=np.float32)
+        if ref is None:
+            ref = img
+        elif img.shape != ref.shape:
+            raise DataError(path, f"shape {img.shape} differs from {Path(ref.path).name}'s {ref.shape}")
+        channels.extend(img.array[c] for c in range(img.channels))
+    if ref is None:
+        raise DataError(case_id, "case has no image file")
+    oriented, spacing = [], ref.spacing
+    for ch in channels:
+        arr, new_spacing = _to_ras(ch, ref.affine, ref.spacing)
+        oriented.append(arr)
+    spacing = new_spacing
+    image = np.stack(oriented)
+    if not np.isfinite(image).all():
+        image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+        log.warning("%s: NaN or infinite intensities shown as 0", image_paths[0])
+    labels = None
+    if label_path is not None:
+        raw, lab_img = read_label(label_path)
+        if tuple(raw.shape) != ref.shape:
+            raise DataError(label_path, f"label map shape {tuple(raw.shape)} differs from the scan's {ref.shape}")
+        if raw.dtype.kind == "f":
+            if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
+                raise DataError(label_path, "label map holds non-integer values")
+        small = raw.size == 0 or (raw.min() >= 0 and raw.max() <= 255)
+        labels, _ = _to_ras(raw.astype(np.uint8 if small else np.int32, copy=False),
+                            lab_img.affine, lab_img.spacing)
+    return LoadedCase(case_id, image, tuple(spacing), labels, affine_orientation(ref.affine), ref.shape)
+
+
+def read_entry_headers(entries: list[Entry]) -> list[Entry]:
+    """Fill in shape and spacing of each entry from its first file's header (no voxels read)."""
+    from engine.data.io import read_header
+
+    for e in entries:
+        try:
+            h = read_header(e.image_paths[0])
+            e.shape, e.spacing = tuple(h.shape), tuple(round(s, 3) for s in h.spacing)
+            if h.channels > 1:
+                e.shape = e.shape + (h.channels,)
+        except EmonasError as exc:
+            e.problems.append(str(exc))
+    return entries
+
+
+def open_dataset_job(path: str, skip_bad: bool):
+    """Open a dataset (worker side)."""
+    from engine.data.dataset import open_dataset
+
+    return open_dataset(path, skip_bad=skip_bad)
+
+
+def check_dataset_job(dataset) -> list:
+    """Read every voxel of every case and return the problems found (worker side)."""
+    from engine.data.validate import inspect_case
+
+    problems = []
+    for case in dataset.cases:
+        problems.extend(inspect_case(case, dataset.modalities, dataset.labels).problems)
+    return problems
+
+
+class DataPanel(QWidget):
+    """Data step: see the module docstring. Constructed as ``DataPanel(state, parent=None)``."""
+
+    case_shown = Signal(str)  # case id, once its scan and overlay are on screen
+    ready = Signal()  # the shown case's 3D surfaces are built too
+    check_finished = Signal(list)
+
+    def __init__(self, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self._tasks = TaskRunner(self)
+        self._entries: list[Entry] = []
+        self._labels_decl: dict[str, int] = {}
+        self._current: LoadedCase | None = None
+        self._surfaces_pending = False
+        self._problems: list = []
+
+        # viewers
+        self.surface_view = SurfaceView()
+        self.viewer = SliceViewer(extra=self.surface_view)
+        self.surface_view.surfaces_ready.connect(self._on_surfaces_ready)
+        self.surface_view.error.connect(self.state.report_error)
+        self.viewer.cursor_info.connect(self.state.status_message)
+
+        # left column
+        self.open_folder_button = QPushButton("Open dataset folder\u2026")
+        self.open_folder_button.clicked.connect(self.choose_folder)
+        self.open_scans_button = QPushButton("Open scans\u2026")
+        self.open_scans_button.clicked.connect(self.choose_scans)
+        self.skip_bad = QCheckBox("Skip broken cases")
+        self.skip_bad.setToolTip("Open the dataset without the cases that have fatal problems")
+        self.skip_bad.setChecked(self.state.settings.value("data/skip_bad", False, type=bool))
+        self.skip_bad.toggled.connect(lambda v: self.state.settings.setValue("data/skip_bad", v))
+        self.summary = QLabel("No dataset")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.case_table = QTableWidget(0, 5)
+        self.case_table.setHorizontalHeaderLabels(["Case", "Shape", "Spacing (mm)", "Modalities", "Label"])
+        self.case_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.case_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.case_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.case_table.verticalHeader().setVisible(False)
+        self.case_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.case_table.horizontalHeader().setStretchLastSection(True)
+        self.case_table.itemSelectionChanged.connect(self._on_case_selected)
+
+        self.check_button = QPushButton("Check every voxel")
+        self.check_button.setToolTip("Read every case fully and list every problem (as `emonas check`)")
+        self.check_button.clicked.connect(self.run_check)
+        self.problem_list = QListWidget()
+        self.problem_list.setWordWrap(True)
+        self.problem_list.setMaximumHeight(140)
+
+        self.label_table = QTableWidget(0, 3)
+        self.label_table.setHorizontalHeaderLabels(["Show", "Label", "Value"])
+        self.label_table.verticalHeader().setVisible(False)
+        self.label_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.label_table.horizontalHeader().setStretchLastSection(True)
+        self.label_table.itemChanged.connect(self._on_label_item_changed)
+        self.label_table.cellDoubleClicked.connect(self._on_label_double_clicked)
+        self.label_table.setToolTip("Tick to show a label; double-click its name to change its colour")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(int(self.state.settings.value("viewer/opacity", 50, type=int)))
+        self.opacity.valueChanged.connect(self._on_opacity)
+        self.viewer.set_opacity(self.opacity.value() / 100)
+        self.modality = QComboBox()
+        self.modality.currentIndexChanged.connect(self._on_modality)
+        self.preset = QComboBox()
+        self.preset.setToolTip("Window presets; right-drag in a view adjusts window and level")
+        self.preset.activated.connect(lambda i: self.viewer.apply_preset(self.preset.itemText(i)))
+        self.save_button = QPushButton("Save views as PNG\u2026")
+        self.save_button.clicked.connect(self.choose_save_folder)
+
+        opener = QHBoxLayout()
+        opener.addWidget(self.open_folder_button)
+        opener.addWidget(self.open_scans_button)
+        data_box = QGroupBox("Dataset")
+        dl = QVBoxLayout(data_box)
+        dl.addLayout(opener)
+        dl.addWidget(self.skip_bad)
+        dl.addWidget(self.summary)
+        dl.addWidget(self.case_table, 1)
+        check_box = QGroupBox("Dataset check")
+        cl = QVBoxLayout(check_box)
+        cl.addWidget(self.check_button)
+        cl.addWidget(self.problem_list)
+        view_box = QGroupBox("Display")
+        vl = QFormLayout(view_box)
+        vl.addRow("Modality", self.modality)
+        vl.addRow("Window", self.preset)
+        vl.addRow("Label opacity", self.opacity)
+        vl.addRow(self.label_table)
+        vl.addRow(self.save_button)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(data_box, 3)
+        ll.addWidget(check_box, 1)
+        ll.addWidget(view_box, 2)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("dataSplitter")
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.viewer)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([380, 900])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.splitter)
+
+        self.state.dataset_changed.connect(self._on_dataset_changed)
+
+    # -- opening --------------------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        """Ask for a dataset folder and open it."""
+        start = str(self.state.dataset_path or Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open dataset folder", start)
+        if folder:
+            self.open_path(folder)
+
+    def choose_scans(self) -> None:
+        """Ask for scan files and open them."""
+        files, _ = QFileDialog.getOpenFileNames(self, "Open scans", str(Path.home()),
+                                                "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)")
+        if files:
+            self.open_scans([Path(f) for f in files])
+
+    def open_path(self, path: str | Path) -> None:
+        """Open a dataset folder (any layout the engine reads) or ``"demo"``; a scan file opens as a scan."""
+        if str(path) != "demo" and Path(path).is_file():
+            self.open_scans([Path(path)])
+            return
+        self.state.status_message.emit(f"Opening {path}\u2026")
+        self.summary.setText(f"Opening {path}\u2026")
+        self._tasks.submit(open_dataset_job, str(path), self.skip_bad.isChecked(), key="open",
+                           on_done=lambda ds: self.state.set_dataset(ds, str(path)),
+                           on_error=self._on_open_failed)
+
+    def _on_open_failed(self, message: str) -> None:
+        self.summary.setText("No dataset")
+        self.state.report_error(message)
+
+    def open_scans(self, paths: Sequence[Path]) -> None:
+        """Show scan files on their own (no dataset); each file becomes a row of the case list."""
+        entries = []
+        for p in paths:
+            p = Path(p)
+            name = p.name
+            for s in SCAN_SUFFIXES:
+                if name.lower().endswith(s):
+                    name = name[: -len(s)]
+                    break
+            entries.append(Entry(name, [p], None))
+        self._labels_decl = {}
+        self.summary.setText(f"{len(entries)} scan(s) opened without a dataset")
+        self._set_entries(entries, problems=[])
+        self.state.status_message.emit(f"Opened {len(entries)} scan(s)")
+
+    def open_label_map(self, path: str | Path) -> None:
+        """Overlay a label map file (e.g. a prediction) on the current scan."""
+        row = self.case_table.currentRow()
+        if row < 0:
+            self.state.report_error(f"{path}: open a scan first, then its label map")
+            return
+        self._entries[row].label_path = Path(path)
+        self._set_label_cell(row, self._entries[row])
+        self.show_case(row)
+
+    # -- dataset --------------------------------------------------------------------------------
+    def _on_dataset_changed(self, dataset) -> None:
+        if dataset is None:
+            self._set_entries([], [])
+            self.summary.setText("No dataset")
+            return
+        self._labels_decl = dict(dataset.labels)
+        labels = ", ".join(f"{n} ({v})" for n, v in dataset.labels.items())
+        skipped = f"<br>Skipped: {', '.join(dataset.skipped)}" if getattr(dataset, "skipped", None) else ""
+        self.summary.setText(
+            f"<b>{dataset.name}</b> &mdash; {dataset.layout} layout, {len(dataset.cases)} cases<br>"
+            f"Modalities: {', '.join(dataset.modalities)}<br>Labels: {labels}{skipped}")
+        entries = [Entry(c.case_id, list(c.image_paths), c.label_path) for c in dataset.cases]
+        self._set_entries(entries, list(getattr(dataset, "problems", [])))
+        self.state.status_message.emit(f"Opened {dataset.name}: {len(dataset.cases)} cases")
+
+    def _set_entries(self, entries: list[Entry], problems: list) -> None:
+        self._entries = entries
+        self.case_table.blockSignals(True)
+        self.case_table.setRowCount(len(entries))
+        for row, e in enumerate(entries):
+            self.case_table.setItem(row, 0, QTableWidgetItem(e.case_id))
+            for col in (1, 2):
+                self.case_table.setItem(row, col, QTableWidgetItem("\u2026"))
+            names = self._modality_names(len(e.image_paths))
+            self.case_table.setItem(row, 3, QTableWidgetItem(", ".join(names)))
+            self._set_label_cell(row, e)
+        self.case_table.blockSignals(False)
+        self._show_problems(problems)
+        self.viewer.set_volume(None)
+        self.surface_view.set_labels(None)
+        if entries:
+            self._tasks.submit(read_entry_headers, entries, key="headers", on_done=self._on_headers)
+            self.case_table.selectRow(0)
+
+    def _modality_names(self, n: int) -> list[str]:
+        """Modality names of the open dataset, or generic names for ``n`` channels of loose scans."""
+        ds = self.state.dataset
+        if ds is not None and self._labels_decl:
+            return list(ds.modalities)
+        return [f"channel {i}" for i in range(n)] if n > 1 else ["scan"]
+
+    def _set_label_cell(self, row: int, e: Entry) -> None:
+        item = QTableWidgetItem("yes" if e.label_path is not None else "no")
+        item.setForeground(QBrush(QColor(60, 170, 80) if e.label_path is not None else QColor(150, 150, 150)))
+        self.case_table.setItem(row, 4, item)
+
+    def _on_headers(self, entries: list[Entry]) -> None:
+        if entries is not self._entries:
+            return
+        extra = []
+        for row, e in enumerate(entries):
+            if e.shape is not None:
+                self.case_table.item(row, 1).setText(" x ".join(str(s) for s in e.shape))
+                self.case_table.item(row, 2).setText(" x ".join(f"{s:g}" for s in e.spacing))
+            else:
+                self.case_table.item(row, 1).setText("unreadable")
+            extra.extend(e.problems)
+        if extra:
+            self._show_problems(list(self._problems) + extra)
+
+    def _show_problems(self, problems: list) -> None:
+        self._problems = list(problems)
+        self.problem_list.clear()
+        if not problems:
+            item = QListWidgetItem("No problem found")
+            item.setForeground(QBrush(QColor(60, 170, 80)))
+            self.problem_list.addItem(item)
+            return
+        for p in problems:
+            fatal = getattr(p, "fatal", True)
+            item = QListWidgetItem(("error: " if fatal else "warning: ") + str(p))
+            item.setForeground(QBrush(QColor(220, 60, 50) if fatal else QColor(220, 150, 30)))
+            item.setToolTip(str(p))
+            self.problem_list.addItem(item)
+
+    def problems(self) -> list[str]:
+        """The problems listed in the check box, as shown."""
+        return [self.problem_list.item(i).text() for i in range(self.problem_list.count())]
+
+    def entries(self) -> list[Entry]:
+        """Rows of the case list."""
+        return list(self._entries)
+
+    def run_check(self) -> None:
+        """Read every voxel of every case in a worker and list the problems found."""
+        ds = self.state.dataset
+        if ds is None:
+            self.state.report_error("open a dataset first, then check it")
+            return
+        self.check_button.setEnabled(False)
+        self.check_button.setText("Checking\u2026")
+        self._tasks.submit(check_dataset_job, ds, key="check", on_done=self._on_checked,
+                           on_error=self._on_check_failed)
+
+    def _on_checked(self, problems: list) -> None:
+        self.check_button.setEnabled(True)
+        self.check_button.setText("Check every voxel")
+        self._show_problems(problems)
+        fatal = sum(1 for p in problems if getattr(p, "fatal", True))
+        self.state.status_message.emit(f"Check done: {fatal} error(s), {len(problems) - fatal} warning(s)")
+        self.check_finished.emit(problems)
+
+    def _on_check_failed(self, message: str) -> None:
+        self.check_button.setEnabled(True)
+        self.check_button.setText("Check every voxel")
+        self.state.report_error(message)
+
+    # -- one case -------------------------------------------------------------------------------
+    def _on_case_selected(self) -> None:
+        rows = self.case_table.selectionModel().selectedRows()
+        if rows:
+            self.show_case(rows[0].row())
+
+    def show_case(self, row: int) -> None:
+        """Load case ``row`` of the list in a worker and show it."""
+        e = self._entries[row]
+        if self.case_table.currentRow() != row:
+            self.case_table.blockSignals(True)
+            self.case_table.selectRow(row)
+            self.case_table.blockSignals(False)
+        self.viewer.info.setText(f"Loading {e.case_id}\u2026")
+        self.state.status_message.emit(f"Loading {e.case_id}\u2026")
+        self._tasks.submit(load_case, e.case_id, e.image_paths, e.label_path, key="case",
+                           on_done=self._on_case_loaded, on_error=self._on_case_failed)
+
+    def _on_case_failed(self, message: str) -> None:
+        self.viewer.info.setText("Could not load this case")
+        self.state.report_error(message)
+
+    def _on_case_loaded(self, case: LoadedCase) -> None:
+        self._current = case
+        names = self._modality_names(case.image.shape[0])
+        if len(names) != case.image.shape[0]:
+            names = [f"channel {i}" for i in range(case.image.shape[0])]
+        self.viewer.set_volume(case.image, case.spacing, names)
+        self.modality.blockSignals(True)
+        self.modality.clear()
+        self.modality.addItems(names)
+        self.modality.setEnabled(len(names) > 1)
+        self.modality.blockSignals(False)
+        self._fill_presets()
+        nc = names_colours_for(self._labels_decl) if self._labels_decl else {}
+        if case.labels is not None:
+            for v in np.flatnonzero(np.bincount(case.labels.ravel().astype(np.int64))):
+                if v and int(v) not in nc:
+                    nc[int(v)] = (f"label {v}", default_colour(int(v)))
+        # keep colours and visibility chosen by the user for this dataset
+        old = self.viewer.names_colours()
+        for v in nc:
+            if v in old:
+                nc[v] = (nc[v][0], old[v][1])
+        self.viewer.set_labels(case.labels, nc)
+        self._fill_label_table(nc if case.labels is not None else {})
+        self._surfaces_pending = case.labels is not None
+        self.surface_view.set_labels(case.labels, case.spacing, nc)
+        for v in nc:
+            self.surface_view.set_label_visible(v, self.viewer.label_visible(v))
+        self.state.status_message.emit(
+            f"{case.case_id}: {' x '.join(map(str, case.image.shape[1:]))} voxels, "
+            f"{' x '.join(f'{s:g}' for s in case.spacing)} mm, {case.orientation} on disk")
+        self.case_shown.emit(case.case_id)
+        if not self._surfaces_pending:
+            self.ready.emit()
+
+    def _on_surfaces_ready(self) -> None:
+        if self._surfaces_pending:
+            self._surfaces_pending = False
+            self.ready.emit()
+
+    def current_case(self) -> LoadedCase | None:
+        """The case on screen (reoriented arrays), or None."""
+        return self._current
+
+    def wait_until_ready(self, msecs: int = 60000) -> bool:
+        """Block until loads and surface builds finished (for tests and --screenshot)."""
+        ok = self._tasks.wait(msecs)
+        from PySide6.QtWidgets import QApplication
+
+        QApplication.processEvents()
+        ok = self.surface_view.wait_until_ready(msecs) and ok
+        QApplication.processEvents()
+        return ok
+
+    # -- display controls -----------------------------------------------------------------------
+    def _fill_presets(self) -> None:
+        self.preset.clear()
+        self.preset.addItems(self.viewer.presets())
+
+    def _on_modality(self, index: int) -> None:
+        if index >= 0 and self.viewer.shape() is not None:
+            self.viewer.set_channel(index)
+            self._fill_presets()
+
+    def _on_opacity(self, value: int) -> None:
+        self.viewer.set_opacity(value / 100)
+        self.state.settings.setValue("viewer/opacity", value)
+
+    def _fill_label_table(self, nc: dict) -> None:
+        self.label_table.blockSignals(True)
+        self.label_table.setRowCount(len(nc))
+        for row, (value, (name, colour)) in enumerate(sorted(nc.items())):
+            show = QTableWidgetItem()
+            show.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            show.setCheckState(Qt.CheckState.Checked if self.viewer.label_visible(value) else Qt.CheckState.Unchecked)
+            show.setData(Qt.ItemDataRole.UserRole, value)
+            self.label_table.setItem(row, 0, show)
+            name_item = QTableWidgetItem(name)
+            name_item.setIcon(_swatch(colour))
+            self.label_table.setItem(row, 1, name_item)
+            self.label_table.setItem(row, 2, QTableWidgetItem(str(value)))
+        self.label_table.blockSignals(False)
+
+    def set_label_visible(self, value: int, visible: bool) -> None:
+        """Show or hide label ``value`` in the slices and in 3D (as ticking its box does)."""
+        for row in range(self.label_table.rowCount()):
+            item = self.label_table.item(row, 0)
+            if item.data(Qt.ItemDataRole.UserRole) == int(value):
+                item.setCheckState(Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
+                return
+        self.viewer.set_label_visible(value, visible)
+        self.surface_view.set_label_visible(value, visible)
+
+    def _on_label_item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() != 0:
+            return
+        value = int(item.data(Qt.ItemDataRole.UserRole))
+        visible = item.checkState() == Qt.CheckState.Checked
+        self.viewer.set_label_visible(value, visible)
+        self.surface_view.set_label_visible(value, visible)
+
+    def _on_label_double_clicked(self, row: int, column: int) -> None:
+        value = int(self.label_table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+        name, colour = self.viewer.names_colours().get(value, ("", default_colour(value)))
+        chosen = QColorDialog.getColor(QColor(*colour), self, f"Colour of {name}")
+        if chosen.isValid():
+            self.set_label_colour(value, (chosen.red(), chosen.green(), chosen.blue()))
+
+    def set_label_colour(self, value: int, colour: tuple[int, int, int]) -> None:
+        """Give label ``value`` a new colour in the slices, the 3D view and the table."""
+        self.viewer.set_label_colour(value, colour)
+        case = self._current
+        if case is not None and case.labels is not None:
+            self.surface_view.set_labels(case.labels, case.spacing, self.viewer.names_colours())
+        self._fill_label_table(self.viewer.names_colours())
+
+    # -- saving ---------------------------------------------------------------------------------
+    def choose_save_folder(self) -> None:
+        """Ask for a folder and save every view there as PNG."""
+        folder = QFileDialog.getExistingDirectory(self, "Save views as PNG", str(Path.home()))
+        if folder:
+            try:
+                paths = self.save_views(folder)
+            except OSError as exc:
+                self.state.report_error(str(exc))
+                return
+            self.state.status_message.emit(f"Saved {len(paths)} PNG files to {folder}")
+
+    def save_views(self, folder: str | Path) -> list[Path]:
+        """Save axial, coronal, sagittal, 3D and the whole viewer as PNG files in ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = self._current.case_id if self._current else "view"
+        paths = [self.viewer.save_png(folder / f"{stem}_{name}.png", name) for name in self.viewer.views]
+        paths.append(self.surface_view.save_png(folder / f"{stem}_3d.png"))
+        whole = folder / f"{stem}_all.png"
+        if not grab_with_vtk(self.viewer).save(str(whole), "PNG"):
+            raise OSError(f"{whole}: could not write PNG")
+        paths.append(whole)
+        return paths
+
+    # -- teardown -------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop the worker and release the 3D view."""
+        self._tasks.shutdown()
+        self.surface_view.shutdown()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt's name
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def _swatch(colour) -> QIcon:
+    pix = QPixmap(14, 14)
+    pix.fill(QColor(*colour[:3]))
+    return QIcon(pix)
