@@ -1,0 +1,407 @@
+"""Fingerprint of a dataset and the preprocessing / training plan derived from it, nnU-Net style.
+
+The fingerprint lists, per case, the shape and spacing (in the canonical RAS orientation), the
+size of the non-zero region, foreground intensity statistics and voxel counts per label. The plan
+derived from it (versioned JSON, every field overridable):
+
+- ``target_spacing``: the median spacing; on a strongly anisotropic axis (spacing > 3x the others
+  and fewer than a third of the voxels) the 10th percentile instead, as nnU-Net does;
+- ``normalization``: one entry per modality: z-score per case for MRI (inside the non-zero region
+  when cropping removed much), for CT clipping to the foreground's 0.5/99.5 percentiles then
+  z-score with the dataset's foreground mean and std;
+- ``patch_size``: the median case at the target spacing, rounded to the pooling of the deepest
+  network (``pool_schedule``, 4 levels; an axis is pooled while it keeps at least 4 voxels and its
+  spacing is within 2x the finest), shrunk until a large network of the search space trains within
+  the memory budget; ``batch_size``: 2, more when memory allows and the batch covers under 5% of the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from engine.data.cache import cache_root, digest, file_signature, write_json_atomic
+from engine.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Default memory budget of one training step (bytes): a common 8 GiB GPU, or that much RAM on CPU.
+DEFAULT_MEMORY_BUDGET = 8 * 2**30
+MAX_LEVELS = 4
+ANISOTROPY = 3.0
+MIN_FEATURE_MAP = 4
+MAX_PATCH_AXIS = 256
+FINGERPRINT_VERSION = 1
+
+Triple = tuple
+
+
+def _ct_like(modality: str) -> bool:
+    words = modality.replace("-", " ").replace("_", " ").lower().split()
+    return "ct" in words or modality.lower() in ("ct", "cect", "ncct")
+
+
+@dataclass
+class Plan:
+    """How to preprocess a dataset and the patch and batch sizes to train on it."""
+
+    target_spacing: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    batch_size: int
+    normalization: list[dict]
+    pool_schedule: list[tuple[int, int, int]]
+    modalities: list[str]
+    labels: dict[str, int]
+    orientation: str = "RAS"
+    resampling: dict = field(default_factory=lambda: {"image_order": 3, "label": "linear_per_label"})
+    crop_to_nonzero: bool = True
+    median_shape: tuple[int, int, int] = (0, 0, 0)
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
+    dataset: str = ""
+    overrides: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities)
+
+    def pool_sizes_for(self, n_levels: int) -> list[tuple[int, int, int]]:
+        """Per-level (x, y, z) max-pool factors of a network with ``n_levels`` poolings (1 to 4)."""
+        if not isinstance(n_levels, int) or not 1 <= n_levels <= len(self.pool_schedule):
+            raise ConfigError(f"n_levels must be between 1 and {len(self.pool_schedule)}, got {n_levels!r}")
+        return [tuple(p) for p in self.pool_schedule[:n_levels]]  # type: ignore[misc]
+
+    def preprocessing_key(self) -> str:
+        """Hash of the fields that change preprocessed arrays (not patch or batch size)."""
+        d = self.to_dict()
+        keep = ("target_spacing", "orientation", "normalization", "resampling", "crop_to_nonzero", "labels", "modalities")
+        return digest({k: d[k] for k in keep})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_spacing"] = [float(v) for v in self.target_spacing]
+        d["patch_size"] = [int(v) for v in self.patch_size]
+        d["median_shape"] = [int(v) for v in self.median_shape]
+        d["pool_schedule"] = [[int(v) for v in p] for p in self.pool_schedule]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        """A plan from its JSON form; ``ConfigError`` on a wrong version or malformed field."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("a plan must be a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ConfigError(f"plan schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+        try:
+            plan = cls(
+                target_spacing=_floats3(data["target_spacing"], "target_spacing"),
+                patch_size=_ints3(data["patch_size"], "patch_size"),
+                batch_size=int(data["batch_size"]),
+                normalization=[dict(n) for n in data["normalization"]],
+                pool_schedule=[tuple(int(v) for v in p) for p in data["pool_schedule"]],  # type: ignore[misc]
+                modalities=[str(m) for m in data["modalities"]],
+                labels={str(k): int(v) for k, v in data["labels"].items()},
+                orientation=str(data.get("orientation", "RAS")),
+                resampling=dict(data.get("resampling", {"image_order": 3, "label": "linear_per_label"})),
+                crop_to_nonzero=bool(data.get("crop_to_nonzero", True)),
+                median_shape=tuple(int(v) for v in data.get("median_shape", (0, 0, 0))),  # type: ignore[arg-type]
+                memory_budget_bytes=int(data.get("memory_budget_bytes", DEFAULT_MEMORY_BUDGET)),
+                dataset=str(data.get("dataset", "")),
+                overrides=[str(o) for o in data.get("overrides", [])],
+            )
+        except KeyError as exc:
+            raise ConfigError(f"plan lacks the field {exc.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"malformed plan ({exc})") from None
+        plan.validate()
+        return plan
+
+    def validate(self) -> "Plan":
+        if self.orientation != "RAS":
+            raise ConfigError(f"plan orientation must be 'RAS', got {self.orientation!r}")
+        if len(self.normalization) != len(self.modalities):
+            raise ConfigError(f"plan has {len(self.normalization)} normalization entries for {len(self.modalities)} modalities")
+        for n in self.normalization:
+            if n.get("scheme") not in ("zscore", "ct", "none"):
+                raise ConfigError(f"normalization scheme must be 'zscore', 'ct' or 'none', got {n.get('scheme')!r}")
+            if n["scheme"] == "ct" and not all(k in n for k in ("clip_low", "clip_high", "mean", "std")):
+                raise ConfigError("a 'ct' normalization needs clip_low, clip_high, mean and std")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.resampling.get("image_order") not in (0, 1, 2, 3):
+            raise ConfigError(f"resampling image_order must be 0..3, got {self.resampling.get('image_order')!r}")
+        if self.resampling.get("label") not in ("nearest", "linear_per_label"):
+            raise ConfigError(f"resampling label must be 'nearest' or 'linear_per_label', got {self.resampling.get('label')!r}")
+        if len(self.pool_schedule) != MAX_LEVELS or any(len(p) != 3 or any(v not in (1, 2) for v in p) for p in self.pool_schedule):
+            raise ConfigError(f"pool_schedule must list {MAX_LEVELS} triples of 1 or 2")
+        for axis in range(3):
+            d = int(np.prod([p[axis] for p in self.pool_schedule]))
+            if self.patch_size[axis] % d:
+                raise ConfigError(
+                    f"patch_size {list(self.patch_size)} is not divisible by {d} on axis {'xyz'[axis]} "
+                    f"(pooling {[list(p) for p in self.pool_schedule]}); try {_round_to(self.patch_size, self.pool_schedule)}"
+                )
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plan":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except OSError as exc:
+            raise DataError(path, f"cannot read plan ({exc.strerror or exc})") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(path, f"plan is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        except ConfigError as exc:
+            raise DataError(path, str(exc)) from None
+
+
+def _floats3(v, name) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be three numbers, got {v!r}") from None
+    if len(vals) != 3 or not all(np.isfinite(vals)) or min(vals) <= 0:
+        raise ConfigError(f"{name} must be three positive numbers, got {v!r}")
+    return vals  # type: ignore[return-value]
+
+
+def _ints3(v, name) -> tuple[int, int, int]:
+    try:
+        vals = tuple(int(x) for x in v)
+        if any(float(x) != int(x) for x in v):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be three integers, got {v!r}") from None
+    if len(vals) != 3 or min(vals) < 1:
+        raise ConfigError(f"{name} must be three positive integers, got {v!r}")
+    return vals  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------- fingerprint
+
+
+def dataset_fingerprint(dataset, progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Per-case statistics of ``dataset`` (reads every voxel once; cached by the files' signatures)."""
+    from engine.data.validate import inspect_case
+
+    sigs = [[c.case_id, [file_signature(p) for p in c.image_paths], file_signature(c.label_path) if c.label_path else None]
+            for c in dataset.cases]
+    key = digest([FINGERPRINT_VERSION, dataset.modalities, dataset.labels, sigs])
+    path = cache_root() / "fingerprints" / f"{key}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("ignoring unreadable cached fingerprint %s", path)
+    cases = []
+    for i, case in enumerate(dataset.cases):
+        report = inspect_case(case, dataset.modalities, dataset.labels)
+        fatal = [p for p in report.problems if p.fatal]
+        if fatal:
+            raise DataError(fatal[0].path, fatal[0].message)
+        cases.append(report.fingerprint)
+        if progress:
+            progress(i + 1, len(dataset.cases), case.case_id)
+    fp = {"version": FINGERPRINT_VERSION, "modalities": list(dataset.modalities), "labels": dict(dataset.labels),
+          "cases": cases}
+    write_json_atomic(path, fp)
+    return fp
+
+
+# ---------------------------------------------------------------------------------------- plan rules
+
+
+def target_spacing_rule(spacings: np.ndarray, sizes: np.ndarray) -> list[float]:
+    """nnU-Net's target spacing: the median, except on a strongly anisotropic axis (10th percentile)."""
+    target = np.percentile(spacings, 50, axis=0)
+    size = np.percentile(sizes, 50, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(3) if a != worst]
+    aniso_spacing = target[worst] > ANISOTROPY * max(target[a] for a in others)
+    aniso_voxels = size[worst] * ANISOTROPY < min(size[a] for a in others)
+    if aniso_spacing and aniso_voxels:
+        t = float(np.percentile(spacings[:, worst], 10))
+        if t < max(target[a] for a in others):
+            t = max(target[a] for a in others) + 1e-5
+        target[worst] = t
+    return [float(round(v, 5)) for v in target]
+
+
+def pool_schedule_for(spacing, shape, levels: int = MAX_LEVELS) -> list[tuple[int, int, int]]:
+    """Per-level pooling: an axis is pooled while it keeps >= 4 voxels and is within 2x the finest spacing."""
+    sp = [float(s) for s in spacing]
+    sh = [int(s) for s in shape]
+    out = []
+    for _ in range(levels):
+        finest = min(sp)
+        pool = tuple(2 if sh[a] >= 2 * MIN_FEATURE_MAP and sp[a] <= 2 * finest else 1 for a in range(3))
+        out.append(pool)
+        sh = [s // p for s, p in zip(sh, pool)]
+        sp = [s * p for s, p in zip(sp, pool)]
+    return out  # type: ignore[return-value]
+
+
+def _divisors(schedule) -> list[int]:
+    return [int(np.prod([p[a] for p in schedule])) for a in range(3)]
+
+
+def _round_to(shape, schedule) -> list[int]:
+    return [max(d, int(round(s / d)) * d) for s, d in zip(shape, _divisors(schedule))]
+
+
+_REF_GENOME = None
+
+
+def _reference_genome():
+    """A large network of the search space (the paper's hippocampus cell, 9 cells) to size patches with."""
+    global _REF_GENOME
+    if _REF_GENOME is None:
+        from engine.genome import PAPER_GENOMES
+
+        _REF_GENOME = PAPER_GENOMES["hippocampus"].replace(n_cells=9)
+    return _REF_GENOME
+
+
+def _training_bytes(patch, schedule, batch, in_channels, num_classes) -> int:
+    from engine.network.cost import estimate_cost
+
+    return estimate_cost(_reference_genome(), in_channels, num_classes, patch, batch=batch,
+                         pool_sizes=schedule).training_bytes
+
+
+def _fit_patch(median_shape, spacing, budget, in_channels, num_classes) -> tuple[list[int], list]:
+    start = [min(max(1, int(round(s))), MAX_PATCH_AXIS) for s in median_shape]
+    schedule = pool_schedule_for(spacing, start)
+    patch = _round_to(start, schedule)
+    while _training_bytes(patch, schedule, 2, in_channels, num_classes) > budget:
+        # shrink the axis that is largest relative to the median case (nnU-Net's rule)
+        divs = _divisors(schedule)
+        ratios = [p / m if p > d else -1 for p, m, d in zip(patch, median_shape, divs)]
+        axis = int(np.argmax(ratios))
+        if ratios[axis] < 0:
+            log.warning("even the smallest patch %s exceeds the memory budget of %d bytes", patch, budget)
+            break
+        patch[axis] -= divs[axis]
+        new = pool_schedule_for(spacing, patch)
+        if new != schedule:  # fewer poolings now fit: keep the patch divisible by the new schedule
+            schedule = new
+            patch = [max(d, (p // d) * d) for p, d in zip(patch, _divisors(schedule))]
+    return patch, schedule
+
+
+def _ct_entry(cases: list[dict], ch: int, name: str) -> dict:
+    """Clip to the dataset's foreground 0.5/99.5 percentiles, then z-score with its foreground mean and std."""
+    sample = np.concatenate([np.asarray(c["intensity"][ch]["sample"], float) for c in cases])
+    return {"modality": name, "scheme": "ct", "clip_low": float(np.percentile(sample, 0.5)),
+            "clip_high": float(np.percentile(sample, 99.5)), "mean": float(sample.mean()),
+            "std": float(max(sample.std(), 1e-8))}
+
+
+def _normalization(cases: list[dict], modalities: list[str], given=None) -> list[dict]:
+    full = np.array([np.prod(c["ras_shape"]) for c in cases], float)
+    crop = np.array([np.prod(c["crop_shape"]) for c in cases], float)
+    use_mask = bool(np.median(crop / full) < 0.75)  # nnU-Net: cropping removed a lot -> normalize inside
+    if given is None:
+        given = [None] * len(modalities)
+    else:
+        given = [given] * len(modalities) if isinstance(given, (Mapping, str)) else list(given)
+        if len(given) != len(modalities):
+            raise ConfigError(f"normalization override needs {len(modalities)} entries (one per modality), got {len(given)}")
+    out = []
+    for ch, (name, new) in enumerate(zip(modalities, given)):
+        new = {"scheme": new} if isinstance(new, str) else dict(new or {})
+        scheme = new.get("scheme") or ("ct" if _ct_like(name) else "zscore")
+        if scheme == "ct":
+            entry = _ct_entry(cases, ch, name)
+        else:
+            entry = {"modality": name, "scheme": scheme, "use_nonzero_mask": use_mask}
+        entry.update(new)
+        out.append(entry)
+    return out
+
+
+PLAN_FIELDS = ("target_spacing", "patch_size", "batch_size", "normalization", "resampling", "crop_to_nonzero",
+               "orientation", "memory_budget_bytes")
+
+
+def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mapping[str, Any] | None = None,
+              fingerprint: dict | None = None) -> Plan:
+    """The plan for ``dataset`` (computing its fingerprint unless given); ``overrides`` replace any field."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(PLAN_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown plan field(s) {', '.join(unknown)}; fields: {', '.join(PLAN_FIELDS)}")
+    budget = int(overrides.get("memory_budget_bytes") or memory_budget_bytes or DEFAULT_MEMORY_BUDGET)
+    if budget <= 0:
+        raise ConfigError(f"memory budget must be positive, got {budget}")
+    fp = fingerprint if fingerprint is not None else dataset_fingerprint(dataset)
+    cases = fp["cases"]
+    if not cases:
+        raise DataError(dataset.root, "no usable case to plan from")
+    spacings = np.array([c["ras_spacing"] for c in cases], float)
+    crops = np.array([c["crop_shape"] for c in cases], float)
+    if "target_spacing" in overrides:
+        target = list(_floats3(overrides["target_spacing"], "target_spacing"))
+    else:
+        target = target_spacing_rule(spacings, crops)
+    crop_to_nonzero = bool(overrides.get("crop_to_nonzero", True))
+    sizes = crops if crop_to_nonzero else np.array([c["ras_shape"] for c in cases], float)
+    median = np.median(sizes * spacings / np.array(target), axis=0)
+    median_shape = tuple(int(round(v)) for v in median)
+    anisotropic = max(target) > ANISOTROPY * min(target)
+    resampling = {"image_order": 1 if anisotropic else 3, "label": "linear_per_label"}
+    resampling.update(dict(overrides.get("resampling", {})))
+    norm = _normalization(cases, dataset.modalities, overrides.get("normalization"))
+    in_ch, n_cls = len(dataset.modalities), len(dataset.labels)
+    if "patch_size" in overrides:
+        patch = list(_ints3(overrides["patch_size"], "patch_size"))
+        schedule = pool_schedule_for(target, patch)
+    else:
+        patch, schedule = _fit_patch(median, target, budget, in_ch, n_cls)
+    if "batch_size" in overrides:
+        batch = int(overrides["batch_size"])
+    else:
+        total = float(np.sum(np.prod(sizes * spacings / np.array(target), axis=1)))
+        vox = float(np.prod(patch))
+        batch = 2
+        while (batch + 1) * vox <= 0.05 * total and batch < 64 and \
+                _training_bytes(patch, schedule, batch + 1, in_ch, n_cls) <= budget:
+            batch += 1
+    plan = Plan(
+        target_spacing=tuple(target),  # type: ignore[arg-type]
+        patch_size=tuple(patch),  # type: ignore[arg-type]
+        batch_size=batch,
+        normalization=norm,
+        pool_schedule=[tuple(p) for p in schedule],  # type: ignore[misc]
+        modalities=list(dataset.modalities),
+        labels=dict(dataset.labels),
+        orientation=str(overrides.get("orientation", "RAS")),
+        resampling=resampling,
+        crop_to_nonzero=crop_to_nonzero,
+        median_shape=median_shape,
+        memory_budget_bytes=budget,
+        dataset=str(getattr(dataset, "name", "")),
+        overrides=sorted(overrides),
+    )
+    return plan.validate()
