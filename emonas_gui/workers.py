@@ -3,7 +3,8 @@
 The engine knows nothing of Qt: its long jobs take ``callback(event: dict)`` and a ``cancel`` object
 with ``is_set()``. ``EngineJob`` runs such a job in its own ``QThread`` and turns
 
-- each callback event into ``event(dict)``,
+- each callback event (a dict, or a dataclass such as the session's ``SearchEvent``) into
+  ``event(dict)``,
 - log records and Python warnings raised in that thread into ``log(str)`` / ``warning(str)``
   (a warning in a worker must never reach the GUI thread's excepthook),
 - the return value into ``finished(object)``,
@@ -25,6 +26,7 @@ and keep ``EngineJob``'s signals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,6 +34,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from engine.errors import EmonasError
@@ -123,7 +126,7 @@ class _Thread(QThread):
 class EngineJob(QObject):
     """Runs ``fn(callback, control)`` in a QThread and reports through queued signals."""
 
-    event = Signal(dict)
+    event = Signal(object)
     log = Signal(str)
     warning = Signal(str)
     finished = Signal(object)
@@ -173,7 +176,10 @@ class EngineJob(QObject):
         self.wait(timeout_ms)
 
     # ---- worker thread -----------------------------------------------------------------------
-    def _callback(self, ev: dict) -> None:
+    def _callback(self, ev: Any) -> None:
+        # engine events are plain dicts or dataclasses of plain data; the GUI gets dicts
+        if dataclasses.is_dataclass(ev) and not isinstance(ev, type):
+            ev = dataclasses.asdict(ev)
         self.event.emit(dict(ev))
 
     def _on_record(self, record: logging.LogRecord) -> None:
@@ -212,3 +218,71 @@ class EngineJob(QObject):
         else:
             self.finished.emit(self.result)
         self.done.emit()
+
+
+# ---- engine calls behind the app's long jobs (run in the worker thread) -------------------------
+def run_dataset_ref(meta: dict) -> str:
+    """The dataset a run searched on (a folder or "demo"), from its database's meta."""
+    data = (meta.get("problem") or {}).get("data") or {}
+    return str(data.get("dataset") or (meta.get("config") or {}).get("dataset") or "demo")
+
+
+def run_validation_cases(run_dir: str | Path) -> tuple[str, list[str]]:
+    """(dataset reference, validation case ids) of a run; its test cases are never offered."""
+    from engine.run.store import RunStore
+
+    store = RunStore.open_readonly(run_dir)
+    try:
+        meta = store.meta()
+    finally:
+        store.close()
+    ref = run_dataset_ref(meta)
+    split = ((meta.get("problem") or {}).get("data") or {}).get("split")
+    if isinstance(split, dict) and split.get("val"):
+        return ref, [str(c) for c in split["val"]]
+    from engine.data import open_dataset
+
+    seed = int(((meta.get("problem") or {}).get("data") or {}).get("seed", (meta.get("config") or {}).get("seed", 0)))
+    return ref, list(open_dataset(ref).split(seed).val)
+
+
+def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str,
+                     callback: Callable[[dict], None], control: JobControl) -> dict:
+    """Run candidates of a run on one validation case, in the preprocessed space they were trained in.
+
+    Returns ``{"case_id", "image" (C, X, Y, Z), "spacing", "modalities", "reference" (X, Y, Z) class
+    indices, "labels" {name: class index}, "predictions" {id: (X, Y, Z)}, "metrics" {id: {name:
+    {"dice", "hd", "hd95", "asd"}}}}``.
+    """
+    from engine.data import open_dataset, preprocess_dataset
+    from engine.infer.metrics import case_metrics
+    from engine.infer.predictor import Predictor
+    from engine.run.store import RunStore
+
+    store = RunStore.open_readonly(run_dir)
+    try:
+        ref = run_dataset_ref(store.meta())
+        folders = {int(c): store.candidate_dir(int(c)) for c in candidate_ids}
+    finally:
+        store.close()
+    callback({"event": "stage", "text": f"reading case {case_id}"})
+    dataset = open_dataset(ref)
+    out: dict[str, Any] = {"case_id": case_id, "predictions": {}, "metrics": {}, "modalities": list(dataset.modalities)}
+    case = None
+    for i, (cid, folder) in enumerate(folders.items()):
+        if control.is_set():
+            break
+        callback({"event": "stage", "text": f"candidate {cid}: loading", "done": i, "total": len(folders)})
+        predictor = Predictor.from_training_folder(folder)
+        if case is None:
+            case = preprocess_dataset(dataset, predictor.plan, case_ids=[case_id])[case_id]
+            names = list(predictor.labels)
+            out.update(image=np.asarray(case.image), spacing=tuple(case.spacing),
+                       reference=np.asarray(case.label), labels={n: k for k, n in enumerate(names)})
+        callback({"event": "stage", "text": f"candidate {cid}: predicting", "done": i, "total": len(folders)})
+        pred = predictor.predict_array(case.image)
+        out["predictions"][cid] = pred
+        fg = {n: k for n, k in out["labels"].items() if k > 0}
+        out["metrics"][cid] = case_metrics(pred, out["reference"], out["spacing"], fg)
+    callback({"event": "stage", "text": "done", "done": len(folders), "total": len(folders)})
+    return out

@@ -37,30 +37,22 @@ from emonas_gui.widgets.pareto_plot import ParetoPlot
 
 log = logging.getLogger(__name__)
 
-#: Reference point of the hypervolume in normalized objective space (f1 and f2 in [0, 1]); beyond
-#: 1 so that the extreme points of the front count too.
-HV_REFERENCE = (1.1, 1.1)
+#: Reference point of the hypervolume in the run's normalized objective space (f1 and f2 in [0, 1]),
+#: the one the engine's run summary uses, so that the figures agree.
+HV_REFERENCE = (1.0, 1.0)
 
 
-def normalized_objectives(cands: list[Candidate], bounds: tuple[float, float] | None) -> np.ndarray:
-    """(f1, f2 normalized to [0, 1]) per candidate; f2 = log(parameters) between ``bounds``."""
-    logp = np.array([math.log(c.parameters) for c in cands], float)
-    lo, hi = (math.log(bounds[0]), math.log(bounds[1])) if bounds else (float(logp.min()), float(logp.max()))
-    span = hi - lo if hi > lo else 1.0
-    return np.column_stack([[c.f1 for c in cands], (logp - lo) / span])
+def objectives(cands: list[Candidate]) -> np.ndarray:
+    """(f1, f2) per candidate as the run stores them (both normalized to [0, 1], minimized)."""
+    return np.array([[c.f1, c.f2 if c.f2 is not None else 1.0] for c in cands], float).reshape(-1, 2)
 
 
-def hypervolume_history(cands: list[Candidate], bounds: tuple[float, float] | None) -> tuple[list[int], list[float]]:
-    """Hypervolume of the front after each finished evaluation, in the order they finished."""
+def hypervolume_history(cands: list[Candidate]) -> tuple[list[int], list[float]]:
+    """Hypervolume of the front after each finished evaluation, in the order given."""
     ok = [c for c in cands if c.ok]
-    if not ok:
-        return [], []
-    f = normalized_objectives(ok, bounds)
-    xs, hv = [], []
-    for n in range(1, len(ok) + 1):
-        xs.append(n)
-        hv.append(hypervolume_2d(f[:n], HV_REFERENCE))
-    return xs, hv
+    f = objectives(ok)
+    xs = list(range(1, len(ok) + 1))
+    return xs, [hypervolume_2d(f[:n], HV_REFERENCE) for n in xs]
 
 
 def _fmt_seconds(s: float) -> str:
@@ -83,7 +75,6 @@ class MonitorPanel(QWidget):
         self.candidates: list[Candidate] = []
         self.front: list[int] = []
         self.total: int | None = None
-        self.f2_bounds: tuple[float, float] | None = None
         self.in_channels = 1
         self.num_classes: int | None = None
 
@@ -167,11 +158,9 @@ class MonitorPanel(QWidget):
         s = cfg.get("samea") or {}
         if s.get("population") and s.get("generations"):
             self.total = int(s["population"]) * int(s["generations"])
-        bounds = meta.get("f2_bounds") or meta.get("parameter_bounds")
-        if isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(bounds):
-            self.f2_bounds = (float(bounds[0]), float(bounds[1]))
-        self.in_channels = int(meta.get("in_channels") or 1)
-        nc = meta.get("num_classes")
+        problem = meta.get("problem") or {}
+        self.in_channels = int(problem.get("in_channels") or 1)
+        nc = problem.get("num_classes")
         self.num_classes = int(nc) if nc else None
 
     def refresh(self) -> None:
@@ -181,7 +170,7 @@ class MonitorPanel(QWidget):
         try:
             rows = self._store.candidates()
             status = self._store.get_meta("status", "")
-            if self.f2_bounds is None or self.total is None:
+            if self.num_classes is None or self.total is None:
                 self._read_meta()
         except (EmonasError, Exception) as exc:  # noqa: BLE001 - a busy or vanished db must not kill the GUI
             self.status_label.setText(f"cannot read the run: {str(exc).splitlines()[0] if str(exc) else exc}")
@@ -201,13 +190,9 @@ class MonitorPanel(QWidget):
         # the finish order matters for the hypervolume curve
         finished = {r.get("id"): float(r.get("finished_at") or math.inf) for r in rows}
         done = sorted((c for c in cands if c.ok), key=lambda c: (finished.get(c.id, math.inf), c.id))
-        if done:
-            idx = pareto_front(normalized_objectives(done, self.f2_bounds))
-            self.front = [done[i].id for i in idx]
-        else:
-            self.front = []
+        self.front = [done[i].id for i in pareto_front(objectives(done))] if done else []
         self.pareto.set_candidates(done, self.front)
-        self.hypervolume.set_history(*hypervolume_history(done, self.f2_bounds))
+        self.hypervolume.set_history(*hypervolume_history(done))
         n_done = sum(c.status in ("done", "failed") for c in cands)
         total = max(self.total or 0, len(cands), 1)
         self.progress.setMaximum(total)

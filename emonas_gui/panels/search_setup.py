@@ -349,26 +349,35 @@ class SearchSetupForm(QWidget):
     # ---- cost ----------------------------------------------------------------------------
     def estimate(self, in_channels: int = 1, num_classes: int = 2,
                  patch: tuple[int, int, int] | None = None, batch: int | None = None) -> CostEstimate:
-        """Cost of the configured search for data with ``in_channels`` and ``num_classes``.
+        """Cost of the configured search (see ``search_cost``); the form's overrides win over the plan's."""
+        return search_cost(self.config(), in_channels, num_classes, patch, batch)
 
-        ``patch`` / ``batch`` are the plan's; the form's overrides take precedence.
-        """
-        space = self.space()
-        small, large = space.extreme_genomes()
-        if not self.patch_from_plan.isChecked():
-            patch = tuple(s.value() for s in self.patch)  # type: ignore[assignment]
-        batch = self.batch.value() or batch or 2
-        mem = None
-        if patch is not None:
-            try:
-                mem = estimate_cost(large, in_channels, num_classes, patch, batch=batch).training_bytes
-            except EmonasError as exc:
-                raise ConfigError(f"training.patch_size: {exc}") from None
-        return CostEstimate(
-            candidates=self.population.value() * self.generations.value(),
-            min_parameters=count_parameters(small, in_channels, num_classes),
-            max_parameters=count_parameters(large, in_channels, num_classes),
-            memory_bytes=mem,
-            patch=None if patch is None else tuple(patch),
-            batch=batch,
-        )
+
+def search_cost(cfg: SearchConfig, in_channels: int = 1, num_classes: int = 2,
+                patch: tuple[int, int, int] | None = None, batch: int | None = None) -> CostEstimate:
+    """What ``cfg`` will cost on data with ``in_channels`` and ``num_classes``.
+
+    ``patch`` / ``batch`` are the plan's, used unless the config overrides them. The parameter range
+    comes from the space's smallest and largest networks (``SearchSpace.extreme_genomes``, a few
+    seconds for the paper's whole space: call it off the GUI thread), the memory from the largest
+    one's training step. Raises ConfigError when the patch does not suit the deepest network.
+    """
+    space = cfg.space.search_space()
+    small, large = space.extreme_genomes()
+    if cfg.training.patch_size:
+        patch = tuple(cfg.training.patch_size)  # type: ignore[assignment]
+    batch = cfg.training.batch_size or batch or 2
+    mem = None
+    if patch is not None:
+        try:
+            mem = estimate_cost(large, in_channels, num_classes, patch, batch=batch).training_bytes
+        except EmonasError as exc:
+            raise ConfigError(f"training.patch_size: {exc}") from None
+    return CostEstimate(
+        candidates=cfg.samea.population * cfg.samea.generations,
+        min_parameters=count_parameters(small, in_channels, num_classes),
+        max_parameters=count_parameters(large, in_channels, num_classes),
+        memory_bytes=mem,
+        patch=None if patch is None else tuple(patch),
+        batch=batch,
+    )

@@ -18,6 +18,12 @@ from emonas_gui.panels.monitor import HV_REFERENCE, MonitorPanel, hypervolume_hi
 from emonas_gui.widgets.candidate_view import Candidate
 
 
+def _f2(p):
+    """log(parameters) normalized over this space, as the session stores f2."""
+    lo, hi = (count_parameters(g, 1, 4) for g in SearchSpace().extreme_genomes())
+    return (math.log(p) - math.log(lo)) / (math.log(hi) - math.log(lo))
+
+
 def _write_run(run_dir, n_done=6, seed=1):
     rng = np.random.default_rng(seed)
     space = SearchSpace(nf1=(8, 16), n_cells=(5, 7))
@@ -32,7 +38,7 @@ def _write_run(run_dir, n_done=6, seed=1):
     now = time.time()
     for k, (cid, g) in enumerate(zip(ids[:n_done], genomes)):
         p = count_parameters(g, 1, 4)
-        store.update_candidate(cid, status="done", f1=float(rng.uniform(0.2, 0.9)), f2=math.log(p), parameters=p,
+        store.update_candidate(cid, status="done", f1=float(rng.uniform(0.2, 0.9)), f2=_f2(p), parameters=p,
                                started_at=now + k, finished_at=now + k + 1, seconds=1.0,
                                metrics={"dice": {"grey": 0.6, "white": 0.7}, "epochs": 2, "best_epoch": 2},
                                curves=[{"epoch": 1, "train_loss": 0.9, "val_loss": 0.95},
@@ -58,7 +64,7 @@ def test_monitor_shows_a_run_written_elsewhere_and_follows_it(qtbot, tmp_path):
     g = SearchSpace(nf1=(32,), n_cells=(9,)).sample(np.random.default_rng(0))
     (cid,) = store.add_candidates([{"genome": g.to_dict(), "generation": 1, "phase": "learning"}])
     p = count_parameters(g, 1, 4)
-    store.update_candidate(cid, status="done", f1=0.05, f2=math.log(p), parameters=p, finished_at=time.time())
+    store.update_candidate(cid, status="done", f1=0.05, f2=_f2(p), parameters=p, finished_at=time.time())
     qtbot.waitUntil(lambda: cid in mon.pareto.candidate_ids(), timeout=5000)
     assert cid in mon.front  # best error ever: on the front
     x, hv = mon.hypervolume.points()
@@ -79,10 +85,10 @@ def test_monitor_shows_a_run_written_elsewhere_and_follows_it(qtbot, tmp_path):
 
 def test_hypervolume_history_matches_engine():
     rng = np.random.default_rng(3)
-    cands = [Candidate(id=i, genome=None, f1=float(rng.uniform()), parameters=int(rng.integers(1e4, 1e6)))
+    cands = [Candidate(id=i, genome=None, f1=float(rng.uniform()), f2=float(rng.uniform()), parameters=1000 + i)
              for i in range(10)]
-    xs, hv = hypervolume_history(cands, (1e4, 1e6))
-    f = np.array([[c.f1, (math.log(c.parameters) - math.log(1e4)) / (math.log(1e6) - math.log(1e4))] for c in cands])
+    xs, hv = hypervolume_history(cands)
+    f = np.array([[c.f1, c.f2] for c in cands])
     assert xs == list(range(1, 11))
     assert hv[-1] == pytest.approx(hypervolume_2d(f, HV_REFERENCE))
     assert all(b >= a for a, b in zip(hv, hv[1:]))  # never decreases
