@@ -201,8 +201,12 @@ def _ints3(v, name) -> tuple[int, int, int]:
 # ---------------------------------------------------------------------------------------- fingerprint
 
 
-def dataset_fingerprint(dataset, progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Per-case statistics of ``dataset`` (reads every voxel once; cached by the files' signatures)."""
+def dataset_fingerprint(dataset, progress: Callable[[int, int, str], None] | None = None,
+                        entries: Mapping[str, dict] | None = None) -> dict:
+    """Per-case statistics of ``dataset`` (reads every voxel once; cached by the files' signatures).
+
+    ``entries`` (case id -> fingerprint entry from ``inspect_case``) spares reading cases already read.
+    """
     from engine.data.validate import inspect_case
 
     sigs = [[c.case_id, [file_signature(p) for p in c.image_paths], file_signature(c.label_path) if c.label_path else None]
@@ -216,6 +220,9 @@ def dataset_fingerprint(dataset, progress: Callable[[int, int, str], None] | Non
             log.warning("ignoring unreadable cached fingerprint %s", path)
     cases = []
     for i, case in enumerate(dataset.cases):
+        if entries and case.case_id in entries:
+            cases.append(entries[case.case_id])
+            continue
         report = inspect_case(case, dataset.modalities, dataset.labels)
         fatal = [p for p in report.problems if p.fatal]
         if fatal:

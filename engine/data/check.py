@@ -1,0 +1,130 @@
+"""``check_dataset``: read every voxel of every case, report the problems and the plan it would use."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+from engine.data.dataset import MIN_CASES, Dataset
+from engine.data.layouts import detect_layout
+from engine.data.plan import dataset_fingerprint, make_plan
+from engine.data.validate import inspect_case
+
+log = logging.getLogger(__name__)
+
+
+def check_dataset(
+    path: str | os.PathLike,
+    skip_bad: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+    memory_budget_bytes: int | None = None,
+) -> dict:
+    """Check a dataset folder (or ``"demo"``) completely.
+
+    Returns a plain dict: ``layout``, ``n_cases`` (usable cases), ``modalities``, ``labels`` (names as
+    declared), ``cases`` (shape, spacing, orientation and voxel counts per label of each usable case),
+    ``problems`` (every problem, fatal or warning, each naming its file), ``skipped`` (case ids),
+    ``plan`` (the plan's dict plus ``spacing``, or None) and ``ok``: True when every case is usable,
+    or, with ``skip_bad``, when at least ``MIN_CASES`` usable cases remain. A folder in no known layout
+    or with an unreadable ``dataset.json`` raises ``DataError``.
+    """
+    if str(path) == "demo":
+        from engine.data.demo import demo_dataset_path
+
+        path = demo_dataset_path()
+    found = detect_layout(path)
+    problems = list(found.problems)
+    entries, good = {}, []
+    bad = {p.case_id for p in problems if p.fatal and p.case_id}
+    for i, case in enumerate(found.cases):
+        if case.case_id not in bad:
+            report = inspect_case(case, found.modalities, found.labels)
+            problems.extend(report.problems)
+            if report.fatal:
+                bad.add(case.case_id)
+            else:
+                entries[case.case_id] = report.fingerprint
+                good.append(case)
+        if progress:
+            progress(i + 1, len(found.cases), case.case_id)
+    fatal = [p for p in problems if p.fatal]
+    dataset = Dataset(Path(path), found.layout, found.name, good, found.modalities, found.labels, problems, sorted(bad), found.description)
+    plan = None
+    if good:
+        fp = dataset_fingerprint(dataset, entries=entries)
+        plan_obj = make_plan(dataset, memory_budget_bytes=memory_budget_bytes, fingerprint=fp)
+        plan = plan_obj.to_dict()
+        plan["spacing"] = plan["target_spacing"]
+    ok = (not fatal) or (skip_bad and len(good) >= MIN_CASES)
+    return {
+        "root": str(path),
+        "layout": found.layout,
+        "name": found.name,
+        "n_cases": len(good),
+        "n_listed": len(found.cases),
+        "modalities": list(found.modalities),
+        "labels": dict(found.labels),
+        "cases": [
+            {k: e[k] for k in ("case_id", "shape", "spacing", "orientation", "voxel_counts")}
+            for e in entries.values()
+        ],
+        "problems": [p.to_dict() for p in problems],
+        "n_fatal": len(fatal),
+        "n_warnings": len(problems) - len(fatal),
+        "skipped": sorted(bad),
+        "plan": plan,
+        "ok": bool(ok),
+    }
+
+
+def _range(rows: list, fmt: str) -> str:
+    lo = [min(r[a] for r in rows) for a in range(3)]
+    hi = [max(r[a] for r in rows) for a in range(3)]
+    text = "x".join(fmt.format(v) for v in lo)
+    return text if lo == hi else f"{text} .. {'x'.join(fmt.format(v) for v in hi)}"
+
+
+def format_report(report: dict) -> str:
+    """The human-readable summary table of :func:`check_dataset`'s report."""
+    lines = [
+        f"dataset     {report['root']}",
+        f"layout      {report['layout']} ({report['name']})",
+        f"cases       {report['n_cases']} usable of {report['n_listed']} listed",
+        f"modalities  {', '.join(report['modalities'])}",
+        f"labels      {', '.join(f'{v} {k}' for k, v in report['labels'].items())}",
+    ]
+    cases = report["cases"]
+    if cases:
+        shapes = [c["shape"] for c in cases]
+        spac = [c["spacing"] for c in cases]
+        lines.append("shapes      " + _range(shapes, "{}"))
+        lines.append("spacings    " + _range(spac, "{:.3g}") + " mm")
+        orients = sorted({c["orientation"] for c in cases})
+        lines.append(f"orientation {', '.join(orients)}")
+        totals = {name: sum(c["voxel_counts"].get(name, 0) for c in cases) for name in report["labels"]}
+        lines.append("voxels      " + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
+        lines.append("")
+        name_w = max(8, max(len(c["case_id"]) for c in cases))
+        lines.append(f"{'case':<{name_w}}  {'shape':<14} {'spacing (mm)':<20} {'orient':<6} " +
+                     " ".join(f"{k[:12]:>12}" for k in report["labels"]))
+        for c in cases:
+            lines.append(
+                f"{c['case_id']:<{name_w}}  {'x'.join(str(v) for v in c['shape']):<14} "
+                f"{'x'.join(f'{v:.3g}' for v in c['spacing']):<20} {c['orientation']:<6} "
+                + " ".join(f"{c['voxel_counts'].get(k, 0):>12}" for k in report["labels"])
+            )
+    plan = report["plan"]
+    if plan:
+        lines += [
+            "",
+            f"plan        spacing {'x'.join(f'{v:.3g}' for v in plan['target_spacing'])} mm, "
+            f"patch {'x'.join(str(v) for v in plan['patch_size'])}, batch {plan['batch_size']}, "
+            f"median case {'x'.join(str(v) for v in plan['median_shape'])}",
+            "            normalization " + ", ".join(f"{n['modality']}: {n['scheme']}" for n in plan["normalization"]),
+        ]
+    n_f, n_w = report["n_fatal"], report["n_warnings"]
+    lines.append("")
+    lines.append(f"problems    {n_f} fatal, {n_w} warning(s)" + (f"; skipped {len(report['skipped'])} case(s)" if report["skipped"] else ""))
+    return "\n".join(lines)
