@@ -24,8 +24,8 @@ def neighbourhoods(weights: np.ndarray, size: int) -> np.ndarray:
     w = np.asarray(weights, dtype=float)
     if not 1 <= size <= len(w):
         raise ValueError(f"neighbourhood size must be in 1..{len(w)}, got {size}")
-    dist = np.linalg.norm(w[:, None, :] - w[None, :, :], axis=2)
-    # stable sort: ties go to the lower index, as the reference code's sort does
+    # rounded so that equal distances are equal despite float error; stable sort: ties to the lower index
+    dist = np.round(np.linalg.norm(w[:, None, :] - w[None, :, :], axis=2), 12)
     return np.argsort(dist, axis=1, kind="stable")[:, :size]
 
 

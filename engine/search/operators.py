@@ -16,8 +16,9 @@ def latin_hypercube(n: int, cardinalities: Sequence[int], rng: np.random.Generat
     """``n`` genomes (n, genes) by Latin-hypercube sampling over the genes.
 
     Each gene's unit interval is cut in ``n`` strata, each stratum used once (scipy's
-    ``LatinHypercube``); a point ``u`` maps to value ``floor(u * k)`` of a gene with ``k`` values, so a
-    gene with ``k <= n`` values shows every value at least ``n // k`` times.
+    ``LatinHypercube``); a point ``u`` maps to value ``floor(u * k)`` of a gene with ``k`` values. A
+    value spans ``n / k`` strata, so it appears at least ``n // k - 1`` times, and at least once when
+    ``k <= n / 2`` or ``k == n``.
     """
     card = np.asarray(cardinalities, dtype=int)
     u = qmc.LatinHypercube(d=len(card), rng=rng).random(n)

@@ -1,0 +1,243 @@
+"""``emonas search | resume | front | runs | retrain | report``: the architecture search from the shell."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from engine.cli._common import progress_bar, subcommand
+from engine.cli.params import parse_triple
+from engine.config import SearchConfig
+from engine.errors import ConfigError, RunError
+
+log = logging.getLogger(__name__)
+
+
+def _config_from_args(args) -> SearchConfig:
+    cfg = SearchConfig.load(args.config) if args.config else SearchConfig()
+    samea, training, resources, top = {}, {}, {}, {}
+    if args.population is not None:
+        samea["population"] = args.population
+        if cfg.samea.neighbourhood > args.population:
+            samea["neighbourhood"] = max(2, args.population)
+    if args.generations is not None:
+        samea["generations"] = args.generations
+    if args.strategy:
+        samea["strategy"] = args.strategy
+    if args.epochs is not None:
+        training["epochs"] = args.epochs
+    if args.patch:
+        training["patch_size"] = list(parse_triple(args.patch))
+    if args.executor:
+        resources["executor"] = args.executor
+    if args.workers is not None:
+        resources["workers"] = args.workers
+        if not args.executor and args.workers > 1 and cfg.resources.executor == "inprocess":
+            resources["executor"] = "local"
+    if args.ray_address:
+        resources["ray_address"] = args.ray_address
+    if args.device:
+        resources["device"] = args.device
+    if args.seed is not None:
+        top["seed"] = args.seed
+    if args.dataset:
+        top["dataset"] = args.dataset
+    return cfg.replace(samea=samea, training=training, resources=resources, **top)
+
+
+class _Display:
+    """Terminal-only progress: generation, candidates done, best front, ETA."""
+
+    def __init__(self, total: int):
+        self.bar = progress_bar(total, "search")
+
+    def __call__(self, ev) -> None:
+        if ev.kind == "candidate_finished":
+            self.bar.update(1)
+        if ev.kind in ("candidate_finished", "step"):
+            best = min((f[1] for f in ev.front), default=math.nan)
+            eta = f", ETA {ev.eta_seconds / 60:.0f} min" if ev.eta_seconds else ""
+            self.bar.set_postfix_str(f"gen {ev.generation}/{ev.generations}, front {len(ev.front)}, best f1 {best:.3f}{eta}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_session(session, args) -> dict:
+    s = session.config.samea
+    display = _Display(s.population * s.generations)
+    try:
+        summary = session.run(callback=display)
+    except KeyboardInterrupt:
+        raise
+    finally:
+        display.close()
+    if not args.json:
+        _print_summary(summary)
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    c = summary["counts"]
+    print(f"run         {summary['run']} ({summary['status']}, generation {summary['generation']}/{summary['generations']})")
+    print(f"candidates  {c['done']} done, {c['failed']} failed; per phase {summary['evaluations_per_phase']}")
+    if summary.get("surrogate_spearman") is not None:
+        print(f"surrogate   Spearman {summary['surrogate_spearman']:.3f} on {summary['surrogate_predictions']} held-out candidates")
+    print(f"time        algorithm {summary['algorithm_seconds']:.1f} s, training {summary['training_seconds']:.1f} s")
+    print(f"front       {len(summary['front'])} candidates, hypervolume {summary['hypervolume']:.4f}")
+    for f in summary["front"]:
+        print(f"  #{f['id']:<5} f1 {f['f1']:.4f}  f2 {f['f2']:.4f}  {f['parameters']:,} parameters")
+
+
+def _search(args) -> dict:
+    from engine.run.session import SearchSession
+
+    cfg = _config_from_args(args)
+    if not cfg.dataset:
+        raise ConfigError("--dataset is required (a dataset folder or demo)")
+    return _run_session(SearchSession(args.out, cfg), args)
+
+
+def _resume(args) -> dict:
+    from engine.run.session import SearchSession
+
+    return _run_session(SearchSession.open(args.run), args)
+
+
+def _front_rows(store) -> list[dict]:
+    rows = []
+    for c in store.front():
+        m = c.get("metrics") or {}
+        rows.append({"id": c["id"], "genome": c["genome"], "f1": c["f1"], "f2": c["f2"], "parameters": c["parameters"],
+                     "dice": m.get("dice", {}), "generation": c["generation"], "phase": c["phase"]})
+    return rows
+
+
+def _front(args) -> dict:
+    from engine.run.store import RunStore
+
+    with RunStore.open_readonly(args.run) as store:
+        rows = _front_rows(store)
+    if not args.json:
+        print(f"{'id':>5}  {'f1':>7}  {'f2':>6}  {'parameters':>11}  dice per label / genome")
+        for r in rows:
+            dice = ", ".join(f"{k} {v:.3f}" for k, v in r["dice"].items())
+            print(f"{r['id']:>5}  {r['f1']:7.4f}  {r['f2']:6.4f}  {r['parameters']:>11,}  {dice}")
+            print(f"{'':>35}{json.dumps(r['genome'])}")
+    return {"run": args.run, "front": rows}
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run directories at ``root`` and up to two levels below it."""
+    from engine.run.store import is_run
+
+    if is_run(root):
+        return [root]
+    found = []
+    for pattern in ("*", "*/*"):
+        found += [p for p in sorted(root.glob(pattern)) if p.is_dir() and is_run(p)]
+    return found
+
+
+def run_info(path: Path) -> dict:
+    """Status and progress of one run, read-only (safe while it runs)."""
+    from engine.run.store import RunLock, RunStore
+
+    with RunStore.open_readonly(path) as store:
+        meta = store.meta()
+        counts = store.counts()
+        state = store.latest_state() or {}
+    status = meta.get("status", "?")
+    live = RunLock(path).is_held_elsewhere()
+    if status == "running" and not live:
+        status = "stopped"  # killed or crashed: `emonas resume` continues it
+    cfg = meta.get("config", {})
+    generations = cfg.get("samea", {}).get("generations")
+    return {"run": str(path), "status": status, "active": live, "strategy": cfg.get("samea", {}).get("strategy"),
+            "dataset": cfg.get("dataset"), "generation": state.get("generation", 0), "generations": generations,
+            "counts": counts}
+
+
+def _runs(args) -> dict:
+    root = Path(args.dir)
+    if not root.exists():
+        raise RunError(f"{root}: no such folder")
+    runs = []
+    for p in find_runs(root):
+        try:
+            runs.append(run_info(p))
+        except RunError as exc:
+            runs.append({"run": str(p), "status": "unreadable", "error": str(exc)})
+    if not args.json:
+        if not runs:
+            print(f"no runs under {root}")
+        for r in runs:
+            if "counts" in r:
+                c = r["counts"]
+                print(f"{r['run']}  {r['status']:<9} {r['strategy']}  generation {r['generation']}/{r['generations']}  "
+                      f"{c['done']} done, {c['failed']} failed, {c['queued'] + c['running']} waiting")
+            else:
+                print(f"{r['run']}  {r['status']}  {r['error']}")
+    return {"runs": runs}
+
+
+def _retrain(args) -> dict:
+    from engine.run.retrain import retrain_candidate
+
+    result = retrain_candidate(args.run, args.candidate, args.out, epochs=args.epochs, device=args.device)
+    if not args.json:
+        print(f"retrained candidate {args.candidate} for {result['epochs']} epochs: f1 {result['f1']:.4f}, "
+              f"dice {result['dice']} -> {args.out}")
+    return result
+
+
+def _report(args) -> dict:
+    from engine.run.report import write_report
+
+    result = write_report(args.run, args.out, device=args.device, baseline=not args.no_baseline)
+    if not args.json:
+        for k in ("metrics_csv", "summary_csv", "figure_svg", "figure_png"):
+            print(f"{k:<12} {result[k]}")
+    return result
+
+
+def register(sub) -> None:
+    p = subcommand(sub, "search", _search, "search the Pareto front of accurate and small networks for a dataset")
+    p.add_argument("--dataset", help="dataset folder, or demo")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--config", help="search config TOML (see resources/default_search.toml)")
+    p.add_argument("--population", type=int, help="genomes per generation (N subproblems)")
+    p.add_argument("--generations", type=int, help="generations, counting the initial one")
+    p.add_argument("--epochs", type=int, help="maximum training epochs per candidate")
+    p.add_argument("--strategy", choices=("samea", "moead", "random"))
+    p.add_argument("--executor", choices=("inprocess", "local", "ray"))
+    p.add_argument("--workers", type=int, help="candidates trained at once")
+    p.add_argument("--ray-address", help="Ray cluster address (default: a local Ray)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--patch", help="training patch X,Y,Z (default: the plan's)")
+
+    p = subcommand(sub, "resume", _resume, "continue a stopped or killed search run")
+    p.add_argument("run", help="run directory")
+
+    p = subcommand(sub, "front", _front, "the Pareto-optimal candidates of a run")
+    p.add_argument("run", help="run directory")
+
+    p = subcommand(sub, "runs", _runs, "the runs found in a folder, with status and progress")
+    p.add_argument("dir", nargs="?", default=".", help="folder to look in (default: here)")
+
+    p = subcommand(sub, "retrain", _retrain, "train a run's candidate from scratch on the training and validation cases")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--candidate", type=int, required=True, help="candidate id (see emonas front)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the search's)")
+    p.add_argument("--out", required=True, help="training folder to write")
+    p.add_argument("--device", default="auto")
+
+    p = subcommand(sub, "report", _report, "test-split metrics of the front, a U-Net baseline, the Pareto figure")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", required=True, help="folder for the CSV files and figures")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-baseline", action="store_true", help="skip training the U-Net baseline")
