@@ -1,0 +1,129 @@
+"""Reading real scans shipped by nibabel and pydicom, writing label maps in the source geometry."""
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from engine.data.io import MAX_VOXELS, read_header, read_image, read_label, write_image, write_label
+from engine.errors import DataError
+
+NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
+
+
+def _pydicom_series() -> Path:
+    import pydicom
+
+    return Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892003" / "MR700"
+
+
+def test_nifti_3d_keeps_geometry_of_a_real_scan():
+    path = NIB_DATA / "anatomical.nii"
+    ref = nib.load(str(path))
+    img = read_image(path)
+    assert img.array.shape == (1,) + ref.shape
+    assert img.array.dtype.isnative
+    np.testing.assert_allclose(img.affine, ref.affine)
+    np.testing.assert_array_equal(img.array[0], np.asarray(ref.dataobj))
+    assert img.orientation == "".join(nib.aff2axcodes(ref.affine))
+    assert img.spacing == pytest.approx(ref.header.get_zooms()[:3])
+
+
+def test_4d_nifti_becomes_channels():
+    img = read_image(NIB_DATA / "example4d.nii.gz")
+    ref = nib.load(str(NIB_DATA / "example4d.nii.gz"))
+    assert img.channels == ref.shape[3] and img.shape == ref.shape[:3]
+    np.testing.assert_array_equal(img.array[1], np.asarray(ref.dataobj)[..., 1])
+
+
+def test_nifti2_and_gzip():
+    img = read_image(NIB_DATA / "example_nifti2.nii.gz")
+    assert img.shape == (32, 20, 12) and img.channels == 2
+
+
+def test_dicom_series_folder_from_pydicom():
+    folder = _pydicom_series()
+    img = read_image(folder)
+    assert img.shape == (16, 16, 7) and img.channels == 1
+    assert img.spacing[0] == pytest.approx(0.390625)
+    import pydicom
+
+    first = min((pydicom.dcmread(str(p)) for p in folder.iterdir()), key=lambda d: float(d.InstanceNumber))
+    assert int(img.array.max()) > 0
+    assert first.Rows == 16
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".mhd", ".nrrd"])
+def test_write_label_in_the_geometry_of_a_dicom_scan(tmp_path, suffix):
+    ref = read_image(_pydicom_series())
+    label = (ref.array[0] > np.median(ref.array[0])).astype(np.uint8)
+    out = read_image(write_label(tmp_path / f"seg{suffix}", label, ref))
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-4)
+    np.testing.assert_array_equal(out.array[0], label)
+
+
+def test_write_label_in_the_source_format(tmp_path):
+    ref_path = tmp_path / "scan.mha"
+    write_image(ref_path, np.ones((6, 7, 8), np.float32), np.diag([0.5, 0.7, 3.0, 1.0]))
+    ref = read_image(ref_path)
+    out = write_label(tmp_path / "pred.nii.gz", np.zeros(ref.shape, np.uint8), ref, format="source")
+    assert out.name == "pred.mha"
+    np.testing.assert_allclose(read_image(out).affine, ref.affine, atol=1e-6)
+
+
+def test_write_label_wrong_shape_is_an_error(tmp_path):
+    ref = read_image(NIB_DATA / "anatomical.nii")
+    with pytest.raises(DataError, match="does not match"):
+        write_label(tmp_path / "x.nii.gz", np.zeros((3, 3, 3), np.uint8), ref)
+
+
+def test_absurd_header_is_refused_before_reading(tmp_path):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((30000, 30000, 30000))
+    hdr.set_data_dtype(np.float32)
+    path = tmp_path / "huge.nii"
+    with open(path, "wb") as fh:  # header only: the data it claims (100 TB) does not exist
+        fh.write(hdr.binaryblock + b"\x00" * 4)
+    with pytest.raises(DataError, match="absurd") as exc:
+        read_image(path)
+    assert str(path) in str(exc.value)
+    assert 30000**3 > MAX_VOXELS
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    src = tmp_path / "full.nii.gz"
+    write_image(src, np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32), np.eye(4))
+    data = src.read_bytes()
+    bad = tmp_path / "cut.nii.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated") as exc:
+        read_image(bad)
+    assert str(bad) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "notes.nii.gz"
+    p.write_bytes(gzip.compress(b"this is not a NIfTI file at all" * 20))
+    with pytest.raises(DataError, match="notes.nii.gz"):
+        read_image(p)
+    q = tmp_path / "notes.txt"
+    q.write_text("hello")
+    with pytest.raises(DataError, match="not an image"):
+        read_image(q)
+
+
+def test_2d_image_is_refused(tmp_path):
+    p = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((10, 12), np.float32), np.eye(4)), str(p))
+    with pytest.raises(DataError, match="2D image"):
+        read_header(p)
+
+
+def test_read_label_refuses_multichannel(tmp_path):
+    p = tmp_path / "lab.nii.gz"
+    write_image(p, np.zeros((2, 4, 4, 4), np.uint8), np.eye(4))
+    with pytest.raises(DataError, match="channels"):
+        read_label(p)
