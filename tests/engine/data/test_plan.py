@@ -1,0 +1,113 @@
+"""Plans for Task04- and PROMISE12-like datasets, overrides, versioned JSON."""
+
+import json
+
+import numpy as np
+import pytest
+
+from data_helpers import make_msd
+from engine.data import Plan, make_plan, open_dataset
+from engine.data.dataset import Dataset
+from engine.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def hippo(tmp_path_factory):
+    """A Task04_Hippocampus-like dataset: ~35x50x35 voxels at 1 mm, background + 2 labels."""
+    return open_dataset(make_msd(tmp_path_factory.mktemp("d") / "Task04", n=4, shape=(35, 50, 35)))
+
+
+def test_task04_like_plan(hippo):
+    plan = make_plan(hippo)
+    assert plan.target_spacing == pytest.approx((1.0, 1.0, 1.0))
+    assert plan.orientation == "RAS" and plan.num_classes == 3
+    assert plan.median_shape == (35, 50, 35)
+    assert plan.patch_size == (32, 48, 32)
+    assert plan.batch_size == 2
+    assert plan.pool_sizes_for(4) == [(2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1)]
+    assert plan.normalization == [{"modality": "MRI", "scheme": "zscore", "use_nonzero_mask": False}]
+
+
+@pytest.mark.parametrize("budget", [None, 2**29])
+def test_patch_divisible_for_every_network_depth(hippo, budget):
+    plan = make_plan(hippo, memory_budget_bytes=budget)
+    for n in (2, 3, 4):
+        pools = plan.pool_sizes_for(n)
+        assert len(pools) == n and all(p in (1, 2) for pool in pools for p in pool)
+        for axis in range(3):
+            assert plan.patch_size[axis] % int(np.prod([p[axis] for p in pools])) == 0
+
+
+def test_smaller_memory_budget_gives_smaller_patch(hippo):
+    big = make_plan(hippo)
+    small = make_plan(hippo, memory_budget_bytes=2**29)
+    assert np.prod(small.patch_size) < np.prod(big.patch_size)
+    from engine.data.plan import _training_bytes
+
+    assert _training_bytes(small.patch_size, small.pool_schedule, 2, 1, 3) <= 2**29
+
+
+def _promise_like_fingerprint():
+    rng = np.random.default_rng(0)
+    z = [2.2, 3.0, 3.6, 3.6, 4.0, 3.6, 2.5, 3.6, 3.6, 3.3]
+    cases = []
+    for i, sz in enumerate(z):
+        inplane = float(rng.choice([0.27, 0.55, 0.625, 0.625, 0.6]))
+        n = int(round(190 / inplane))
+        shape = [n, n, int(round(90 / sz))]
+        cases.append({"case_id": f"Case{i:02d}", "ras_spacing": [inplane, inplane, sz], "ras_shape": shape,
+                      "crop_shape": shape, "intensity": [{"sample": list(rng.normal(300, 80, 50))}]})
+    return {"cases": cases}, z
+
+
+def test_promise12_like_plan_handles_thick_slices():
+    fp, z = _promise_like_fingerprint()
+    ds = Dataset(None, "promise12", "PROMISE12", [], ["T2"], {"background": 0, "prostate": 1})
+    plan = make_plan(ds, fingerprint=fp)
+    tx, ty, tz = plan.target_spacing
+    assert tx == ty == pytest.approx(0.6)
+    assert tz == pytest.approx(np.percentile(z, 10), abs=1e-4)  # nnU-Net's rule for the thick axis
+    assert plan.resampling["image_order"] == 1  # no cubic ringing across thick slices
+    assert plan.pool_schedule[0] == (2, 2, 1)  # do not pool the thick axis at first
+    assert plan.patch_size[0] > 2 * plan.patch_size[2]
+    assert plan.patch_size[2] <= plan.median_shape[2] + 8
+    from engine.data.plan import DEFAULT_MEMORY_BUDGET, _training_bytes
+
+    assert _training_bytes(plan.patch_size, plan.pool_schedule, plan.batch_size, 1, 2) <= DEFAULT_MEMORY_BUDGET
+
+
+def test_ct_normalization_uses_foreground_percentiles():
+    fp, _ = _promise_like_fingerprint()
+    ds = Dataset(None, "msd", "liver", [], ["CT"], {"background": 0, "liver": 1})
+    norm = make_plan(ds, fingerprint=fp).normalization[0]
+    sample = np.concatenate([c["intensity"][0]["sample"] for c in fp["cases"]])
+    assert norm["scheme"] == "ct"
+    assert norm["clip_low"] == pytest.approx(np.percentile(sample, 0.5))
+    assert norm["clip_high"] == pytest.approx(np.percentile(sample, 99.5))
+
+
+def test_overrides(hippo):
+    plan = make_plan(hippo, overrides={"target_spacing": [1.5, 1.5, 1.5], "batch_size": 4,
+                                       "normalization": [{"scheme": "zscore", "clip_sigma": 3}]})
+    assert plan.target_spacing == (1.5, 1.5, 1.5) and plan.batch_size == 4
+    assert plan.normalization[0]["clip_sigma"] == 3
+    assert plan.median_shape == (23, 33, 23)
+    assert sorted(plan.overrides) == ["batch_size", "normalization", "target_spacing"]
+    assert make_plan(hippo, overrides={"patch_size": [16, 32, 16]}).patch_size == (16, 32, 16)
+    with pytest.raises(ConfigError, match="not divisible"):
+        make_plan(hippo, overrides={"patch_size": [30, 48, 32]})
+    with pytest.raises(ConfigError, match="unknown plan field"):
+        make_plan(hippo, overrides={"patchsize": [32, 32, 32]})
+    with pytest.raises(ConfigError, match="target_spacing"):
+        make_plan(hippo, overrides={"target_spacing": [1, -1, 1]})
+
+
+def test_json_round_trip_and_version(hippo, tmp_path):
+    plan = make_plan(hippo)
+    path = plan.save(tmp_path / "plan.json")
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 1 and data["patch_size"] == [32, 48, 32]
+    assert Plan.load(path) == plan
+    data["schema_version"] = 99
+    with pytest.raises(ConfigError, match="schema_version"):
+        Plan.from_dict(data)

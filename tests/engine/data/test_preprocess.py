@@ -1,0 +1,164 @@
+"""Preprocessing round trips keep geometry; the cache is reused and never stale."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from data_helpers import affine_for, make_msd, make_volume
+from engine.data import (
+    Plan,
+    make_plan,
+    open_dataset,
+    preprocess_dataset,
+    preprocess_images,
+    preprocess_label,
+    read_image,
+    read_label,
+    restore_label,
+    write_label,
+)
+from engine.data import preprocess as pre_mod
+from engine.data.io import write_image
+from engine.data.plan import pool_schedule_for
+
+LABELS = {"background": 0, "a": 1, "b": 2}
+
+
+def plan_for(spacing, crop=True, order=3):
+    d = {
+        "schema_version": 1, "target_spacing": list(spacing), "patch_size": [16, 16, 16], "batch_size": 2,
+        "normalization": [{"modality": "MRI", "scheme": "zscore", "use_nonzero_mask": False}],
+        "pool_schedule": [[2, 2, 2], [2, 2, 2], [1, 1, 1], [1, 1, 1]], "modalities": ["MRI"], "labels": LABELS,
+        "crop_to_nonzero": crop, "resampling": {"image_order": order, "label": "linear_per_label"},
+    }
+    return Plan.from_dict(d)
+
+
+def dice(a, b, v):
+    a, b = a == v, b == v
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+GEOMETRIES = {
+    "RAS": affine_for("RAS", (1.0, 1.0, 1.0)),
+    "LPS": affine_for("LPS", (0.9, 1.1, 1.3), origin=(20.0, 30.0, -10.0)),
+    "oblique": affine_for("LAS", (1.0, 1.2, 1.5), oblique_deg=20),
+    "anisotropic": affine_for("RAS", (0.6, 0.6, 3.6)),
+    "PIR": affine_for("PIR", (1.0, 2.0, 1.0)),
+}
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
+def test_round_trip_without_resampling_is_exact(tmp_path, name, suffix):
+    affine = GEOMETRIES[name]
+    image, label = make_volume(1, shape=(18, 20, 14))
+    image[:, :2] = 0  # a zero border, so cropping to the non-zero region has something to do
+    write_image(tmp_path / f"img{suffix}", image, affine)
+    write_image(tmp_path / f"lab{suffix}", label, affine)
+    src = read_image(tmp_path / f"img{suffix}")
+    raw, _ = read_label(tmp_path / f"lab{suffix}")
+    canon = nib.as_closest_canonical(nib.Nifti1Image(raw, src.affine))
+    plan = plan_for(canon.header.get_zooms()[:3])
+    arr, props = preprocess_images([src], plan)
+    assert arr.dtype == np.float32 and arr.shape[0] == 1
+    assert abs(float(arr.mean())) < 1e-3 and float(arr.std()) == pytest.approx(1.0, abs=1e-3)
+    lab = preprocess_label(raw, props)
+    # reoriented to RAS: equals nibabel's canonical orientation, cropped to the non-zero box
+    box = tuple(slice(lo, hi) for lo, hi in props["bbox"])
+    np.testing.assert_array_equal(lab, np.asarray(canon.dataobj)[box])
+    back = restore_label(lab, props)
+    out = read_image(write_label(tmp_path / f"pred{suffix}", back, src))
+    assert out.shape == src.shape
+    np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
+    np.testing.assert_array_equal(out.array[0], raw)
+
+
+@pytest.mark.parametrize("name", ["LPS", "oblique", "anisotropic"])
+def test_round_trip_with_resampling_overlays_the_source(tmp_path, name):
+    affine = GEOMETRIES[name]
+    image, label = make_volume(2, shape=(24, 26, 12), n_labels=2)
+    write_image(tmp_path / "img.nii.gz", image, affine)
+    write_image(tmp_path / "lab.nii.gz", label, affine)
+    src = read_image(tmp_path / "img.nii.gz")
+    raw, _ = read_label(tmp_path / "lab.nii.gz")
+    plan = plan_for((1.0, 1.0, 1.0) if name != "anisotropic" else (0.8, 0.8, 2.0))
+    arr, props = preprocess_images([tmp_path / "img.nii.gz"], plan)
+    assert props["shape"] != props["cropped_shape"]
+    assert props["spacing"] == pytest.approx(plan.target_spacing, rel=0.1)
+    lab = preprocess_label(raw, props)
+    assert lab.shape == arr.shape[1:] and set(np.unique(lab)) == {0, 1, 2}
+    back = restore_label(lab, props)
+    out = read_image(write_label(tmp_path / "pred.nii.gz", back, src))
+    assert out.shape == src.shape
+    np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
+    for v in (1, 2):
+        assert dice(out.array[0], raw, v) > 0.85
+        # same place: centroids within half a voxel
+        np.testing.assert_allclose(np.argwhere(out.array[0] == v).mean(0), np.argwhere(raw == v).mean(0), atol=0.5)
+
+
+def test_preprocess_dataset_caches_and_reads_memory_mapped(tmp_path, monkeypatch):
+    ds = open_dataset(make_msd(tmp_path / "T", n=3))
+    plan = make_plan(ds)
+    cache = tmp_path / "cache"
+    calls = []
+    first = preprocess_dataset(ds, plan, cache_dir=cache, progress=lambda d, t, c: calls.append((d, t, c)))
+    assert calls[-1] == (3, 3, "case_002")
+    c0 = first["case_000"]
+    assert c0.image.dtype == np.float32 and c0.image.ndim == 4 and c0.label.dtype == np.uint8
+    assert c0.label.shape == c0.image.shape[1:] and len(c0.spacing) == 3
+
+    def boom(*a, **k):
+        raise AssertionError("preprocessed again although cached")
+
+    monkeypatch.setattr(pre_mod, "_preprocess_case", boom)
+    again = preprocess_dataset(ds, plan, cache_dir=cache)
+    assert isinstance(again["case_000"].image, np.memmap)
+    np.testing.assert_array_equal(again["case_001"].label, first["case_001"].label)
+    # a different patch size shares the cache; a different spacing does not
+    other = Plan.from_dict({**plan.to_dict(), "patch_size": [8, 8, 8], "batch_size": 4})
+    preprocess_dataset(ds, other, case_ids=["case_000"], cache_dir=cache)
+    with pytest.raises(AssertionError, match="again"):
+        preprocess_dataset(ds, make_plan(ds, overrides={"target_spacing": [2, 2, 2]}), cache_dir=cache)
+
+
+def test_replaced_file_is_never_served_stale(tmp_path):
+    ds = open_dataset(make_msd(tmp_path / "T", n=2))
+    plan = make_plan(ds)
+    before = preprocess_dataset(ds, plan)["case_001"].label.copy()
+    lab_path = ds.case("case_001").label_path
+    raw, img = read_label(lab_path)
+    write_image(lab_path, np.where(raw == 2, 1, raw).astype(np.uint8), img.affine)  # same size, new content
+    after = preprocess_dataset(ds, plan)["case_001"].label
+    assert (before == 2).any() and not (after == 2).any()
+
+
+def test_class_indices_follow_the_declared_label_order(tmp_path):
+    root = make_msd(tmp_path / "T", n=2)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "one", "2": "two", "5": "five"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    lab_path = root / "labelsTr" / "case_000.nii.gz"
+    raw, img = read_label(lab_path)
+    write_image(lab_path, np.where(raw == 2, 5, raw).astype(np.uint8), img.affine)
+    ds = open_dataset(root)
+    assert list(ds.labels.values()) == [0, 1, 2, 5] and ds.num_classes == 4
+    case = preprocess_dataset(ds, make_plan(ds))["case_000"]
+    assert set(np.unique(case.label)) == {0, 1, 3}  # value 5 is class index 3
+    back = restore_label(np.asarray(case.label), case.properties)
+    np.testing.assert_array_equal(back, np.where(raw == 2, 5, raw))
+
+
+def test_preprocess_images_refuses_wrong_channel_count(tmp_path):
+    write_image(tmp_path / "two.nii.gz", np.ones((2, 8, 8, 8), np.float32), np.eye(4))
+    with pytest.raises(Exception, match="2 channel"):
+        preprocess_images([tmp_path / "two.nii.gz"], plan_for((1, 1, 1)))
+
+
+def test_pool_schedule_respects_anisotropy():
+    assert pool_schedule_for((0.6, 0.6, 3.0), (160, 160, 24))[0] == (2, 2, 1)
+    assert pool_schedule_for((1, 1, 1), (32, 48, 32)) == [(2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1)]
+    assert pool_schedule_for((1, 1, 1), (64, 64, 64))[3] == (2, 2, 2)
