@@ -78,6 +78,11 @@ class ImageHeader(_Geometry):
     format: str  # "nifti", "sitk" or "dicom"
     dtype: str = ""
 
+    @property
+    def exact_geometry(self) -> bool:
+        """False for a DICOM series, whose slice spacing and direction are only known once it is read."""
+        return self.format != "dicom"
+
 
 @dataclass
 class Image(_Geometry):

@@ -75,7 +75,7 @@ def check_headers(case: Case, n_modalities: int) -> list[Problem]:
         problems.append(Problem(str(ref.path), f"image has {channels} channel(s) but the dataset declares "
                                 f"{n_modalities} modalit{'y' if n_modalities == 1 else 'ies'}", True, cid))
     for h in headers[1:]:
-        if not same_geometry(ref.affine, h.affine, ref.shape, h.shape):
+        if ref.exact_geometry and h.exact_geometry and not same_geometry(ref.affine, h.affine, ref.shape, h.shape):
             problems.append(Problem(str(h.path), f"channel grid differs from {ref.path.name} "
                                     f"(shape {h.shape} vs {ref.shape})", True, cid))
     if case.label_path is not None:
@@ -88,7 +88,7 @@ def check_headers(case: Case, n_modalities: int) -> list[Problem]:
             problems.append(Problem(str(lh.path), f"label map has {lh.channels} channels; expected one 3D volume", True, cid))
         elif tuple(lh.shape) != tuple(ref.shape):
             problems.append(Problem(str(lh.path), f"label shape {lh.shape} differs from image shape {ref.shape}", True, cid))
-        elif not same_geometry(ref.affine, lh.affine, ref.shape, lh.shape):
+        elif ref.exact_geometry and lh.exact_geometry and not same_geometry(ref.affine, lh.affine, ref.shape, lh.shape):
             problems.append(Problem(str(lh.path), "label geometry (spacing, origin or orientation) differs from "
                                     f"the image's (spacing {_fmt(lh.spacing)} vs {_fmt(ref.spacing)})", True, cid))
     return problems
@@ -129,9 +129,13 @@ def inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> C
     label = None
     if case.label_path is not None:
         try:
-            raw, _ = read_label(case.label_path)
+            raw, lab_img = read_label(case.label_path)
         except DataError as exc:
             report.problems.append(Problem(exc.path or str(case.label_path), exc.problem, True, cid))
+            return report
+        if not same_geometry(image.affine, lab_img.affine, image.shape, lab_img.shape):
+            report.problems.append(Problem(str(case.label_path), "label geometry (shape, spacing, origin or "
+                                           "orientation) differs from the image's", True, cid))
             return report
         label, msg = _check_label_values(raw, labels)
         if msg:

@@ -171,3 +171,21 @@ def test_demo_data_and_check_demo(tmp_path, capsys):
     assert len(report["plan"]["spacing"]) == 3
     code, _, err = run_cli(capsys, "demo-data", str(tmp_path / "demo"))
     assert code == 2 and "not an empty folder" in err
+
+
+def test_demo_generation_is_deterministic(tmp_path):
+    from engine.data.demo import _generate, demo_dataset_path
+
+    _generate(tmp_path, n_cases=2)
+    cached = demo_dataset_path()
+    for sub in ("imagesTr", "labelsTr"):
+        for i in range(2):
+            a = nib.load(str(tmp_path / sub / f"brain_{i:03d}.nii.gz"))
+            b = nib.load(str(cached / sub / f"brain_{i:03d}.nii.gz"))
+            np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+            np.testing.assert_array_equal(a.affine, b.affine)
+    ds = open_dataset("demo")
+    assert len(ds.cases) >= 20 and ds.num_classes == 4 and ds.modalities == ["T1"]
+    shapes = [nib.load(str(c.image_paths[0])).shape for c in ds.cases]
+    assert all(30 <= s[0] <= 44 and 38 <= s[1] <= 52 and 30 <= s[2] <= 44 for s in shapes)
+    assert len(set(shapes)) > 1  # crops differ between cases

@@ -1,6 +1,7 @@
 """Layouts detected from small generated trees; the Dataset and its reproducible split."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,25 @@ def test_region_labels_not_supported(tmp_path):
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="region"):
         open_dataset(root)
+
+
+def test_plain_folder_with_dicom_series_and_nifti_labels(tmp_path):
+    import shutil
+
+    import numpy as np
+    import pydicom
+
+    from engine.data import make_plan, preprocess_dataset, read_image, restore_label, write_label
+
+    series = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892003" / "MR700"
+    root = tmp_path / "plain"
+    for name in ("s1", "s2"):
+        shutil.copytree(series, root / "images" / name)
+        img = read_image(root / "images" / name)
+        write_label(root / "labels" / f"{name}_seg.nii.gz", (img.array[0] > np.percentile(img.array, 60)).astype(np.uint8), img)
+    ds = open_dataset(root)
+    assert ds.layout == "plain" and ds.case_ids == ["s1", "s2"] and ds.labels == {"background": 0, "label_1": 1}
+    case = preprocess_dataset(ds, make_plan(ds))["s1"]
+    back = restore_label(np.asarray(case.label), case.properties)
+    raw = read_image(root / "labels" / "s1_seg.nii.gz").array[0]
+    assert back.shape == raw.shape and (back == raw).mean() > 0.9
