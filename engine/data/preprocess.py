@@ -37,7 +37,10 @@ CACHE_VERSION = 1
 
 @dataclass
 class PreprocessedCase:
-    """One case at the plan's spacing: ``image`` float32 (C, X, Y, Z), ``label`` uint8 class indices."""
+    """One case at the plan's spacing: ``image`` float32 (C, X, Y, Z), ``label`` uint8 class indices.
+
+    From ``preprocess_dataset`` both arrays are read-only memory maps: copy before changing them.
+    """
 
     case_id: str
     image: np.ndarray

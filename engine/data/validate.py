@@ -18,7 +18,7 @@ from engine.data.layouts import Case, Problem
 from engine.errors import DataError
 
 #: Foreground intensities kept per case and channel for the dataset-wide statistics.
-SAMPLES_PER_CASE = 2000
+SAMPLES_PER_CASE = 1000
 
 
 @dataclass

@@ -127,3 +127,12 @@ def test_read_label_refuses_multichannel(tmp_path):
     write_image(p, np.zeros((2, 4, 4, 4), np.uint8), np.eye(4))
     with pytest.raises(DataError, match="channels"):
         read_label(p)
+
+
+def test_absurd_metaimage_header_is_refused(tmp_path):
+    path = tmp_path / "huge.mha"
+    path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 100000 100000 100000\n"
+                    "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n")
+    with pytest.raises(DataError, match="absurd") as exc:
+        read_image(path)
+    assert str(path) in str(exc.value)
