@@ -58,8 +58,8 @@ TRAINING_WEIGHTS = "weights.pt"
 DEFAULT_INFERENCE: dict[str, Any] = {
     "overlap": 0.5,
     "gaussian": True,
-    "mirror_axes": [],
-    "keep_largest_component": True,
+    "mirror_axes": [],  # axes whose flips are averaged (test-time mirroring); the engine uses none or all
+    "keep_largest_component": False,
 }
 
 
@@ -111,21 +111,6 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     return dict(sd)
 
 
-def pool_sizes_from_state_dict(state_dict: Mapping[str, Any], n_levels: int) -> tuple[tuple[int, int, int], ...]:
-    """Per-level pooling factors read from the transposed convolutions' kernels.
-
-    ``ups[i]`` undoes level ``n_levels - 1 - i`` and its kernel equals that level's pooling factor,
-    so the weights themselves say how the network pools (thin axes of thick-slice data skip it).
-    """
-    pools: list[tuple[int, int, int]] = [(2, 2, 2)] * n_levels
-    for i in range(n_levels):
-        w = state_dict.get(f"ups.{i}.weight")
-        if w is None or len(w.shape) != 5:
-            raise ExportError(f"weights have no transposed convolution ups.{i} (not this genome's network)")
-        pools[n_levels - 1 - i] = tuple(int(s) for s in w.shape[2:])  # type: ignore[assignment]
-    return tuple(pools)
-
-
 def _as_int(value: Any, what: str, path: Path, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ExportError(f"{path}: {what} must be an integer >= {minimum}, got {value!r}")
@@ -146,46 +131,25 @@ def _labels(value: Any, path: Path) -> dict[str, int]:
 
 
 def read_training_folder(path: str | os.PathLike) -> TrainingFolder:
-    """Read and check a training folder written by ``emonas train`` / ``emonas retrain``."""
-    from engine.network import build_network
+    """Read a training folder written by ``emonas train`` / ``emonas retrain`` for export.
 
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ExportError(f"{folder}: not a training folder (no such directory)")
-    tj = folder / TRAINING_JSON
-    meta = _read_json(tj)
-    if not isinstance(meta, dict):
-        raise ExportError(f"{tj}: must hold a JSON object")
-    for key in ("genome", "in_channels", "num_classes", "labels", "plan"):
-        if key not in meta:
-            raise ExportError(f"{tj}: missing field {key!r}")
+    Reading and checking is ``engine.infer.folder.load_training_folder``'s (weights with
+    ``weights_only=True``); its ``DataError`` becomes an ``ExportError`` with the same line.
+    """
+    from engine.infer.folder import load_training_folder
+
     try:
-        genome = Genome.from_dict(meta["genome"])
+        src = load_training_folder(path)
+        model = src.build_model("cpu")
     except EmonasError as exc:
-        raise ExportError(f"{tj}: {exc}") from None
-    in_channels = _as_int(meta["in_channels"], "in_channels", tj, 1)
-    num_classes = _as_int(meta["num_classes"], "num_classes", tj, 2)
-    labels = _labels(meta["labels"], tj)
-    if len(labels) != num_classes:
-        raise ExportError(f"{tj}: {len(labels)} labels declared but num_classes is {num_classes}")
-    modalities = meta.get("modalities") or [f"channel{i}" for i in range(in_channels)]
-    if not isinstance(modalities, list) or len(modalities) != in_channels:
-        raise ExportError(f"{tj}: modalities must list {in_channels} names, got {modalities!r}")
-    plan = meta["plan"]
-    if not isinstance(plan, dict):
-        raise ExportError(f"{tj}: plan must be a JSON object")
-    state_dict = load_state_dict(folder / TRAINING_WEIGHTS)
-    pools = pool_sizes_from_state_dict(state_dict, genome.n_levels)
-    net = build_network(genome, in_channels, num_classes, pools)
-    try:
-        net.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise ExportError(
-            f"{folder / TRAINING_WEIGHTS}: weights do not fit the genome's network ({' '.join(first[:2])[:240]})"
-        ) from None
-    return TrainingFolder(folder, meta, genome, in_channels, num_classes, labels, [str(m) for m in modalities],
-                          plan, state_dict, pools)
+        raise ExportError(str(exc)) from None
+    modalities = list(src.modalities) or [f"channel{i}" for i in range(src.in_channels)]
+    if len(modalities) != src.in_channels:
+        raise ExportError(f"{src.path / TRAINING_JSON}: modalities must list {src.in_channels} names, got {modalities!r}")
+    return TrainingFolder(
+        src.path, dict(src.doc), src.genome, src.in_channels, src.num_classes, dict(src.labels), modalities,
+        src.plan.to_dict(), dict(model.state_dict()), tuple(tuple(int(v) for v in p) for p in model.arch.pool_sizes),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,18 +195,17 @@ def _plan_get(plan: Mapping[str, Any], *names: str, default: Any = None) -> Any:
 
 
 def _inference_settings(tf: TrainingFolder) -> dict[str, Any]:
-    """Sliding-window, test-time augmentation and post-processing settings of the model."""
+    """Sliding-window, test-time augmentation and post-processing settings of the model.
+
+    The engine's rules for a training folder: largest component kept for the ``paper`` training
+    profile, no mirroring, the plan's patch; a training.json ``inference`` object may override them.
+    """
     cfg = tf.meta.get("config") if isinstance(tf.meta.get("config"), dict) else {}
     inf = dict(DEFAULT_INFERENCE)
-    for src in (cfg.get("inference") if isinstance(cfg.get("inference"), dict) else {}, tf.meta.get("inference") or {}):
-        if isinstance(src, dict):
-            inf.update({k: v for k, v in src.items() if k in DEFAULT_INFERENCE or k == "patch_size"})
-    for key in ("overlap", "gaussian", "mirror_axes", "keep_largest_component"):
-        if key in cfg and key not in (tf.meta.get("inference") or {}):
-            inf[key] = cfg[key]
-    patch = inf.pop("patch_size", None) or _plan_get(tf.plan, "patch_size")
-    if patch is None:
-        raise ExportError(f"{tf.path / TRAINING_JSON}: the plan has no patch_size")
+    inf["keep_largest_component"] = cfg.get("profile") == "paper"
+    given = tf.meta.get("inference") if isinstance(tf.meta.get("inference"), dict) else {}
+    inf.update({k: v for k, v in given.items() if k in DEFAULT_INFERENCE or k == "patch_size"})
+    patch = inf.pop("patch_size", None) or tf.meta.get("patch_size") or _plan_get(tf.plan, "patch_size")
     inf["patch_size"] = [int(p) for p in patch]
     inf["overlap"] = float(inf["overlap"])
     inf["gaussian"] = bool(inf["gaussian"])
@@ -281,6 +244,8 @@ def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = 
             "orientation": orientation,
             "target_spacing": None if spacing is None else [float(s) for s in spacing],
             "normalization": normalization,
+            "resampling": _plan_get(plan, "resampling", default={}),
+            "crop_to_nonzero": bool(_plan_get(plan, "crop_to_nonzero", default=False)),
         },
         "inference": _inference_settings(tf),
         "plan": plan,
@@ -587,3 +552,99 @@ def verify_model_folder(path: str | os.PathLike, *, check_files: bool = True) ->
 def is_model_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` looks like a model folder (has ``model.json``), verified or not."""
     return (Path(path) / MODEL_JSON).is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates of a search
+# ---------------------------------------------------------------------------------------------
+def candidate_summary(run_dir: str | os.PathLike, candidate_id: int | str) -> tuple[dict[str, Any], Path, bool]:
+    """Where candidate ``candidate_id`` of a run sits on the Pareto front, its training folder, and
+    whether its weights are still there (a pruned candidate must be retrained before export)."""
+    from engine.errors import RunError
+    from engine.run.store import RunStore
+
+    try:
+        cid = int(candidate_id)
+    except (TypeError, ValueError):
+        raise ExportError(f"--candidate must be a candidate id (an integer), got {candidate_id!r}") from None
+    store = RunStore.open_readonly(run_dir)
+    try:
+        cand = store.candidate(cid)
+        front = store.front()
+        folder = store.candidate_dir(cid)
+    except RunError:
+        raise
+    finally:
+        store.close()
+    if cand["status"] != "done":
+        raise ExportError(f"{run_dir}: candidate {cid} is {cand['status']}, only finished candidates can be exported")
+    front_ids = [c["id"] for c in front]
+    summary = {
+        "run": str(Path(run_dir).resolve()),
+        "id": cid,
+        "generation": cand.get("generation"),
+        "phase": cand.get("phase"),
+        "f1": cand.get("f1"),
+        "f2": cand.get("f2"),
+        "parameters": cand.get("parameters"),
+        "on_pareto_front": cid in front_ids,
+        # position along the front by ascending f1 (0 = most accurate); None when dominated
+        "front_position": front_ids.index(cid) if cid in front_ids else None,
+        "front_size": len(front_ids),
+        "validation": cand.get("metrics"),
+    }
+    present = (folder / TRAINING_JSON).is_file() and (folder / TRAINING_WEIGHTS).is_file() and not cand.get("pruned")
+    return summary, folder, present
+
+
+def retrain_candidate(run_dir: str | os.PathLike, candidate_id: int, out_dir: Path, device: str = "cpu") -> dict:
+    """Train a candidate whose weights were pruned again, as the run trained it, into ``out_dir``.
+
+    Uses the run's stored data spec and training configuration through the search's own
+    evaluation (``engine.run.evaluate.evaluate_candidate``, which calls ``train_candidate``).
+    """
+    from engine.run.evaluate import evaluate_candidate
+    from engine.run.store import RunStore
+
+    with RunStore.open_readonly(run_dir) as store:
+        cand = store.candidate(int(candidate_id))
+        problem = store.get_meta("problem") or {}
+        train = store.get_meta("train_config")
+    if not problem.get("data") or not train:
+        raise ExportError(f"{run_dir}: the run database does not say how candidate {candidate_id} was trained")
+    task = {"candidate_id": int(candidate_id), "genome": cand["genome"], "out_dir": str(out_dir),
+            "data": problem["data"], "train": dict(train), "device": device}
+    log.info("candidate %s of %s has no weights any more; retraining it", candidate_id, run_dir)
+    result = evaluate_candidate(task)
+    if result.get("status") != "done" or not (out_dir / TRAINING_WEIGHTS).is_file():
+        raise ExportError(f"{run_dir}: retraining pruned candidate {candidate_id} failed ({result.get('error') or result.get('status')})")
+    return result
+
+
+def export_candidate(
+    run_dir: str | os.PathLike,
+    candidate_id: int | str,
+    out_dir: str | os.PathLike,
+    formats: str | Iterable[str] | None = None,
+    *,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Export candidate ``candidate_id`` of the search in ``run_dir`` (retrained first if pruned).
+
+    ``model.json``'s ``candidate`` says where it sat on the run's Pareto front.
+    """
+    summary, folder, present = candidate_summary(run_dir, candidate_id)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
+    if present:
+        return export_model(folder, out, formats, candidate=summary, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.retrain.", dir=out.parent))
+    try:
+        result = retrain_candidate(run_dir, summary["id"], work, device)
+        summary = {**summary, "retrained": True, "retrained_validation": result.get("metrics")}
+        return export_model(work, out, formats, candidate=summary, overwrite=overwrite)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

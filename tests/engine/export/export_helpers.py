@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from engine.data.plan import Plan
 from engine.genome import Genome
 from engine.network import build_network
 
@@ -29,14 +30,16 @@ def make_training_folder(
         torch.manual_seed(seed)
         net = build_network(genome, len(modalities), len(labels))
     torch.save(net.state_dict(), path / "weights.pt")
-    plan = plan or {
-        "schema_version": 1,
-        "target_spacing": [1.0, 1.0, 1.0],
-        "orientation": "RAS",
-        "normalization": [{"scheme": "zscore", "mean": 0.0, "std": 1.0} for _ in modalities],
-        "patch_size": [32, 32, 32],
-        "batch_size": 2,
-    }
+    if plan is None:
+        plan = Plan(
+            target_spacing=(1.0, 1.0, 1.0),
+            patch_size=(32, 32, 32),
+            batch_size=2,
+            normalization=[{"modality": m, "scheme": "zscore", "use_nonzero_mask": False} for m in modalities],
+            pool_schedule=[(2, 2, 2)] * 4,
+            modalities=list(modalities),
+            labels=dict(labels),
+        ).to_dict()
     meta = {
         "schema_version": 1,
         "genome": genome.to_dict(),
@@ -45,6 +48,7 @@ def make_training_folder(
         "labels": labels,
         "modalities": list(modalities),
         "plan": plan,
+        "pool_sizes": [list(p) for p in net.arch.pool_sizes],
         "config": {"epochs": 1, "seed": seed},
         "metrics": {"dice": {k: 0.5 for k in list(labels)[1:]}},
         "best_epoch": 1,

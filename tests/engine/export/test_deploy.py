@@ -1,0 +1,223 @@
+"""Deploying a model folder: ONNX Runtime vs PyTorch parity, geometry of the label maps, the CLI,
+DICOM-SEG for DICOM series, tampering refused, and the standalone onnxruntime + numpy + scipy script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from engine.data.preprocess import preprocess_images
+from engine.data.io import read_image
+from engine.errors import ExportError
+from engine.export.deploy import load_model
+from engine.export.package import export_model
+from export_helpers import make_training_folder
+
+ROOT = Path(__file__).resolve().parents[3]
+STANDALONE = ROOT / "resources" / "examples" / "standalone_predict.py"
+
+
+def emonas(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def scan_array(shape, seed: int) -> np.ndarray:
+    """A smooth, head-like intensity volume: a blob of tissue textures inside a zero background."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    inside = (grid**2).sum(0) < 0.85
+    img = 100 + 400 * field / field.std() + 150 * (np.abs(grid[0]) < 0.3)
+    return np.where(inside, img, 0).astype(np.float32)
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+def rotation_z(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    r = np.eye(4)
+    r[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    return r
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("deploy")
+    tf = make_training_folder(base / "trained", seed=5)
+    export_model(tf, base / "model", "onnx,torchscript")
+    return base / "model"
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> dict[str, Path]:
+    """One anatomy stored four ways: RAS 1 mm, LPS (flipped storage), oblique, anisotropic."""
+    base = tmp_path_factory.mktemp("scans")
+    arr = scan_array((40, 36, 28), seed=1)
+    ras = np.diag([1.0, 1.0, 1.0, 1.0])
+    ras[:3, 3] = [-20, -18, -14]
+    lps = ras.copy()
+    lps[:3, :3] = np.diag([-1.0, -1.0, 1.0])
+    lps[:3, 3] = [19, 17, -14]
+    aniso = np.diag([0.8, 1.1, 2.5, 1.0])
+    return {
+        "ras": write_nifti(base / "ras.nii.gz", arr, ras),
+        "lps": write_nifti(base / "lps.nii.gz", arr[::-1, ::-1].copy(), lps),
+        "oblique": write_nifti(base / "oblique.nii.gz", arr, rotation_z(20) @ ras),
+        "aniso": write_nifti(base / "aniso.nii.gz", scan_array((44, 32, 12), seed=2), aniso),
+    }
+
+
+def test_onnxruntime_and_pytorch_agree(model_dir, scans):
+    onnx_model = load_model(model_dir, backend="onnxruntime")
+    torch_model = load_model(model_dir, backend="torch")
+    plan = onnx_model.plan()
+    for name in ("ras", "oblique", "aniso"):
+        arr, _ = preprocess_images([read_image(scans[name])], plan)
+        a = onnx_model.predictor().predict_logits(arr).numpy()
+        b = torch_model.predictor().predict_logits(arr).numpy()
+        assert a.shape == (3, *arr.shape[1:])
+        assert np.abs(a - b).max() < 1e-4, name
+        la, lb = a.argmax(0), b.argmax(0)
+        assert (la == lb).mean() >= 0.999
+        assert len(np.unique(la)) >= 2, "a test model that predicts one class proves little"
+
+
+def test_predictions_overlay_each_input_voxel_for_voxel(model_dir, scans, tmp_path):
+    out = tmp_path / "pred"
+    r = emonas("predict", str(model_dir), *(str(scans[k]) for k in ("ras", "lps", "oblique", "aniso")),
+               "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "onnxruntime" and result["model_folder"] is True
+    assert [Path(p).name for p in result["outputs"]] == ["ras.nii.gz", "lps.nii.gz", "oblique.nii.gz", "aniso.nii.gz"]
+    preds = {}
+    for key, src in scans.items():
+        pred, img = nib.load(str(out / src.name)), nib.load(str(src))
+        assert pred.shape == img.shape
+        assert np.allclose(pred.affine, img.affine, atol=1e-4)
+        preds[key] = np.asarray(pred.dataobj)
+        assert set(np.unique(preds[key])) <= {0, 1, 2}
+    # the same anatomy stored flipped (LPS) or with an oblique affine gets the same labels in space
+    assert np.array_equal(preds["lps"], preds["ras"][::-1, ::-1])
+    assert np.array_equal(preds["oblique"], preds["ras"])
+    assert len(np.unique(preds["aniso"])) >= 2
+
+
+def test_torch_backend_matches_onnx_on_files(model_dir, scans, tmp_path):
+    a = load_model(model_dir, "onnxruntime").predict_files([[scans["aniso"]], [scans["lps"]]], tmp_path / "a")
+    b = load_model(model_dir, "torch").predict_files([[scans["aniso"]], [scans["lps"]]], tmp_path / "b")
+    for pa, pb in zip(a, b):
+        la, lb = np.asarray(nib.load(str(pa)).dataobj), np.asarray(nib.load(str(pb)).dataobj)
+        assert (la == lb).mean() >= 0.999
+
+
+def test_standalone_script_matches_the_engine(model_dir, scans, tmp_path):
+    engine_out = load_model(model_dir).predict_files([[scans["lps"]], [scans["aniso"]]], tmp_path / "engine")
+    for src, ref in zip((scans["lps"], scans["aniso"]), engine_out):
+        out = tmp_path / f"standalone_{src.name}"
+        # run as a user would, from a folder where the project cannot be imported
+        r = subprocess.run([sys.executable, str(STANDALONE), str(model_dir), str(out), str(src)],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        got, want = nib.load(str(out)), nib.load(str(ref))
+        assert got.shape == want.shape and np.allclose(got.affine, want.affine, atol=1e-4)
+        agree = (np.asarray(got.dataobj) == np.asarray(want.dataobj)).mean()
+        assert agree >= 0.999, agree
+    assert "import engine" not in STANDALONE.read_text() and "from engine" not in STANDALONE.read_text()
+
+
+def test_multimodal_case_option(tmp_path, scans):
+    tf = make_training_folder(tmp_path / "t", modalities=("T1", "FLAIR"), seed=2)
+    export_model(tf, tmp_path / "m", "onnx")
+    second = write_nifti(tmp_path / "flair.nii.gz", scan_array((40, 36, 28), seed=9), nib.load(str(scans["ras"])).affine)
+    r = emonas("predict", str(tmp_path / "m"), "--case", f"{scans['ras']},{second}", "-o", str(tmp_path / "o"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["outputs"] == [str(tmp_path / "o" / "ras.nii.gz")]
+    r = emonas("predict", str(tmp_path / "m"), "--case", str(second), "-o", str(tmp_path / "o2"))
+    assert r.returncode == 2 and "FLAIR" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tampered_model_folder_is_refused_by_predict(model_dir, scans, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    data = bytearray((bad / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (bad / "model.onnx").write_bytes(bytes(data))
+    r = emonas("predict", str(bad), str(scans["ras"]), "-o", str(tmp_path / "o"), "--json")
+    assert r.returncode == 2
+    assert "model.onnx: checksum mismatch" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "o" / "ras.nii.gz").exists()
+    with pytest.raises(ExportError, match="checksum mismatch"):
+        load_model(bad, backend="torch")
+
+
+def _dicom_series(folder: Path, n: int = 12) -> Path:
+    """A real MR series: pydicom's MR_small slice repeated along its normal with new UIDs."""
+    import copy
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    folder.mkdir(parents=True)
+    orient = np.array([float(v) for v in src.ImageOrientationPatient])
+    normal = np.cross(orient[:3], orient[3:])
+    pos0 = np.array([float(v) for v in src.ImagePositionPatient])
+    series = generate_uid()
+    base = src.pixel_array.astype(np.float64)
+    for k in range(n):
+        ds = copy.deepcopy(src)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos0 + k * 2.5 * normal]
+        ds.SliceThickness = 2.5
+        pixels = base * (1 + 0.3 * np.sin(k / 2)) * (k not in (0, n - 1))
+        ds.PixelData = pixels.astype(src.pixel_array.dtype).tobytes()
+        ds.save_as(folder / f"im{(k * 5) % n:03d}.dcm")  # file order differs from slice order
+    return folder
+
+
+def test_dicom_series_gives_nifti_and_dicom_seg(model_dir, tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    series = _dicom_series(tmp_path / "series")
+    r = emonas("predict", str(model_dir), str(series), "-o", str(tmp_path / "out"), "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    nifti = Path(result["outputs"][0])
+    assert nifti.name == "series.nii.gz"
+    img = read_image(series)
+    pred = nib.load(str(nifti))
+    assert pred.shape == img.shape and np.allclose(pred.affine, img.affine, atol=1e-4)
+    labels = np.asarray(pred.dataobj)
+    assert labels.any(), "a DICOM-SEG of an empty label map proves little"
+    seg = hd.seg.segread(result["dicom_seg"][str(nifti)])
+    assert seg.number_of_segments == 2
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["grey matter", "white matter"]
+    # every slice of the SEG equals the NIfTI label map on that source slice
+    inv = np.linalg.inv(img.affine)
+    for f in series.iterdir():
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        k = int(round((inv[:3, :3] @ (np.array([-1, -1, 1]) * np.array([float(v) for v in ds.ImagePositionPatient])) + inv[:3, 3])[2]))
+        want = labels[:, :, k].T
+        got = seg.get_pixels_by_source_instance([ds.SOPInstanceUID], combine_segments=True,
+                                                assert_missing_frames_are_empty=True)[0]
+        assert np.array_equal(got, want), k
