@@ -96,7 +96,7 @@ def make_acdc(root: Path, n_patients: int = 3) -> Path:
 def make_promise(root: Path, n: int = 3) -> Path:
     for i in range(n):
         write_case(root / f"Case{i:02d}.mhd", root / f"Case{i:02d}_segmentation.mhd", i,
-                   affine_for("LPS", spacing=(0.6, 0.6, 3.6)))
+                   affine_for("LPS", spacing=(0.6, 0.6, 3.6)), shape=(40, 40, 8), n_labels=1)
     return root
 
 

@@ -189,3 +189,21 @@ def test_demo_generation_is_deterministic(tmp_path):
     shapes = [nib.load(str(c.image_paths[0])).shape for c in ds.cases]
     assert all(30 <= s[0] <= 44 and 38 <= s[1] <= 52 and 30 <= s[2] <= 44 for s in shapes)
     assert len(set(shapes)) > 1  # crops differ between cases
+
+
+@pytest.mark.parametrize("layout", ["msd", "nnunet", "acdc", "promise12", "plain"])
+def test_check_every_layout(tmp_path, capsys, layout):
+    import data_helpers as h
+
+    make = {"msd": h.make_msd, "nnunet": h.make_nnunet, "acdc": h.make_acdc, "promise12": h.make_promise,
+            "plain": h.make_plain}[layout]
+    root = make(tmp_path / layout)
+    code, out, err = run_cli(capsys, "check", str(root), "--json")
+    report = last_json(out)
+    assert code == 0, err
+    assert report["layout"] == layout and report["n_cases"] >= 3 and report["problems"] == []
+    assert all(sum(c["voxel_counts"].values()) == np.prod(c["shape"]) for c in report["cases"])
+    if layout == "promise12":  # 0.6 x 0.6 x 3.6 mm scans in LPS: thick axis not pooled first
+        assert report["plan"]["spacing"] == pytest.approx([0.6, 0.6, 3.6], abs=1e-3)
+        assert report["plan"]["pool_schedule"][0] == [2, 2, 1]
+        assert {c["orientation"] for c in report["cases"]} == {"LPS"}
