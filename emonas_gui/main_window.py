@@ -16,7 +16,7 @@ from typing import Iterable
 from PySide6.QtCore import QByteArray, Qt, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QTabWidget, QToolBar, QWidget)
+                               QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from emonas_gui.panels.data import DataPanel, is_scan_file
 from emonas_gui.state import AppState
@@ -41,6 +41,21 @@ ABOUT_TEXT = (
 )
 
 
+class _LazyPanels(dict):
+    """``{step: panel}`` that builds a step's panel the first time it is looked up."""
+
+    def __init__(self, factory):
+        super().__init__()
+        self._factory = factory
+
+    def __missing__(self, step: str) -> QWidget:
+        if step not in PART_B_PANELS:
+            raise KeyError(step)
+        panel = self._factory(step)
+        self[step] = panel
+        return panel
+
+
 def _is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "run.db").exists()
 
@@ -61,11 +76,22 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("workflowTabs")
         self.tabs.setDocumentMode(True)
         self.data_panel = DataPanel(state)
-        self.panels: dict[str, QWidget] = {"data": self.data_panel}
-        for step, (module, cls) in PART_B_PANELS.items():
-            self.panels[step] = self._make_panel(module, cls)
+        # The other steps import the training and search engine (torch, scikit-learn: seconds), so
+        # each is built the first time it is shown or asked for: the window opens at once.
+        self.panels: dict[str, QWidget] = _LazyPanels(self._make_step_panel)
+        dict.__setitem__(self.panels, "data", self.data_panel)
+        self._containers: dict[str, QWidget] = {}
         for step in STEPS:
-            self.tabs.addTab(self.panels[step], STEP_TITLES[step])
+            if step == "data":
+                self.tabs.addTab(self.data_panel, STEP_TITLES[step])
+                continue
+            holder = QWidget()
+            holder.setObjectName(f"{step}StepHolder")
+            box = QVBoxLayout(holder)
+            box.setContentsMargins(0, 0, 0, 0)
+            self._containers[step] = holder
+            self.tabs.addTab(holder, STEP_TITLES[step])
+        self.tabs.currentChanged.connect(lambda i: self.panels[STEPS[i]])
         self.setCentralWidget(self.tabs)
 
         self.dataset_label = QLabel("no dataset")
@@ -85,16 +111,23 @@ class MainWindow(QMainWindow):
         self._restore_layout()
 
     # -- panels ---------------------------------------------------------------------------------
-    def _make_panel(self, module: str, cls: str) -> QWidget:
+    def _make_step_panel(self, step: str) -> QWidget:
+        module, cls = PART_B_PANELS[step]
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            mod = importlib.import_module(f"emonas_gui.panels.{module}")
-        except ModuleNotFoundError as exc:  # the panel is not written yet
-            if exc.name != f"emonas_gui.panels.{module}":
-                raise
-            label = QLabel(f"The {module} step is not available in this build.")
-            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            return label
-        return getattr(mod, cls)(self.state)
+            try:
+                mod = importlib.import_module(f"emonas_gui.panels.{module}")
+            except ModuleNotFoundError as exc:  # the panel is not written yet
+                if exc.name != f"emonas_gui.panels.{module}":
+                    raise
+                panel = QLabel(f"The {module} step is not available in this build.")
+                panel.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            else:
+                panel = getattr(mod, cls)(self.state)
+        finally:
+            QApplication.restoreOverrideCursor()
+        self._containers[step].layout().addWidget(panel)
+        return panel
 
     # -- actions, menus, toolbar ----------------------------------------------------------------
     def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
@@ -341,6 +374,10 @@ class MainWindow(QMainWindow):
         geometry = s.value("window/geometry")
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
+        size = s.value("window/size")
+        if size is not None and not self.isMaximized():
+            # restoreGeometry clamps to the screen it finds (800x800 on the offscreen platform)
+            self.resize(size)
         window_state = s.value("window/state")
         if isinstance(window_state, QByteArray) and not window_state.isEmpty():
             self.restoreState(window_state)
@@ -352,15 +389,16 @@ class MainWindow(QMainWindow):
         """Remember window geometry, toolbars and splitters."""
         s = self.state.settings
         s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/size", self.size())
         s.setValue("window/state", self.saveState())
         s.setValue("data/splitter", self.data_panel.splitter.saveState())
         s.sync()
 
     def reset_layout(self) -> None:
         """Forget the saved layout and return to the default one."""
-        for key in ("window/geometry", "window/state", "data/splitter"):
+        for key in ("window/geometry", "window/size", "window/state", "data/splitter"):
             self.state.settings.remove(key)
-        self.data_panel.splitter.setSizes([380, 900])
+        self.data_panel.splitter.setSizes([440, 1000])
         self.resize(1440, 900)
 
     def closeEvent(self, event):  # noqa: N802 - Qt's name

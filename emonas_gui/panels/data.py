@@ -80,7 +80,8 @@ def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None
     Raises ``DataError`` naming the file when a scan cannot be read or the label map does not fit
     the scan's grid. Runs in a worker thread.
     """
-    from engine.data.io import affine_orientation, read_image, read_label
+    from engine.data import read_image, read_label
+    from engine.data.io import affine_orientation
 
     channels, ref = [], None
     for path in image_paths:
@@ -117,7 +118,7 @@ def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None
 
 def read_entry_headers(entries: list[Entry]) -> list[Entry]:
     """Fill in shape and spacing of each entry from its first file's header (no voxels read)."""
-    from engine.data.io import read_header
+    from engine.data import read_header
 
     for e in entries:
         try:
@@ -132,19 +133,28 @@ def read_entry_headers(entries: list[Entry]) -> list[Entry]:
 
 def open_dataset_job(path: str, skip_bad: bool):
     """Open a dataset (worker side)."""
-    from engine.data.dataset import open_dataset
+    from engine.data import open_dataset
 
     return open_dataset(path, skip_bad=skip_bad)
 
 
-def check_dataset_job(dataset) -> list:
-    """Read every voxel of every case and return the problems found (worker side)."""
-    from engine.data.validate import inspect_case
+@dataclass(frozen=True)
+class ShownProblem:
+    """A problem as the check list shows it: ``path: message``, fatal (error) or not (warning)."""
 
-    problems = []
-    for case in dataset.cases:
-        problems.extend(inspect_case(case, dataset.modalities, dataset.labels).problems)
-    return problems
+    path: str
+    message: str
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def check_dataset_job(root: str, skip_bad: bool, progress=None) -> dict:
+    """The engine's full dataset check (every voxel of every case), worker side."""
+    from engine.data import check_dataset
+
+    return check_dataset(root, skip_bad=skip_bad, progress=progress)
 
 
 class DataPanel(QWidget):
@@ -152,7 +162,8 @@ class DataPanel(QWidget):
 
     case_shown = Signal(str)  # case id, once its scan and overlay are on screen
     ready = Signal()  # the shown case's 3D surfaces are built too
-    check_finished = Signal(list)
+    check_finished = Signal(dict)  # the engine's check report
+    check_progress = Signal(int, int, str)  # done, total, case id (emitted from the worker: queued)
 
     def __init__(self, state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
@@ -197,6 +208,7 @@ class DataPanel(QWidget):
         self.check_button = QPushButton("Check every voxel")
         self.check_button.setToolTip("Read every case fully and list every problem (as `emonas check`)")
         self.check_button.clicked.connect(self.run_check)
+        self.check_progress.connect(self._on_check_progress)
         self.problem_list = QListWidget()
         self.problem_list.setWordWrap(True)
         self.problem_list.setMaximumHeight(140)
@@ -253,7 +265,7 @@ class DataPanel(QWidget):
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.viewer)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([380, 900])
+        self.splitter.setSizes([440, 1000])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.splitter)
@@ -349,7 +361,7 @@ class DataPanel(QWidget):
         self.surface_view.set_labels(None)
         if entries:
             self._tasks.submit(read_entry_headers, entries, key="headers", on_done=self._on_headers)
-            self.case_table.selectRow(0)
+            self.show_case(0)
 
     def _modality_names(self, n: int) -> list[str]:
         """Modality names of the open dataset, or generic names for ``n`` channels of loose scans."""
@@ -369,8 +381,8 @@ class DataPanel(QWidget):
         extra = []
         for row, e in enumerate(entries):
             if e.shape is not None:
-                self.case_table.item(row, 1).setText(" x ".join(str(s) for s in e.shape))
-                self.case_table.item(row, 2).setText(" x ".join(f"{s:g}" for s in e.spacing))
+                self.case_table.item(row, 1).setText("\u00d7".join(str(s) for s in e.shape))
+                self.case_table.item(row, 2).setText("\u00d7".join(f"{s:g}" for s in e.spacing))
             else:
                 self.case_table.item(row, 1).setText("unreadable")
             extra.extend(e.problems)
@@ -401,23 +413,36 @@ class DataPanel(QWidget):
         return list(self._entries)
 
     def run_check(self) -> None:
-        """Read every voxel of every case in a worker and list the problems found."""
+        """Run the engine's full check (as `emonas check`) in a worker and list what it finds."""
         ds = self.state.dataset
         if ds is None:
             self.state.report_error("open a dataset first, then check it")
             return
+        root = str(self.state.dataset_path) if str(self.state.dataset_path) == "demo" else str(ds.root)
         self.check_button.setEnabled(False)
         self.check_button.setText("Checking\u2026")
-        self._tasks.submit(check_dataset_job, ds, key="check", on_done=self._on_checked,
-                           on_error=self._on_check_failed)
+        self._tasks.submit(check_dataset_job, root, self.skip_bad.isChecked(), self.check_progress.emit,
+                           key="check", on_done=self._on_checked, on_error=self._on_check_failed)
 
-    def _on_checked(self, problems: list) -> None:
+    def _on_check_progress(self, done: int, total: int, case_id: str) -> None:
+        self.check_button.setText(f"Checking {done}/{total}\u2026")
+
+    def _on_checked(self, report: dict) -> None:
         self.check_button.setEnabled(True)
         self.check_button.setText("Check every voxel")
+        problems = [ShownProblem(p["path"], p["message"], bool(p["fatal"])) for p in report["problems"]]
         self._show_problems(problems)
-        fatal = sum(1 for p in problems if getattr(p, "fatal", True))
-        self.state.status_message.emit(f"Check done: {fatal} error(s), {len(problems) - fatal} warning(s)")
-        self.check_finished.emit(problems)
+        plan = report.get("plan")
+        if plan:
+            patch = "\u00d7".join(str(v) for v in plan.get("patch_size", []))
+            spacing = "\u00d7".join(f"{v:.3g}" for v in plan.get("spacing", []))
+            verdict = "usable" if report.get("ok") else "NOT usable"
+            item = QListWidgetItem(f"{report['n_cases']} usable case(s), dataset {verdict}; plan: patch {patch} "
+                                   f"at {spacing} mm, batch {plan.get('batch_size')}")
+            self.problem_list.insertItem(0, item)
+        self.state.status_message.emit(
+            f"Check done: {report.get('n_fatal', 0)} error(s), {report.get('n_warnings', 0)} warning(s)")
+        self.check_finished.emit(report)
 
     def _on_check_failed(self, message: str) -> None:
         self.check_button.setEnabled(True)
@@ -433,10 +458,9 @@ class DataPanel(QWidget):
     def show_case(self, row: int) -> None:
         """Load case ``row`` of the list in a worker and show it."""
         e = self._entries[row]
-        if self.case_table.currentRow() != row:
-            self.case_table.blockSignals(True)
-            self.case_table.selectRow(row)
-            self.case_table.blockSignals(False)
+        self.case_table.blockSignals(True)
+        self.case_table.selectRow(row)
+        self.case_table.blockSignals(False)
         self.viewer.info.setText(f"Loading {e.case_id}\u2026")
         self.state.status_message.emit(f"Loading {e.case_id}\u2026")
         self._tasks.submit(load_case, e.case_id, e.image_paths, e.label_path, key="case",

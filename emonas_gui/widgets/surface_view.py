@@ -226,11 +226,14 @@ class SurfaceView(QWidget):
         return sorted(self._actors)
 
     def reset_camera(self) -> None:
-        """Look at all surfaces from the front (anterior), superior up."""
+        """Look at all surfaces from the front right, a little from above, superior up."""
         cam = self._renderer.GetActiveCamera()
         cam.SetFocalPoint(0, 0, 0)
         cam.SetPosition(0, 1, 0)  # +Y is anterior in RAS
         cam.SetViewUp(0, 0, 1)
+        cam.Azimuth(30)
+        cam.Elevation(15)
+        cam.OrthogonalizeViewUp()
         self._renderer.ResetCamera()
         self.render()
 

@@ -44,12 +44,17 @@ def _private_settings(tmp_path_factory):
     yield folder
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path_factory, monkeypatch):
-    """A private engine cache per test."""
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """A private engine cache for the GUI tests (shared by them: the demo dataset is built once)."""
     path = tmp_path_factory.mktemp("emonas_cache")
-    monkeypatch.setenv("EMONAS_CACHE_DIR", str(path))
-    return path
+    old = os.environ.get("EMONAS_CACHE_DIR")
+    os.environ["EMONAS_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("EMONAS_CACHE_DIR", None)
+    else:
+        os.environ["EMONAS_CACHE_DIR"] = old
 
 
 def _live_qobjects(cls):
@@ -59,7 +64,7 @@ def _live_qobjects(cls):
     out = []
     for obj in gc.get_objects():
         try:
-            if isinstance(obj, cls) and Shiboken.isValid(obj):
+            if issubclass(type(obj), cls) and Shiboken.isValid(obj):
                 out.append(obj)
         except ReferenceError:  # dead weak proxies
             continue

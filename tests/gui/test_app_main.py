@@ -1,0 +1,241 @@
+"""The main window and the Data step, driven as a user would: open, drop, browse, toggle, save, fail."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtWidgets import QApplication
+
+from conftest import nonblank
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def window(qtbot):
+    from emonas_gui.main_window import MainWindow
+    from emonas_gui.state import AppState
+
+    win = MainWindow(AppState())
+    qtbot.addWidget(win)
+    win.resize(1280, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    return win
+
+
+def _open_and_wait(qtbot, win, path):
+    with qtbot.waitSignal(win.data_panel.ready, timeout=30000):
+        win.open_dataset(path)
+
+
+def test_open_dataset_lists_cases_and_shows_first_case(window, qtbot, msd_dataset):
+    panel = window.data_panel
+    _open_and_wait(qtbot, window, msd_dataset)
+    assert window.state.dataset.name == "TinyTest"
+    assert panel.case_table.rowCount() == 3
+    qtbot.waitUntil(lambda: panel.case_table.item(0, 1).text() != "\u2026", timeout=10000)
+    assert panel.case_table.item(0, 1).text() == "40\u00d748\u00d724"
+    assert panel.case_table.item(0, 2).text() == "1\u00d71\u00d72"
+    assert panel.case_table.item(0, 3).text() == "MRI"
+    assert panel.case_table.item(0, 4).text() == "yes"
+    assert panel.problems() == ["No problem found"]
+    assert [panel.label_table.item(r, 1).text() for r in range(panel.label_table.rowCount())] == ["tissue", "core"]
+    assert window.dataset_label.text() == "dataset: TinyTest"
+    assert nonblank(panel.viewer.render_image("axial"))
+    assert nonblank(panel.surface_view.render_image())
+    assert str(msd_dataset) in window.state.recent_datasets()
+
+    # pick another case from the list: it loads in the background and shows
+    with qtbot.waitSignal(panel.case_shown, timeout=30000) as blocker:
+        panel.case_table.selectRow(2)
+    assert blocker.args == ["case_002"]
+    panel.wait_until_ready()
+
+
+def test_label_toggles_reach_slices_and_3d(window, qtbot, msd_dataset):
+    panel = window.data_panel
+    _open_and_wait(qtbot, window, msd_dataset)
+    panel.opacity.setValue(100)
+    assert panel.viewer.opacity() == 1.0
+    tissue = (230, 80, 70)
+
+    def red_pixels(px):
+        return int((np.abs(px.astype(int) - np.array(tissue)).max(axis=-1) < 25).sum())
+
+    before = red_pixels(panel.viewer.render_image("axial"))
+    assert before > 50
+    item = panel.label_table.item(0, 0)  # the "Show" box of "tissue", ticked as a user would
+    item.setCheckState(Qt.CheckState.Unchecked)
+    assert not panel.viewer.label_visible(1)
+    assert red_pixels(panel.viewer.render_image("axial")) == 0
+    assert panel.surface_view._actors[1].GetVisibility() == 0
+    item.setCheckState(Qt.CheckState.Checked)
+    assert red_pixels(panel.viewer.render_image("axial")) == before
+    panel.opacity.setValue(0)
+    assert red_pixels(panel.viewer.render_image("axial")) == 0
+
+
+def test_check_every_voxel_lists_problems(window, qtbot, tmp_path):
+    from conftest import write_msd_dataset
+
+    root = write_msd_dataset(tmp_path / "Task98_Empty", n_cases=2, shape=(24, 24, 16))
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((24, 24, 16), np.uint8), np.diag([1.0, 1, 2, 1])),
+             root / "labelsTr" / "case_001.nii.gz")  # an empty label volume: a warning
+    _open_and_wait(qtbot, window, root)
+    with qtbot.waitSignal(window.data_panel.check_finished, timeout=30000):
+        qtbot.mouseClick(window.data_panel.check_button, Qt.MouseButton.LeftButton)
+    problems = window.data_panel.problems()
+    assert any(p.startswith("warning:") and "case_001" in p and "empty" in p for p in problems), problems
+    assert "2 usable case(s)" in problems[0] and "plan: patch" in problems[0]
+
+
+def _drop(window, paths):
+    """Drag ``paths`` over the window and drop them, as a file manager does."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(QPoint(300, 300), *args)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(300, 300), *args)
+    QApplication.sendEvent(window, drop)
+    assert drop.isAccepted()
+
+
+def test_drop_a_dataset_folder_and_a_scan(window, qtbot, msd_dataset):
+    with qtbot.waitSignal(window.data_panel.ready, timeout=30000):
+        _drop(window, [msd_dataset])
+    assert window.state.dataset is not None and window.data_panel.case_table.rowCount() == 3
+
+    # a single scan dropped on its own: shown without a dataset, no label
+    with qtbot.waitSignal(window.data_panel.case_shown, timeout=30000):
+        _drop(window, [msd_dataset / "imagesTr" / "case_001.nii.gz"])
+    assert window.data_panel.case_table.rowCount() == 1
+    assert window.data_panel.case_table.item(0, 4).text() == "no"
+    assert window.data_panel.current_case().labels is None
+    # and then a label map put over it
+    with qtbot.waitSignal(window.data_panel.ready, timeout=30000):
+        window.data_panel.open_label_map(msd_dataset / "labelsTr" / "case_001.nii.gz")
+    assert window.data_panel.current_case().labels.max() == 2
+
+
+def test_bad_files_show_one_line_dialogs(window, qtbot, msd_dataset, tmp_path):
+    good = (msd_dataset / "imagesTr" / "case_000.nii.gz").read_bytes()
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(good[: len(good) // 2])
+    with qtbot.waitSignal(window.state.error, timeout=30000) as blocker:
+        window.open_scans([truncated])
+    message = blocker.args[0]
+    assert "truncated.nii.gz" in message and "\n" not in message and "Traceback" not in message
+    assert window.error_dialog.isVisible() and window.error_dialog.text() == message
+
+    not_image = tmp_path / "notes.nii"
+    not_image.write_text("this is not a scan")
+    with qtbot.waitSignal(window.state.error, timeout=30000) as blocker:
+        window.open_scans([not_image])
+    assert "notes.nii" in blocker.args[0]
+
+    broken = tmp_path / "Task97_Broken"
+    broken.mkdir()
+    (broken / "dataset.json").write_text("{not json")
+    with qtbot.waitSignal(window.state.error, timeout=30000) as blocker:
+        window.open_dataset(broken)
+    assert "dataset.json" in blocker.args[0]
+
+    # mismatched label map over a scan: named, and the app keeps working
+    small = tmp_path / "small_label.nii.gz"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), small)
+    with qtbot.waitSignal(window.data_panel.case_shown, timeout=30000):
+        window.open_scans([msd_dataset / "imagesTr" / "case_000.nii.gz"])
+    with qtbot.waitSignal(window.state.error, timeout=30000) as blocker:
+        window.data_panel.open_label_map(small)
+    assert "small_label.nii.gz" in blocker.args[0] and "shape" in blocker.args[0]
+    window.error_dialog.close()
+    _open_and_wait(qtbot, window, msd_dataset)  # still works
+    assert len(window.errors) == 4
+
+
+def test_settings_recent_theme_and_about(qtbot, msd_dataset, tmp_path):
+    from emonas_gui.main_window import MainWindow
+    from emonas_gui.state import AppState
+
+    win = MainWindow(AppState(), theme="dark")
+    qtbot.addWidget(win)
+    win.show()
+    assert QApplication.palette().window().color().lightness() < 100
+    win.act_dark.trigger()  # to the light theme
+    assert win.theme == "light" and QApplication.palette().window().color().lightness() > 180
+    assert win.state.settings.value("ui/theme") == "light"
+    _open_and_wait(qtbot, win, msd_dataset)
+    run = tmp_path / "run1"
+    run.mkdir()
+    win.open_run(run)
+    assert win.state.run_dir == run and win.run_label.text() == "run: run1"
+    win.resize(1300, 850)
+    win.show_step("results")
+    assert win.current_step() == "results"
+    about = win.show_about()
+    assert "research use only" in about.text().lower()
+    about.close()
+    win.close()
+
+    again = MainWindow(AppState())
+    qtbot.addWidget(again)
+    assert again.size().width() == 1300
+    assert str(msd_dataset) == again.state.recent_datasets()[0]
+    assert str(run) == again.state.recent_runs()[0]
+    again.recent_datasets_menu.aboutToShow.emit()
+    assert str(msd_dataset) in [a.text() for a in again.recent_datasets_menu.actions()]
+    again.set_theme("dark")
+
+
+def test_save_views_writes_pngs(window, qtbot, msd_dataset, tmp_path):
+    _open_and_wait(qtbot, window, msd_dataset)
+    paths = window.data_panel.save_views(tmp_path / "views")
+    assert sorted(p.name for p in paths) == sorted(
+        ["case_000_axial.png", "case_000_coronal.png", "case_000_sagittal.png", "case_000_3d.png",
+         "case_000_all.png"])
+    for p in paths:
+        img = QImage(str(p))
+        assert not img.isNull() and img.width() > 50
+    shot = window.save_screenshot(tmp_path / "window.png")
+    assert QImage(str(shot)).width() >= 1280
+
+
+def _run_main(args, tmp_path, timeout=90):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "config"),
+               HOME=str(tmp_path))  # EMONAS_CACHE_DIR: the tests' private cache (conftest)
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_screenshot_mode_as_a_user_runs_it(msd_dataset, tmp_path):
+    out = tmp_path / "shots" / "data.png"
+    proc = _run_main(["--dataset", str(msd_dataset), "--screenshot", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    img = QImage(str(out))
+    assert img.width() >= 1280 and img.height() >= 800
+    from emonas_gui.widgets.slice_views import qimage_to_array
+
+    px = qimage_to_array(img)
+    h, w, _ = px.shape
+    assert nonblank(px[: h // 2, w // 3: 2 * w // 3])  # the axial slice
+    three_d = px[h // 2 + 40:, 2 * w // 3:]  # the bottom-right cell holds the 3D view
+    assert nonblank(three_d)
+    reddish = (three_d[..., 0].astype(int) - three_d[..., 2].astype(int)) > 60
+    assert reddish.sum() > 500, "no lit label surface in the 3D view of the screenshot"
