@@ -192,7 +192,7 @@ def _nnunet(root: Path, meta: dict) -> LayoutResult:
         paths = [chans.get(c, root / "imagesTr" / f"{cid}_{c:04d}{ending}") for c in range(len(modalities))]
         cases.append(Case(cid, paths, lab))
     known = {f"{cid}{ending}" for cid in by_case}
-    for lab in sorted((root / "labelsTr").glob(f"*{ending}")) if (root / "labelsTr").is_dir() else []:
+    for lab in [p for p in _image_files(root / "labelsTr") if p.name.endswith(ending)]:
         if lab.name not in known:
             problems.append(Problem(str(lab), "label file with no image", True))
     n = meta.get("numTraining")

@@ -115,3 +115,12 @@ def test_plain_folder_with_dicom_series_and_nifti_labels(tmp_path):
     back = restore_label(np.asarray(case.label), case.properties)
     raw = read_image(root / "labels" / "s1_seg.nii.gz").array[0]
     assert back.shape == raw.shape and (back == raw).mean() > 0.9
+
+
+@pytest.mark.parametrize("make", [make_msd, make_nnunet])
+def test_macos_resource_forks_are_ignored(tmp_path, make):
+    root = make(tmp_path / "T")  # the MSD archives carry ._name.nii.gz files next to the real ones
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub / "._junk_0000.nii.gz").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    ds = open_dataset(root)
+    assert not any(c.case_id.startswith(".") for c in ds.cases) and ds.problems == []
