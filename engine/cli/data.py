@@ -19,8 +19,10 @@ def _check(args) -> dict:
     if not args.json:
         print(format_report(report))
     for p in report["problems"]:
-        if p["fatal"]:
+        if p["fatal"] and not report["ok"]:
             sys.stderr.write(f"emonas: error: {p['path']}: {p['message']}\n")
+        elif p["fatal"]:  # --skip-bad and enough cases remain
+            sys.stderr.write(f"emonas: warning: skipped: {p['path']}: {p['message']}\n")
         else:
             sys.stderr.write(f"emonas: warning: {p['path']}: {p['message']}\n")
     sys.stderr.flush()

@@ -126,5 +126,5 @@ def format_report(report: dict) -> str:
         ]
     n_f, n_w = report["n_fatal"], report["n_warnings"]
     lines.append("")
-    lines.append(f"problems    {n_f} fatal, {n_w} warning(s)" + (f"; skipped {len(report['skipped'])} case(s)" if report["skipped"] else ""))
+    lines.append(f"problems    {n_f} fatal, {n_w} warning(s)" + (f"; {len(report['skipped'])} case(s) unusable" if report["skipped"] else ""))
     return "\n".join(lines)

@@ -207,3 +207,15 @@ def test_check_every_layout(tmp_path, capsys, layout):
         assert report["plan"]["spacing"] == pytest.approx([0.6, 0.6, 3.6], abs=1e-3)
         assert report["plan"]["pool_schedule"][0] == [2, 2, 1]
         assert {c["orientation"] for c in report["cases"]} == {"LPS"}
+
+
+def test_skip_bad_reports_skipped_cases_as_warnings(tmp_path, capsys):
+    root = make_msd(tmp_path / "T", n=3)
+    path, _ = truncated(root)
+    code, out, err = run_cli(capsys, "check", str(root), "--skip-bad")
+    assert code == 0 and "1 case(s) unusable" in out
+    assert err.startswith(f"emonas: warning: skipped: {path}: ") and "error" not in err
+    make_msd(tmp_path / "U", n=2)
+    truncated(tmp_path / "U")
+    code, _, err = run_cli(capsys, "check", str(tmp_path / "U"), "--skip-bad")
+    assert code == 2 and err.startswith("emonas: error:")  # one usable case is not enough
