@@ -27,7 +27,12 @@ def cache_root() -> Path:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME")
         root = (Path(xdg) if xdg else Path.home() / ".cache") / "emonas"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from engine.errors import DataError
+
+        raise DataError(root, f"cannot create the cache folder ({exc.strerror or exc}); set EMONAS_CACHE_DIR") from None
     return root
 
 
