@@ -398,7 +398,7 @@ class MainWindow(QMainWindow):
         """Forget the saved layout and return to the default one."""
         for key in ("window/geometry", "window/size", "window/state", "data/splitter"):
             self.state.settings.remove(key)
-        self.data_panel.splitter.setSizes([440, 1000])
+        self.data_panel.splitter.setSizes([470, 970])
         self.resize(1440, 900)
 
     def closeEvent(self, event):  # noqa: N802 - Qt's name

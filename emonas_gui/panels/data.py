@@ -54,6 +54,7 @@ class LoadedCase:
     labels: np.ndarray | None
     orientation: str
     source_shape: tuple[int, int, int]
+    label_values: list[int] = field(default_factory=list)  # non-zero values present
 
 
 def is_scan_file(path: Path) -> bool:
@@ -113,7 +114,10 @@ def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None
         small = raw.size == 0 or (raw.min() >= 0 and raw.max() <= 255)
         labels, _ = _to_ras(raw.astype(np.uint8 if small else np.int32, copy=False),
                             lab_img.affine, lab_img.spacing)
-    return LoadedCase(case_id, image, tuple(spacing), labels, affine_orientation(ref.affine), ref.shape)
+    values = []
+    if labels is not None:
+        values = [int(v) for v in np.flatnonzero(np.bincount(labels.ravel().astype(np.intp, copy=False))) if v]
+    return LoadedCase(case_id, image, tuple(spacing), labels, affine_orientation(ref.affine), ref.shape, values)
 
 
 def read_entry_headers(entries: list[Entry]) -> list[Entry]:
@@ -123,7 +127,7 @@ def read_entry_headers(entries: list[Entry]) -> list[Entry]:
     for e in entries:
         try:
             h = read_header(e.image_paths[0])
-            e.shape, e.spacing = tuple(h.shape), tuple(round(s, 3) for s in h.spacing)
+            e.shape, e.spacing = tuple(h.shape), tuple(float(f"{s:.3g}") for s in h.spacing)
             if h.channels > 1:
                 e.shape = e.shape + (h.channels,)
         except EmonasError as exc:
@@ -174,6 +178,7 @@ class DataPanel(QWidget):
         self._current: LoadedCase | None = None
         self._surfaces_pending = False
         self._problems: list = []
+        self._full_check = False
 
         # viewers
         self.surface_view = SurfaceView()
@@ -265,7 +270,7 @@ class DataPanel(QWidget):
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.viewer)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([440, 1000])
+        self.splitter.setSizes([470, 970])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.splitter)
@@ -387,13 +392,15 @@ class DataPanel(QWidget):
                 self.case_table.item(row, 1).setText("unreadable")
             extra.extend(e.problems)
         if extra:
-            self._show_problems(list(self._problems) + extra)
+            self._show_problems(list(self._problems) + extra, self._full_check)
 
-    def _show_problems(self, problems: list) -> None:
+    def _show_problems(self, problems: list, full_check: bool = False) -> None:
         self._problems = list(problems)
+        self._full_check = full_check
         self.problem_list.clear()
         if not problems:
-            item = QListWidgetItem("No problem found")
+            item = QListWidgetItem("No problem found" if self._full_check else
+                                   "Headers look fine; \u201cCheck every voxel\u201d reads every case")
             item.setForeground(QBrush(QColor(60, 170, 80)))
             self.problem_list.addItem(item)
             return
@@ -431,7 +438,7 @@ class DataPanel(QWidget):
         self.check_button.setEnabled(True)
         self.check_button.setText("Check every voxel")
         problems = [ShownProblem(p["path"], p["message"], bool(p["fatal"])) for p in report["problems"]]
-        self._show_problems(problems)
+        self._show_problems(problems, full_check=True)
         plan = report.get("plan")
         if plan:
             patch = "\u00d7".join(str(v) for v in plan.get("patch_size", []))
@@ -483,10 +490,8 @@ class DataPanel(QWidget):
         self.modality.blockSignals(False)
         self._fill_presets()
         nc = names_colours_for(self._labels_decl) if self._labels_decl else {}
-        if case.labels is not None:
-            for v in np.flatnonzero(np.bincount(case.labels.ravel().astype(np.int64))):
-                if v and int(v) not in nc:
-                    nc[int(v)] = (f"label {v}", default_colour(int(v)))
+        for v in case.label_values:  # values the dataset does not declare still show
+            nc.setdefault(v, (f"label {v}", default_colour(v)))
         # keep colours and visibility chosen by the user for this dataset
         old = self.viewer.names_colours()
         for v in nc:

@@ -317,8 +317,9 @@ class SliceViewer(QWidget):
                    names_colours: Mapping[int, tuple[str, tuple[int, int, int]]] | None = None) -> None:
         """Overlay a label map (X, Y, Z) of integer values; ``None`` removes it.
 
-        ``names_colours`` maps each label value to ``(name, (r, g, b))``; values it leaves out get a
-        default colour. Background (0) is transparent.
+        ``names_colours`` maps each label value to ``(name, (r, g, b))``; values it leaves out are not
+        drawn. Without it, every value present gets a default colour (this scans the volume).
+        Background (0) is transparent.
         """
         if labels is None:
             self._labels = None
@@ -330,13 +331,12 @@ class SliceViewer(QWidget):
         if lab.dtype.kind not in "iub":
             lab = np.rint(lab).astype(np.int32)
         self._labels = lab
-        if lab.size and lab.min() >= 0:
-            present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel())) if v != 0]
-        else:
-            present = [int(v) for v in np.unique(lab) if v != 0]
+        # uint8 maps index a 256-entry colour table directly; wider types are scanned once for the size
+        self._lut_size = 256 if lab.dtype.itemsize == 1 else int(max(int(lab.max(initial=0)), 0)) + 1
         self._names_colours = dict(names_colours or {})
-        for v in present:
-            self._names_colours.setdefault(v, (f"label {v}", default_colour(v)))
+        if names_colours is None:  # nothing named: colour every value present
+            for v in _present_values(lab):
+                self._names_colours.setdefault(v, (f"label {v}", default_colour(v)))
         self._rebuild_lut()
         self._refresh_all()
 
@@ -560,11 +560,10 @@ class SliceViewer(QWidget):
         self._update_info()
 
     def _rebuild_lut(self) -> None:
-        top = max([0] + list(self._names_colours)) if self._labels is None else \
-            max(int(self._labels.max()), max([0] + list(self._names_colours)))
-        lut = np.zeros((top + 1, 4), np.uint8)
+        size = max([getattr(self, "_lut_size", 1)] + [v + 1 for v in self._names_colours])
+        lut = np.zeros((size, 4), np.uint8)
         for value, (_, colour) in self._names_colours.items():
-            if 0 < value <= top and value not in self._hidden:
+            if 0 < value < size and value not in self._hidden:
                 lut[value, :3] = colour[:3]
                 lut[value, 3] = 255
         self._lut = lut
@@ -585,6 +584,14 @@ class SliceViewer(QWidget):
             text += f"  |  {self._channel_names[self._channel]}"
         self.info.setText(text)
         self.cursor_info.emit(text)
+
+
+def _present_values(labels: np.ndarray) -> list[int]:
+    """Non-zero values present in a label map."""
+    if labels.size and (labels.dtype.kind in "ub" or labels.min() >= 0):
+        counts = np.bincount(labels.ravel().astype(np.intp, copy=False))
+        return [int(v) for v in np.flatnonzero(counts) if v != 0]
+    return [int(v) for v in np.unique(labels) if v != 0]
 
 
 def _intensity_stats(volume: np.ndarray) -> dict[str, float]:

@@ -51,18 +51,25 @@ from vtkmodules.vtkRenderingCore import (vtkActor, vtkPolyDataMapper, vtkRendere
 log = logging.getLogger(__name__)
 
 BACKGROUND = (0.08, 0.09, 0.11)
+MAX_SURFACE_VOXELS = 160 ** 3
 
 
 def build_surfaces(labels: np.ndarray, spacing: Sequence[float], values: Sequence[int],
-                   smoothing_iterations: int = 20) -> dict[int, vtkPolyData]:
+                   smoothing_iterations: int = 20, max_voxels: int = MAX_SURFACE_VOXELS) -> dict[int, vtkPolyData]:
     """Smoothed surface meshes of each label value in ``labels`` (X, Y, Z), in millimetres.
 
     Runs discrete flying edges per label, then windowed-sinc smoothing and normals. Labels with no
-    voxel are left out. Safe to call off the GUI thread (touches no rendering object).
+    voxel are left out. Label maps larger than ``max_voxels`` are subsampled by a whole factor first:
+    a million triangles per label would make software rendering crawl and adds nothing to an overview.
+    Safe to call off the GUI thread (touches no rendering object).
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {labels.shape}")
+    step = max(1, int(np.ceil((labels.size / max_voxels) ** (1 / 3))))
+    if step > 1:
+        labels = labels[::step, ::step, ::step]
+        spacing = [float(s) * step for s in spacing]
     image = vtkImageData()
     image.SetDimensions(*labels.shape)
     image.SetSpacing(*[float(s) for s in spacing])
