@@ -76,9 +76,19 @@ def _sorted_labels(labels: dict[str, int], path: Path) -> dict[str, int]:
     return dict(sorted(labels.items(), key=lambda kv: kv[1]))
 
 
+#: Public dataset.json files are at most a few megabytes; a larger one is refused before parsing.
+MAX_DATASET_JSON_BYTES = 64 * 2**20
+
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise DataError(path, "missing: an MSD or nnU-Net dataset folder needs dataset.json")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(path, f"cannot read ({exc.strerror or exc})") from None
+    if size > MAX_DATASET_JSON_BYTES:
+        raise DataError(path, f"is {size / 2**20:.0f} MB; a dataset description over {MAX_DATASET_JSON_BYTES // 2**20} MB is refused")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
