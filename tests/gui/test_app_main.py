@@ -239,3 +239,20 @@ def test_screenshot_mode_as_a_user_runs_it(msd_dataset, tmp_path):
     assert nonblank(three_d)
     reddish = (three_d[..., 0].astype(int) - three_d[..., 2].astype(int)) > 60
     assert reddish.sum() > 500, "no lit label surface in the 3D view of the screenshot"
+
+
+def test_no_arguments_opens_the_demo_dataset(qtbot):
+    from emonas_gui.app import build_window, parse_args
+
+    win = build_window(parse_args([]))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.data_panel.ready, timeout=120000):
+        pass
+    ds = win.state.dataset
+    assert win.state.dataset_path == "demo" and len(ds.cases) >= 20
+    case = win.data_panel.current_case()
+    assert case.case_id == ds.cases[0].case_id and case.labels is not None
+    assert len(case.label_values) >= 3
+    assert nonblank(win.data_panel.viewer.render_image("axial"))
+    assert nonblank(win.data_panel.surface_view.render_image())
