@@ -145,12 +145,31 @@ def take_screenshot(window, path: str | Path, timeout_s: float = SCREENSHOT_TIME
     return path
 
 
+def _route_qt_messages() -> None:
+    """Send Qt's own messages to ``logging`` (the offscreen platform's 'not supported' notes to debug)."""
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    levels = {QtMsgType.QtDebugMsg: logging.DEBUG, QtMsgType.QtInfoMsg: logging.INFO,
+              QtMsgType.QtWarningMsg: logging.WARNING, QtMsgType.QtCriticalMsg: logging.ERROR,
+              QtMsgType.QtFatalMsg: logging.CRITICAL}
+    qt_log = logging.getLogger("qt")
+
+    def handler(mode, context, message):
+        level = levels.get(mode, logging.WARNING)
+        if message.startswith("This plugin does not support"):
+            level = logging.DEBUG
+        qt_log.log(level, "%s", message)
+
+    qInstallMessageHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start EMONAS Studio (``emonas-studio`` / ``python main.py``)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    _route_qt_messages()
     app = create_app()
     window = build_window(args)
     window.show()

@@ -172,7 +172,8 @@ class DataPanel(QWidget):
     def __init__(self, state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self._tasks = TaskRunner(self)
+        # two threads: a long full check must not hold up loading the case the user clicks
+        self._tasks = TaskRunner(self, max_threads=2)
         self._entries: list[Entry] = []
         self._labels_decl: dict[str, int] = {}
         self._current: LoadedCase | None = None
@@ -228,7 +229,7 @@ class DataPanel(QWidget):
         self.label_table.setToolTip("Tick to show a label; double-click its name to change its colour")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(int(self.state.settings.value("viewer/opacity", 50, type=int)))
+        self.opacity.setValue(int(self.state.settings.value("viewer/opacity", 40, type=int)))
         self.opacity.valueChanged.connect(self._on_opacity)
         self.viewer.set_opacity(self.opacity.value() / 100)
         self.modality = QComboBox()
@@ -505,7 +506,7 @@ class DataPanel(QWidget):
             self.surface_view.set_label_visible(v, self.viewer.label_visible(v))
         self.state.status_message.emit(
             f"{case.case_id}: {' x '.join(map(str, case.image.shape[1:]))} voxels, "
-            f"{' x '.join(f'{s:g}' for s in case.spacing)} mm, {case.orientation} on disk")
+            f"{' x '.join(f'{s:.3g}' for s in case.spacing)} mm, {case.orientation} on disk")
         self.case_shown.emit(case.case_id)
         if not self._surfaces_pending:
             self.ready.emit()
