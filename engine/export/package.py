@@ -396,6 +396,13 @@ def write_model_card(meta: Mapping[str, Any]) -> str:
     cand = meta.get("candidate")
     if cand:
         lines += ["", "## Where it came from", ""]
+        if cand.get("front_position") is not None:
+            lines.append(f"Candidate {cand.get('id')} of the search in `{cand.get('run')}`: position "
+                         f"{cand['front_position'] + 1} of {cand.get('front_size')} on the Pareto front "
+                         "(most accurate first).")
+        elif "on_pareto_front" in cand:
+            lines.append(f"Candidate {cand.get('id')} of the search in `{cand.get('run')}`: not on the Pareto front.")
+        lines.append("")
         for k, v in cand.items():
             lines.append(f"- {k}: {json.dumps(v)}")
     lines += ["", "## Files", "", "| file | SHA-256 |", "|---|---|"]
