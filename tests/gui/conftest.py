@@ -147,9 +147,10 @@ def no_leaks(request):
 
 
 def write_msd_dataset(root: Path, n_cases: int = 3, shape=(40, 48, 24), spacing=(1.0, 1.0, 2.0),
-                      seed: int = 0) -> Path:
+                      seed: int = 0, modalities: tuple[str, ...] = ("MRI",)) -> Path:
     """A small Medical Segmentation Decathlon tree of real NIfTI files: a smooth 'head' with two
-    labelled structures, noise and a bias field, one channel, labels background/tissue/core."""
+    labelled structures, noise and a bias field, labels background/tissue/core. Several modalities
+    are stored as one 4D file per case (as in Task05_Prostate), the second with inverted contrast."""
     import json
 
     import nibabel as nib
@@ -171,10 +172,13 @@ def write_msd_dataset(root: Path, n_cases: int = 3, shape=(40, 48, 24), spacing=
         image = 100.0 * label + 40.0 * (d < 1.3) + rng.normal(0, 8, shape)
         image *= 1.0 + 0.1 * (x / shape[0])  # bias field
         name = f"case_{i:03d}.nii.gz"
+        if len(modalities) > 1:
+            image = np.stack([image * (1 if m % 2 == 0 else -0.5) + 10 * m for m in range(len(modalities))], axis=-1)
         nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / name)
         nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {"name": "TinyTest", "description": "generated for the GUI tests", "modality": {"0": "MRI"},
+    meta = {"name": "TinyTest", "description": "generated for the GUI tests",
+            "modality": {str(m): name for m, name in enumerate(modalities)},
             "labels": {"0": "background", "1": "tissue", "2": "core"}, "numTraining": n_cases,
             "training": training, "test": []}
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))

@@ -256,3 +256,19 @@ def test_no_arguments_opens_the_demo_dataset(qtbot):
     assert len(case.label_values) >= 3
     assert nonblank(win.data_panel.viewer.render_image("axial"))
     assert nonblank(win.data_panel.surface_view.render_image())
+
+
+def test_two_modalities_switch_in_the_display_box(window, qtbot, tmp_path):
+    from conftest import write_msd_dataset
+
+    root = write_msd_dataset(tmp_path / "Task96_TwoModalities", n_cases=2, shape=(24, 28, 16),
+                             modalities=("T2", "ADC"))
+    _open_and_wait(qtbot, window, root)
+    panel = window.data_panel
+    assert panel.case_table.item(0, 3).text() == "T2, ADC"
+    assert panel.modality.isEnabled() and panel.modality.count() == 2
+    level_t2 = panel.viewer.window()[0]
+    panel.modality.setCurrentIndex(1)
+    assert panel.viewer.channel() == 1
+    assert panel.viewer.window()[0] < 0 < level_t2  # the ADC channel has its own (negative) window
+    assert "ADC" in panel.viewer.info.text()
