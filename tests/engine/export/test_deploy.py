@@ -221,3 +221,14 @@ def test_dicom_series_gives_nifti_and_dicom_seg(model_dir, tmp_path):
         got = seg.get_pixels_by_source_instance([ds.SOPInstanceUID], combine_segments=True,
                                                 assert_missing_frames_are_empty=True)[0]
         assert np.array_equal(got, want), k
+
+
+def test_unavailable_device_or_backend_is_a_clear_error(model_dir, scans, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        r = emonas("predict", str(model_dir), str(scans["ras"]), "-o", str(tmp_path / "o"), "--backend", "torch",
+                   "--device", "cuda")
+        assert r.returncode == 2 and "cuda" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(Exception, match="backend must be one of"):
+        load_model(model_dir, backend="tensorrt")
