@@ -97,13 +97,20 @@ def test_onnxruntime_and_pytorch_agree(model_dir, scans):
 
 
 def test_predictions_overlay_each_input_voxel_for_voxel(model_dir, scans, tmp_path):
+    from engine.data.io import write_image
+
     out = tmp_path / "pred"
-    r = emonas("predict", str(model_dir), *(str(scans[k]) for k in ("ras", "lps", "oblique", "aniso")),
+    ras = nib.load(str(scans["ras"]))
+    mha = write_image(tmp_path / "ras_copy.mha", np.asarray(ras.dataobj), ras.affine)  # MetaImage stores LPS
+    r = emonas("predict", str(model_dir), *(str(scans[k]) for k in ("ras", "lps", "oblique", "aniso")), str(mha),
                "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["backend"] == "onnxruntime" and result["model_folder"] is True
-    assert [Path(p).name for p in result["outputs"]] == ["ras.nii.gz", "lps.nii.gz", "oblique.nii.gz", "aniso.nii.gz"]
+    assert [Path(p).name for p in result["outputs"]] == [
+        "ras.nii.gz", "lps.nii.gz", "oblique.nii.gz", "aniso.nii.gz", "ras_copy.mha"]
+    from_mha = read_image(out / "ras_copy.mha")
+    assert from_mha.shape == ras.shape and np.allclose(from_mha.affine, ras.affine, atol=1e-4)
     preds = {}
     for key, src in scans.items():
         pred, img = nib.load(str(out / src.name)), nib.load(str(src))
@@ -114,6 +121,7 @@ def test_predictions_overlay_each_input_voxel_for_voxel(model_dir, scans, tmp_pa
     # the same anatomy stored flipped (LPS) or with an oblique affine gets the same labels in space
     assert np.array_equal(preds["lps"], preds["ras"][::-1, ::-1])
     assert np.array_equal(preds["oblique"], preds["ras"])
+    assert np.array_equal(from_mha.array[0], preds["ras"])
     assert len(np.unique(preds["aniso"])) >= 2
 
 
