@@ -272,3 +272,26 @@ def test_two_modalities_switch_in_the_display_box(window, qtbot, tmp_path):
     assert panel.viewer.channel() == 1
     assert panel.viewer.window()[0] < 0 < level_t2  # the ADC channel has its own (negative) window
     assert "ADC" in panel.viewer.info.text()
+
+
+def test_broken_case_is_named_and_can_be_skipped(window, qtbot, tmp_path):
+    from conftest import write_msd_dataset
+
+    root = write_msd_dataset(tmp_path / "Task95_OneBroken", n_cases=3, shape=(24, 24, 16))
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((20, 24, 16), np.uint8), np.diag([1.0, 1, 2, 1])),
+             root / "labelsTr" / "case_001.nii.gz")  # a label map cropped differently from its scan
+    with qtbot.waitSignal(window.state.error, timeout=30000) as blocker:
+        window.open_dataset(root)
+    assert "case_001.nii.gz" in blocker.args[0] and "shape" in blocker.args[0]
+    assert window.state.dataset is None
+    window.error_dialog.close()
+
+    box = window.data_panel.skip_bad
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))  # on the tick box
+    assert window.data_panel.skip_bad.isChecked()
+    _open_and_wait(qtbot, window, root)
+    assert [e.case_id for e in window.data_panel.entries()] == ["case_000", "case_002"]
+    assert "Skipped: case_001" in window.data_panel.summary.text()
+    assert any("case_001" in p for p in window.data_panel.problems())
