@@ -132,7 +132,11 @@ def take_screenshot(window, path: str | Path, timeout_s: float = SCREENSHOT_TIME
     guard.stop()
     if not done["ready"]:
         log.warning("screenshot taken before the first case was ready")
-    # let other panels (run monitor, results) settle a moment
+    # the step on screen, if not Data, may offer the optional panel hook wait_until_ready(msecs)
+    shown = dict.get(window.panels, window.current_step())
+    wait = getattr(shown, "wait_until_ready", None)
+    if shown is not panel and callable(wait):
+        wait(int(timeout_s * 500))
     end = time.monotonic() + (2.0 if window.state.run_dir else 0.3)
     while time.monotonic() < end:
         QApplication.processEvents()

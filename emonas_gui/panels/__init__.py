@@ -15,5 +15,8 @@ The main window imports them by name:
 - ``emonas_gui.panels.results.ResultsPanel``
 - ``emonas_gui.panels.export.ExportPanel``
 
-If a panel defines ``shutdown()`` the main window calls it before closing.
+If a panel defines ``shutdown()`` the main window calls it before closing. If it defines
+``wait_until_ready(msecs: int) -> bool`` (block until what it is loading is on screen),
+``main.py --screenshot`` calls it before taking a screenshot of that step. The steps after Data are
+built the first time they are shown or looked up in ``MainWindow.panels``.
 """
