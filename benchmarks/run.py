@@ -1,0 +1,357 @@
+"""EMONAS Studio benchmarks: every figure is a ratio of two things measured side by side in one run.
+
+    python benchmarks/run.py [--quick] [--json] [--only NAME[,NAME...]] [--out DIR]
+
+Sections (see BENCHMARKS.md for the results and what limits them):
+- loop:        training-loop efficiency = steps/s of the real pipeline (sampling, augmentation, loss,
+               logging) / steps/s of bare forward+backward on pre-made tensors of the same shape;
+- overhead:    search overhead = time outside candidate training / total search time;
+- efficiency:  sample efficiency of SaMEA against plain MOEA/D and random search (hypervolume
+               against evaluations, seeds side by side) and evaluations SaMEA needs to reach random
+               search's final hypervolume;
+- earlystop:   hypervolume per training-second with and without stopping hopeless candidates;
+- concurrency: two candidates at once (process pool) against one after another;
+- inference:   sliding-window prediction of a 128x128x64 volume, PyTorch eager against ONNX Runtime;
+- memory:      peak RAM of training against the engine's estimate, and RSS over many candidates.
+``--quick`` finishes in under 10 minutes on 2 cores; the full run takes about an hour.
+With ``--json`` the last line is one JSON object with ``loop_efficiency`` and ``search_overhead``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("EMONAS_NO_PROGRESS", "1")
+
+import numpy as np  # noqa: E402
+
+SMALL_GENOME = '{"in2": 1, "in3": 0, "in4": 2, "op1": "conv3d_3x3x3", "op2": "p3d_3x3x3", "op3": "conv2d_3x3x1", "op4": "identity", "n_cells": 5, "nf1": 8, "lr": 0.001}'
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr if ARGS.json else sys.stdout, flush=True)
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+def bench_loop(quick: bool) -> dict:
+    import torch
+
+    from engine.genome import Genome
+    from engine.train import TrainConfig, prepare_training_data
+    from engine.train.sampling import BatchLoader
+    from engine.train.trainer import Trainer
+
+    data = prepare_training_data("demo", seed=0)
+    genome = Genome.from_json(SMALL_GENOME)
+    iters = 8 if quick else 30
+    rounds = 2 if quick else 3
+    cfg = TrainConfig(epochs=1, iterations_per_epoch=iters, device="cpu", seed=0, val_every=10**6)
+    pipeline, bare = [], []
+    for _ in range(rounds):  # interleaved so that machine noise hits both alike
+        trainer = Trainer(genome, data, cfg)
+        trainer.model.train()
+        with BatchLoader(trainer.sampler, prefetch=0) as loader:
+            rec = trainer._train_epoch(1, loader)
+        pipeline.append(rec["train_seconds"] / iters)
+
+        trainer = Trainer(genome, data, cfg)
+        trainer.model.train()
+        x = torch.randn(trainer.batch_size, data.in_channels, *trainer.patch)
+        y = torch.randint(0, data.num_classes, (trainer.batch_size, *trainer.patch))
+        trainer.train_step(x, y)  # warm-up, as the pipeline's first step also is inside its epoch
+        t = time.perf_counter()
+        for _ in range(iters):
+            trainer.train_step(x, y)
+        bare.append((time.perf_counter() - t) / iters)
+    p, b = float(np.median(pipeline)), float(np.median(bare))
+    out = {"pipeline_step_s": p, "bare_step_s": b, "loop_efficiency": b / p, "patch": list(trainer.patch),
+           "batch": trainer.batch_size, "iterations": iters, "rounds": rounds}
+    log(f"loop: pipeline {p * 1e3:.0f} ms/step, bare {b * 1e3:.0f} ms/step -> efficiency {b / p:.3f}")
+    return out
+
+
+# --------------------------------------------------------------------------- searches
+
+
+def _search(run_dir: Path, strategy: str, seed: int, population: int, generations: int, learning: int,
+            epochs: int, early: str = "off", executor: str = "inprocess", workers: int = 1) -> dict:
+    from engine.config import SearchConfig
+    from engine.run.session import SearchSession
+
+    cfg = SearchConfig().replace(
+        seed=seed,
+        dataset="demo",
+        space={"nf1": [8], "n_cells": [5]},
+        samea={"strategy": strategy, "population": population, "generations": generations,
+               "learning_generations": learning, "neighbourhood": min(3, population)},
+        training={"epochs": epochs, "patience": max(2, epochs)},
+        resources={"device": "cpu", "early_stopping": early, "early_stopping_min_epochs": 2,
+                   "executor": executor, "workers": workers},
+    )
+    t = time.perf_counter()
+    summary = SearchSession(run_dir, cfg).run()
+    summary["wall_seconds"] = time.perf_counter() - t
+    summary["hv_curve"] = hv_curve(run_dir)
+    return summary
+
+
+def hv_curve(run_dir: Path) -> list[float]:
+    """Hypervolume (normalized objectives, reference (1, 1)) after each finished evaluation."""
+    from engine.run.store import RunStore
+    from engine.search.pareto import hypervolume_2d
+
+    store = RunStore.open_readonly(run_dir)
+    try:
+        cands = [c for c in store.candidates() if c["status"] in ("done", "failed") and c["f1"] is not None]
+    finally:
+        store.close()
+    cands.sort(key=lambda c: (c.get("finished_at") or 0, c["id"]))
+    pts, curve = [], []
+    for c in cands:
+        pts.append((min(float(c["f1"]), 1.0), min(float(c["f2"]), 1.0)))
+        curve.append(hypervolume_2d(np.array(pts), (1.0, 1.0)))
+    return curve
+
+
+def bench_overhead(quick: bool, work: Path) -> dict:
+    s = _search(work / "overhead", "samea", 0, 4, 3 if quick else 5, 1, 1)
+    wall = s["wall_seconds"]
+    out = {
+        "wall_seconds": wall,
+        "training_seconds": s["training_seconds"],
+        "algorithm_seconds": s["algorithm_seconds"],
+        "search_overhead": max(0.0, wall - s["training_seconds"]) / wall,
+        "algorithm_fraction": s["algorithm_seconds"] / wall,
+        "evaluations": s["counts"],
+    }
+    out.update({k: v for k, v in s.items() if k not in out and k not in ("front", "hv_curve", "run")})
+    log(f"overhead: wall {wall:.1f} s, training {s['training_seconds']:.1f} s, algorithm {s['algorithm_seconds']:.2f} s "
+        f"-> overhead {out['search_overhead']:.3f} (algorithm alone {out['algorithm_fraction']:.4f})")
+    return out
+
+
+def bench_efficiency(quick: bool, work: Path) -> dict:
+    seeds = [0] if quick else [0, 1, 2]
+    pop, gens, learn = (4, 4, 1) if quick else (6, 8, 2)
+    curves: dict[str, list[list[float]]] = {}
+    for strategy in ("samea", "moead", "random"):
+        for seed in seeds:
+            s = _search(work / f"eff-{strategy}-{seed}", strategy, seed, pop, gens, learn, 1)
+            curves.setdefault(strategy, []).append(s["hv_curve"])
+            log(f"efficiency: {strategy} seed {seed}: {len(s['hv_curve'])} evaluations, final HV {s['hv_curve'][-1]:.4f}")
+    target = float(np.mean([c[-1] for c in curves["random"]]))
+    n_random = int(np.mean([len(c) for c in curves["random"]]))
+    needed = []
+    for c in curves["samea"]:
+        hit = next((i + 1 for i, hv in enumerate(c) if hv >= target), None)
+        needed.append(hit if hit is not None else math.inf)
+    frac = float(np.mean(needed)) / n_random if all(math.isfinite(n) for n in needed) else math.inf
+    out = {
+        "protocol": {"population": pop, "generations": gens, "learning_generations": learn, "epochs": 1,
+                     "space": "nf1 8, 5 cells", "seeds": seeds},
+        "final_hv": {k: float(np.mean([c[-1] for c in v])) for k, v in curves.items()},
+        "curves": curves,
+        "random_final_hv": target,
+        "samea_evaluations_to_random_final": needed,
+        "samea_fraction_of_random_evaluations": frac,
+    }
+    log(f"efficiency: final HV {out['final_hv']}; SaMEA needs {frac:.2f} of random search's evaluations")
+    _plot_hv(curves, work)
+    return out
+
+
+def _plot_hv(curves: dict, work: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, runs), colour in zip(curves.items(), ("C0", "C1", "C2")):
+        for i, c in enumerate(runs):
+            ax.plot(range(1, len(c) + 1), c, color=colour, alpha=0.8, label=name if i == 0 else None)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume (normalized objectives)")
+    ax.legend()
+    fig.tight_layout()
+    dest = Path(ARGS.out) if ARGS.out else work
+    dest.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest / "hypervolume.png", dpi=110)
+    plt.close(fig)
+
+
+def bench_earlystop(quick: bool, work: Path) -> dict:
+    pop, gens, epochs = (4, 2, 4) if quick else (6, 5, 8)
+    res = {}
+    for rule in ("off", "median"):
+        s = _search(work / f"es-{rule}", "samea", 0, pop, gens, 1, epochs, early=rule)
+        hv = s["hv_curve"][-1] if s["hv_curve"] else 0.0
+        res[rule] = {"hypervolume": hv, "training_seconds": s["training_seconds"],
+                     "hv_per_training_hour": hv / (s["training_seconds"] / 3600), "early_stopped": s["early_stopped"]}
+    ratio = res["median"]["hv_per_training_hour"] / res["off"]["hv_per_training_hour"]
+    log(f"earlystop: HV/compute with median rule / without = {ratio:.2f} "
+        f"({res['median']['early_stopped']} candidates stopped early)")
+    return {"runs": res, "hv_per_compute_ratio": ratio, "protocol": {"population": pop, "generations": gens, "epochs": epochs}}
+
+
+def bench_concurrency(quick: bool, work: Path) -> dict:
+    gens = 2 if quick else 3
+    one = _search(work / "conc-1", "random", 0, 4, gens, 1, 1)
+    two = _search(work / "conc-2", "random", 0, 4, gens, 1, 1, executor="local", workers=2)
+    speedup = one["wall_seconds"] / two["wall_seconds"]
+    log(f"concurrency: 2 workers vs 1: x{speedup:.2f} ({one['wall_seconds']:.1f} s vs {two['wall_seconds']:.1f} s)")
+    return {"sequential_s": one["wall_seconds"], "two_workers_s": two["wall_seconds"], "speedup": speedup}
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def bench_inference(quick: bool, work: Path) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from engine.genome import Genome
+    from engine.infer.predictor import sliding_window_logits
+    from engine.network import build_network
+
+    genome = Genome.from_json(SMALL_GENOME)
+    torch.manual_seed(0)
+    net = build_network(genome, 1, 4).eval()
+    path = work / "bench.onnx"
+    torch.onnx.export(net, torch.randn(1, 1, 32, 32, 32), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "n", 2: "x", 3: "y", 4: "z"}, "logits": {0: "n", 2: "x", 3: "y", 4: "z"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    vol = np.random.default_rng(0).normal(size=(1, 128, 128, 64)).astype(np.float32)
+    patch = (64, 64, 64)
+
+    def torch_fn(x):
+        with torch.inference_mode():
+            return net(torch.as_tensor(np.asarray(x))).numpy()
+
+    def onnx_fn(x):
+        return sess.run(None, {"image": np.ascontiguousarray(np.asarray(x, dtype=np.float32))})[0]
+
+    times = {"torch": [], "onnxruntime": []}
+    outs = {}
+    for _ in range(1 if quick else 3):
+        for name, fn in (("torch", torch_fn), ("onnxruntime", onnx_fn)):
+            t = time.perf_counter()
+            outs[name] = np.asarray(sliding_window_logits(fn, vol, patch, overlap=0.5))
+            times[name].append(time.perf_counter() - t)
+    tt, to = float(np.median(times["torch"])), float(np.median(times["onnxruntime"]))
+    agree = float(np.mean(outs["torch"].argmax(0) == outs["onnxruntime"].argmax(0)))
+    log(f"inference 128x128x64: torch {tt:.2f} s, onnxruntime {to:.2f} s -> onnxruntime x{tt / to:.2f}; labels agree {agree:.5f}")
+    return {"torch_s": tt, "onnxruntime_s": to, "onnx_speedup": tt / to, "label_agreement": agree, "patch": list(patch)}
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_memory(quick: bool, work: Path) -> dict:
+    from engine.genome import SearchSpace
+    from engine.network import estimate_cost
+    from engine.train import TrainConfig, prepare_training_data, train_candidate
+
+    data = prepare_training_data("demo", seed=0)
+    space = SearchSpace(nf1=(8,), n_cells=(5,))
+    rng = np.random.default_rng(0)
+    n = 6 if quick else 30
+    rss = []
+    est = []
+    for i in range(n):
+        g = space.sample(rng)
+        cfg = TrainConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=i)
+        train_candidate(g, data, cfg)
+        gc.collect()
+        rss.append(_rss_mb())
+        est.append(estimate_cost(g, data.in_channels, data.num_classes, data.plan.patch_size, data.plan.batch_size).training_bytes / 2**20)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    growth = rss[-1] - rss[min(2, n - 1)]
+    log(f"memory: RSS after candidate 3 {rss[min(2, n - 1)]:.0f} MB, after {n}: {rss[-1]:.0f} MB (growth {growth:+.0f} MB); "
+        f"peak RSS {peak:.0f} MB; estimated training memory per candidate {np.min(est):.0f}-{np.max(est):.0f} MB")
+    return {"candidates": n, "rss_mb": rss, "growth_mb": growth, "peak_rss_mb": peak,
+            "estimated_training_mb": [float(np.min(est)), float(np.max(est))]}
+
+
+SECTIONS = {
+    "loop": lambda q, w: bench_loop(q),
+    "overhead": bench_overhead,
+    "inference": bench_inference,
+    "memory": bench_memory,
+    "concurrency": bench_concurrency,
+    "earlystop": bench_earlystop,
+    "efficiency": bench_efficiency,
+}
+
+ARGS: argparse.Namespace
+
+
+def main(argv=None) -> int:
+    global ARGS
+    ap = argparse.ArgumentParser(description="EMONAS Studio benchmarks (ratios measured side by side)")
+    ap.add_argument("--quick", action="store_true", help="smaller protocol, under 10 minutes on 2 cores")
+    ap.add_argument("--json", action="store_true", help="last line: one JSON object")
+    ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--out", default="", help="folder for plots and the JSON result")
+    ARGS = ap.parse_args(argv)
+    names = [s for s in ARGS.only.split(",") if s] or list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s): {', '.join(unknown)}")
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    work = Path(tempfile.mkdtemp(prefix="emonas-bench-"))
+    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+                    "quick": ARGS.quick, "sections": {}}
+    try:
+        for name in names:
+            t = time.perf_counter()
+            result["sections"][name] = SECTIONS[name](ARGS.quick, work)
+            result["sections"][name]["section_seconds"] = time.perf_counter() - t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    sec = result["sections"]
+    result["loop_efficiency"] = sec.get("loop", {}).get("loop_efficiency")
+    result["search_overhead"] = sec.get("overhead", {}).get("search_overhead")
+    if ARGS.out:
+        Path(ARGS.out).mkdir(parents=True, exist_ok=True)
+        (Path(ARGS.out) / "benchmarks.json").write_text(json.dumps(_finite(result), indent=1))
+    if ARGS.json:
+        print(json.dumps(_finite(result)), flush=True)
+    return 0
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+if __name__ == "__main__":
+    sys.exit(main())
