@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -214,18 +215,25 @@ def test_save_views_writes_pngs(window, qtbot, msd_dataset, tmp_path):
     assert QImage(str(shot)).width() >= 1280
 
 
-def _run_main(args, tmp_path, timeout=90):
+def _run_main(args, tmp_path, timeout=90, xvfb=False):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "config"),
                HOME=str(tmp_path))  # EMONAS_CACHE_DIR: the tests' private cache (conftest)
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], env=env, cwd=tmp_path,
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        env.pop(name, None)
+    prefix = []
+    if xvfb:  # a real X server: Qt's xcb platform and VTK's own X11 render window
+        for name in ("QT_QPA_PLATFORM", "VTK_DEFAULT_OPENGL_WINDOW"):
+            env.pop(name, None)
+        prefix = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24"]
+    return subprocess.run([*prefix, sys.executable, str(REPO / "main.py"), *args], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_screenshot_mode_as_a_user_runs_it(msd_dataset, tmp_path):
+@pytest.mark.parametrize("xvfb", [False, pytest.param(True, marks=pytest.mark.skipif(
+    shutil.which("xvfb-run") is None, reason="xvfb-run is not installed"))], ids=["offscreen", "xvfb"])
+def test_screenshot_mode_as_a_user_runs_it(msd_dataset, tmp_path, xvfb):
     out = tmp_path / "shots" / "data.png"
-    proc = _run_main(["--dataset", str(msd_dataset), "--screenshot", str(out)], tmp_path)
+    proc = _run_main(["--dataset", str(msd_dataset), "--screenshot", str(out)], tmp_path, xvfb=xvfb)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     img = QImage(str(out))
