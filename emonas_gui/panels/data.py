@@ -9,6 +9,7 @@ worker thread; the GUI thread never waits for the disk.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -154,11 +155,24 @@ class ShownProblem:
         return f"{self.path}: {self.message}"
 
 
-def check_dataset_job(root: str, skip_bad: bool, progress=None) -> dict:
-    """The engine's full dataset check (every voxel of every case), worker side."""
+class CheckCancelled(EmonasError):
+    """The user closed the window while the dataset check was running."""
+
+
+def check_dataset_job(root: str, skip_bad: bool, progress=None, cancel: threading.Event | None = None) -> dict:
+    """The engine's full dataset check (every voxel of every case), worker side.
+
+    ``cancel`` is looked at after every case, so closing the window never waits for a long check.
+    """
     from engine.data import check_dataset
 
-    return check_dataset(root, skip_bad=skip_bad, progress=progress)
+    def report(done: int, total: int, case_id: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise CheckCancelled("dataset check cancelled")
+        if progress is not None:
+            progress(done, total, case_id)
+
+    return check_dataset(root, skip_bad=skip_bad, progress=report)
 
 
 class DataPanel(QWidget):
@@ -180,6 +194,7 @@ class DataPanel(QWidget):
         self._surfaces_pending = False
         self._problems: list = []
         self._full_check = False
+        self._cancel = threading.Event()
 
         # viewers
         self.surface_view = SurfaceView()
@@ -430,7 +445,7 @@ class DataPanel(QWidget):
         self.check_button.setEnabled(False)
         self.check_button.setText("Checking\u2026")
         self._tasks.submit(check_dataset_job, root, self.skip_bad.isChecked(), self.check_progress.emit,
-                           key="check", on_done=self._on_checked, on_error=self._on_check_failed)
+                           self._cancel, key="check", on_done=self._on_checked, on_error=self._on_check_failed)
 
     def _on_check_progress(self, done: int, total: int, case_id: str) -> None:
         self.check_button.setText(f"Checking {done}/{total}\u2026")
@@ -620,6 +635,7 @@ class DataPanel(QWidget):
     # -- teardown -------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Stop the worker and release the 3D view."""
+        self._cancel.set()
         self._tasks.shutdown()
         self.surface_view.shutdown()
 

@@ -303,3 +303,25 @@ def test_broken_case_is_named_and_can_be_skipped(window, qtbot, tmp_path):
     assert [e.case_id for e in window.data_panel.entries()] == ["case_000", "case_002"]
     assert "Skipped: case_001" in window.data_panel.summary.text()
     assert any("case_001" in p for p in window.data_panel.problems())
+
+
+def test_closing_during_a_check_cancels_it(window, qtbot, msd_dataset):
+    import threading
+
+    from emonas_gui.panels.data import CheckCancelled, check_dataset_job
+
+    seen = []
+    cancel = threading.Event()
+
+    def progress(done, total, case_id):
+        seen.append(case_id)
+        cancel.set()  # the user closes the window after the first case
+
+    with pytest.raises(CheckCancelled):
+        check_dataset_job(str(msd_dataset), False, progress, cancel)
+    assert seen == ["case_000"]
+
+    _open_and_wait(qtbot, window, msd_dataset)
+    qtbot.mouseClick(window.data_panel.check_button, Qt.MouseButton.LeftButton)
+    window.close()  # the no_leaks fixture then finds no worker left running
+    assert window.data_panel._cancel.is_set()
