@@ -82,6 +82,7 @@ class TrainingConfig:
     beta: float = 0.25
     patch_size: list = field(default_factory=list)  # empty: the plan's
     batch_size: int = 0  # 0: the plan's
+    plan: dict = field(default_factory=dict)  # plan field overrides (target_spacing, patch_size, ...)
     extra: dict = field(default_factory=dict)
 
 

@@ -201,6 +201,8 @@ class SearchSession:
 
         ds = dataset if dataset == "demo" else str(Path(dataset).resolve())
         spec = {"dataset": ds, "seed": int(self.config.seed), "cache_dir": str((self.run_dir / "cache").resolve())}
+        if self.config.training.plan:
+            spec["plan_overrides"] = dict(self.config.training.plan)
         td = training_data(spec)
         spec["split"] = {"train": list(td.split.get("train", [])), "val": list(td.split.get("val", []))} if td.split else None
         if spec["split"] is None:

@@ -1,0 +1,104 @@
+"""End to end with real training: `emonas search`, `front`, `runs`, `resume` on a small demo dataset."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.run import RunStore
+
+TINY = """
+[space]
+nf1 = [8]
+n_cells = [5]
+[samea]
+learning_generations = 1
+surrogate_trees = 20
+[training.plan]
+target_spacing = [7.0, 7.0, 7.0]
+patch_size = [16, 16, 16]
+[training.extra]
+iterations_per_epoch = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    """Six real cases of the demo dataset (MSD layout): four to train, one to validate, one to test."""
+    from engine.data.demo import demo_dataset_path
+
+    src = demo_dataset_path()
+    dst = tmp_path_factory.mktemp("demo6")
+    (dst / "imagesTr").mkdir()
+    (dst / "labelsTr").mkdir()
+    meta = json.loads((src / "dataset.json").read_text())
+    meta["training"] = meta["training"][:6]
+    meta["numTraining"] = 6
+    for entry in meta["training"]:
+        for key in ("image", "label"):
+            shutil.copy(src / entry[key], dst / entry[key])
+    (dst / "dataset.json").write_text(json.dumps(meta))
+    config = dst.parent / "tiny_search.toml"
+    config.write_text(TINY)
+    return dst, config
+
+
+def emonas(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True, timeout=900)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def last_json(p):
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_seeded_search_is_reproducible_and_listed(small_demo, tmp_path):
+    data, config = small_demo
+    common = ["--dataset", data, "--config", config, "--population", 4, "--generations", 2, "--epochs", 1, "--seed", 7, "--json"]
+    a = last_json(emonas("search", "--out", tmp_path / "runs" / "a", *common))
+    b = last_json(emonas("search", "--out", tmp_path / "runs" / "b", *common))
+    assert a["status"] == b["status"] == "finished"
+    assert a["evaluations_per_phase"] == {"init": 4, "learning": 4}
+    rows = {}
+    for name in ("a", "b"):
+        with RunStore.open_readonly(tmp_path / "runs" / name) as s:
+            rows[name] = s.candidates()
+            assert s.integrity_check() == "ok"
+    assert [r["genome"] for r in rows["a"]] == [r["genome"] for r in rows["b"]]  # same genomes, same order
+    assert [r["f1"] for r in rows["a"]] == pytest.approx([r["f1"] for r in rows["b"]])
+    for r in rows["a"]:
+        assert r["status"] == "done" and 0 < r["f1"] <= 1 and r["parameters"] > 0
+        assert set(r["metrics"]["dice"]) == {"grey matter", "white matter", "CSF"}
+        folder = tmp_path / "runs" / "a" / "candidates" / str(r["id"])
+        assert (folder / "weights.pt").is_file() and (folder / "training.json").is_file()
+
+    front = last_json(emonas("front", tmp_path / "runs" / "a", "--json"))["front"]
+    assert front and [f["id"] for f in front] == [f["id"] for f in a["front"]]
+    assert all(set(f) >= {"id", "genome", "f1", "f2", "parameters", "dice"} for f in front)
+    text = emonas("front", tmp_path / "runs" / "a").stdout
+    assert str(front[0]["id"]) in text and "parameters" in text
+
+    runs = last_json(emonas("runs", tmp_path / "runs", "--json"))["runs"]
+    assert [(Path(r["run"]).name, r["status"], r["generation"]) for r in runs] == [("a", "finished", 2), ("b", "finished", 2)]
+
+    again = last_json(emonas("resume", tmp_path / "runs" / "a", "--json"))  # nothing left to do
+    assert again["status"] == "finished" and again["counts"]["done"] == 8
+
+
+def test_user_errors_are_one_line(small_demo, tmp_path):
+    data, config = small_demo
+    p = emonas("search", "--dataset", data, "--out", tmp_path / "r", "--population", 1, "--json", check=False)
+    assert p.returncode == 2 and "samea.population must be an integer >= 2" in p.stderr and "Traceback" not in p.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[samea]\npopulaton = 4\n")
+    p = emonas("search", "--dataset", data, "--out", tmp_path / "r", "--config", bad, check=False)
+    assert p.returncode == 2 and "unknown key samea.populaton" in p.stderr and str(bad) in p.stderr
+    p = emonas("resume", tmp_path / "nothing", check=False)
+    assert p.returncode == 2 and "not a run directory" in p.stderr
+    p = emonas("front", tmp_path / "nothing", "--json", check=False)
+    assert p.returncode == 2 and "error" in last_json(p)
