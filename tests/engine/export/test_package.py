@@ -208,3 +208,25 @@ def test_existing_output_is_not_overwritten_without_force(training_folder, tmp_p
 def test_unknown_format_is_refused(training_folder, tmp_path):
     with pytest.raises(ExportError, match="unknown export format"):
         export_model(training_folder, tmp_path / "m", "onnx,tensorflow")
+
+
+@pytest.mark.slow
+def test_random_genomes_of_the_whole_space_export(tmp_path):
+    """Genomes drawn from the paper's full space (every cell count and width) export and match PyTorch."""
+    from engine.genome import SearchSpace
+
+    rng = np.random.default_rng(11)
+    space = SearchSpace()
+    genomes = [space.sample(rng) for _ in range(6)]
+    assert {g.n_cells for g in genomes} >= {5, 7} and len({g.nf1 for g in genomes}) >= 2
+    for i, g in enumerate(genomes):
+        tf = make_training_folder(tmp_path / f"t{i}", genome=g, seed=i)
+        export_model(tf, tmp_path / f"m{i}", "onnx,torchscript")
+        net = build_network(g, 1, 3).eval()
+        net.load_state_dict(torch.load(tf / "weights.pt", weights_only=True))
+        side = 2 ** g.n_levels
+        x = rng.standard_normal((1, 1, 2 * side, side, 3 * side), dtype=np.float32)
+        with torch.no_grad():
+            want = net(torch.from_numpy(x)).numpy()
+        got = _onnx_logits(tmp_path / f"m{i}" / "model.onnx", x)
+        assert np.abs(got - want).max() < 1e-4, g
