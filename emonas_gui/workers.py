@@ -144,6 +144,10 @@ class EngineJob(QObject):
         self.error: str | None = None
         self.started_at: float | None = None
         self._thread: _Thread | None = None
+        # the GUI thread's view of the job: True from start() until done() was delivered, so that
+        # every slot of done() (connected later) already sees the job as ended
+        self._active = False
+        self.done.connect(self._mark_done)
 
     # ---- control (GUI thread) ----------------------------------------------------------------
     def start(self) -> None:
@@ -151,6 +155,7 @@ class EngineJob(QObject):
             raise RuntimeError("a job runs once")
         self._thread = _Thread(self)
         self.started_at = time.monotonic()
+        self._active = True
         self._thread.start()
 
     def stop(self) -> None:
@@ -163,8 +168,12 @@ class EngineJob(QObject):
     def resume(self) -> None:
         self.control.resume()
 
+    def _mark_done(self) -> None:
+        self._active = False
+
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.isRunning()
+        """True from ``start()`` until ``done`` has been delivered to the GUI thread."""
+        return self._active
 
     def wait(self, timeout_ms: int = 30000) -> bool:
         """Block until the thread ended (for shutdown and tests); True when it did."""
@@ -286,3 +295,75 @@ def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str
         out["metrics"][cid] = case_metrics(pred, out["reference"], out["spacing"], fg)
     callback({"event": "stage", "text": "done", "done": len(folders), "total": len(folders)})
     return out
+
+
+def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | Path, formats: list[str],
+                         retrain: bool, epochs: int | None, callback: Callable[[dict], None],
+                         control: JobControl) -> dict:
+    """Export a run's candidate to a model folder, optionally retraining it on all data first.
+
+    Retraining uses ``engine.run.retrain.retrain_candidate`` into ``out_dir/../NAME.training`` and
+    exports that training folder; without it the candidate's search weights are exported
+    (``engine.export.package.export_candidate``, which retrains only if they were pruned).
+    Returns ``{"model_dir", "files", "parameters", "retrained_in"}``.
+    """
+    from engine.export.package import export_candidate, export_model
+
+    out = Path(out_dir)
+    retrained_in = None
+    if retrain:
+        from engine.run.retrain import retrain_candidate
+
+        retrained_in = out.parent / f"{out.name}.training"
+        callback({"event": "stage", "text": f"retraining candidate {candidate_id} on the training and validation cases"})
+        kwargs: dict[str, Any] = {"epochs": epochs}
+        # progress and cancel when the engine's retrain takes them
+        import inspect
+
+        params = inspect.signature(retrain_candidate).parameters
+        if "callback" in params:
+            kwargs["callback"] = callback
+        if "cancel" in params:
+            kwargs["cancel"] = control
+        retrain_candidate(run_dir, int(candidate_id), retrained_in, **kwargs)
+        if control.is_set():
+            raise EmonasError("export cancelled")
+        callback({"event": "stage", "text": "exporting the retrained network"})
+        meta = export_model(retrained_in, out, formats)
+    else:
+        callback({"event": "stage", "text": f"exporting candidate {candidate_id}"})
+        meta = export_candidate(run_dir, int(candidate_id), out, formats)
+    return {"model_dir": str(out), "files": sorted(meta.get("files", {})),
+            "parameters": (meta.get("architecture") or {}).get("parameters"),
+            "retrained_in": None if retrained_in is None else str(retrained_in)}
+
+
+def predict_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | Path,
+                callback: Callable[[dict], None], control: JobControl) -> dict:
+    """Segment ``scans`` (one file per case) with a model folder (or a training folder).
+
+    Returns ``{"written": [label map paths], "scans": [...], "labels": {name: value}}``.
+    """
+    from engine.export.package import is_model_folder
+
+    out = Path(out_dir)
+    written: list[Path] = []
+    if is_model_folder(model_dir):
+        from engine.export.deploy import load_model
+
+        model = load_model(model_dir)
+        labels = model.labels
+        predict = model.predict_files
+    else:
+        from engine.infer.predictor import Predictor
+
+        predictor = Predictor.from_training_folder(model_dir)
+        labels = dict(predictor.labels)
+        predict = predictor.predict_files
+    for i, scan in enumerate(scans):
+        if control.is_set():
+            break
+        callback({"event": "progress", "done": i, "total": len(scans), "text": f"segmenting {Path(scan).name}"})
+        written.extend(predict([[Path(scan)]], out))
+    callback({"event": "progress", "done": len(written), "total": len(scans), "text": "done"})
+    return {"written": [str(p) for p in written], "scans": [str(s) for s in scans[:len(written)]], "labels": labels}

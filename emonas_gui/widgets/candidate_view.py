@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from PySide6.QtCore import Qt
@@ -26,6 +27,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import EmonasError
+from engine.run.store import RunStore
+from engine.search.pareto import pareto_front
 from engine.genome import GENE_NAMES, Genome
 from emonas_gui.widgets.curves import LearningCurves
 from emonas_gui.widgets.genome_diagram import GenomeDiagram
@@ -119,6 +122,10 @@ class Candidate:
             error=_get(row, "error"),
         )
 
+    def choice_text(self, on_front: bool = False) -> str:
+        """One line for a candidate picker; ``*`` marks the Pareto front."""
+        return f"{'* ' if on_front else ''}#{self.id}  f1 {self.f1:.3f}, {self.parameters or 0:,} params"
+
     def summary(self) -> str:
         """A few lines for a tooltip."""
         lines = [f"candidate {self.id}  ({self.status})"]
@@ -136,6 +143,18 @@ class Candidate:
         if self.error:
             lines.append(f"error: {self.error}")
         return "\n".join(lines)
+
+
+def front_first(run_dir: str | Path) -> list[tuple[Candidate, bool]]:
+    """A run's finished candidates, the Pareto front first (by error), each with its front flag."""
+    store = RunStore.open_readonly(run_dir)
+    try:
+        cands = [c for c in (Candidate.from_any(r) for r in store.candidates("done")) if c.ok]
+    finally:
+        store.close()
+    front = {cands[i].id for i in pareto_front([[c.f1, c.parameters] for c in cands])} if cands else set()
+    cands.sort(key=lambda c: (c.id not in front, c.f1))
+    return [(c, c.id in front) for c in cands]
 
 
 def _table(rows: list[tuple[str, str]], headers: tuple[str, str]) -> QTableWidget:

@@ -1,0 +1,237 @@
+"""Results: run candidates on a validation case and compare their segmentations with the reference.
+
+``ResultsPanel(state, parent=None)`` follows ``state.run_changed``. The user picks a candidate (the
+front first), optionally a second one to compare, and a validation case of the run (its test cases
+are never offered), then presses Run. The job (``workers.evaluate_on_case``) runs off the GUI thread;
+the scan is shown three times side by side with synchronized slices (``SliceViewer.link_to``): the
+reference labels, candidate A's prediction, candidate B's prediction; a table lists per-label Dice
+and HD95 (mm) for the case.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import EmonasError
+from emonas_gui.widgets.candidate_view import front_first
+from emonas_gui.widgets.slice_views import SliceViewer, default_colour
+from emonas_gui.workers import EngineJob, evaluate_on_case, run_validation_cases
+
+log = logging.getLogger(__name__)
+
+NONE_TEXT = "(none)"
+
+
+class ResultsPanel(QWidget):
+    """Candidate predictions over a validation case, next to the reference, with metrics."""
+
+    def __init__(self, state, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.run_dir: Path | None = None
+        self.job: EngineJob | None = None
+        self.result: dict[str, Any] | None = None
+        self._validation_job: EngineJob | None = None
+
+        lay = QVBoxLayout(self)
+        bar = QHBoxLayout()
+        self.run_label = QLabel("No run open: start a search or open a run folder.")
+        bar.addWidget(self.run_label, 1)
+        lay.addLayout(bar)
+        pick = QHBoxLayout()
+        self.cand_a = QComboBox()
+        self.cand_a.setToolTip("the candidate to run (front members first)")
+        self.cand_b = QComboBox()
+        self.cand_b.setToolTip("a second candidate to compare on the same slices (optional)")
+        self.case = QComboBox()
+        self.case.setToolTip("a validation case of the run (test cases are kept for the final report)")
+        self.run_button = QPushButton("Run on case")
+        self.run_button.setToolTip("predict the case with the chosen candidate(s) and compare with the reference")
+        self.refresh_button = QPushButton("Reload candidates")
+        for text, w in (("Candidate", self.cand_a), ("compare with", self.cand_b), ("case", self.case)):
+            pick.addWidget(QLabel(text))
+            pick.addWidget(w, 1)
+        pick.addWidget(self.run_button)
+        pick.addWidget(self.refresh_button)
+        lay.addLayout(pick)
+        self.status = QLabel("")
+        lay.addWidget(self.status)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.viewers: dict[str, SliceViewer] = {}
+        self.viewer_titles: dict[str, QLabel] = {}
+        for key, title in (("reference", "Reference"), ("a", "Candidate A"), ("b", "Candidate B")):
+            box = QWidget()
+            bl = QVBoxLayout(box)
+            bl.setContentsMargins(0, 0, 0, 0)
+            self.viewer_titles[key] = QLabel(f"<b>{title}</b>")
+            bl.addWidget(self.viewer_titles[key])
+            viewer = SliceViewer(layout="row")
+            bl.addWidget(viewer, 1)
+            self.viewers[key] = viewer
+            split.addWidget(box)
+        self.viewers["a"].link_to(self.viewers["reference"])
+        self.viewers["b"].link_to(self.viewers["reference"])
+        self.viewers["b"].link_to(self.viewers["a"])
+        self.viewers["b"].parentWidget().hide()
+        self.metrics = QTableWidget(0, 1)
+        self.metrics.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.metrics.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        split.addWidget(self.metrics)
+        lay.addWidget(split, 1)
+
+        self.run_button.clicked.connect(self.run_selected)
+        self.refresh_button.clicked.connect(self.reload)
+        state.run_changed.connect(self.set_run)
+        if getattr(state, "run_dir", None):
+            self.set_run(state.run_dir)
+        self._sync_buttons()
+
+    # ---- run and candidates ------------------------------------------------------------------
+    def set_run(self, run_dir: str | Path | None) -> None:
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.case.clear()
+        self.reload()
+        if self.run_dir is not None:
+            self._load_validation_cases()
+
+    def reload(self) -> None:
+        """Re-read the run's finished candidates into the pickers (front first)."""
+        self.cand_a.clear()
+        self.cand_b.clear()
+        self.cand_b.addItem(NONE_TEXT, None)
+        if self.run_dir is None:
+            self.run_label.setText("No run open: start a search or open a run folder.")
+            self._sync_buttons()
+            return
+        try:
+            items = front_first(self.run_dir)
+        except EmonasError as exc:
+            self.run_label.setText(str(exc))
+            self._sync_buttons()
+            return
+        for c, on_front in items:
+            text = c.choice_text(on_front)
+            self.cand_a.addItem(text, c.id)
+            self.cand_b.addItem(text, c.id)
+        cands, front = items, [c for c, f in items if f]
+        self.run_label.setText(f"Run {self.run_dir}: {len(cands)} finished candidates, {len(front)} on the front (*)")
+        self._sync_buttons()
+
+    def _load_validation_cases(self) -> None:
+        run_dir = self.run_dir
+        job = EngineJob(lambda cb, ctl: run_validation_cases(run_dir), "validation-cases", self)
+        job.finished.connect(self._on_cases)
+        job.failed.connect(self._on_failed)
+        job.done.connect(job.deleteLater)
+        self._validation_job = job
+        job.start()
+
+    def _on_cases(self, result) -> None:
+        _, cases = result
+        self.case.clear()
+        self.case.addItems(cases)
+        self._sync_buttons()
+
+    def _sync_buttons(self) -> None:
+        busy = self.job is not None and self.job.is_running()
+        self.run_button.setEnabled(not busy and self.cand_a.count() > 0 and self.case.count() > 0)
+
+    # ---- running -----------------------------------------------------------------------------
+    def selected(self) -> tuple[list[int], str]:
+        ids = [self.cand_a.currentData()]
+        b = self.cand_b.currentData()
+        if b is not None and b != ids[0]:
+            ids.append(b)
+        return [int(i) for i in ids if i is not None], self.case.currentText()
+
+    def run_selected(self) -> None:
+        ids, case_id = self.selected()
+        if not ids or not case_id or self.run_dir is None:
+            return
+        run_dir = self.run_dir
+        self.job = EngineJob(lambda cb, ctl: evaluate_on_case(run_dir, ids, case_id, cb, ctl), "evaluate-case", self)
+        self.job.event.connect(self._on_event)
+        self.job.finished.connect(self._on_result)
+        self.job.failed.connect(self._on_failed)
+        self.job.done.connect(self._sync_buttons)
+        self.status.setText(f"running {', '.join(f'#{i}' for i in ids)} on {case_id} ...")
+        self.job.start()
+        self._sync_buttons()
+
+    def _on_event(self, ev: dict) -> None:
+        if ev.get("text"):
+            self.status.setText(str(ev["text"]))
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"error: {message}")
+        self.state.report_error(message)
+
+    def _on_result(self, result: dict) -> None:
+        self.result = result
+        labels = result["labels"]
+        colours = {k: (n, default_colour(k)) for n, k in labels.items() if k > 0}
+        ids = list(result["predictions"])
+        for key, cid in (("reference", None), ("a", ids[0] if ids else None), ("b", ids[1] if len(ids) > 1 else None)):
+            viewer = self.viewers[key]
+            if key != "reference" and cid is None:
+                viewer.parentWidget().setVisible(False)
+                continue
+            viewer.parentWidget().setVisible(True)
+            viewer.set_volume(result["image"], result["spacing"], result.get("modalities"))
+            viewer.set_labels(result["reference"] if cid is None else result["predictions"][cid], colours)
+            if cid is not None:
+                self.viewer_titles[key].setText(f"<b>Candidate {cid}</b> on {result['case_id']}")
+            else:
+                self.viewer_titles[key].setText(f"<b>Reference</b> {result['case_id']}")
+        self.viewers["reference"].set_position(self.viewers["reference"].position())
+        self._fill_metrics(result)
+        self.status.setText(f"{result['case_id']}: done")
+        self.state.status_message.emit(f"Results: {result['case_id']} predicted by {', '.join(f'#{i}' for i in ids)}")
+
+    def _fill_metrics(self, result: dict) -> None:
+        ids = list(result["metrics"])
+        names = [n for n, k in result["labels"].items() if k > 0]
+        headers = []
+        for cid in ids:
+            headers += [f"#{cid} Dice", f"#{cid} HD95 (mm)"]
+        self.metrics.setColumnCount(len(headers))
+        self.metrics.setHorizontalHeaderLabels(headers)
+        self.metrics.setRowCount(len(names))
+        self.metrics.setVerticalHeaderLabels(names)
+        for r, name in enumerate(names):
+            for c, cid in enumerate(ids):
+                m = result["metrics"][cid].get(name, {})
+                self.metrics.setItem(r, 2 * c, QTableWidgetItem(f"{m.get('dice', float('nan')):.4f}"))
+                self.metrics.setItem(r, 2 * c + 1, QTableWidgetItem(f"{m.get('hd95', float('nan')):.2f}"))
+
+    # ---- shutdown ----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        for job in (self.job, self._validation_job):
+            if job is not None:
+                try:
+                    job.shutdown()
+                except RuntimeError:  # already deleted
+                    pass
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.shutdown()
+        super().closeEvent(event)
+
+
