@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import SearchConfig
 from engine.errors import EmonasError
-from engine.run.store import is_run
+from engine.run.store import RunStore, is_run
 from emonas_gui.panels.monitor import MonitorPanel
 from emonas_gui.panels.search_setup import SearchSetupForm, search_cost
 from emonas_gui.workers import EngineJob, JobControl
@@ -272,11 +272,23 @@ class SearchPanel(QWidget):
             return False
         self.run_dir = Path(run_dir)
         self.run_edit.setText(str(self.run_dir))
+        self._show_run_config(self.run_dir)
         if self.state.run_dir != self.run_dir:
             self.state.set_run(self.run_dir)
         self.state_label.setText(f"Run {self.run_dir.name} open; Resume continues it.")
         self._sync()
         return True
+
+    def _show_run_config(self, run_dir: Path) -> None:
+        """Fill the form with the configuration the run was started with (read-only while it runs)."""
+        try:
+            with RunStore.open_readonly(run_dir) as ro:
+                stored = ro.get_meta("config")
+            if stored:
+                self.form.set_config(SearchConfig.from_dict(stored, f"{run_dir}/run.db"))
+                self._cost_timer.start()
+        except EmonasError as exc:
+            self._log(f"the run's configuration cannot be shown: {exc}")
 
     def _on_run_changed(self, run_dir) -> None:
         if run_dir is None or self.is_running() or (self.run_dir is not None and Path(run_dir) == self.run_dir):

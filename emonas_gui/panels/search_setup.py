@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -99,10 +99,8 @@ class SearchSetupForm(QWidget):
         self._base = SearchConfig()
         lay = QVBoxLayout(self)
         lay.addWidget(self._space_box())
-        row = QHBoxLayout()
-        row.addWidget(self._samea_box())
-        row.addWidget(self._training_box())
-        lay.addLayout(row)
+        lay.addWidget(self._samea_box())
+        lay.addWidget(self._training_box())
         lay.addWidget(self._resources_box())
         self.problem = QLabel("")
         self.problem.setWordWrap(True)
@@ -122,30 +120,32 @@ class SearchSetupForm(QWidget):
     def _space_box(self) -> QGroupBox:
         box = QGroupBox("Search space")
         grid = QGridLayout(box)
-        grid.addWidget(QLabel("Operations"), 0, 0)
+        grid.addWidget(QLabel("Operations"), 1, 0, Qt.AlignmentFlag.AlignTop)
+        ops = QGridLayout()
         self.op_checks: dict[str, QCheckBox] = {}
         for i, op in enumerate(OPS):
             cb = QCheckBox(op)
             cb.setToolTip(f"{_OP_TIPS[op.split('_')[0]]}; allowed for every node of the cell")
             self.op_checks[op] = cb
-            grid.addWidget(cb, 1 + i // 5, i % 5)
-        grid.addWidget(_tip(QLabel("Cells"), "number of cells = 2 x pooling levels + 1"), 3, 0)
+            ops.addWidget(cb, i // 2, i % 2)
+        grid.addLayout(ops, 1, 1, 4, 3)
+        grid.addWidget(_tip(QLabel("Cells"), "number of cells = 2 x pooling levels + 1"), 5, 0)
         self.cell_checks = {n: _tip(QCheckBox(str(n)), f"{n} cells: {(n - 1) // 2} pooling levels") for n in N_CELLS_VALUES}
         for i, cb in enumerate(self.cell_checks.values()):
-            grid.addWidget(cb, 3, 1 + i)
-        grid.addWidget(_tip(QLabel("Filters at level 0"), "nf1: filters of the first cell; doubles at each level"), 4, 0)
+            grid.addWidget(cb, 5, 1 + i)
+        grid.addWidget(_tip(QLabel("Filters at level 0"), "nf1: filters of the first cell; doubles at each level"), 6, 0)
         self.nf1_checks = {n: _tip(QCheckBox(str(n)), f"nf1 = {n}") for n in NF1_VALUES}
         for i, cb in enumerate(self.nf1_checks.values()):
-            grid.addWidget(cb, 4, 1 + i)
-        grid.addWidget(_tip(QLabel("Learning rate"), "Adam learning rate range (grid {1..9} x {1e-5, 1e-4, 1e-3})"), 5, 0)
+            grid.addWidget(cb, 6, 1 + i)
+        grid.addWidget(_tip(QLabel("Learning rate"), "Adam learning rate range (grid {1..9} x {1e-5, 1e-4, 1e-3})"), 7, 0)
         self.lr_min = QComboBox()
         self.lr_max = QComboBox()
         for c, tip in ((self.lr_min, "smallest learning rate searched"), (self.lr_max, "largest learning rate searched")):
             c.addItems([f"{v:g}" for v in LR_VALUES])
             c.setToolTip(tip)
-        grid.addWidget(self.lr_min, 5, 1)
-        grid.addWidget(QLabel("to"), 5, 2)
-        grid.addWidget(self.lr_max, 5, 3)
+        grid.addWidget(self.lr_min, 7, 1)
+        grid.addWidget(QLabel("to"), 7, 2)
+        grid.addWidget(self.lr_max, 7, 3)
         return box
 
     def _samea_box(self) -> QGroupBox:

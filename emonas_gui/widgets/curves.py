@@ -92,6 +92,7 @@ class HypervolumePlot(pg.PlotWidget):
         super().__init__(parent, title="Hypervolume")
         self.setLabel("bottom", "evaluations")
         self.setLabel("left", "hypervolume")
+        self.getAxis("left").enableAutoSIPrefix(False)
         self.showGrid(x=True, y=True, alpha=0.2)
         self.curve = self.plot([], [], pen=pg.mkPen(colour(0), width=2), symbol="o", symbolSize=4)
 

@@ -76,9 +76,14 @@ class GenomeDiagram(QWidget):
             p.end()
             return
         w, h = self.width(), self.height()
-        split = int(w * 0.48)
-        self._paint_cell(p, QRectF(6, 6, split - 12, h - 12), fg)
-        self._paint_macro(p, QRectF(split + 6, 6, w - split - 12, h - 12), fg)
+        if w >= 1.8 * h or w >= 760:  # wide: side by side
+            split = int(w * 0.48)
+            self._paint_cell(p, QRectF(6, 6, split - 12, h - 12), fg)
+            self._paint_macro(p, QRectF(split + 6, 6, w - split - 12, h - 12), fg)
+        else:  # narrow: cell above, network below
+            split = int(h * 0.45)
+            self._paint_cell(p, QRectF(6, 6, w - 12, split - 12), fg)
+            self._paint_macro(p, QRectF(6, split + 6, w - 12, h - split - 12), fg)
         p.end()
 
     def _paint_cell(self, p: QPainter, r: QRectF, fg: QColor) -> None:

@@ -24,6 +24,17 @@ from emonas_gui.widgets.candidate_view import Candidate
 _PHASE_COLOURS = {"init": (120, 120, 220), "learning": (60, 170, 90), "exploitation": (230, 120, 30)}
 
 
+class ParameterAxis(pg.AxisItem):
+    """A bottom axis over log10(parameters) whose ticks read as parameter counts (16k, 1.2M)."""
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        out = []
+        for v in values:
+            n = 10 ** v
+            out.append(f"{n / 1e6:.3g}M" if n >= 1e6 else (f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.3g}"))
+        return out
+
+
 def _generation_colour(gen: int, max_gen: int) -> tuple[int, int, int]:
     cmap = pg.colormap.get("viridis")
     t = 0.0 if max_gen <= 0 else min(1.0, max(0.0, gen / max_gen))
@@ -40,12 +51,12 @@ class ParetoPlot(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        self.plot = pg.PlotWidget(title="Pareto front")
+        # x holds log10(parameters); the axis labels its ticks as parameter counts
+        self.plot = pg.PlotWidget(title="Pareto front", axisItems={"bottom": ParameterAxis("bottom")})
         lay.addWidget(self.plot)
-        self.plot.setLabel("bottom", "parameters")
+        self.plot.setLabel("bottom", "parameters (log scale)")
         self.plot.setLabel("left", "segmentation error f1")
-        # x holds log10(parameters); the axis shows 10^x ticks
-        self.plot.getAxis("bottom").setLogMode(True)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.front_line = self.plot.plot([], [], pen=pg.mkPen((220, 40, 40), width=2))
         self.scatter = pg.ScatterPlotItem(

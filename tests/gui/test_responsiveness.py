@@ -5,6 +5,9 @@ A 20 ms QTimer on the GUI thread records how late each tick comes while the Sear
 The figure is printed and written to ``$EMONAS_BENCH_OUT`` (default: the test's tmp folder) as JSON
 for BENCHMARKS.md; there is no assertion on time (the machine may be busy), only that the timer
 kept ticking throughout (the GUI thread was never blocked for the whole search).
+
+Marked ``slow`` (a second real search, ~1-2 minutes here): run it with
+``python -m pytest tests/gui/test_responsiveness.py -m slow -s``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QTimer
 
 from emonas_gui.panels.search import SearchPanel
@@ -24,6 +28,7 @@ from test_search_run import LONG, _configure  # tests/gui is on sys.path (rootdi
 TICK_MS = 20
 
 
+@pytest.mark.slow
 def test_gui_timer_delay_during_a_search(qtbot, tmp_path):
     state = AppState()
     state.set_dataset(None, "demo")
