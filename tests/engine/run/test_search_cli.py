@@ -57,16 +57,27 @@ def last_json(p):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def test_seeded_search_is_reproducible_and_listed(small_demo, tmp_path):
+def search_args(small_demo):
     data, config = small_demo
-    common = ["--dataset", data, "--config", config, "--population", 4, "--generations", 2, "--epochs", 1, "--seed", 7, "--json"]
-    a = last_json(emonas("search", "--out", tmp_path / "runs" / "a", *common))
-    b = last_json(emonas("search", "--out", tmp_path / "runs" / "b", *common))
+    return ["--dataset", data, "--config", config, "--population", 4, "--generations", 2, "--epochs", 1, "--seed", 7, "--json"]
+
+
+@pytest.fixture(scope="module")
+def searched(small_demo, tmp_path_factory):
+    """One finished search: (run directory, summary)."""
+    runs = tmp_path_factory.mktemp("runs")
+    return runs / "a", last_json(emonas("search", "--out", runs / "a", *search_args(small_demo)))
+
+
+def test_seeded_search_is_reproducible_and_listed(small_demo, searched):
+    run_a, a = searched
+    runs_dir = run_a.parent
+    b = last_json(emonas("search", "--out", run_a.parent / "b", *search_args(small_demo)))
     assert a["status"] == b["status"] == "finished"
     assert a["evaluations_per_phase"] == {"init": 4, "learning": 4}
     rows = {}
     for name in ("a", "b"):
-        with RunStore.open_readonly(tmp_path / "runs" / name) as s:
+        with RunStore.open_readonly(runs_dir / name) as s:
             rows[name] = s.candidates()
             assert s.integrity_check() == "ok"
     assert [r["genome"] for r in rows["a"]] == [r["genome"] for r in rows["b"]]  # same genomes, same order
@@ -74,19 +85,19 @@ def test_seeded_search_is_reproducible_and_listed(small_demo, tmp_path):
     for r in rows["a"]:
         assert r["status"] == "done" and 0 < r["f1"] <= 1 and r["parameters"] > 0
         assert set(r["metrics"]["dice"]) == {"grey matter", "white matter", "CSF"}
-        folder = tmp_path / "runs" / "a" / "candidates" / str(r["id"])
+        folder = run_a / "candidates" / str(r["id"])
         assert (folder / "weights.pt").is_file() and (folder / "training.json").is_file()
 
-    front = last_json(emonas("front", tmp_path / "runs" / "a", "--json"))["front"]
+    front = last_json(emonas("front", run_a, "--json"))["front"]
     assert front and [f["id"] for f in front] == [f["id"] for f in a["front"]]
     assert all(set(f) >= {"id", "genome", "f1", "f2", "parameters", "dice"} for f in front)
-    text = emonas("front", tmp_path / "runs" / "a").stdout
+    text = emonas("front", run_a).stdout
     assert str(front[0]["id"]) in text and "parameters" in text
 
-    runs = last_json(emonas("runs", tmp_path / "runs", "--json"))["runs"]
+    runs = last_json(emonas("runs", runs_dir, "--json"))["runs"]
     assert [(Path(r["run"]).name, r["status"], r["generation"]) for r in runs] == [("a", "finished", 2), ("b", "finished", 2)]
 
-    again = last_json(emonas("resume", tmp_path / "runs" / "a", "--json"))  # nothing left to do
+    again = last_json(emonas("resume", run_a, "--json"))  # nothing left to do
     assert again["status"] == "finished" and again["counts"]["done"] == 8
 
 
@@ -102,3 +113,31 @@ def test_user_errors_are_one_line(small_demo, tmp_path):
     assert p.returncode == 2 and "not a run directory" in p.stderr
     p = emonas("front", tmp_path / "nothing", "--json", check=False)
     assert p.returncode == 2 and "error" in last_json(p)
+
+
+def test_retrain_and_report(searched, tmp_path):
+    run, summary = searched
+    best = summary["front"][0]["id"]
+    r = last_json(emonas("retrain", run, "--candidate", best, "--epochs", 2, "--out", tmp_path / "final", "--json"))
+    assert r["epochs"] == 2 and r["candidate"] == best
+    assert (tmp_path / "final" / "weights.pt").is_file()
+    doc = json.loads((tmp_path / "final" / "training.json").read_text())
+    assert doc["genome"] == last_json(emonas("front", run, "--json"))["front"][0]["genome"]
+    assert len(doc["split"]["train"]) == 5  # the training and the validation cases
+
+    rep = last_json(emonas("report", run, "--out", tmp_path / "report", "--json"))
+    models = {m["model"] for m in rep["models"]}
+    assert models == {f"emonas#{f['id']}" for f in summary["front"]} | {"unet_baseline"}
+    import csv
+
+    rows = list(csv.DictReader(open(rep["metrics_csv"])))
+    assert {row["case"] for row in rows} == set(rep["test_cases"]) and len(rep["test_cases"]) == 1
+    assert {row["label"] for row in rows} == {"grey matter", "white matter", "CSF"}
+    assert all(0 <= float(row["dice"]) <= 1 and float(row["hd95_mm"]) >= 0 for row in rows)
+    assert len(rows) == 3 * len(models)
+    summary_rows = list(csv.DictReader(open(rep["summary_csv"])))
+    assert {"dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std"} <= set(summary_rows[0])
+    assert Path(rep["figure_png"]).read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in Path(rep["figure_svg"]).read_text()
+    p = emonas("retrain", run, "--candidate", 999, "--out", tmp_path / "x", check=False)
+    assert p.returncode == 2 and "no candidate 999" in p.stderr

@@ -1,0 +1,190 @@
+"""``emonas report``: test-split metrics of the Pareto front, a plain U-Net baseline, the Pareto figure.
+
+Every front model (its weights kept under RUN/candidates/ID, retrained if they were pruned) and a
+MONAI U-Net of similar size, trained with the same settings, segment the test cases the search never
+saw (preprocessed with the run's plan). Written to OUT:
+
+    metrics_per_case.csv   model, candidate, parameters, case, label, dice, hd95_mm
+    metrics_summary.csv    model, candidate, parameters, label, dice mean/std, hd95_mm mean/std, cases
+    pareto.svg, pareto.png all evaluated candidates and the front (f1 against parameters)
+    report.json            the same numbers as plain data
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import RunError
+
+log = logging.getLogger(__name__)
+
+#: Adam learning rate of the U-Net baseline (the usual choice for plain U-Nets).
+BASELINE_LR = 1e-3
+
+
+def _test_cases(problem: dict):
+    """The run's test cases, preprocessed with its plan; the split is recomputed from the same seed."""
+    from engine import data as D
+
+    spec = problem["data"]
+    ds = D.open_dataset(spec["dataset"])
+    test = list(ds.split(int(spec.get("seed", 0))).test)
+    if not test:
+        raise RunError(f"{spec['dataset']}: the dataset's split has no test case to report on")
+    plan = D.Plan.from_dict(problem["plan"])
+    cases = D.preprocess_dataset(ds, plan, case_ids=test, cache_dir=spec.get("cache_dir"))
+    return [(cid, cases[cid]) for cid in test], plan
+
+
+def _evaluate_model(model, patch, num_classes, classes: dict, cases, device) -> dict:
+    from engine.infer.metrics import case_metrics
+    from engine.infer.predictor import Predictor, torch_logits_fn
+
+    pred = Predictor(torch_logits_fn(model, device), patch, num_classes, device=device)
+    per_case = {}
+    for cid, case in cases:
+        labels = pred.predict_array(np.asarray(case.image, dtype=np.float32))
+        per_case[cid] = case_metrics(labels, np.asarray(case.label), case.spacing, classes)
+    return per_case
+
+
+def _baseline_unet(in_channels: int, num_classes: int, target_params: int):
+    """A MONAI U-Net (two poolings, no residual units) whose size is closest to ``target_params``."""
+    from monai.networks.nets import UNet
+
+    best = None
+    for c in (4, 6, 8, 12, 16, 24, 32):
+        net = UNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, channels=(c, 2 * c, 4 * c),
+                   strides=(2, 2), num_res_units=0)
+        n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        if best is None or abs(math.log(n / target_params)) < abs(math.log(best[1] / target_params)):
+            best = (net, n, c)
+    return best
+
+
+def _train_baseline(problem: dict, train: dict, target_params: int, device: str):
+    """Train the U-Net with the search's training loop, settings and budget; returns (model, params, patch)."""
+    import torch
+
+    from engine.genome import SearchSpace
+    from engine.train.config import TrainConfig
+    from engine.train.data import prepare_training_data
+    from engine.train.trainer import Trainer
+
+    spec = problem["data"]
+    data = prepare_training_data(spec["dataset"], seed=int(spec.get("seed", 0)), plan_overrides=spec.get("plan_overrides"),
+                                 cache_dir=spec.get("cache_dir"), split=spec.get("split"))
+    net, n, _ = _baseline_unet(data.in_channels, data.num_classes, target_params)
+    # the trainer is built for the smallest genome of two levels (patch and pooling checks), then its
+    # network and optimizer are replaced by the U-Net's: same loop, sampling, loss, validation, budget
+    shape_genome = SearchSpace(n_cells=(5,), nf1=(8,)).extreme_genomes()[0]
+    settings = {**train, "device": device if device in ("auto", "cpu", "cuda") else "auto"}
+    trainer = Trainer(shape_genome, data, TrainConfig.from_dict(settings))
+    trainer.model = net.to(trainer.device)
+    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=BASELINE_LR)
+    trainer.parameters = n
+    trainer.fit()
+    if trainer.best_state is not None:
+        trainer.model.load_state_dict(trainer.best_state)
+    return trainer.model.eval(), n, trainer.patch, trainer.device
+
+
+def pareto_figure(candidates: list[dict], front: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    """f1 against parameters (log scale) for every finished candidate, the front highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    done = [c for c in candidates if c["status"] == "done"]
+    ax.scatter([c["parameters"] for c in done], [c["f1"] for c in done], s=18, c="#9aa5b1", label="evaluated")
+    fr = sorted(front, key=lambda c: c["parameters"])
+    ax.plot([c["parameters"] for c in fr], [c["f1"] for c in fr], "-o", c="#d1495b", ms=5, label="Pareto front")
+    for c in fr:
+        ax.annotate(f"#{c['id']}", (c["parameters"], c["f1"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("f1 (normalized expected segmentation error)")
+    ax.set_title("EMONAS search: accuracy against size")
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    svg, png = out_dir / "pareto.svg", out_dir / "pareto.png"
+    fig.savefig(svg)
+    fig.savefig(png)
+    plt.close(fig)
+    return svg, png
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto", baseline: bool = True) -> dict[str, Any]:
+    """Evaluate the run's front and a U-Net baseline on the test split; write CSVs and figures to ``out_dir``."""
+    import torch
+
+    from engine.genome import Genome
+    from engine.infer.folder import load_training_folder
+    from engine.infer.metrics import summarize
+    from engine.run.retrain import run_context, train_genome
+    from engine.run.store import RunStore
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = run_context(run_dir)
+    problem, train = ctx["problem"], ctx["train"]
+    with RunStore.open_readonly(run_dir) as store:
+        front = store.front()
+        everything = store.candidates()
+    if not front:
+        raise RunError(f"{run_dir}: no finished candidate yet; nothing to report")
+    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    cases, _ = _test_cases(problem)
+    labels = problem["labels"]
+    names = [n for n, _ in sorted(labels.items(), key=lambda kv: kv[1])]
+    classes = {name: i for i, name in enumerate(names) if i > 0}
+    models = []
+    for c in front:
+        folder = Path(run_dir) / "candidates" / str(c["id"])
+        if not (folder / "weights.pt").is_file():
+            log.info("candidate %s was pruned: training it again", c["id"])
+            train_genome(Genome.from_dict(c["genome"]), problem["data"], train, folder, device)
+        tf = load_training_folder(folder)
+        per_case = _evaluate_model(tf.build_model(dev), tf.patch_size, tf.num_classes, classes, cases, dev)
+        models.append({"model": f"emonas#{c['id']}", "candidate": c["id"], "parameters": c["parameters"], "per_case": per_case})
+    if baseline:
+        target = int(np.median([c["parameters"] for c in front]))
+        net, n, patch, bdev = _train_baseline(problem, train, target, device)
+        per_case = _evaluate_model(net, patch, len(labels), classes, cases, bdev)
+        models.append({"model": "unet_baseline", "candidate": None, "parameters": n, "per_case": per_case})
+
+    per_case_csv, summary_csv = out / "metrics_per_case.csv", out / "metrics_summary.csv"
+    with per_case_csv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["model", "candidate", "parameters", "case", "label", "dice", "hd95_mm"])
+        for m in models:
+            for case, per_label in m["per_case"].items():
+                for label, v in per_label.items():
+                    w.writerow([m["model"], m["candidate"], m["parameters"], case, label, f"{v['dice']:.6f}", f"{v['hd95']:.4f}"])
+    summary = []
+    with summary_csv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["model", "candidate", "parameters", "label", "dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "cases"])
+        for m in models:
+            s = summarize(m["per_case"])
+            m["summary"] = s
+            for label, v in s.items():
+                w.writerow([m["model"], m["candidate"], m["parameters"], label, f"{v['dice']['mean']:.6f}", f"{v['dice']['std']:.6f}",
+                            f"{v['hd95']['mean']:.4f}", f"{v['hd95']['std']:.4f}", v["dice"]["n"]])
+                summary.append({"model": m["model"], "label": label, "dice_mean": v["dice"]["mean"], "hd95_mean": v["hd95"]["mean"]})
+    svg, png = pareto_figure(everything, front, out)
+    result = {"run": str(run_dir), "out": str(out), "test_cases": [cid for cid, _ in cases], "models": [
+        {k: m[k] for k in ("model", "candidate", "parameters", "summary")} for m in models],
+        "metrics_csv": str(per_case_csv), "summary_csv": str(summary_csv), "figure_svg": str(svg), "figure_png": str(png)}
+    (out / "report.json").write_text(json.dumps(result, indent=1, allow_nan=True))
+    return result

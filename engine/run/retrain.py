@@ -1,0 +1,67 @@
+"""Training a run's candidates again: the final model (``emonas retrain``) and pruned weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RunError
+
+log = logging.getLogger(__name__)
+
+
+def run_context(run_dir: str | Path) -> dict[str, Any]:
+    """Config, training settings and data spec stored in a run (read-only, safe while it runs)."""
+    from engine.run.store import RunStore
+
+    with RunStore.open_readonly(run_dir) as store:
+        problem = store.get_meta("problem")
+        train = store.get_meta("train_config")
+        config = store.get_meta("config")
+    if not problem or not train:
+        raise RunError(f"{run_dir}: the run has not started training yet (no dataset plan stored)")
+    return {"problem": problem, "train": dict(train), "config": config}
+
+
+def candidate_row(run_dir: str | Path, candidate_id: int) -> dict:
+    from engine.run.store import RunStore
+
+    with RunStore.open_readonly(run_dir) as store:
+        return store.candidate(candidate_id)
+
+
+def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, device: str = "auto", final: bool = False):
+    """Train ``genome`` with the run's settings; ``final`` trains on training + validation cases."""
+    from engine.train.config import TrainConfig
+    from engine.train.data import prepare_training_data
+    from engine.train.trainer import train_candidate
+
+    spec = dict(data_spec)
+    split = spec.get("split")
+    if final and split:
+        split = {"train": list(split["train"]) + list(split["val"]), "val": list(split["val"])}
+    data = prepare_training_data(spec["dataset"], seed=int(spec.get("seed", 0)), plan_overrides=spec.get("plan_overrides"),
+                                 cache_dir=spec.get("cache_dir"), split=split)
+    settings = {**train, "device": device if device in ("auto", "cpu", "cuda") else "auto"}
+    if final:  # the validation cases are trained on: no early stopping, the whole budget
+        settings["patience"] = max(int(settings.get("patience", 1)), int(settings["epochs"]))
+    return train_candidate(genome, data, TrainConfig.from_dict(settings), out_dir=out_dir)
+
+
+def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Path, epochs: int | None = None,
+                      device: str = "auto") -> dict:
+    """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model)."""
+    from engine.genome import Genome
+
+    ctx = run_context(run_dir)
+    row = candidate_row(run_dir, candidate_id)
+    genome = Genome.from_dict(row["genome"])
+    train = dict(ctx["train"])
+    if epochs is not None:
+        if epochs < 1:
+            raise RunError(f"--epochs must be at least 1, got {epochs}")
+        train["epochs"] = int(epochs)
+    result = train_genome(genome, ctx["problem"]["data"], train, out_dir, device, final=True)
+    return {"candidate": int(candidate_id), "genome": genome.to_dict(), "out": str(out_dir), "epochs": result.epochs,
+            "f1": result.f1, "dice": result.dice, "parameters": result.parameters, "seconds": result.seconds}
