@@ -2,8 +2,9 @@
 
 Contract: each panel is a ``QWidget`` subclass constructed as ``Panel(state: AppState, parent=None)``
 (:class:`emonas_gui.state.AppState`). A panel reads the shared state's attributes (``dataset``,
-``dataset_path``, ``run_dir``, ``settings``), subscribes to its signals (``dataset_changed``,
-``run_changed``) and reports through ``state.status_message.emit(str)`` and ``state.error.emit(str)``
+``dataset_path``, ``run_dir``, ``settings``) when it is built, since it may be built after they were
+set (``main.py --run DIR --tab search`` sets the run first), then subscribes to its signals
+(``dataset_changed``, ``run_changed``) and reports through ``state.status_message.emit(str)`` and ``state.error.emit(str)``
 (shown as a dialog by the main window). Panels never block the GUI thread: long work runs in a worker
 that reports through queued Qt signals. A panel must stop its threads and timers when it is closed or
 destroyed (``closeEvent``/``shutdown()``).
