@@ -325,3 +325,21 @@ def test_closing_during_a_check_cancels_it(window, qtbot, msd_dataset):
     qtbot.mouseClick(window.data_panel.check_button, Qt.MouseButton.LeftButton)
     window.close()  # the no_leaks fixture then finds no worker left running
     assert window.data_panel._cancel.is_set()
+
+
+def test_scans_are_shown_in_ras_whatever_their_orientation_on_disk(tmp_path):
+    import nibabel as nib
+
+    from emonas_gui.panels.data import load_case
+
+    image = np.zeros((6, 8, 5), np.float32)
+    image[0, 0, 0] = 100.0  # first voxel on disk: with an LPS affine the most right and most anterior one
+    label = (image > 0).astype(np.uint8)
+    lps = np.diag([-0.8, -0.9, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(image, lps), tmp_path / "lps.nii.gz")
+    nib.save(nib.Nifti1Image(label, lps), tmp_path / "lps_label.nii.gz")
+    case = load_case("lps", [tmp_path / "lps.nii.gz"], tmp_path / "lps_label.nii.gz")
+    assert case.orientation == "LPS"
+    assert case.image.shape == (1, 6, 8, 5) and case.spacing == pytest.approx((0.8, 0.9, 2.5))
+    assert case.image[0, 5, 7, 0] == 100.0  # in RAS order: highest x (right), highest y (anterior)
+    assert case.labels[5, 7, 0] == 1 and case.label_values == [1]
