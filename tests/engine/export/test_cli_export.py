@@ -17,6 +17,7 @@ def test_export_checkpoint_json(training_folder, tmp_path):
     out = tmp_path / "model"
     r = emonas("export", "--checkpoint", str(training_folder), "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # the JSON object is the last line of all output
     last = json.loads(r.stdout.strip().splitlines()[-1])
     assert last["model_dir"] == str(out)
     assert last["formats"] == ["onnx", "torchscript"]

@@ -105,6 +105,7 @@ def test_predictions_overlay_each_input_voxel_for_voxel(model_dir, scans, tmp_pa
     r = emonas("predict", str(model_dir), *(str(scans[k]) for k in ("ras", "lps", "oblique", "aniso")), str(mha),
                "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["backend"] == "onnxruntime" and result["model_folder"] is True
     assert [Path(p).name for p in result["outputs"]] == [

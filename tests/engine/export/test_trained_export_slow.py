@@ -41,6 +41,11 @@ def test_exported_model_reproduces_validation_dice(tmp_path):
     r = emonas("predict", str(tmp_path / "model"), *inputs, "-o", str(tmp_path / "pred"), "--json")
     assert r.returncode == 0, r.stderr
     outputs = json.loads(r.stdout.strip().splitlines()[-1])["outputs"]
+    # the training folder itself, through PyTorch, gives the same label maps
+    r = emonas("predict", str(tmp_path / "trained"), *inputs, "-o", str(tmp_path / "pred_torch"), "--json")
+    assert r.returncode == 0, r.stderr
+    for a, b in zip(outputs, json.loads(r.stdout.strip().splitlines()[-1])["outputs"]):
+        assert (np.asarray(nib.load(a).dataobj) == np.asarray(nib.load(b).dataobj)).mean() >= 0.999
     for cid, out in zip(val, outputs):
         pred = np.asarray(nib.load(out).dataobj)
         ref = np.asarray(nib.load(str(ds.case(cid).label_path)).dataobj)
