@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import re
+import sys
 from typing import Callable, Iterable
 
 from engine.errors import ConfigError
@@ -189,11 +190,13 @@ class RayExecutor:
         self.evaluator = evaluator
         self.started_here = False
         if not ray.is_initialized():
-            kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            kw = dict(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
             if address:
                 ray.init(address=address, **kw)
             else:
-                ray.init(num_cpus=num_cpus or None, **kw, _node_ip_address="127.0.0.1")
+                # local workers import what this process imports (the project, a test's helpers)
+                path = os.pathsep.join(p for p in sys.path if p)
+                ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)
             self.started_here = True
         total = ray.cluster_resources().get("CPU", 1)
         self.slots = int(workers) if workers and workers > 1 else max(1, int(total // cpus_per_candidate))
@@ -223,12 +226,21 @@ class RayExecutor:
                 try:
                     result = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - lost worker, node, or an error inside Ray
-                    result = failed_result(task, f"Ray: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                    result = failed_result(task, f"Ray: {_ray_reason(exc)}")
                 on_result(task, result)
 
     def close(self) -> None:
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def _ray_reason(exc: BaseException) -> str:
+    """The innermost cause of a Ray error, on one line without colour codes."""
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
+        exc = exc.cause
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:2000]
 
 
 def make_executor(resources, evaluator: Evaluator = evaluate_candidate, device: str = "auto"):
