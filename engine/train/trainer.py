@@ -136,8 +136,10 @@ class Trainer:
         # every random stream derives from the config's seed
         ss = np.random.SeedSequence(config.seed)
         sampler_seed, torch_seed, noise_seed = ss.spawn(3)
-        torch.manual_seed(int(torch_seed.generate_state(1)[0]))
-        self.model = build_network(genome, data.in_channels, data.num_classes, self.pool_sizes).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
+            torch.manual_seed(int(torch_seed.generate_state(1)[0]))
+            self.model = build_network(genome, data.in_channels, data.num_classes, self.pool_sizes)
+        self.model = self.model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=genome.lr)
@@ -191,8 +193,9 @@ class Trainer:
         losses, dices = [], []
         k = self.num_classes
         for case in self.data.val:
-            image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32)).to(self.device)
-            label = torch.from_numpy(np.ascontiguousarray(case.label)).to(self.device).long()
+            # np.array copies: cached cases are read-only memory maps
+            image = torch.from_numpy(np.array(case.image, dtype=np.float32)).to(self.device)
+            label = torch.from_numpy(np.array(case.label)).to(self.device).long()
             logits = sliding_window_logits(fn, image, self.patch, overlap=0.5, gaussian=True)
             probs = torch.softmax(logits, 0)[None]
             losses.append((1 - per_class_soft_dice(probs, label[None])).sum())
