@@ -7,7 +7,8 @@ from engine.cli._common import progress_bar, subcommand
 
 def _predict(args) -> dict:
     from engine.errors import ConfigError
-    from engine.export.deploy import is_model_folder, load_model, write_case_dicom_segs
+    from engine.export.deploy import load_model, write_case_dicom_segs
+    from engine.export.package import is_model_folder
     from engine.infer.folder import case_inputs
     from engine.infer.predictor import Predictor
 

@@ -25,7 +25,6 @@ from engine.export.package import (
     OUTPUT_NAME,
     WEIGHTS_FILE,
     load_state_dict,
-    is_model_folder,
     verify_model_folder,
 )
 from engine.genome import Genome

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 from engine.export.package import verify_model_folder
-from engine.genome import Genome
 from engine.run.store import RunStore
 from export_helpers import SMALL, make_training_folder
 
