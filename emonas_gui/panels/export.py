@@ -153,6 +153,7 @@ class ExportPanel(QWidget):
         self.results = QListWidget()
         self.results.setToolTip("click a label map to view it over its scan")
         self.results.setMaximumHeight(110)
+        pf.addRow(QLabel("Saved label maps (click one to view it over its scan)"))
         pf.addRow(self.results)
         self.predict_status = QLabel("")
         self.predict_status.setWordWrap(True)

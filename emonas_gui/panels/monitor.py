@@ -72,6 +72,9 @@ class MonitorPanel(QWidget):
         self.run_dir: Path | None = None
         self._store: RunStore | None = None
         self._seen: dict[int, str] = {}
+        self._signature: tuple | None = None
+        self._hv_ids: list[int] = []
+        self._hv: list[float] = []
         self.candidates: list[Candidate] = []
         self.front: list[int] = []
         self.total: int | None = None
@@ -128,6 +131,8 @@ class MonitorPanel(QWidget):
         self._store = store
         self.run_dir = Path(run_dir)
         self._seen.clear()
+        self._signature = None
+        self._hv_ids, self._hv = [], []
         self.log_view.clear()
         self.pareto.clear()
         self.details.set_candidate(None)
@@ -168,13 +173,18 @@ class MonitorPanel(QWidget):
         if self._store is None:
             return
         try:
-            rows = self._store.candidates()
             status = self._store.get_meta("status", "")
+            # a cheap look first: the poll costs next to nothing while nothing changed
+            signature = (tuple(sorted(self._store.counts().items())), status)
+            if signature == self._signature:
+                return
+            rows = self._store.candidates()
             if self.num_classes is None or self.total is None:
                 self._read_meta()
         except (EmonasError, Exception) as exc:  # noqa: BLE001 - a busy or vanished db must not kill the GUI
             self.status_label.setText(f"cannot read the run: {str(exc).splitlines()[0] if str(exc) else exc}")
             return
+        self._signature = signature
         cands = [Candidate.from_any(r) for r in rows]
         self.candidates = cands
         for c in cands:
@@ -192,7 +202,7 @@ class MonitorPanel(QWidget):
         done = sorted((c for c in cands if c.ok), key=lambda c: (finished.get(c.id, math.inf), c.id))
         self.front = [done[i].id for i in pareto_front(objectives(done))] if done else []
         self.pareto.set_candidates(done, self.front)
-        self.hypervolume.set_history(*hypervolume_history(done))
+        self._extend_hypervolume(done)
         n_done = sum(c.status in ("done", "failed") for c in cands)
         total = max(self.total or 0, len(cands), 1)
         self.progress.setMaximum(total)
@@ -206,6 +216,17 @@ class MonitorPanel(QWidget):
             + f", front of {len(self.front)}"
         )
         self.eta_label.setText(self._eta(rows, n_done, total, status))
+
+    def _extend_hypervolume(self, done: list[Candidate]) -> None:
+        """Hypervolume after each evaluation, computing only the evaluations not seen before."""
+        ids = [c.id for c in done]
+        if ids[: len(self._hv_ids)] != self._hv_ids:  # a different run or order: start over
+            self._hv_ids, self._hv = [], []
+        f = objectives(done)
+        for n in range(len(self._hv_ids) + 1, len(done) + 1):
+            self._hv.append(hypervolume_2d(f[:n], HV_REFERENCE))
+        self._hv_ids = ids
+        self.hypervolume.set_history(range(1, len(self._hv) + 1), self._hv)
 
     def _eta(self, rows: list[dict], n_done: int, total: int, status: str) -> str:
         starts = [r.get("started_at") for r in rows if r.get("started_at")]

@@ -83,7 +83,14 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     assert any(details.metrics_table.item(r, 0).text().startswith("validation Dice")
                for r in range(details.metrics_table.rowCount()))
 
-    # stop while the second candidate trains; the run stays resumable
+    # pause while the second candidate trains: the worker blocks at its next check
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "Paused" in panel.state_label.text() or panel.summary is not None, timeout=LONG)
+    if panel.summary is None:
+        assert panel.resume_button.isEnabled() and not panel.pause_button.isEnabled()
+        assert panel.stop_button.isEnabled()
+
+    # stop; the run stays resumable
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.summary is not None, timeout=LONG)
     assert not panel.is_running() and panel.summary["status"] in ("paused", "finished")
