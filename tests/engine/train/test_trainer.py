@@ -103,3 +103,21 @@ def test_paper_profile_trains_with_soft_dice_and_writes_a_folder(tiny_data, smal
     doc = __import__("json").loads((tmp_path / "training.json").read_text())
     assert doc["config"]["profile"] == "paper" and doc["best_epoch"] == 1
     assert set(r.metrics["per_case"]) == {"c6", "c7"}
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tiny_data, small_genome):
+    from engine.train import Trainer
+
+    class Scripted(Trainer):
+        """Validation Dice scripted through the ``validate`` hook: best at epoch 2, then worse."""
+
+        def validate(self, epoch):
+            d = {1: 0.3, 2: 0.6}.get(epoch, 0.5 - 0.01 * epoch)
+            return {"val_loss": 1.0, "val_dice": {"left": d, "right": d}}
+
+    t = Scripted(small_genome, tiny_data, cfg(epochs=20, patience=3, iterations_per_epoch=1))
+    r = t.fit()
+    assert r.best_epoch == 2 and r.epochs == 5
+    assert r.dice == {"left": 0.6, "right": 0.6}
+    # f1 uses e_max = 2 of E = 120 and the last 5 epochs
+    assert r.f1_raw == pytest.approx(0.25 * np.mean([c["train_dice_loss"] for c in r.curves]) + 1.0 + 0.25 * 118 / 120)
