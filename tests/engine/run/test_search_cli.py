@@ -141,3 +141,54 @@ def test_retrain_and_report(searched, tmp_path):
     assert "<svg" in Path(rep["figure_svg"]).read_text()
     p = emonas("retrain", run, "--candidate", 999, "--out", tmp_path / "x", check=False)
     assert p.returncode == 2 and "no candidate 999" in p.stderr
+
+
+@pytest.mark.slow
+def test_killed_real_search_resumes_without_retraining(small_demo, tmp_path):
+    """SIGKILL `emonas search` during training and right after a commit; `emonas resume` finishes it."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "engine.cli", "search", "--out", str(run), *map(str, search_args(small_demo))]
+    kept: dict = {}
+
+    def wait_until(pred, timeout=600):
+        end = time.time() + timeout
+        while time.time() < end:
+            if (run / "run.db").exists():
+                try:
+                    with RunStore.open_readonly(run) as s:
+                        if pred(s):
+                            return
+                except (sqlite3.OperationalError, Exception):
+                    pass
+            time.sleep(0.05)
+        raise AssertionError("search did not get there")
+
+    moments = [
+        lambda s: s.counts()["running"] == 1 and s.counts()["done"] >= 1,
+        lambda s: s.counts()["done"] > len(kept),
+    ]
+    for i, moment in enumerate(moments):
+        cmd = args if i == 0 else [sys.executable, "-m", "engine.cli", "resume", str(run)]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda s: moment(s) and s.counts()["done"] > len(kept))
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        with RunStore.open_readonly(run) as s:
+            assert s.integrity_check() == "ok"
+            done = {c["id"]: c["finished_at"] for c in s.candidates("done")}
+        assert all(done[k] == v for k, v in kept.items())
+        kept = done
+    out = last_json(emonas("resume", run, "--json"))
+    assert out["status"] == "finished" and out["counts"]["done"] + out["counts"]["failed"] == 8
+    with RunStore.open_readonly(run) as s:
+        assert s.integrity_check() == "ok"
+        rows = s.candidates()
+    assert len({json.dumps(r["genome"]) for r in rows}) == len(rows) == 8
+    assert all(r["finished_at"] == kept[r["id"]] for r in rows if r["id"] in kept)

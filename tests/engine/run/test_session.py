@@ -204,3 +204,30 @@ def test_median_rule_thresholds_from_finished_curves(tmp_path):
     import numpy as np
 
     assert thresholds == {"1": pytest.approx(float(np.median(dice)))}
+
+
+def test_device_budget_resamples_networks_too_big_for_a_cpu(tmp_path):
+    from dataclasses import replace
+
+    from engine.genome import PAPER_GENOMES, SearchSpace
+    from engine.network.cost import estimate_cost
+    from engine.run.session import device_budget
+
+    problem = replace(PROBLEM, patch_size=[64, 64, 64])
+    cfg = SearchConfig().replace(samea={"population": 6, "generations": 2, "learning_generations": 1})
+    session = SearchSession(tmp_path / "run", cfg, fake_evaluate, problem)
+    strategy = session._build_strategy(problem, "cpu")
+    big = SearchSpace().extreme_genomes()[1]
+    assert not strategy._feasible(big) and not strategy._feasible(PAPER_GENOMES["hippocampus"])
+    assert strategy._feasible(SearchSpace().extreme_genomes()[0])
+    session.run()
+    mem, flops = device_budget("cpu", cfg.resources)
+    with RunStore.open_readonly(tmp_path / "run") as s:
+        rows = s.candidates()
+    assert len(rows) == 12
+    for r in rows:
+        cost = estimate_cost(Genome.from_dict(r["genome"]), 1, 3, [64, 64, 64], 2)
+        assert cost.train_step_flops <= flops and cost.training_bytes <= mem
+    # an explicit budget in the config wins over the device default
+    tight = SearchConfig().replace(resources={"max_gflops_per_step": 1.0})
+    assert device_budget("cpu", tight.resources)[1] == 1e9
