@@ -47,6 +47,15 @@ def numpy_logits_fn(fn: Callable[[np.ndarray], np.ndarray]) -> LogitsFn:
     return wrapped
 
 
+def as_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A float32 tensor of ``image``; read-only arrays (memory-mapped cache) are copied first."""
+    if isinstance(image, np.ndarray):
+        image = np.asarray(image, dtype=np.float32)
+        if not image.flags.writeable:
+            image = image.copy()
+    return torch.as_tensor(image, dtype=torch.float32)
+
+
 def sliding_window_logits(
     fn: LogitsFn,
     image: np.ndarray | torch.Tensor,
@@ -65,7 +74,7 @@ def sliding_window_logits(
     """
     from monai.inferers import sliding_window_inference
 
-    x = torch.as_tensor(image, dtype=torch.float32)
+    x = as_float_tensor(image)
     if x.dim() != 4:
         raise ValueError(f"image must be (C, X, Y, Z), got shape {tuple(x.shape)}")
     x = x[None]
@@ -173,9 +182,8 @@ class Predictor:
     # ---- arrays ------------------------------------------------------------------------------
     def predict_logits(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Logits (K, X, Y, Z) of a preprocessed volume (C, X, Y, Z)."""
-        x = torch.as_tensor(np.asarray(image, dtype=np.float32) if isinstance(image, np.ndarray) else image)
         return sliding_window_logits(
-            self.logits_fn, x.to(self.device), self.patch, self.overlap, self.gaussian, self.mirror
+            self.logits_fn, as_float_tensor(image).to(self.device), self.patch, self.overlap, self.gaussian, self.mirror
         )
 
     def postprocess(self, labels: np.ndarray) -> np.ndarray:

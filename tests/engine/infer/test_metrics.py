@@ -49,6 +49,7 @@ def random_mask(rng, shape):
     return ndimage.gaussian_filter(rng.random(shape), 2.5) > 0.5
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI deprecation inside its own code
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_agrees_with_monai_on_random_masks(seed):
     from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
