@@ -273,3 +273,16 @@ def test_standalone_script_follows_ct_normalization_mirroring_and_largest_compon
     got, want = np.asarray(nib.load(str(out)).dataobj), np.asarray(nib.load(str(ref)).dataobj)
     assert set(np.unique(want)) <= {0, 1, 4} and len(np.unique(want)) >= 2
     assert (got == want).mean() >= 0.999
+
+
+def test_prediction_loads_no_training_or_search_code(model_dir, scans, tmp_path):
+    code = (
+        "import sys\n"
+        "from engine.export import load_model\n"
+        f"load_model({str(model_dir)!r}).predict_files([[{str(scans['ras'])!r}]], {str(tmp_path / 'o')!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('engine.train', 'engine.run', 'engine.search'))))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "o" / "ras.nii.gz").is_file()
