@@ -274,6 +274,8 @@ class SearchSession:
             store = RunStore.open_writer(self.run_dir)
         else:
             train = self._train_dict()
+            if self.problem is None:  # bad data fails here, before a run directory is made
+                self.problem = self._prepare_problem()
             store = RunStore.create(self.run_dir, {"config": self.config.to_dict(), "train_config": train})
         self.store = store
         self._exec = None
@@ -324,9 +326,9 @@ class SearchSession:
             store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
             self._emit(callback, "finished", status=status)
             return summary
-        except BaseException:
-            try:
-                store.set_meta(status="failed")
+        except BaseException as exc:
+            try:  # Ctrl-C pauses; anything else marks the run failed (resume continues either)
+                store.set_meta(status="paused" if isinstance(exc, KeyboardInterrupt) else "failed")
             except Exception:  # noqa: BLE001
                 pass
             raise
@@ -394,7 +396,7 @@ class SearchSession:
         store, strategy = self.store, self.strategy
         cid = task["candidate_id"]
         genome = Genome.from_dict(task["genome"])
-        params = int(result.get("parameters") or strategy._parameters(genome))
+        params = int(result.get("parameters") or strategy.params_of(strategy.space.encode(genome)))
         ok = result.get("status") == "done" and result.get("f1") is not None and math.isfinite(result["f1"])
         cols = dict(
             status="done" if ok else "failed",
