@@ -21,7 +21,8 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from emonas_gui.widgets.candidate_view import Candidate
 
-_PHASE_COLOURS = {"init": (120, 120, 220), "learning": (60, 170, 90), "exploitation": (230, 120, 30)}
+_PHASE_COLOURS = {"init": (120, 120, 220), "learning": (60, 170, 90), "exploitation": (230, 120, 30),
+                  "evolution": (60, 170, 90), "random": (200, 200, 80)}
 
 
 class ParameterAxis(pg.AxisItem):
@@ -151,6 +152,7 @@ class ParetoPlot(QWidget):
                 "symbol": "o",
             })
         self.scatter.setData(spots)
+        self.plot.setTitle(self._legend(max_gen, [str(c.phase) for c in cands]))
         pts = sorted(((math.log10(self._candidates[i].parameters), self._candidates[i].f1) for i in self._front))
         if pts:
             xs, ys = zip(*pts)
@@ -158,6 +160,18 @@ class ParetoPlot(QWidget):
         else:
             self.front_line.setData([], [])
         self.redraws += 1
+
+    def _legend(self, max_gen: int, phases: list[str]) -> str:
+        """The plot title: what the colours mean and how the front is drawn."""
+        def span(rgb, text):
+            return f"<span style='color: rgb{tuple(rgb)}'>● {text}</span>"
+
+        if self._colour_by == "phase":
+            keys = " ".join(span(_PHASE_COLOURS.get(name, (150, 150, 150)), name) for name in dict.fromkeys(phases))
+        else:
+            keys = span(_generation_colour(0, max_gen), "generation 0") + " → " + \
+                span(_generation_colour(max_gen, max_gen), f"generation {max_gen}")
+        return f"Pareto front <span style='color: rgb(220, 40, 40)'>(red line)</span> &nbsp; {keys}"
 
     def _tip(self, x: float, y: float, data) -> str:
         c = self._candidates.get(int(data)) if data is not None else None
