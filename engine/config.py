@@ -92,7 +92,7 @@ class ResourcesConfig:
 
     executor: str = "inprocess"
     workers: int = 1
-    device: str = "auto"  # auto, cpu, cuda, cuda:0, ...
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
     ray_address: str = ""  # empty: a local Ray started on 127.0.0.1
     ray_num_cpus: int = 0  # local Ray only; 0: all
     cpus_per_candidate: float = 1.0
@@ -230,8 +230,8 @@ class SearchConfig:
         if any(not isinstance(v, int) or v < 1 for v in r.halving_rungs) or list(r.halving_rungs) != sorted(r.halving_rungs):
             raise bad("resources.halving_rungs", "ascending positive epoch numbers", r.halving_rungs)
         dev = r.device
-        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise bad("resources.device", "auto, cpu, cuda, cuda:N or mps", dev)
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise bad("resources.device", "auto, cpu, cuda or cuda:N", dev)
         try:
             self.space.search_space()
         except GenomeError as exc:

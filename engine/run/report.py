@@ -128,10 +128,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     """Evaluate the run's front and a U-Net baseline on the test split; write CSVs and figures to ``out_dir``."""
     import torch
 
-    from engine.genome import Genome
     from engine.infer.folder import load_training_folder
     from engine.infer.metrics import summarize
-    from engine.run.retrain import run_context, train_genome
+    from engine.run.retrain import candidate_folder, run_context
     from engine.run.store import RunStore
 
     out = Path(out_dir)
@@ -150,11 +149,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     classes = {name: i for i, name in enumerate(names) if i > 0}
     models = []
     for c in front:
-        folder = Path(run_dir) / "candidates" / str(c["id"])
-        if not (folder / "weights.pt").is_file():
-            log.info("candidate %s was pruned: training it again", c["id"])
-            train_genome(Genome.from_dict(c["genome"]), problem["data"], train, folder, device)
-        tf = load_training_folder(folder)
+        tf = load_training_folder(candidate_folder(run_dir, c["id"], device))
         per_case = _evaluate_model(tf.build_model(dev), tf.patch_size, tf.num_classes, classes, cases, dev)
         models.append({"model": f"emonas#{c['id']}", "candidate": c["id"], "parameters": c["parameters"], "per_case": per_case})
     if baseline:

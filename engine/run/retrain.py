@@ -49,6 +49,21 @@ def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, devi
     return train_candidate(genome, data, TrainConfig.from_dict(settings), out_dir=out_dir)
 
 
+def candidate_folder(run_dir: str | Path, candidate_id: int, device: str = "auto") -> Path:
+    """The training folder of a finished candidate; trained again first if its weights were pruned."""
+    from engine.genome import Genome
+
+    row = candidate_row(run_dir, candidate_id)
+    if row["status"] != "done":
+        raise RunError(f"{run_dir}: candidate {candidate_id} is {row['status']}, not a trained network")
+    folder = Path(run_dir) / "candidates" / str(int(candidate_id))
+    if not (folder / "weights.pt").is_file() or not (folder / "training.json").is_file():
+        log.info("candidate %s has no weights (pruned): training it again", candidate_id)
+        ctx = run_context(run_dir)
+        train_genome(Genome.from_dict(row["genome"]), ctx["problem"]["data"], ctx["train"], folder, device)
+    return folder
+
+
 def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Path, epochs: int | None = None,
                       device: str = "auto") -> dict:
     """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model)."""

@@ -132,6 +132,9 @@ def test_killed_at_several_moments_resumes_without_losing_or_retraining(tmp_path
         finally:
             p.send_signal(signal.SIGKILL)
             p.wait()
+        from engine.cli.search import run_info
+
+        assert run_info(run)["status"] == "stopped"  # killed: no live writer holds the lock
         with RunStore.open_readonly(run) as s:
             assert s.integrity_check() == "ok"
             rows = {c["id"]: c for c in s.candidates() if c["status"] in ("done", "failed")}
