@@ -113,6 +113,21 @@ def one_line(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {text}" if text else f"unexpected {type(exc).__name__}"
 
 
+#: Threads whose jobs have not yet been seen to end: keeps each QThread object alive until its
+#: thread has really finished, whatever happens to the job that started it (destroying a running
+#: QThread aborts the process).
+_LIVE_THREADS: set["_Thread"] = set()
+
+
+def _release(thread: "_Thread") -> None:
+    thread.wait()  # returns at once: ``finished`` was the thread's last act
+    _LIVE_THREADS.discard(thread)
+    try:
+        thread.finished.disconnect()  # drop the closure that refers to the thread
+    except (RuntimeError, TypeError):
+        pass
+
+
 class _Thread(QThread):
     def __init__(self, job: "EngineJob"):
         super().__init__()
@@ -153,10 +168,12 @@ class EngineJob(QObject):
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("a job runs once")
-        self._thread = _Thread(self)
+        self._thread = thread = _Thread(self)
+        _LIVE_THREADS.add(thread)
+        thread.finished.connect(lambda: _release(thread))
         self.started_at = time.monotonic()
         self._active = True
-        self._thread.start()
+        thread.start()
 
     def stop(self) -> None:
         """Ask the job to stop at its next check; returns at once."""

@@ -364,6 +364,7 @@ class ExportPanel(QWidget):
         job = EngineJob(lambda cb, ctl: load_case(scan.name, [scan], label), "view-prediction", self)
         job.finished.connect(lambda case: self._show_case(case, names))
         job.failed.connect(self.state.report_error)
+        job.done.connect(job.deleteLater)
         self._view_job = job
         job.start()
 

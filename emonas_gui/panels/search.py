@@ -211,6 +211,7 @@ class SearchPanel(QWidget):
         job.finished.connect(lambda est: self.cost_label.setText("Estimated cost: " + est.text()))
         job.failed.connect(lambda msg: self.cost_label.setText(f"Estimated cost: {msg}"))
         job.done.connect(self._cost_done)
+        job.done.connect(job.deleteLater)
         self._cost_job = job
         self.cost_label.setText("Estimated cost: computing\u2026")
         job.start()
