@@ -57,6 +57,23 @@ def last_json(p):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli(capsys, *args, check=True):
+    """`emonas ARGS` in this process (engine.cli.main): the quick commands need no fresh interpreter."""
+    from engine.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    if check:
+        assert code == 0, out.err[-3000:]
+    return Result(code, out.out, out.err)
+
+
 def search_args(small_demo):
     data, config = small_demo
     return ["--dataset", data, "--config", config, "--population", 4, "--generations", 2, "--epochs", 1, "--seed", 7, "--json"]
@@ -69,7 +86,7 @@ def searched(small_demo, tmp_path_factory):
     return runs / "a", last_json(emonas("search", "--out", runs / "a", *search_args(small_demo)))
 
 
-def test_seeded_search_is_reproducible_and_listed(small_demo, searched):
+def test_seeded_search_is_reproducible_and_listed(small_demo, searched, capsys):
     run_a, a = searched
     runs_dir = run_a.parent
     b = last_json(emonas("search", "--out", run_a.parent / "b", *search_args(small_demo)))
@@ -88,44 +105,45 @@ def test_seeded_search_is_reproducible_and_listed(small_demo, searched):
         folder = run_a / "candidates" / str(r["id"])
         assert (folder / "weights.pt").is_file() and (folder / "training.json").is_file()
 
-    front = last_json(emonas("front", run_a, "--json"))["front"]
+    front = last_json(cli(capsys, "front", run_a, "--json"))["front"]
     assert front and [f["id"] for f in front] == [f["id"] for f in a["front"]]
     assert all(set(f) >= {"id", "genome", "f1", "f2", "parameters", "dice"} for f in front)
-    text = emonas("front", run_a).stdout
+    text = cli(capsys, "front", run_a).stdout
     assert str(front[0]["id"]) in text and "parameters" in text
 
-    runs = last_json(emonas("runs", runs_dir, "--json"))["runs"]
+    runs = last_json(cli(capsys, "runs", runs_dir, "--json"))["runs"]
     assert [(Path(r["run"]).name, r["status"], r["generation"]) for r in runs] == [("a", "finished", 2), ("b", "finished", 2)]
 
-    again = last_json(emonas("resume", run_a, "--json"))  # nothing left to do
+    again = last_json(cli(capsys, "resume", run_a, "--json"))  # nothing left to do
     assert again["status"] == "finished" and again["counts"]["done"] == 8
 
 
-def test_user_errors_are_one_line(small_demo, tmp_path):
+def test_user_errors_are_one_line(small_demo, tmp_path, capsys):
     data, config = small_demo
     p = emonas("search", "--dataset", data, "--out", tmp_path / "r", "--population", 1, "--json", check=False)
     assert p.returncode == 2 and "samea.population must be an integer >= 2" in p.stderr and "Traceback" not in p.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[samea]\npopulaton = 4\n")
-    p = emonas("search", "--dataset", data, "--out", tmp_path / "r", "--config", bad, check=False)
+    p = cli(capsys, "search", "--dataset", data, "--out", tmp_path / "r", "--config", bad, check=False)
     assert p.returncode == 2 and "unknown key samea.populaton" in p.stderr and str(bad) in p.stderr
-    p = emonas("resume", tmp_path / "nothing", check=False)
+    p = cli(capsys, "resume", tmp_path / "nothing", check=False)
     assert p.returncode == 2 and "not a run directory" in p.stderr
-    p = emonas("front", tmp_path / "nothing", "--json", check=False)
+    p = cli(capsys, "front", tmp_path / "nothing", "--json", check=False)
+    assert not (tmp_path / "r").exists()  # a refused search leaves nothing behind
     assert p.returncode == 2 and "error" in last_json(p)
 
 
-def test_retrain_and_report(searched, tmp_path):
+def test_retrain_and_report(searched, tmp_path, capsys):
     run, summary = searched
     best = summary["front"][0]["id"]
-    r = last_json(emonas("retrain", run, "--candidate", best, "--epochs", 2, "--out", tmp_path / "final", "--json"))
+    r = last_json(cli(capsys, "retrain", run, "--candidate", best, "--epochs", 2, "--out", tmp_path / "final", "--json"))
     assert r["epochs"] == 2 and r["candidate"] == best
     assert (tmp_path / "final" / "weights.pt").is_file()
     doc = json.loads((tmp_path / "final" / "training.json").read_text())
-    assert doc["genome"] == last_json(emonas("front", run, "--json"))["front"][0]["genome"]
+    assert doc["genome"] == last_json(cli(capsys, "front", run, "--json"))["front"][0]["genome"]
     assert len(doc["split"]["train"]) == 5  # the training and the validation cases
 
-    rep = last_json(emonas("report", run, "--out", tmp_path / "report", "--json"))
+    rep = last_json(cli(capsys, "report", run, "--out", tmp_path / "report", "--json"))
     models = {m["model"] for m in rep["models"]}
     assert models == {f"emonas#{f['id']}" for f in summary["front"]} | {"unet_baseline"}
     import csv
@@ -139,7 +157,7 @@ def test_retrain_and_report(searched, tmp_path):
     assert {"dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std"} <= set(summary_rows[0])
     assert Path(rep["figure_png"]).read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in Path(rep["figure_svg"]).read_text()
-    p = emonas("retrain", run, "--candidate", 999, "--out", tmp_path / "x", check=False)
+    p = cli(capsys, "retrain", run, "--candidate", 999, "--out", tmp_path / "x", check=False)
     assert p.returncode == 2 and "no candidate 999" in p.stderr
 
 
