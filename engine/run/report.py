@@ -107,7 +107,9 @@ def pareto_figure(candidates: list[dict], front: list[dict], out_dir: Path) -> t
     done = [c for c in candidates if c["status"] == "done"]
     ax.scatter([c["parameters"] for c in done], [c["f1"] for c in done], s=18, c="#9aa5b1", label="evaluated")
     fr = sorted(front, key=lambda c: c["parameters"])
-    ax.plot([c["parameters"] for c in fr], [c["f1"] for c in fr], "-o", c="#d1495b", ms=5, label="Pareto front")
+    # the front as the staircase it attains: each network is the best one up to the next's size
+    ax.plot([c["parameters"] for c in fr], [c["f1"] for c in fr], "-o", c="#d1495b", ms=5, drawstyle="steps-post",
+            label="Pareto front")
     for c in fr:
         ax.annotate(f"#{c['id']}", (c["parameters"], c["f1"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
