@@ -119,13 +119,29 @@ def one_line(exc: BaseException) -> str:
 _LIVE_THREADS: set["_Thread"] = set()
 
 
-def _release(thread: "_Thread") -> None:
-    thread.wait()  # returns at once: ``finished`` was the thread's last act
-    _LIVE_THREADS.discard(thread)
-    try:
-        thread.finished.disconnect()  # drop the closure that refers to the thread
-    except (RuntimeError, TypeError):
-        pass
+class _Reaper(QObject):
+    """Lives in the GUI thread; ``finished`` of each worker thread reaches it queued."""
+
+    def release(self) -> None:
+        thread = self.sender()
+        if not isinstance(thread, _Thread):
+            return
+        thread.wait()  # returns at once: ``finished`` was the thread's last act
+        _LIVE_THREADS.discard(thread)
+        job = thread._job
+        thread._job = None
+        if job is not None and job.delete_when_done:
+            job.deleteLater()  # safe now: the worker no longer touches the job
+
+
+_reaper: _Reaper | None = None
+
+
+def _get_reaper() -> _Reaper:
+    global _reaper
+    if _reaper is None:
+        _reaper = _Reaper()
+    return _reaper
 
 
 class _Thread(QThread):
@@ -149,8 +165,11 @@ class EngineJob(QObject):
     paused = Signal()
     done = Signal()
 
-    def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None):
+    def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None,
+                 delete_when_done: bool = False):
         super().__init__(parent)
+        #: delete this QObject once its thread has ended (for short-lived jobs)
+        self.delete_when_done = delete_when_done
         self.fn = fn
         self.name = name
         self.control = JobControl()
@@ -170,7 +189,7 @@ class EngineJob(QObject):
             raise RuntimeError("a job runs once")
         self._thread = thread = _Thread(self)
         _LIVE_THREADS.add(thread)
-        thread.finished.connect(lambda: _release(thread))
+        thread.finished.connect(_get_reaper().release)
         self.started_at = time.monotonic()
         self._active = True
         thread.start()

@@ -136,10 +136,10 @@ class ResultsPanel(QWidget):
 
     def _load_validation_cases(self) -> None:
         run_dir = self.run_dir
-        job = EngineJob(lambda cb, ctl: run_validation_cases(run_dir), "validation-cases", self)
+        job = EngineJob(lambda cb, ctl: run_validation_cases(run_dir), "validation-cases", self,
+                        delete_when_done=True)
         job.finished.connect(self._on_cases)
         job.failed.connect(self._on_failed)
-        job.done.connect(job.deleteLater)
         self._validation_job = job
         job.start()
 

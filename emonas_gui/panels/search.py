@@ -71,7 +71,7 @@ def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, pa
             in_ch, classes, patch, batch = plan_cache[dataset_ref]
         return search_cost(config, in_ch, classes, patch, batch)
 
-    return EngineJob(fn, "cost-estimate", parent)
+    return EngineJob(fn, "cost-estimate", parent, delete_when_done=True)
 
 
 class SearchPanel(QWidget):
@@ -211,7 +211,6 @@ class SearchPanel(QWidget):
         job.finished.connect(lambda est: self.cost_label.setText("Estimated cost: " + est.text()))
         job.failed.connect(lambda msg: self.cost_label.setText(f"Estimated cost: {msg}"))
         job.done.connect(self._cost_done)
-        job.done.connect(job.deleteLater)
         self._cost_job = job
         self.cost_label.setText("Estimated cost: computing\u2026")
         job.start()
