@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -65,7 +66,7 @@ class Strategy(Protocol):
     def progress(self) -> float: ...
 
 
-class BaseStrategy:
+class BaseStrategy(ABC):
     """Shared machinery: encoding, archive, pending batch, duplicates and budget re-sampling, state.
 
     Injected parts (not part of the state; the session rebuilds them on resume):
@@ -206,11 +207,13 @@ class BaseStrategy:
         return min(1.0, self.generation / self.generations)
 
     # ---- to be provided by strategies -----------------------------------------------------
+    @abstractmethod
     def _propose(self) -> None:
-        raise NotImplementedError
+        """Fill ``self.pending`` with the next genomes to evaluate."""
 
+    @abstractmethod
     def _absorb(self, told: list[dict]) -> None:
-        raise NotImplementedError
+        """Update the strategy with the archive entries just told (in the order they were asked)."""
 
     # ---- results -----------------------------------------------------------------------------
     def metrics(self) -> dict:
