@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -51,17 +52,6 @@ class AnyFlag:
 
     def is_set(self) -> bool:
         return any(f.is_set() for f in self.flags)
-
-
-class _Flag:
-    def __init__(self):
-        self.value = False
-
-    def set(self) -> None:
-        self.value = True
-
-    def is_set(self) -> bool:
-        return self.value
 
 
 def failed_result(task: dict, error: str, started: float | None = None) -> dict:
@@ -102,7 +92,7 @@ def _evaluate(task: dict, cancel, progress, started: float) -> dict:
     data = training_data(task["data"])
     config = TrainConfig.from_dict({**task["train"], "device": device})
     stop_below = {int(k): float(v) for k, v in (task.get("stop_below") or {}).items()}
-    early = _Flag()
+    early = threading.Event()
     best = [-math.inf]
 
     def on_event(event: dict) -> None:

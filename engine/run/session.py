@@ -142,16 +142,7 @@ class SearchSession:
 
     def __init__(self, run_dir: str | os.PathLike, config: SearchConfig | None = None,
                  evaluator: Callable | None = None, problem: Problem | None = None):
-        self.run_dir = Path(run_dir)
-        self.config = config or SearchConfig()
-        self.config.validate()
-        self.evaluator = evaluator
-        self.problem = problem
-        self._resume = False
-        self._exec = None
-        self._cancel = threading.Event()
-        self.store: RunStore | None = None
-        self.strategy = None
+        self._setup(Path(run_dir), (config or SearchConfig()).validate(), evaluator, problem, resume=False)
         if is_run(self.run_dir):
             raise RunError(f"{self.run_dir}: a run exists here already; continue it with `emonas resume {self.run_dir}`")
 
@@ -163,16 +154,20 @@ class SearchSession:
             config = SearchConfig.from_dict(ro.get_meta("config"), f"{run_dir}/run.db")
             stored_problem = ro.get_meta("problem")
         self = cls.__new__(cls)
+        self._setup(run_dir, config, evaluator, problem or (Problem.from_dict(stored_problem) if stored_problem else None),
+                    resume=True)
+        return self
+
+    def _setup(self, run_dir: Path, config: SearchConfig, evaluator, problem, resume: bool) -> None:
         self.run_dir = run_dir
         self.config = config
         self.evaluator = evaluator
-        self.problem = problem or (Problem.from_dict(stored_problem) if stored_problem else None)
-        self._resume = True
+        self.problem = problem
+        self._resume = resume
         self._exec = None
         self._cancel = threading.Event()
-        self.store = None
+        self.store: RunStore | None = None
         self.strategy = None
-        return self
 
     def stop(self) -> None:
         """Ask ``run()`` to stop soon; the run can be resumed later."""
