@@ -131,7 +131,10 @@ class _Reaper(QObject):
         job = thread._job
         thread._job = None
         if job is not None and job.delete_when_done:
-            job.deleteLater()  # safe now: the worker no longer touches the job
+            try:
+                job.deleteLater()  # safe now: the worker no longer touches the job
+            except RuntimeError:  # already deleted with its parent
+                pass
 
 
 _reaper: _Reaper | None = None
