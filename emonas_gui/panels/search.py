@@ -59,17 +59,15 @@ def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, pa
     """A job that estimates the cost of ``config`` on a dataset (planning it first if needed)."""
 
     def fn(callback, control) -> Any:
-        in_ch, classes, patch, batch = 1, 2, None, None
-        if dataset_ref:
-            if dataset_ref not in plan_cache:
-                from engine.data import open_dataset
-                from engine.data.plan import make_plan
+        if not dataset_ref:
+            return search_cost(config)
+        if dataset_ref not in plan_cache:
+            from engine.data import make_plan, open_dataset
 
-                ds = open_dataset(dataset_ref)
-                plan = make_plan(ds)
-                plan_cache[dataset_ref] = (len(ds.modalities), ds.num_classes, tuple(plan.patch_size), plan.batch_size)
-            in_ch, classes, patch, batch = plan_cache[dataset_ref]
-        return search_cost(config, in_ch, classes, patch, batch)
+            ds = open_dataset(dataset_ref)
+            plan_cache[dataset_ref] = (len(ds.modalities), ds.num_classes, make_plan(ds))
+        in_ch, classes, plan = plan_cache[dataset_ref]
+        return search_cost(config, in_ch, classes, tuple(plan.patch_size), plan.batch_size, plan.pool_sizes_for)
 
     return EngineJob(fn, "cost-estimate", parent, delete_when_done=True)
 
@@ -164,6 +162,9 @@ class SearchPanel(QWidget):
         state.run_changed.connect(self._on_run_changed)
         self._on_dataset(getattr(state, "dataset", None))
         self._sync()
+        # created after the app opened a run (the main window builds steps on first view)
+        if getattr(state, "run_dir", None) is not None and is_run(state.run_dir):
+            self.open_run(state.run_dir)
 
     # ---- helpers -----------------------------------------------------------------------------
     def _default_run_dir(self) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -80,13 +80,15 @@ class CostEstimate:
     memory_bytes: int | None  # training peak of the largest network at the patch and batch
     patch: tuple[int, int, int] | None
     batch: int | None
+    note: str = ""
 
     def text(self) -> str:
-        mem = "unknown until the plan is known" if self.memory_bytes is None else \
+        mem = ("unknown until the plan is known" if not self.note else "unknown") if self.memory_bytes is None else \
             f"{self.memory_bytes / 2**20:,.0f} MiB per candidate (largest network, patch " \
             f"{'x'.join(map(str, self.patch or ()))}, batch {self.batch})"
         return (f"At most {self.candidates} candidates trained; networks of "
-                f"{self.min_parameters:,} to {self.max_parameters:,} parameters; training memory up to {mem}.")
+                f"{self.min_parameters:,} to {self.max_parameters:,} parameters; training memory up to {mem}."
+                + (f" Note: {self.note}." if self.note else ""))
 
 
 class SearchSetupForm(QWidget):
@@ -354,30 +356,42 @@ class SearchSetupForm(QWidget):
 
 
 def search_cost(cfg: SearchConfig, in_channels: int = 1, num_classes: int = 2,
-                patch: tuple[int, int, int] | None = None, batch: int | None = None) -> CostEstimate:
+                patch: tuple[int, int, int] | None = None, batch: int | None = None,
+                pools: Callable[[int], Sequence[Sequence[int]]] | None = None) -> CostEstimate:
     """What ``cfg`` will cost on data with ``in_channels`` and ``num_classes``.
 
-    ``patch`` / ``batch`` are the plan's, used unless the config overrides them. The parameter range
-    comes from the space's smallest and largest networks (``SearchSpace.extreme_genomes``, a few
-    seconds for the paper's whole space: call it off the GUI thread), the memory from the largest
-    one's training step. Raises ConfigError when the patch does not suit the deepest network.
+    ``patch`` / ``batch`` are the plan's, used unless the config overrides them; ``pools(n_levels)``
+    the plan's per-level pooling (``Plan.pool_sizes_for``; None: 2x2x2 everywhere). The parameter
+    range comes from the space's smallest and largest networks (``SearchSpace.extreme_genomes``, a
+    few seconds for the paper's whole space: call it off the GUI thread), the memory from the
+    largest one's training step. When the largest network cannot pool the patch that deep, the
+    memory is left unknown and ``note`` says that such genomes will be skipped, as the search does.
     """
     space = cfg.space.search_space()
     small, large = space.extreme_genomes()
     if cfg.training.patch_size:
         patch = tuple(cfg.training.patch_size)  # type: ignore[assignment]
     batch = cfg.training.batch_size or batch or 2
-    mem = None
+
+    def pooling(g):
+        try:
+            return None if pools is None else pools(g.n_levels)
+        except EmonasError:
+            return None
+
+    mem, note = None, ""
     if patch is not None:
         try:
-            mem = estimate_cost(large, in_channels, num_classes, patch, batch=batch).training_bytes
+            mem = estimate_cost(large, in_channels, num_classes, patch, batch=batch,
+                                pool_sizes=pooling(large)).training_bytes
         except EmonasError as exc:
-            raise ConfigError(f"training.patch_size: {exc}") from None
+            note = f"the deepest networks cannot pool this patch ({exc}); the search skips them"
     return CostEstimate(
         candidates=cfg.samea.population * cfg.samea.generations,
-        min_parameters=count_parameters(small, in_channels, num_classes),
-        max_parameters=count_parameters(large, in_channels, num_classes),
+        min_parameters=count_parameters(small, in_channels, num_classes, pooling(small)),
+        max_parameters=count_parameters(large, in_channels, num_classes, pooling(large)),
         memory_bytes=mem,
         patch=None if patch is None else tuple(patch),
         batch=batch,
+        note=note,
     )

@@ -58,6 +58,8 @@ class ParetoPlot(QWidget):
         self.plot.setLabel("bottom", "parameters (log scale)")
         self.plot.setLabel("left", "segmentation error f1")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self.plot.setXRange(4, 7)  # 10k .. 10M parameters until points arrive
+        self.plot.setYRange(0, 1)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.front_line = self.plot.plot([], [], pen=pg.mkPen((220, 40, 40), width=2))
         self.scatter = pg.ScatterPlotItem(
@@ -79,6 +81,7 @@ class ParetoPlot(QWidget):
         #: how many times the scatter was redrawn (throttling makes this << number of updates)
         self.redraws = 0
         self.selected_id: int | None = None
+        self._autoranged = False
 
     # ---- data in -----------------------------------------------------------------------------
     def set_candidates(self, candidates: Iterable[Candidate], front_ids: Sequence[int] = ()) -> None:
@@ -152,6 +155,9 @@ class ParetoPlot(QWidget):
                 "symbol": "o",
             })
         self.scatter.setData(spots)
+        if spots and not self._autoranged:
+            self.plot.getPlotItem().enableAutoRange()  # from the placeholder range to the data
+            self._autoranged = True
         self.plot.setTitle(self._legend(max_gen, [str(c.phase) for c in cands]))
         pts = sorted(((math.log10(self._candidates[i].parameters), self._candidates[i].f1) for i in self._front))
         if pts:
@@ -168,6 +174,8 @@ class ParetoPlot(QWidget):
 
         if self._colour_by == "phase":
             keys = " ".join(span(_PHASE_COLOURS.get(name, (150, 150, 150)), name) for name in dict.fromkeys(phases))
+        elif max_gen == 0:
+            keys = span(_generation_colour(0, 0), "generation 0")
         else:
             keys = span(_generation_colour(0, max_gen), "generation 0") + " → " + \
                 span(_generation_colour(max_gen, max_gen), f"generation {max_gen}")

@@ -88,3 +88,19 @@ def test_cost_estimate_matches_the_engine(qtbot):
     assert "12 candidates" in est.text()
     assert form.space().n_cells == (5,)
     assert SearchSpace(n_cells=(5,)).extreme_genomes()[1] == large
+
+
+def test_cost_estimate_uses_the_plans_pooling_and_explains_unpoolable_patches():
+    from engine.network import estimate_cost
+    from emonas_gui.panels.search_setup import search_cost
+
+    cfg = SearchConfig().replace(space={"n_cells": [5, 9], "nf1": [8]})
+    thin_z = lambda n: [(2, 2, 1)] * n  # noqa: E731 - a plan that never pools the thin slice axis
+    est = search_cost(cfg, 1, 3, patch=(64, 64, 8), batch=2, pools=thin_z)
+    small, large = cfg.space.search_space().extreme_genomes()
+    assert est.max_parameters == count_parameters(large, 1, 3, thin_z(large.n_levels))
+    assert est.memory_bytes == estimate_cost(large, 1, 3, (64, 64, 8), 2, thin_z(large.n_levels)).training_bytes
+    assert est.note == ""
+    # with 2x2x2 pooling the 8-slice patch cannot go 4 levels deep: said, not raised
+    est = search_cost(cfg, 1, 3, patch=(64, 64, 8), batch=2)
+    assert est.memory_bytes is None and "skips them" in est.text()
