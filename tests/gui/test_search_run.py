@@ -39,7 +39,7 @@ def _configure(panel: SearchPanel, tmp_path: Path) -> None:
         cb.setChecked(n == 8)
     f.population.setValue(2)
     f.neighbours.setValue(2)
-    f.generations.setValue(1)
+    f.generations.setValue(2)  # a second generation: a pause always lands before the end
     f.epochs.setValue(1)
     f.patience.setValue(1)
     f.device.setCurrentText("cpu")
@@ -58,7 +58,7 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     panel.show()
     _configure(panel, tmp_path)
     qtbot.waitUntil(lambda: "candidates" in panel.cost_label.text(), timeout=60_000)
-    assert "At most 2 candidates" in panel.cost_label.text()
+    assert "At most 4 candidates" in panel.cost_label.text()
 
     run_dir = tmp_path / "run"
     panel.run_edit.setText(str(run_dir))
@@ -83,17 +83,21 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     assert any(details.metrics_table.item(r, 0).text().startswith("validation Dice")
                for r in range(details.metrics_table.rowCount()))
 
-    # pause while the second candidate trains: the worker blocks at its next check
+    # pause: the worker blocks at its next check (at the latest before the second generation)
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: "Paused" in panel.state_label.text() or panel.summary is not None, timeout=LONG)
-    if panel.summary is None:
-        assert panel.resume_button.isEnabled() and not panel.pause_button.isEnabled()
-        assert panel.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: "Paused" in panel.state_label.text(), timeout=LONG)
+    assert panel.resume_button.isEnabled() and not panel.pause_button.isEnabled()
+    assert panel.stop_button.isEnabled() and panel.is_running()
+    with RunStore.open_readonly(run_dir) as store:
+        done_while_paused = store.counts()["done"]
+    qtbot.wait(500)
+    with RunStore.open_readonly(run_dir) as store:
+        assert store.counts()["done"] == done_while_paused  # nothing moves while paused
 
     # stop; the run stays resumable
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.summary is not None, timeout=LONG)
-    assert not panel.is_running() and panel.summary["status"] in ("paused", "finished")
+    assert not panel.is_running() and panel.summary["status"] == "paused"
     assert panel.resume_button.isEnabled()
     panel.close()
 
@@ -105,13 +109,13 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     assert panel2.open_run(run_dir)
     panel2.monitor.pareto.flush()
     assert first in panel2.monitor.pareto.candidate_ids()
-    if panel.summary["status"] == "paused":
-        qtbot.mouseClick(panel2.resume_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: panel2.summary is not None, timeout=LONG)
-        assert panel2.summary["status"] == "finished", panel2.summary
+    assert panel2.resume_button.isEnabled()
+    qtbot.mouseClick(panel2.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel2.summary is not None, timeout=LONG)
+    assert panel2.summary["status"] == "finished", panel2.summary
     with RunStore.open_readonly(run_dir) as store:
         counts = store.counts()
-    assert counts["done"] + counts["failed"] == 2 and counts["done"] >= 1
+    assert counts["done"] + counts["failed"] == 4 and counts["done"] >= 1
     panel2.monitor.refresh()
     panel2.monitor.pareto.flush()
     assert len(panel2.monitor.pareto.candidate_ids()) == counts["done"]
