@@ -30,6 +30,7 @@ from engine.config import SearchConfig
 from engine.errors import ConfigError, RunError
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
+from engine.run.faults import fault
 from engine.run.store import RunStore, is_run
 from engine.search import STRATEGIES, Evaluation
 
@@ -135,6 +136,13 @@ def device_budget(device: str, resources, candidates_per_device: float = 1.0) ->
             mem = min(8 * GIB, ram / 2)
         flops = flops or 60e9
     return float(mem), float(flops)
+
+
+def _out_of_space(error: str | None) -> bool:
+    """Whether a candidate failed because the disk is full or read-only (then the run stops instead)."""
+    text = (error or "").lower()
+    return any(s in text for s in ("no space left on device", "read-only file system", "disk quota exceeded",
+                                   "database or disk is full"))
 
 
 class SearchSession:
@@ -276,6 +284,7 @@ class SearchSession:
         self._exec = None
         t_start = time.time()
         try:
+            fault("session.start")
             if self.problem is None:
                 self.problem = self._prepare_problem()
             if store.get_meta("problem") is None:
@@ -305,6 +314,7 @@ class SearchSession:
                 had_pending = bool(strategy.pending)
                 genomes = strategy.ask()
                 algo_s += time.perf_counter() - t0
+                fault("session.ask")
                 if not had_pending:
                     store.save_state(strategy.state_dict())
                 evaluations = self._evaluate(genomes, device, stop, callback)
@@ -314,10 +324,13 @@ class SearchSession:
                 t0 = time.perf_counter()
                 strategy.tell(evaluations)
                 algo_s += time.perf_counter() - t0
+                fault("session.tell")
                 store.save_state(strategy.state_dict())
                 store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
+                fault("session.step")
                 self._emit(callback, "step")
             summary = self._summary(status, algo_s)
+            fault("session.finish")
             store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
             self._emit(callback, "finished", status=status)
             return summary
@@ -393,6 +406,11 @@ class SearchSession:
         genome = Genome.from_dict(task["genome"])
         params = int(result.get("parameters") or strategy.params_of(strategy.space.encode(genome)))
         ok = result.get("status") == "done" and result.get("f1") is not None and math.isfinite(result["f1"])
+        if not ok and _out_of_space(result.get("error")):
+            # not the candidate's fault: stop with the candidate still queued, to train on resume
+            raise RunError(f"{self.run_dir}: cannot write candidate {cid} ({result.get('error')}); free space or make "
+                           f"the folder writable, then `emonas resume {self.run_dir}`")
+        fault("candidate.before_commit")
         cols = dict(
             status="done" if ok else "failed",
             f1=float(result["f1"]) if ok else 1.0,
@@ -405,6 +423,7 @@ class SearchSession:
             error=None if ok else (result.get("error") or "failed"),
         )
         store.update_candidate(cid, **cols)
+        fault("candidate.after_commit")
         if self.config.resources.disk_budget_mb:
             self._prune()
         return store.candidate(cid)

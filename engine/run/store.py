@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.errors import RunError
+from engine.run.faults import fault
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,66 @@ def db_path(run_dir: str | os.PathLike) -> Path:
 
 def is_run(path: str | os.PathLike) -> bool:
     return db_path(path).is_file()
+
+
+#: Where the mount table is read (tests point this at a made-up table).
+MOUNTS = "/proc/mounts"
+#: File systems on which SQLite's and flock's locking cannot be trusted.
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs",
+    "beegfs", "davfs", "ncpfs", "fuse.sshfs", "sshfs", "fuse.glusterfs", "fuse.rclone", "fuse.s3fs", "fuse.gcsfuse",
+})
+
+
+def filesystem_type(path: str | os.PathLike, mounts: str | os.PathLike | None = None) -> str | None:
+    """The type of the file system holding ``path`` (from the mount table), or None if unknown."""
+    target = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        lines = Path(mounts or MOUNTS).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # the mount table escapes spaces and tabs in mount points as octal (\040)
+        point = fields[1].encode().decode("unicode_escape")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def network_filesystem_warning(run_dir: str | os.PathLike) -> str | None:
+    """A warning when ``run_dir`` lies on a network file system (SQLite locking is unreliable there)."""
+    kind = filesystem_type(run_dir)
+    if kind is None or kind not in NETWORK_FILESYSTEMS and not kind.startswith("nfs"):
+        return None
+    return (f"{run_dir} is on a network file system ({kind}): SQLite and file locks are unreliable there, "
+            "so two machines may corrupt the run; keep runs on a local disk")
+
+
+@contextmanager
+def write_errors(run_dir: str | os.PathLike):
+    """Turn a failed write to the run (disk full, read-only folder, I/O error) into a one-line RunError.
+
+    SQLite rolls the transaction back, so the database stays as it was before; the run continues
+    with ``emonas resume`` once the cause is gone.
+    """
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as exc:
+        text = str(exc) if isinstance(exc, sqlite3.Error) else (exc.strerror or str(exc))
+        if isinstance(exc, sqlite3.OperationalError) and not _is_write_failure(text):
+            raise
+        raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: free space or "
+                       f"make the folder writable, then `emonas resume {run_dir}`") from None
+
+
+def _is_write_failure(text: str) -> bool:
+    text = text.lower()
+    return any(s in text for s in ("full", "readonly", "read-only", "disk i/o", "unable to open", "no space", "locked"))
 
 
 class RunLock:
@@ -151,10 +212,15 @@ class RunStore:
         lock = RunLock(run_dir)
         lock.acquire()
         try:
+            warning = network_filesystem_warning(run_dir)
+            if warning:
+                log.warning("%s", warning)
             conn = cls._connect(db_path(run_dir), readonly=False)
-            with conn:
+            with write_errors(run_dir), conn:
                 conn.executescript(_SCHEMA)
                 rows = {"schema_version": SCHEMA_VERSION, "created": time.time(), "status": "created", **meta}
+                if warning:
+                    rows["filesystem_warning"] = warning
                 conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
         except BaseException:
             lock.release()
@@ -173,8 +239,13 @@ class RunStore:
             conn = cls._connect(db_path(run_dir), readonly=False)
             store = cls(run_dir, conn, lock, readonly=False)
             store._check_version()
-            with conn:
+            with write_errors(run_dir), conn:
                 conn.executescript(_SCHEMA)
+            warning = network_filesystem_warning(run_dir)
+            if warning:
+                log.warning("%s", warning)
+            if warning != store.get_meta("filesystem_warning"):
+                store.set_meta(filesystem_warning=warning)
         except BaseException:
             lock.release()
             raise
@@ -227,16 +298,23 @@ class RunStore:
         self.close()
 
     @contextmanager
-    def _tx(self):
+    def _tx(self, name: str = "write"):
+        """One write transaction; a failed write (disk full, read-only folder) becomes a RunError."""
         if self.readonly:
             raise RunError(f"{self.run_dir}: opened read-only")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with write_errors(self.run_dir):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                fault(f"store.{name}")  # inside the transaction: a kill here must lose it whole
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite may already have rolled back (SQLITE_FULL)
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
 
     # ---- meta ----------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -244,7 +322,7 @@ class RunStore:
         return default if row is None else json.loads(row[0])
 
     def set_meta(self, **items: Any) -> None:
-        with self._tx() as c:
+        with self._tx("meta") as c:
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
 
     def meta(self) -> dict[str, Any]:
@@ -252,7 +330,7 @@ class RunStore:
 
     # ---- strategy state ------------------------------------------------------------------------
     def save_state(self, state: dict) -> int:
-        with self._tx() as c:
+        with self._tx("state") as c:
             step = c.execute("SELECT COALESCE(MAX(step), -1) + 1 FROM strategy_state").fetchone()[0]
             c.execute("INSERT INTO strategy_state VALUES (?, ?, ?)", (step, json.dumps(state), time.time()))
         return step
@@ -265,7 +343,7 @@ class RunStore:
     def add_candidates(self, rows: Iterable[dict]) -> list[int]:
         """Insert queued candidates (one transaction); returns their ids, existing ones kept."""
         ids = []
-        with self._tx() as c:
+        with self._tx("add") as c:
             for r in rows:
                 text = r["genome"] if isinstance(r["genome"], str) else json.dumps(r["genome"])
                 found = c.execute("SELECT id FROM candidates WHERE genome = ?", (text,)).fetchone()
@@ -286,12 +364,12 @@ class RunStore:
         unknown = set(cols) - set(CANDIDATE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown candidate columns {sorted(unknown)}")
-        with self._tx() as c:
+        with self._tx("update") as c:
             c.execute(f"UPDATE candidates SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?", (*cols.values(), cid))
 
     def requeue_running(self) -> int:
         """Candidates left 'running' by a killed process go back to 'queued'; returns how many."""
-        with self._tx() as c:
+        with self._tx("requeue") as c:
             return c.execute("UPDATE candidates SET status = 'queued', started_at = NULL WHERE status = 'running'").rowcount
 
     @staticmethod

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,6 +252,8 @@ class Trainer:
         for step in range(1, self.iterations + 1):
             images, labels = loader.next().to_device(self.device, self.patch, self.noise_gen)
             loss, dice_loss = self.train_step(images, labels)
+            if _fault("train.step") == "nan":
+                loss = torch.full_like(loss, math.nan)
             loss_sum += loss.float()
             dice_sum += dice_loss.float()
             self._step_count += 1
@@ -358,6 +361,7 @@ def write_training_folder(trainer: Trainer, result: TrainResult, out_dir: str | 
     plan = data.plan.to_dict() if hasattr(data.plan, "to_dict") else dict(data.plan)
     state = trainer.best_state if trainer.best_state is not None else trainer.model.state_dict()
     torch.save({k: v.detach().cpu() for k, v in state.items()}, out / "weights.pt")
+    _fault("candidate.folder")
     csv = CsvSink(out / "curves.csv")
     for r in result.curves:
         csv.log(r)
@@ -383,6 +387,15 @@ def write_training_folder(trainer: Trainer, result: TrainResult, out_dir: str | 
     }
     (out / "training.json").write_text(json.dumps(doc, indent=1, allow_nan=True))
     return out
+
+
+def _fault(point: str) -> str | None:
+    """A fault-injection point for the reliability tests (see engine.run.faults); free when unused."""
+    if not os.environ.get("EMONAS_FAULT"):
+        return None
+    from engine.run.faults import fault
+
+    return fault(point)
 
 
 def train_candidate(
