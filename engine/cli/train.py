@@ -65,9 +65,10 @@ def _train(args) -> dict:
 
 
 def _evaluate(args) -> dict:
-    from engine.infer.metrics import evaluate_folders
+    from engine.infer.metrics import evaluate_folders, labels_from_file
 
-    ev = evaluate_folders(args.pred, args.ref)
+    labels = labels_from_file(args.labels) if args.labels else None
+    ev = evaluate_folders(args.pred, args.ref, labels=labels)
     if not args.json:
         print(ev.table())
     return ev.to_dict()
@@ -94,5 +95,7 @@ def register(sub) -> None:
     e = subcommand(sub, "evaluate", _evaluate, "Dice, HD, HD95 and ASD (mm) of a folder of label maps against references")
     e.add_argument("--pred", required=True, help="folder of predicted label maps")
     e.add_argument("--ref", required=True, help="folder of reference label maps (same file names)")
+    e.add_argument("--labels", help="label names from a training or model folder, or a dataset.json "
+                                    "(default: every value in the references, named by its value)")
 
 

@@ -180,6 +180,34 @@ def read_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, float, fl
     return arr, tuple(float(s) for s in img.spacing)  # type: ignore[return-value]
 
 
+def labels_from_file(path: str | Path) -> dict[str, int]:
+    """Foreground label names -> values from a JSON file with a ``labels`` object: a training folder's
+    ``training.json`` or ``model.json`` ({name: value}), or an MSD ``dataset.json`` ({"1": name}).
+    A folder means its training.json, model.json or dataset.json."""
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        found = [path / n for n in ("training.json", "model.json", "dataset.json") if (path / n).is_file()]
+        if not found:
+            raise DataError(path, "holds no training.json, model.json or dataset.json to take label names from")
+        path = found[0]
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(path, f"no readable 'labels' object ({type(exc).__name__})") from None
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(path, "'labels' must be a non-empty object")
+    try:
+        if all(str(k).isdigit() for k in labels) and not all(isinstance(v, int) for v in labels.values()):
+            pairs = {str(v): int(k) for k, v in labels.items()}  # MSD: value -> name
+        else:
+            pairs = {str(k): int(v) for k, v in labels.items()}
+    except (TypeError, ValueError):
+        raise DataError(path, "'labels' must map names to integer values") from None
+    return {k: v for k, v in pairs.items() if v != 0}
+
+
 def evaluate_folders(
     pred_dir: str | Path, ref_dir: str | Path, labels: Mapping[str, int] | None = None
 ) -> FolderEvaluation:

@@ -54,3 +54,13 @@ def test_evaluate_reports_a_missing_prediction_in_one_line(folders, capsys):
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "case_1" in err[0] and str(pred) in err[0]
+
+
+def test_evaluate_names_classes_from_a_dataset_json(folders, tmp_path, capsys):
+    pred, ref = folders
+    meta = tmp_path / "dataset.json"
+    meta.write_text(json.dumps({"labels": {"0": "background", "1": "anterior", "2": "posterior"}}))
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--labels", str(meta), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["summary"]) == {"anterior", "posterior"}
+    assert out["labels"] == {"anterior": 1, "posterior": 2}
