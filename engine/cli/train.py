@@ -28,7 +28,11 @@ def _train(args) -> dict:
         iterations_per_epoch=args.iterations_per_epoch,
         num_threads=args.threads,
     )
-    data = prepare_training_data(args.dataset, seed=args.seed, plan_overrides=overrides, cache_dir=args.cache_dir)
+    with progress_bar(None, "preprocessing") as bar:
+        data = prepare_training_data(
+            args.dataset, seed=args.seed, plan_overrides=overrides, cache_dir=args.cache_dir,
+            progress=lambda done, total, case_id: bar.update(1),
+        )
     with progress_bar(config.epochs, "training") as bar:
 
         def on_event(event: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,13 @@ def prepare_training_data(
     plan_overrides: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     split=None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> TrainingData:
     """Open ``dataset`` ("demo", a folder or a ``Dataset``), plan and preprocess its train and val cases.
 
     The split is the dataset's reproducible ``split(seed)`` unless ``split`` (an object with
     ``train``/``val`` lists of case ids, or a dict of them) is given; test cases are never loaded.
+    ``progress(done, total, case_id)`` follows the preprocessing.
     """
     from engine import data as D
     from engine.errors import DataError
@@ -71,7 +73,7 @@ def prepare_training_data(
     if not val_ids:
         raise DataError(getattr(ds, "root", None), "the split leaves no validation case")
     plan = D.make_plan(ds, overrides=dict(plan_overrides or {}))
-    cases = D.preprocess_dataset(ds, plan, case_ids=train_ids + val_ids, cache_dir=cache_dir)
+    cases = D.preprocess_dataset(ds, plan, case_ids=train_ids + val_ids, cache_dir=cache_dir, progress=progress)
     log.info("training data: %d train, %d val cases", len(train_ids), len(val_ids))
     return TrainingData(
         train=[cases[c] for c in train_ids],
