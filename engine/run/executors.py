@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from engine.errors import ConfigError
 from engine.run.evaluate import evaluate_candidate, failed_result
+from engine.run.faults import fault
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ POLL_SECONDS = 0.2
 
 def _call(evaluator: Evaluator, task: dict, cancel=None) -> dict:
     try:
+        fault(f"candidate.{task.get('candidate_id')}")  # in the process that trains it (a test kills it here)
         return evaluator(task, cancel)
     except Exception as exc:  # noqa: BLE001 - the evaluator's own failure is the candidate's failure
         return failed_result(task, f"{type(exc).__name__}: {exc}".splitlines()[0])

@@ -18,7 +18,8 @@ ENOSPC), ``readonly`` (``sqlite3.OperationalError("attempt to write a readonly d
 Points in the engine: ``session.start`` (lock taken, nothing read yet), ``session.ask`` (genomes asked,
 state not saved), ``session.tell`` (told, state not saved), ``session.step`` (a step saved),
 ``session.finish`` (the search done, final status not written), ``candidate.before_commit`` /
-``candidate.after_commit`` (a finished candidate's result in hand / written), ``store.<tx>`` inside
+``candidate.after_commit`` (a finished candidate's result in hand / written), ``candidate.<id>`` (in
+the process about to train candidate ``id``: in-process, a pool worker or a Ray worker), ``store.<tx>`` inside
 every write transaction just before COMMIT (``store.meta``, ``store.state``, ``store.add``,
 ``store.update``, ``store.requeue``), ``train.step`` (each training step) and ``candidate.folder``
 (a training folder half written).
