@@ -58,25 +58,32 @@ def test_oom_nan_and_exceptions_in_real_training_fail_only_their_candidate(tiny_
     assert summary["counts"]["failed"] == 8 - len(done)
 
 
-def test_a_killed_pool_worker_fails_its_candidate_and_the_search_goes_on(tmp_path):
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {str(RUN_TESTS)!r})
-        from engine.config import SearchConfig
-        from engine.run import SearchSession
-        from search_fakes import PROBLEM, fake_evaluate
-        cfg = SearchConfig().replace(samea={{"population": 4, "generations": 2, "learning_generations": 1,
-                                             "surrogate_trees": 10}}, seed=4,
-                                     resources={{"executor": "local", "workers": 2}})
-        print(json.dumps(SearchSession(sys.argv[1], cfg, fake_evaluate, PROBLEM).run()))
-    """)
-    run = tmp_path / "run"
-    env = {**os.environ, "EMONAS_FAULT": "candidate.3:1:kill", "FAKE_SLEEP": "0.5", "FAKE_FAIL_IDENTITY": "0"}
-    p = subprocess.run([sys.executable, "-c", script, str(run)], capture_output=True, text=True, timeout=600, env=env)
+SEARCH = textwrap.dedent(f"""
+    import json, sys
+    sys.path.insert(0, {str(RUN_TESTS)!r})
+    from engine.config import SearchConfig
+    from engine.run import SearchSession
+    from search_fakes import PROBLEM, fake_evaluate
+    cfg = SearchConfig().replace(samea={{"population": 4, "generations": 2, "learning_generations": 1,
+                                         "surrogate_trees": 10}}, seed=4, resources=json.loads(sys.argv[2]))
+    print(json.dumps(SearchSession(sys.argv[1], cfg, fake_evaluate, PROBLEM).run()))
+""")
+
+
+def fake_search(run, resources: dict, fault: str, timeout=600, **env) -> dict:
+    """A search with the stand-in evaluator (no identity failures) in its own process, under ``fault``."""
+    e = {**os.environ, "EMONAS_FAULT": fault, "FAKE_FAIL_IDENTITY": "0", **env}
+    p = subprocess.run([sys.executable, "-c", SEARCH, str(run), json.dumps(resources)], capture_output=True,
+                       text=True, timeout=timeout, env=e)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads(p.stdout.strip().splitlines()[-1])["status"] == "finished"
     r = {c["id"]: c for c in rows(run)}
     assert len(r) == 8 and all(c["status"] in ("done", "failed") for c in r.values())
+    return r
+
+
+def test_a_killed_pool_worker_fails_its_candidate_and_the_search_goes_on(tmp_path):
+    r = fake_search(tmp_path / "run", {"executor": "local", "workers": 2}, "candidate.3:1:kill", FAKE_SLEEP="0.5")
     assert r[3]["status"] == "failed" and r[3]["error"] == "worker process died (killed or out of memory)"
     # the pool is replaced: later candidates train in fresh workers
     assert all(r[i]["status"] == "done" for i in range(5, 9))
@@ -86,22 +93,6 @@ def test_a_killed_pool_worker_fails_its_candidate_and_the_search_goes_on(tmp_pat
 @pytest.mark.ray
 def test_a_killed_ray_worker_fails_its_candidate_and_the_search_goes_on(tmp_path):
     pytest.importorskip("ray")
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {str(RUN_TESTS)!r})
-        from engine.config import SearchConfig
-        from engine.run import SearchSession
-        from search_fakes import PROBLEM, fake_evaluate
-        cfg = SearchConfig().replace(samea={{"population": 4, "generations": 2, "learning_generations": 1,
-                                             "surrogate_trees": 10}}, seed=4,
-                                     resources={{"executor": "ray", "ray_num_cpus": 2}})
-        print(json.dumps(SearchSession(sys.argv[1], cfg, fake_evaluate, PROBLEM).run()))
-    """)
-    run = tmp_path / "run"
-    env = {**os.environ, "EMONAS_FAULT": "candidate.2:1:kill", "FAKE_FAIL_IDENTITY": "0"}
-    p = subprocess.run([sys.executable, "-c", script, str(run)], capture_output=True, text=True, timeout=300, env=env)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert json.loads(p.stdout.strip().splitlines()[-1])["status"] == "finished"
-    r = {c["id"]: c for c in rows(run)}
-    assert len(r) == 8 and r[2]["status"] == "failed" and r[2]["error"].startswith("Ray:")
+    r = fake_search(tmp_path / "run", {"executor": "ray", "ray_num_cpus": 2}, "candidate.2:1:kill", timeout=300)
+    assert r[2]["status"] == "failed" and r[2]["error"].startswith("Ray:")
     assert all(c["status"] == "done" for i, c in r.items() if i != 2)
