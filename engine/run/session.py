@@ -31,7 +31,7 @@ from engine.errors import ConfigError, RunError
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
 from engine.run.faults import fault
-from engine.run.store import RunStore, is_run
+from engine.run.store import RunStore, is_run, write_errors
 from engine.search import STRATEGIES, Evaluation
 
 log = logging.getLogger(__name__)
@@ -284,56 +284,8 @@ class SearchSession:
         self._exec = None
         t_start = time.time()
         try:
-            fault("session.start")
-            if self.problem is None:
-                self.problem = self._prepare_problem()
-            if store.get_meta("problem") is None:
-                store.set_meta(problem=self.problem.to_dict(), plan=self.problem.plan)
-            self.strategy = strategy = self._build_strategy(self.problem, device)
-            state = store.latest_state()
-            if state is not None:
-                strategy.load_state_dict(state)
-            requeued = store.requeue_running()
-            if requeued:
-                log.info("%d candidate(s) interrupted earlier go back to the queue", requeued)
-            store.set_meta(status="running", device=device)
-            elapsed0 = float(store.get_meta("elapsed_s", 0.0))
-            algo_s = float(store.get_meta("algorithm_s", 0.0))
-            budget = self.config.resources.wall_clock_hours * 3600
-            self._emit(callback, "started")
-            status = "finished"
-            while not strategy.done:
-                if budget and elapsed0 + time.time() - t_start >= budget:
-                    status = "budget"
-                    log.info("wall-clock budget of %.2f h reached", self.config.resources.wall_clock_hours)
-                    break
-                if stop.is_set():
-                    status = "paused"
-                    break
-                t0 = time.perf_counter()
-                had_pending = bool(strategy.pending)
-                genomes = strategy.ask()
-                algo_s += time.perf_counter() - t0
-                fault("session.ask")
-                if not had_pending:
-                    store.save_state(strategy.state_dict())
-                evaluations = self._evaluate(genomes, device, stop, callback)
-                if evaluations is None:
-                    status = "paused"
-                    break
-                t0 = time.perf_counter()
-                strategy.tell(evaluations)
-                algo_s += time.perf_counter() - t0
-                fault("session.tell")
-                store.save_state(strategy.state_dict())
-                store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
-                fault("session.step")
-                self._emit(callback, "step")
-            summary = self._summary(status, algo_s)
-            fault("session.finish")
-            store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
-            self._emit(callback, "finished", status=status)
-            return summary
+            with write_errors(self.run_dir):  # a full or read-only disk: one line, resume later
+                return self._loop(store, callback, stop, device, t_start)
         except BaseException as exc:
             try:  # Ctrl-C pauses; anything else marks the run failed (resume continues either)
                 store.set_meta(status="paused" if isinstance(exc, KeyboardInterrupt) else "failed")
@@ -346,6 +298,59 @@ class SearchSession:
                 self._exec = None
             store.close()
             self.store = None
+
+    def _loop(self, store: RunStore, callback, stop, device: str, t_start: float) -> dict:
+        """Ask, evaluate, tell and save until done; each named fault point is a moment a crash is survived."""
+        fault("session.start")
+        if self.problem is None:
+            self.problem = self._prepare_problem()
+        if store.get_meta("problem") is None:
+            store.set_meta(problem=self.problem.to_dict(), plan=self.problem.plan)
+        self.strategy = strategy = self._build_strategy(self.problem, device)
+        state = store.latest_state()
+        if state is not None:
+            strategy.load_state_dict(state)
+        requeued = store.requeue_running()
+        if requeued:
+            log.info("%d candidate(s) interrupted earlier go back to the queue", requeued)
+        store.set_meta(status="running", device=device)
+        elapsed0 = float(store.get_meta("elapsed_s", 0.0))
+        algo_s = float(store.get_meta("algorithm_s", 0.0))
+        budget = self.config.resources.wall_clock_hours * 3600
+        self._emit(callback, "started")
+        status = "finished"
+        while not strategy.done:
+            if budget and elapsed0 + time.time() - t_start >= budget:
+                status = "budget"
+                log.info("wall-clock budget of %.2f h reached", self.config.resources.wall_clock_hours)
+                break
+            if stop.is_set():
+                status = "paused"
+                break
+            t0 = time.perf_counter()
+            had_pending = bool(strategy.pending)
+            genomes = strategy.ask()
+            algo_s += time.perf_counter() - t0
+            fault("session.ask")
+            if not had_pending:
+                store.save_state(strategy.state_dict())
+            evaluations = self._evaluate(genomes, device, stop, callback)
+            if evaluations is None:
+                status = "paused"
+                break
+            t0 = time.perf_counter()
+            strategy.tell(evaluations)
+            algo_s += time.perf_counter() - t0
+            fault("session.tell")
+            store.save_state(strategy.state_dict())
+            store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
+            fault("session.step")
+            self._emit(callback, "step")
+        summary = self._summary(status, algo_s)
+        fault("session.finish")
+        store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
+        self._emit(callback, "finished", status=status)
+        return summary
 
     def _evaluate(self, genomes, device, stop, callback) -> list[Evaluation] | None:
         """Evaluations of the asked genomes, training only those not finished before."""

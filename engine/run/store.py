@@ -15,6 +15,7 @@ writer takes it over without any flag.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -106,6 +107,10 @@ def network_filesystem_warning(run_dir: str | os.PathLike) -> str | None:
             "so two machines may corrupt the run; keep runs on a local disk")
 
 
+#: OSError numbers that mean "this folder cannot be written now" rather than a bug or bad input.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
 @contextmanager
 def write_errors(run_dir: str | os.PathLike):
     """Turn a failed write to the run (disk full, read-only folder, I/O error) into a one-line RunError.
@@ -118,6 +123,8 @@ def write_errors(run_dir: str | os.PathLike):
     except (sqlite3.OperationalError, OSError) as exc:
         text = str(exc) if isinstance(exc, sqlite3.Error) else (exc.strerror or str(exc))
         if isinstance(exc, sqlite3.OperationalError) and not _is_write_failure(text):
+            raise
+        if isinstance(exc, OSError) and exc.errno not in WRITE_ERRNOS:
             raise
         raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: free space or "
                        f"make the folder writable, then `emonas resume {run_dir}`") from None
@@ -138,7 +145,10 @@ class RunLock:
     def acquire(self) -> None:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only folder or one of another user
+            raise RunError(f"{self.path}: cannot take the run's lock ({exc.strerror}); the run folder must be writable") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -149,9 +159,13 @@ class RunLock:
         previous = self.owner()
         if previous and previous.get("pid") and previous.get("pid") != os.getpid():
             log.info("taking over the lock of %s left by process %s", self.path.parent, previous.get("pid"))
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
+            os.fsync(fd)
+        except OSError as exc:  # disk full: the lock is held but its owner cannot be written
+            os.close(fd)
+            raise RunError(f"{self.path}: cannot write the run's lock ({exc.strerror})") from None
         self.fd = fd
 
     def owner(self) -> dict:
