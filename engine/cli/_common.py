@@ -76,12 +76,27 @@ def run_command(args: argparse.Namespace) -> int:
         if json_mode:
             print_json({"error": "interrupted"})
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
     code = 0
     if isinstance(result, dict):
         code = int(result.pop("_exit_code", 0))
         if json_mode:
-            print_json(result)
+            try:
+                print_json(result)
+            except BrokenPipeError:
+                return _closed_pipe()
     return code
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``emonas ... | head``): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+    except OSError:
+        pass
+    return 141
 
 
 def fail(message: str, json_mode: bool = False) -> None:

@@ -109,12 +109,13 @@ def load_training_folder(folder: str | Path) -> TrainingFolder:
 
 
 def output_name(first_input: Path) -> str:
-    """The output file name of a case: its first input's name (a DICOM folder gives NAME.nii.gz)."""
-    from engine.data.io import image_suffix
+    """The output file name of a case: its first input's name as NIfTI (``scan.mha`` gives
+    ``scan.nii.gz``, a DICOM folder ``NAME`` gives ``NAME.nii.gz``)."""
+    from engine.data.io import image_suffix, strip_suffix
 
     if first_input.is_dir() or image_suffix(first_input) is None:
         return first_input.name + ".nii.gz"
-    return first_input.name
+    return strip_suffix(first_input) + ".nii.gz"
 
 
 def predict_case_files(predictor, paths: list[Path], out_dir: Path) -> Path:

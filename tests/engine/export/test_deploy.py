@@ -109,8 +109,8 @@ def test_predictions_overlay_each_input_voxel_for_voxel(model_dir, scans, tmp_pa
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["backend"] == "onnxruntime" and result["model_folder"] is True
     assert [Path(p).name for p in result["outputs"]] == [
-        "ras.nii.gz", "lps.nii.gz", "oblique.nii.gz", "aniso.nii.gz", "ras_copy.mha"]
-    from_mha = read_image(out / "ras_copy.mha")
+        "ras.nii.gz", "lps.nii.gz", "oblique.nii.gz", "aniso.nii.gz", "ras_copy.nii.gz"]  # label maps are NIfTI whatever the input
+    from_mha = read_image(out / "ras_copy.nii.gz")
     assert from_mha.shape == ras.shape and np.allclose(from_mha.affine, ras.affine, atol=1e-4)
     preds = {}
     for key, src in scans.items():
