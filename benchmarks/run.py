@@ -12,7 +12,8 @@ Sections (see BENCHMARKS.md for the results and what limits them):
 - earlystop:   hypervolume per training-second with and without stopping hopeless candidates;
 - concurrency: two candidates at once (process pool) against one after another;
 - inference:   sliding-window prediction of a 128x128x64 volume, PyTorch eager against ONNX Runtime;
-- memory:      peak RAM of training against the engine's estimate, and RSS over many candidates.
+- memory:      peak RAM of training against the engine's estimate, and RSS over many candidates;
+- app:         loading and showing a 256^3 scan, slice changes, 3D surfaces, GUI-thread delay in a search.
 ``--quick`` finishes in under 10 minutes on 2 cores; the full run takes about an hour.
 With ``--json`` the last line is one JSON object with ``loop_efficiency`` and ``search_overhead``.
 """
@@ -56,8 +57,8 @@ def bench_loop(quick: bool) -> dict:
 
     data = prepare_training_data("demo", seed=0)
     genome = Genome.from_json(SMALL_GENOME)
-    iters = 8 if quick else 30
-    rounds = 2 if quick else 3
+    iters = 2 if SMOKE else 8 if quick else 30
+    rounds = 1 if SMOKE else 2 if quick else 3
     cfg = TrainConfig(epochs=1, iterations_per_epoch=iters, device="cpu", seed=0, val_every=10**6)
     pipeline, bare = [], []
     for _ in range(rounds):  # interleaved so that machine noise hits both alike
@@ -127,7 +128,7 @@ def hv_curve(run_dir: Path) -> list[float]:
 
 
 def bench_overhead(quick: bool, work: Path) -> dict:
-    s = _search(work / "overhead", "samea", 0, 4, 3 if quick else 5, 1, 1)
+    s = _search(work / "overhead", "samea", 0, *((2, 1) if SMOKE else (4, 3) if quick else (4, 5)), 1, 1)
     wall = s["wall_seconds"]
     out = {
         "wall_seconds": wall,
@@ -237,8 +238,8 @@ def bench_inference(quick: bool, work: Path) -> dict:
                       input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "n", 2: "x", 3: "y", 4: "z"}, "logits": {0: "n", 2: "x", 3: "y", 4: "z"}})
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    vol = np.random.default_rng(0).normal(size=(1, 128, 128, 64)).astype(np.float32)
-    patch = (64, 64, 64)
+    shape, patch = ((64, 64, 32), (32, 32, 32)) if SMOKE else ((128, 128, 64), (64, 64, 64))
+    vol = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
 
     def torch_fn(x):
         with torch.inference_mode():
@@ -256,7 +257,7 @@ def bench_inference(quick: bool, work: Path) -> dict:
             times[name].append(time.perf_counter() - t)
     tt, to = float(np.median(times["torch"])), float(np.median(times["onnxruntime"]))
     agree = float(np.mean(outs["torch"].argmax(0) == outs["onnxruntime"].argmax(0)))
-    log(f"inference 128x128x64: torch {tt:.2f} s, onnxruntime {to:.2f} s -> onnxruntime x{tt / to:.2f}; labels agree {agree:.5f}")
+    log(f"inference {shape}: torch {tt:.2f} s, onnxruntime {to:.2f} s -> onnxruntime x{tt / to:.2f}; labels agree {agree:.5f}")
     return {"torch_s": tt, "onnxruntime_s": to, "onnx_speedup": tt / to, "label_agreement": agree, "patch": list(patch)}
 
 
@@ -294,6 +295,28 @@ def bench_memory(quick: bool, work: Path) -> dict:
             "estimated_training_mb": [float(np.min(est)), float(np.max(est))]}
 
 
+def bench_app(quick: bool, work: Path) -> dict:
+    """The app's figures: benchmarks/app_bench.py (256^3 scan) and the GUI-thread delay during a search."""
+    import subprocess
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", EMONAS_BENCH_OUT=str(work))
+    here = Path(__file__).resolve().parent
+    r = subprocess.run([sys.executable, str(here / "app_bench.py"), "--size", "128" if quick else "256"],
+                       capture_output=True, text=True, timeout=900, env=env)
+    lines = [l for l in r.stdout.splitlines() if ":" in l]
+    for l in lines:
+        log(f"app: {l}")
+    out: dict = {"app_bench": lines, "size": 128 if quick else 256}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
+                        str(here.parent / "tests" / "gui" / "test_responsiveness.py")],
+                       capture_output=True, text=True, timeout=900, env=env, cwd=here.parent)
+    fig = work / "gui_responsiveness.json"
+    if fig.exists():
+        out["gui_responsiveness"] = json.loads(fig.read_text())
+        log(f"app: GUI-thread timer delay during a search: {out['gui_responsiveness']}")
+    return out
+
+
 SECTIONS = {
     "loop": lambda q, w: bench_loop(q),
     "overhead": bench_overhead,
@@ -302,19 +325,25 @@ SECTIONS = {
     "concurrency": bench_concurrency,
     "earlystop": bench_earlystop,
     "efficiency": bench_efficiency,
+    "app": bench_app,
 }
 
 ARGS: argparse.Namespace
+SMOKE = False
 
 
 def main(argv=None) -> int:
-    global ARGS
+    global ARGS, SMOKE
     ap = argparse.ArgumentParser(description="EMONAS Studio benchmarks (ratios measured side by side)")
     ap.add_argument("--quick", action="store_true", help="smaller protocol, under 10 minutes on 2 cores")
     ap.add_argument("--json", action="store_true", help="last line: one JSON object")
+    ap.add_argument("--smoke", action="store_true", help="tiniest sizes: checks the runner works (test suite)")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument("--out", default="", help="folder for plots and the JSON result")
     ARGS = ap.parse_args(argv)
+    SMOKE = ARGS.smoke
+    if SMOKE:
+        ARGS.quick = True
     names = [s for s in ARGS.only.split(",") if s] or list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:

@@ -1,0 +1,25 @@
+"""The benchmark runner works end to end (tiniest sizes); figures go to BENCHMARKS.md, never asserted here."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_runner_smoke(tmp_path):
+    env = dict(os.environ, EMONAS_NO_PROGRESS="1")
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", "--only", "loop,overhead,inference",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 0 < result["loop_efficiency"] < 10
+    assert 0 <= result["search_overhead"] <= 1
+    inf = result["sections"]["inference"]
+    assert inf["label_agreement"] > 0.999  # ONNX Runtime and PyTorch agree through the sliding window
+    assert (tmp_path / "benchmarks.json").exists()
