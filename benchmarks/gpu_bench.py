@@ -29,6 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+from engine.cli._common import jsonable  # noqa: E402
 import torch  # noqa: E402
 
 from engine.genome import PAPER_GENOMES, Genome, SearchSpace  # noqa: E402
@@ -163,17 +165,6 @@ def projected_search(sec_per_step_mean: float, val_fraction: float = 0.1) -> dic
             "hours_one_gpu": hours, "hours_upper_120_epochs": hours * 120 / mean_epochs}
 
 
-def _finite(obj):
-    """JSON has no NaN: unknown figures become null."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and genomes")
@@ -230,7 +221,7 @@ def main(argv=None) -> int:
         result[f"inference_128x128x64_{dt}_s"] = s
         print(f"  inference 128x128x64 hippocampus network {dt}: {s * 1e3:.1f} ms")
     if a.json:
-        print(json.dumps(_finite(result)))
+        print(json.dumps(jsonable(result)))
     return 0
 
 

@@ -37,6 +37,8 @@ os.environ.setdefault("EMONAS_NO_PROGRESS", "1")
 
 import numpy as np  # noqa: E402
 
+from engine.cli._common import jsonable  # noqa: E402
+
 SMALL_GENOME = '{"in2": 1, "in3": 0, "in4": 2, "op1": "conv3d_3x3x3", "op2": "p3d_3x3x3", "op3": "conv2d_3x3x1", "op4": "identity", "n_cells": 5, "nf1": 8, "lr": 0.001}'
 
 
@@ -366,20 +368,10 @@ def main(argv=None) -> int:
     result["search_overhead"] = sec.get("overhead", {}).get("search_overhead")
     if ARGS.out:
         Path(ARGS.out).mkdir(parents=True, exist_ok=True)
-        (Path(ARGS.out) / "benchmarks.json").write_text(json.dumps(_finite(result), indent=1))
+        (Path(ARGS.out) / "benchmarks.json").write_text(json.dumps(jsonable(result), indent=1))
     if ARGS.json:
-        print(json.dumps(_finite(result)), flush=True)
+        print(json.dumps(jsonable(result)), flush=True)
     return 0
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 if __name__ == "__main__":

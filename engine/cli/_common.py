@@ -43,11 +43,12 @@ def subcommand(sub, name: str, handler: Callable[[argparse.Namespace], dict | No
     return p
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """Plain JSON data: numpy scalars as Python numbers, paths as text, NaN and infinity as null."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
@@ -59,7 +60,7 @@ def _jsonable(obj: Any) -> Any:
 
 def print_json(result: dict) -> None:
     sys.stderr.flush()
-    sys.stdout.write(json.dumps(_jsonable(result), allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(jsonable(result), allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
