@@ -198,7 +198,8 @@ class RayExecutor:
             else:
                 # local workers import what this process imports (the project, a test's helpers)
                 path = os.pathsep.join(p for p in sys.path if p)
-                ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)
+                ray.init(num_cpus=num_cpus or None, runtime_env={"env_vars": {"PYTHONPATH": path}},
+                         _node_ip_address="127.0.0.1", **kw)  # a local Ray listens on loopback only
             self.started_here = True
         total = ray.cluster_resources().get("CPU", 1)
         self.slots = int(workers) if workers and workers > 1 else max(1, int(total // cpus_per_candidate))
