@@ -346,8 +346,29 @@ def _labels_from_files(paths: list[Path]) -> dict[str, int]:
 
 
 def detect_layout(root: Path) -> LayoutResult:
-    """Read a dataset folder in whichever known layout it has."""
-    root = Path(root)
+    """Read a dataset folder in whichever known layout it has; every case file must lie inside it."""
+    result = _detect(Path(root))
+    _confine(Path(root), result)
+    return result
+
+
+def _confine(root: Path, result: LayoutResult) -> None:
+    """Refuse a case file outside the dataset folder (a ../ or absolute entry, or a link pointing out)."""
+    base = root.resolve()
+    for case in result.cases:
+        for path in [*case.image_paths, case.label_path]:
+            if path is None:
+                continue
+            try:
+                real = Path(path).resolve()
+            except (OSError, RuntimeError):  # a link loop: the reader reports it
+                continue
+            if not real.is_relative_to(base):
+                raise DataError(path, f"lies outside the dataset folder {root} (a ../ or absolute path, or a link "
+                                      "pointing out of it); copy the file into the folder")
+
+
+def _detect(root: Path) -> LayoutResult:
     if not root.exists():
         raise DataError(root, "dataset folder not found")
     if not root.is_dir():

@@ -383,6 +383,33 @@ def genome_with_absurd_values(root):
     return ["params", "--genome", str(f)], "n_cells"
 
 
+def _outside_scan(root: Path) -> Path:
+    """A valid scan next to (not inside) the dataset folder: what a link out of the folder points at."""
+    return _nifti(root.parent / f"{root.name}_outside" / "scan.nii.gz", np.zeros((16, 16, 12), np.float32))
+
+
+def plain_folder_link_out_of_root(root):
+    outside = _outside_scan(root)
+    (root / "dataset.json").unlink()
+    (root / "imagesTr").rename(root / "images")
+    (root / "labelsTr").rename(root / "labels")
+    (root / "images" / "case_000.nii.gz").unlink()
+    os.symlink(outside, root / "images" / "case_000.nii.gz")
+    return ["check", str(root)], "outside the dataset folder"
+
+
+def nnunet_link_out_of_root(root):
+    outside = _outside_scan(root)
+    for i in range(3):
+        img = root / "imagesTr" / f"case_{i:03d}.nii.gz"
+        img.rename(root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
+    (root / "imagesTr" / "case_001_0000.nii.gz").unlink()
+    os.symlink(outside, root / "imagesTr" / "case_001_0000.nii.gz")
+    _set_meta(root, {"channel_names": {"0": "T1"}, "labels": {"background": 0, "anterior": 1, "posterior": 2},
+                     "numTraining": 3, "file_ending": ".nii.gz"})
+    return ["check", str(root)], "case_001_0000.nii.gz"
+
+
 CASES = [
     truncated_gz, corrupted_gz, wrong_magic, plain_text_as_image, empty_file, absurd_dimensions,
     absurd_dimensions_uncompressed, zero_spacing, negative_pixdim, nan_affine, shape_mismatch,
@@ -392,6 +419,7 @@ CASES = [
     symlink_loop, directory_symlink_loop, image_is_a_directory, mhd_missing_raw, mhd_absurd_dims,
     nrrd_garbage, empty_dataset, not_a_dataset, missing_folder, search_config_out_of_range,
     search_config_not_toml, search_config_unknown_op, genome_with_absurd_values,
+    plain_folder_link_out_of_root, nnunet_link_out_of_root,
 ]
 
 DRIVER = textwrap.dedent(
