@@ -20,7 +20,7 @@ state not saved), ``session.tell`` (told, state not saved), ``session.step`` (a 
 ``session.finish`` (the search done, final status not written), ``candidate.before_commit`` /
 ``candidate.after_commit`` (a finished candidate's result in hand / written), ``candidate.<id>`` (in
 the process about to train candidate ``id``: in-process, a pool worker or a Ray worker), ``store.<tx>`` inside
-every write transaction just before COMMIT (``store.meta``, ``store.state``, ``store.add``,
+every write transaction just before COMMIT (``store.create``, ``store.meta``, ``store.state``, ``store.add``,
 ``store.update``, ``store.requeue``), ``train.step`` (each training step) and ``candidate.folder``
 (a training folder half written).
 """

@@ -66,7 +66,19 @@ def db_path(run_dir: str | os.PathLike) -> Path:
 
 
 def is_run(path: str | os.PathLike) -> bool:
-    return db_path(path).is_file()
+    """Whether ``path`` holds a run database. One left empty by a process killed while creating it
+    (creation is one transaction) is not a run, so ``emonas search --out`` can start it again."""
+    p = db_path(path)
+    if not p.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] > 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True  # unreadable: a run in trouble, never to be overwritten
 
 
 #: Where the mount table is read (tests point this at a made-up table).
@@ -229,17 +241,18 @@ class RunStore:
             warning = network_filesystem_warning(run_dir)
             if warning:
                 log.warning("%s", warning)
-            conn = cls._connect(db_path(run_dir), readonly=False)
-            with write_errors(run_dir), conn:
-                conn.executescript(_SCHEMA)
-                rows = {"schema_version": SCHEMA_VERSION, "created": time.time(), "status": "created", **meta}
-                if warning:
-                    rows["filesystem_warning"] = warning
-                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
+            store = cls(run_dir, cls._connect(db_path(run_dir), readonly=False), lock, readonly=False)
+            rows = {"schema_version": SCHEMA_VERSION, "created": time.time(), "status": "created", **meta}
+            if warning:
+                rows["filesystem_warning"] = warning
+            with store._tx("create") as c:  # tables and meta at once: a kill leaves no half-made run
+                for statement in filter(None, (t.strip() for t in _SCHEMA.split(";"))):
+                    c.execute(statement)
+                c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
         except BaseException:
             lock.release()
             raise
-        return cls(run_dir, conn, lock, readonly=False)
+        return store
 
     @classmethod
     def open_writer(cls, run_dir: str | os.PathLike) -> "RunStore":
