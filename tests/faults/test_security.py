@@ -153,10 +153,13 @@ def test_the_network_watch_sees_a_connection(watched, tmp_path):
     assert "127.0.0.1" in (tmp_path / "probe.jsonl").read_text()  # the watch works, so silence means none
 
 
-def test_check_demo_makes_no_network_connection(watched):
+def test_check_and_train_make_no_network_connection(watched, tiny_demo, tmp_path):
     run, log, _ = watched
     p = run("check", "demo", "--json")
     assert p.returncode == 0, p.stderr[-2000:]
+    p = run("train", "--dataset", tiny_demo[0], "--genome", TINY_GENOME, "--out", tmp_path / "train", "--epochs", 1,
+            "--iterations-per-epoch", 1, "--patch", "16,16,16", "--device", "cpu")
+    assert p.returncode == 0 and (tmp_path / "train" / "weights.pt").is_file(), p.stderr[-2000:]
     assert Path(str(log) + ".loaded").exists()
     assert not log.exists(), log.read_text()[:3000]
 
