@@ -138,8 +138,10 @@ def write_errors(run_dir: str | os.PathLike):
             raise
         if isinstance(exc, OSError) and exc.errno not in WRITE_ERRNOS:
             raise
-        raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: free space or "
-                       f"make the folder writable, then `emonas resume {run_dir}`") from None
+        fix = ("close the program holding run.db" if "locked" in text.lower()
+               else "free space or make the folder writable")
+        raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: {fix}, "
+                       f"then `emonas resume {run_dir}`") from None
 
 
 def _is_write_failure(text: str) -> bool:
