@@ -241,6 +241,9 @@ class EngineJob(QObject):
     def _run_in_thread(self) -> None:
         # Python warnings become records of the 'py.warnings' logger (process-wide and idempotent;
         # warnings.catch_warnings is not thread-safe), and this thread's records become signals.
+        # Re-installed on every run: whoever swapped warnings.showwarning since (a test harness, a
+        # library) would otherwise keep this thread's warnings from reaching the app.
+        logging.captureWarnings(False)
         logging.captureWarnings(True)
         handler = _ThreadLogHandler(threading.get_ident(), self._on_record)
         targets = [logging.getLogger("engine"), logging.getLogger("py.warnings")]
