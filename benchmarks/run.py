@@ -100,7 +100,10 @@ def _search(run_dir: Path, strategy: str, seed: int, population: int, generation
         space={"nf1": [8], "n_cells": [5]},
         samea={"strategy": strategy, "population": population, "generations": generations,
                "learning_generations": learning, "neighbourhood": min(3, population)},
-        training={"epochs": epochs, "patience": max(2, epochs)},
+        training={"epochs": epochs, "patience": max(2, epochs),
+                  # smoke: the demo at 7 mm, two steps an epoch (checks the runner, measures nothing)
+                  **({"plan": {"target_spacing": [7.0, 7.0, 7.0], "patch_size": [16, 16, 16]},
+                      "extra": {"iterations_per_epoch": 2}} if SMOKE else {})},
         resources={"device": "cpu", "early_stopping": early, "early_stopping_min_epochs": 2,
                    "executor": executor, "workers": workers},
     )
