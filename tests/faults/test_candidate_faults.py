@@ -38,14 +38,14 @@ def test_oom_nan_and_exceptions_in_real_training_fail_only_their_candidate(tiny_
     run = tmp_path / "run"
     # each candidate takes 2 steps (1 epoch); a failing one stops at its first: counts 1, 2, 3(+4), 5
     faults = "train.step:1:oom,train.step:2:memory,train.step:3:nan,train.step:5:raise"
-    p = emonas(["search", "--dataset", data, "--config", config, "--out", run, "--population", 4, "--generations", 2,
+    p = emonas(["search", "--dataset", data, "--config", config, "--out", run, "--population", 5, "--generations", 1,
                 "--epochs", 1, "--seed", 2, "--device", "cpu", "--json"], faults,
                EMONAS_CACHE_DIR=str(tmp_path / "cache"))
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["status"] == "finished"
     r = rows(run)
-    assert all(c["status"] in ("done", "failed") for c in r) and len(r) == 8
+    assert all(c["status"] in ("done", "failed") for c in r) and len(r) == 5
     errors = [c["error"] for c in r[:4]]
     assert [c["status"] for c in r[:4]] == ["failed"] * 4
     assert errors[0].startswith("OutOfMemoryError:") and "out of memory" in errors[0]
@@ -55,7 +55,7 @@ def test_oom_nan_and_exceptions_in_real_training_fail_only_their_candidate(tiny_
     assert all((c["f1"], c["f2"]) == (1.0, 1.0) and "\n" not in c["error"] for c in r[:4])
     done = [c for c in r[4:] if c["status"] == "done"]
     assert done and all(0 < c["f1"] <= 1 and c["error"] is None for c in done)
-    assert summary["counts"]["failed"] == 8 - len(done)
+    assert summary["counts"]["failed"] == 5 - len(done)
 
 
 SEARCH = textwrap.dedent(f"""
