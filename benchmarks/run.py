@@ -150,7 +150,7 @@ def bench_overhead(quick: bool, work: Path) -> dict:
 
 
 def bench_efficiency(quick: bool, work: Path) -> dict:
-    seeds = [0] if quick else [0, 1, 2]
+    seeds = [int(x) for x in ARGS.seeds.split(",")] if ARGS.seeds else [0] if quick else [0, 1, 2]
     pop, gens, learn = (4, 4, 1) if quick else (6, 8, 2)
     curves: dict[str, list[list[float]]] = {}
     for strategy in ("samea", "moead", "random"):
@@ -344,6 +344,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="last line: one JSON object")
     ap.add_argument("--smoke", action="store_true", help="tiniest sizes: checks the runner works (test suite)")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--seeds", default="", help="efficiency: comma-separated seeds (default 0 with --quick, else 0,1,2)")
     ap.add_argument("--out", default="", help="folder for plots and the JSON result")
     ARGS = ap.parse_args(argv)
     SMOKE = ARGS.smoke
