@@ -216,6 +216,14 @@ class RunLock:
             os.close(fd)
 
 
+def _existing_run(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` as a Path, or a RunError when it holds no run."""
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        raise RunError(f"{run_dir}: not a run directory (no {DB_NAME})")
+    return run_dir
+
+
 class RunStore:
     """Access to one run's database. ``create``/``open_writer`` take the lock; ``open_readonly`` doesn't."""
 
@@ -259,9 +267,7 @@ class RunStore:
     @classmethod
     def open_writer(cls, run_dir: str | os.PathLike) -> "RunStore":
         """An existing run, for writing (resume); a stale lock of a dead process is taken over."""
-        run_dir = Path(run_dir)
-        if not is_run(run_dir):
-            raise RunError(f"{run_dir}: not a run directory (no {DB_NAME})")
+        run_dir = _existing_run(run_dir)
         lock = RunLock(run_dir)
         lock.acquire()
         try:
@@ -283,9 +289,7 @@ class RunStore:
     @classmethod
     def open_readonly(cls, run_dir: str | os.PathLike) -> "RunStore":
         """Read access while another process may be writing (no lock taken)."""
-        run_dir = Path(run_dir)
-        if not is_run(run_dir):
-            raise RunError(f"{run_dir}: not a run directory (no {DB_NAME})")
+        run_dir = _existing_run(run_dir)
         store = cls(run_dir, cls._connect(db_path(run_dir), readonly=True), None, readonly=True)
         store._check_version()
         return store
