@@ -68,7 +68,8 @@ def apply_theme(app, theme: str) -> None:
 
 
 def create_app(argv: Sequence[str] | None = None):
-    """The QApplication (created once), with organisation names set for QSettings."""
+    """The QApplication (created once), with organisation names set for QSettings and garbage
+    collection confined to the GUI thread."""
     from PySide6.QtWidgets import QApplication
 
     from emonas_gui.state import APPLICATION, ORGANIZATION
@@ -78,6 +79,10 @@ def create_app(argv: Sequence[str] | None = None):
         app = QApplication([sys.argv[0]] + list(argv or []))
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
+    # worker threads must never run the cyclic collector on Qt objects (see emonas_gui.gcguard)
+    from emonas_gui import gcguard
+
+    gcguard.install(app)
     return app
 
 

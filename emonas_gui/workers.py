@@ -130,11 +130,15 @@ class _Reaper(QObject):
         _LIVE_THREADS.discard(thread)
         job = thread._job
         thread._job = None
-        if job is not None and job.delete_when_done:
-            try:
-                job.deleteLater()  # safe now: the worker no longer touches the job
-            except RuntimeError:  # already deleted with its parent
-                pass
+        if job is not None:
+            # Drop what a finished job holds (its function's closure, its result, which may be
+            # whole volumes); its slots already got the result through ``finished``. The small
+            # QObject itself stays a child of its owner until the owner goes: deleting a job from
+            # Qt's side (deleteLater) while Python-side connections to its signals exist crashes
+            # PySide6 intermittently inside QObject::~QObject.
+            job.fn = None
+            job.result = None
+            job.control.on_pause = None
 
 
 _reaper: _Reaper | None = None
@@ -168,11 +172,8 @@ class EngineJob(QObject):
     paused = Signal()
     done = Signal()
 
-    def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None,
-                 delete_when_done: bool = False):
+    def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None):
         super().__init__(parent)
-        #: delete this QObject once its thread has ended (for short-lived jobs)
-        self.delete_when_done = delete_when_done
         self.fn = fn
         self.name = name
         self.control = JobControl()

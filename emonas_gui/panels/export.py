@@ -361,8 +361,7 @@ class ExportPanel(QWidget):
         scan = Path(self.last_prediction["scans"][row])
         label = Path(self.last_prediction["written"][row])
         names = {int(v): (n, default_colour(int(v))) for n, v in self.last_prediction["labels"].items() if int(v)}
-        job = EngineJob(lambda cb, ctl: load_case(scan.name, [scan], label), "view-prediction", self,
-                        delete_when_done=True)
+        job = EngineJob(lambda cb, ctl: load_case(scan.name, [scan], label), "view-prediction", self)
         job.finished.connect(lambda case: self._show_case(case, names))
         job.failed.connect(self.state.report_error)
         self._view_job = job

@@ -136,8 +136,7 @@ class ResultsPanel(QWidget):
 
     def _load_validation_cases(self) -> None:
         run_dir = self.run_dir
-        job = EngineJob(lambda cb, ctl: run_validation_cases(run_dir), "validation-cases", self,
-                        delete_when_done=True)
+        job = EngineJob(lambda cb, ctl: run_validation_cases(run_dir), "validation-cases", self)
         job.finished.connect(self._on_cases)
         job.failed.connect(self._on_failed)
         self._validation_job = job

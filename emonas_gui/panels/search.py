@@ -69,7 +69,7 @@ def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, pa
         in_ch, classes, plan = plan_cache[dataset_ref]
         return search_cost(config, in_ch, classes, tuple(plan.patch_size), plan.batch_size, plan.pool_sizes_for)
 
-    return EngineJob(fn, "cost-estimate", parent, delete_when_done=True)
+    return EngineJob(fn, "cost-estimate", parent)
 
 
 class SearchPanel(QWidget):

@@ -46,6 +46,16 @@ def _private_settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _gui_thread_gc(qapp):
+    """As in the app: the cyclic garbage collector runs on the GUI thread only."""
+    from emonas_gui import gcguard
+
+    gcguard.install(qapp)
+    yield
+    gcguard.uninstall()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """A private engine cache for the GUI tests (shared by them: the demo dataset is built once)."""
     path = tmp_path_factory.mktemp("emonas_cache")
@@ -81,6 +91,8 @@ def find_leaks(threads_before: set[threading.Thread]) -> list[str]:
     from PySide6.QtCore import QThread, QThreadPool, QTimer
     from PySide6.QtWidgets import QApplication
 
+    from emonas_gui import gcguard
+
     leaks = []
     main_thread = QApplication.instance().thread() if QApplication.instance() else None
     for t in _live_qobjects(QThread):
@@ -93,7 +105,7 @@ def find_leaks(threads_before: set[threading.Thread]) -> list[str]:
             timers.update(w.findChildren(QTimer))
     for tm in timers:
         try:
-            if tm.isActive():
+            if tm.isActive() and tm.objectName() != gcguard.TIMER_NAME:
                 parent = tm.parent()
                 leaks.append(f"QTimer still active: interval {tm.interval()} ms, parent {type(parent).__name__}")
         except RuntimeError:  # deleted meanwhile

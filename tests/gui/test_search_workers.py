@@ -89,3 +89,54 @@ def test_pause_blocks_the_worker_and_stop_ends_it(qtbot):
     job.wait()
     assert got["finished"] and got["finished"][0] >= n + 2
     assert not job.is_running()
+
+
+def test_a_finished_job_lets_go_of_its_result_and_stays_a_valid_child(qtbot):
+    from PySide6.QtCore import QObject
+    from shiboken6 import Shiboken
+
+    owner = QObject()
+    big = bytearray(8 << 20)  # stands for a volume the job returned
+
+    job = EngineJob(lambda cb, ctl: big, "t", owner)
+    got = _collect(job)
+    with qtbot.waitSignal(job.done, timeout=5000):
+        job.start()
+    qtbot.waitUntil(lambda: job.result is None and job.fn is None, timeout=5000)
+    assert got["finished"][0] is big  # the slot had the result
+    assert Shiboken.isValid(job) and job.parent() is owner and not job.is_running()
+    assert job.wait(0)
+
+
+def test_cycles_are_collected_on_the_gui_thread_only(qtbot):
+    """With the app's collector (emonas_gui.gcguard) a worker's allocations never run a collection:
+    garbage cycles, which may hold Qt objects, are freed on the GUI thread."""
+    import gc
+
+    from emonas_gui import gcguard
+
+    assert gcguard.installed() and not gc.isenabled()
+    freed_on: list[int] = []
+
+    class Cyclic:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            freed_on.append(threading.get_ident())
+
+    gc.collect()
+    Cyclic()  # garbage now, but only a collection can free it
+
+    kept = []
+
+    def churn():  # allocations that stay alive push the collector's counters past its thresholds
+        for _ in range(20):
+            kept.append([[i] for i in range(2_000)])
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    worker.join()
+    assert freed_on == []  # no collection ran in the worker
+    qtbot.waitUntil(lambda: bool(freed_on), timeout=5000)
+    assert freed_on == [threading.get_ident()]
