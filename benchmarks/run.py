@@ -90,7 +90,8 @@ def bench_loop(quick: bool) -> dict:
 
 
 def _search(run_dir: Path, strategy: str, seed: int, population: int, generations: int, learning: int,
-            epochs: int, early: str = "off", executor: str = "inprocess", workers: int = 1) -> dict:
+            epochs: int, early: str = "off", executor: str = "inprocess", workers: int = 1,
+            weight_start: float = 0.5) -> dict:
     from engine.config import SearchConfig
     from engine.run.session import SearchSession
 
@@ -99,6 +100,7 @@ def _search(run_dir: Path, strategy: str, seed: int, population: int, generation
         dataset="demo",
         space={"nf1": [8], "n_cells": [5]},
         samea={"strategy": strategy, "population": population, "generations": generations,
+               "weight_start": weight_start,
                "learning_generations": learning, "neighbourhood": min(3, population)},
         training={"epochs": epochs, "patience": max(2, epochs),
                   # smoke: the demo at 7 mm, two steps an epoch (checks the runner, measures nothing)
@@ -153,11 +155,16 @@ def bench_efficiency(quick: bool, work: Path) -> dict:
     seeds = [int(x) for x in ARGS.seeds.split(",")] if ARGS.seeds else [0] if quick else [0, 1, 2]
     pop, gens, learn = (4, 4, 1) if quick else (6, 8, 2)
     curves: dict[str, list[list[float]]] = {}
-    for strategy in ("samea", "moead", "random"):
+    # (name, strategy, w1 of the first weight vector): the paper's accuracy-leaning half, and with
+    # --full-weights also SaMEA with weight vectors over the whole front (w1 from 0 to 1)
+    variants = [("samea", "samea", 0.5), ("moead", "moead", 0.5), ("random", "random", 0.5)]
+    if ARGS.full_weights:
+        variants.append(("samea_full_weights", "samea", 0.0))
+    for name, strategy, w0 in variants:
         for seed in seeds:
-            s = _search(work / f"eff-{strategy}-{seed}", strategy, seed, pop, gens, learn, 1)
-            curves.setdefault(strategy, []).append(s["hv_curve"])
-            log(f"efficiency: {strategy} seed {seed}: {len(s['hv_curve'])} evaluations, final HV {s['hv_curve'][-1]:.4f}")
+            s = _search(work / f"eff-{name}-{seed}", strategy, seed, pop, gens, learn, 1, weight_start=w0)
+            curves.setdefault(name, []).append(s["hv_curve"])
+            log(f"efficiency: {name} seed {seed}: {len(s['hv_curve'])} evaluations, final HV {s['hv_curve'][-1]:.4f}")
     target = float(np.mean([c[-1] for c in curves["random"]]))
     n_random = int(np.mean([len(c) for c in curves["random"]]))
     needed = []
@@ -165,6 +172,10 @@ def bench_efficiency(quick: bool, work: Path) -> dict:
         hit = next((i + 1 for i, hv in enumerate(c) if hv >= target), None)
         needed.append(hit if hit is not None else math.inf)
     frac = float(np.mean(needed)) / n_random if all(math.isfinite(n) for n in needed) else math.inf
+    per_variant = {}
+    for name, runs in curves.items():
+        hits = [next((i + 1 for i, hv in enumerate(c) if hv >= target), None) for c in runs]
+        per_variant[name] = [h if h is not None else None for h in hits]
     out = {
         "protocol": {"population": pop, "generations": gens, "learning_generations": learn, "epochs": 1,
                      "space": "nf1 8, 5 cells", "seeds": seeds},
@@ -173,6 +184,7 @@ def bench_efficiency(quick: bool, work: Path) -> dict:
         "random_final_hv": target,
         "samea_evaluations_to_random_final": needed,
         "samea_fraction_of_random_evaluations": frac,
+        "evaluations_to_random_final": per_variant,
     }
     log(f"efficiency: final HV {out['final_hv']}; SaMEA needs {frac:.2f} of random search's evaluations")
     _plot_hv(curves, work)
@@ -188,7 +200,7 @@ def _plot_hv(curves: dict, work: Path) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (name, runs), colour in zip(curves.items(), ("C0", "C1", "C2")):
+    for (name, runs), colour in zip(curves.items(), ("C0", "C1", "C2", "C3")):
         for i, c in enumerate(runs):
             ax.plot(range(1, len(c) + 1), c, color=colour, alpha=0.8, label=name if i == 0 else None)
     ax.set_xlabel("evaluations")
@@ -345,6 +357,8 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiniest sizes: checks the runner works (test suite)")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument("--seeds", default="", help="efficiency: comma-separated seeds (default 0 with --quick, else 0,1,2)")
+    ap.add_argument("--full-weights", action="store_true",
+                    help="efficiency: also SaMEA with weight vectors over the whole front (w1 from 0)")
     ap.add_argument("--out", default="", help="folder for plots and the JSON result")
     ARGS = ap.parse_args(argv)
     SMOKE = ARGS.smoke
