@@ -359,17 +359,25 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
 
         retrained_in = out.parent / f"{out.name}.training"
         callback({"event": "stage", "text": f"retraining candidate {candidate_id} on the training and validation cases"})
-        kwargs: dict[str, Any] = {"epochs": epochs}
-        # progress and cancel when the engine's retrain takes them
-        import inspect
+        from engine.run.retrain import run_context
 
-        params = inspect.signature(retrain_candidate).parameters
-        if "callback" in params:
-            kwargs["callback"] = callback
-        if "cancel" in params:
-            kwargs["cancel"] = control
-        retrain_candidate(run_dir, int(candidate_id), retrained_in, **kwargs)
-        if control.is_set():
+        total = int(epochs or run_context(run_dir)["train"]["epochs"])
+
+        def progress(ev: dict) -> None:  # the trainer's events, with the total for a progress bar
+            if ev.get("event") == "epoch":
+                callback({"event": "epoch", "epoch": int(ev["epoch"]), "epochs": total,
+                          "text": f"retraining candidate {candidate_id}: epoch {int(ev['epoch'])} of {total} done"})
+            elif ev.get("event") == "step":
+                callback({"event": "step", "text": f"retraining candidate {candidate_id}: epoch {ev['epoch']} of "
+                          f"{total}, step {ev['step']} of {ev['steps']}"})
+
+        try:
+            retrain_candidate(run_dir, int(candidate_id), retrained_in, epochs=epochs, callback=progress, cancel=control)
+        except EmonasError:
+            if control.stopped:
+                raise EmonasError("export cancelled") from None
+            raise
+        if control.stopped:
             raise EmonasError("export cancelled")
         callback({"event": "stage", "text": "exporting the retrained network"})
         meta = export_model(retrained_in, out, formats)

@@ -184,9 +184,18 @@ def _runs(args) -> dict:
 
 
 def _retrain(args) -> dict:
-    from engine.run.retrain import retrain_candidate
+    from engine.run.retrain import retrain_candidate, run_context
 
-    result = retrain_candidate(args.run, args.candidate, args.out, epochs=args.epochs, device=args.device)
+    total = args.epochs or int(run_context(args.run)["train"]["epochs"])
+    with progress_bar(total, f"retraining candidate {args.candidate}") as bar:
+
+        def on_event(event: dict) -> None:
+            if event.get("event") == "epoch":
+                bar.update(1)
+                bar.set_postfix_str(f"loss {event['train_loss']:.3f}")
+
+        result = retrain_candidate(args.run, args.candidate, args.out, epochs=args.epochs, device=args.device,
+                                   callback=on_event)
     if not args.json:
         print(f"retrained candidate {args.candidate} for {result['epochs']} epochs: f1 {result['f1']:.4f}, "
               f"dice {result['dice']} -> {args.out}")

@@ -31,8 +31,12 @@ def candidate_row(run_dir: str | Path, candidate_id: int) -> dict:
         return store.candidate(candidate_id)
 
 
-def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, device: str = "auto", final: bool = False):
-    """Train ``genome`` with the run's settings; ``final`` trains on training + validation cases."""
+def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, device: str = "auto", final: bool = False,
+                 callback=None, cancel=None):
+    """Train ``genome`` with the run's settings; ``final`` trains on training + validation cases.
+
+    ``callback`` and ``cancel`` are those of :func:`engine.train.trainer.train_candidate`.
+    """
     from engine.train.config import TrainConfig
     from engine.train.data import prepare_training_data
     from engine.train.trainer import train_candidate
@@ -46,7 +50,8 @@ def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, devi
     settings = {**train, "device": device if device in ("auto", "cpu", "cuda") else "auto"}
     if final:  # the validation cases are trained on: no early stopping, the whole budget
         settings["patience"] = max(int(settings.get("patience", 1)), int(settings["epochs"]))
-    return train_candidate(genome, data, TrainConfig.from_dict(settings), out_dir=out_dir)
+    return train_candidate(genome, data, TrainConfig.from_dict(settings), out_dir=out_dir, callback=callback,
+                           cancel=cancel)
 
 
 def candidate_folder(run_dir: str | Path, candidate_id: int, device: str = "auto") -> Path:
@@ -65,8 +70,12 @@ def candidate_folder(run_dir: str | Path, candidate_id: int, device: str = "auto
 
 
 def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Path, epochs: int | None = None,
-                      device: str = "auto") -> dict:
-    """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model)."""
+                      device: str = "auto", callback=None, cancel=None) -> dict:
+    """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model).
+
+    ``callback(event)`` gets the trainer's "epoch" and "step" events; ``cancel.is_set()`` is polled
+    every few steps, and a cancelled retraining raises :class:`RunError` (its folder is incomplete).
+    """
     from engine.genome import Genome
 
     ctx = run_context(run_dir)
@@ -77,6 +86,9 @@ def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Pat
         if epochs < 1:
             raise RunError(f"--epochs must be at least 1, got {epochs}")
         train["epochs"] = int(epochs)
-    result = train_genome(genome, ctx["problem"]["data"], train, out_dir, device, final=True)
+    result = train_genome(genome, ctx["problem"]["data"], train, out_dir, device, final=True, callback=callback,
+                          cancel=cancel)
+    if result.status == "cancelled":
+        raise RunError(f"{out_dir}: retraining of candidate {candidate_id} cancelled")
     return {"candidate": int(candidate_id), "genome": genome.to_dict(), "out": str(out_dir), "epochs": result.epochs,
             "f1": result.f1, "dice": result.dice, "parameters": result.parameters, "seconds": result.seconds}

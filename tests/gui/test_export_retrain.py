@@ -45,9 +45,40 @@ def test_export_a_retrained_candidate(qtbot, tmp_path):
     panel.out_edit.setText(str(model_dir))
     qtbot.mouseClick(panel.export_button, Qt.MouseButton.LeftButton)
     assert panel.cancel_export.isEnabled() and not panel.export_button.isEnabled()
+    events: list[dict] = []
+    panel.export_job.event.connect(events.append)
     qtbot.waitUntil(lambda: panel.last_export is not None or bool(errors), timeout=600_000)
+    assert any(e.get("event") == "epoch" and e["epochs"] == 1 for e in events)  # the progress bar's figures
     assert not errors, errors
     assert panel.last_export["retrained_in"] and verify_model_folder(model_dir)["files"]
     assert (tmp_path / "final-model.training" / "training.json").is_file()
     assert str(model_dir) in panel.export_status.text()
     assert panel.export_button.isEnabled()
+
+
+@pytest.mark.slow
+def test_cancel_a_long_retraining(qtbot, tmp_path):
+    cfg = SearchConfig().replace(
+        dataset="demo", seed=4,
+        space={"nf1": [8], "n_cells": [5], "op1": CHEAP_OPS, "op2": CHEAP_OPS, "op3": CHEAP_OPS, "op4": CHEAP_OPS},
+        samea={"population": 2, "generations": 1, "neighbourhood": 2},
+        training={"epochs": 1, "patience": 1, "extra": {"iterations_per_epoch": 2}},
+        resources={"device": "cpu"},
+    )
+    run_dir = tmp_path / "run"
+    SearchSession(run_dir, cfg).run()
+    state = AppState()
+    errors: list[str] = []
+    state.error.connect(errors.append)
+    panel = ExportPanel(state)
+    qtbot.addWidget(panel)
+    state.set_run(run_dir)
+    panel.retrain.setChecked(True)
+    panel.epochs.setValue(500)
+    panel.out_edit.setText(str(tmp_path / "never"))
+    qtbot.mouseClick(panel.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "step" in panel.export_status.text(), timeout=300_000)  # training has begun
+    qtbot.mouseClick(panel.cancel_export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(errors), timeout=120_000)
+    assert errors == ["export cancelled"] and panel.last_export is None
+    assert not (tmp_path / "never").exists() and panel.export_button.isEnabled()

@@ -161,6 +161,31 @@ def test_retrain_and_report(searched, tmp_path, capsys):
     assert p.returncode == 2 and "no candidate 999" in p.stderr
 
 
+def test_retrain_reports_progress_and_can_be_cancelled(searched, tmp_path):
+    """What the app's Export step relies on: epoch events while retraining, and a clean cancel."""
+    import threading
+
+    from engine.errors import RunError
+    from engine.run.retrain import retrain_candidate
+
+    run, summary = searched
+    best = summary["front"][0]["id"]
+    events: list[dict] = []
+    r = retrain_candidate(run, best, tmp_path / "final", epochs=2, device="cpu", callback=events.append)
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2] and r["epochs"] == 2
+    assert any(e["event"] == "step" for e in events)
+
+    cancel = threading.Event()
+
+    def stop_at_first_epoch(ev: dict) -> None:
+        if ev["event"] == "epoch":
+            cancel.set()
+
+    with pytest.raises(RunError, match="cancelled"):
+        retrain_candidate(run, best, tmp_path / "stopped", epochs=50, device="cpu", callback=stop_at_first_epoch,
+                          cancel=cancel)
+
+
 @pytest.mark.slow
 def test_killed_real_search_resumes_without_retraining(small_demo, tmp_path):
     """SIGKILL `emonas search` during training and right after a commit; `emonas resume` finishes it."""
