@@ -17,10 +17,10 @@ from emonas_gui.state import AppState
 CHEAP_OPS = ["conv3d_1x1x1", "conv2d_3x3x1", "identity"]
 
 
-@pytest.mark.slow
-def test_export_a_retrained_candidate(qtbot, tmp_path):
+def _panel_on_a_tiny_run(qtbot, tmp_path, seed: int):
+    """A 2-candidate search on the demo data, and an Export panel showing it; (panel, summary, errors)."""
     cfg = SearchConfig().replace(
-        dataset="demo", seed=3,
+        dataset="demo", seed=seed,
         space={"nf1": [8], "n_cells": [5], "op1": CHEAP_OPS, "op2": CHEAP_OPS, "op3": CHEAP_OPS, "op4": CHEAP_OPS},
         samea={"population": 2, "generations": 1, "neighbourhood": 2},
         training={"epochs": 1, "patience": 1, "extra": {"iterations_per_epoch": 2}},
@@ -29,13 +29,18 @@ def test_export_a_retrained_candidate(qtbot, tmp_path):
     run_dir = tmp_path / "run"
     summary = SearchSession(run_dir, cfg).run()
     assert summary["counts"]["done"] >= 1
-
     state = AppState()
     errors: list[str] = []
     state.error.connect(errors.append)
     panel = ExportPanel(state)
     qtbot.addWidget(panel)
     state.set_run(run_dir)
+    return panel, summary, errors
+
+
+@pytest.mark.slow
+def test_export_a_retrained_candidate(qtbot, tmp_path):
+    panel, summary, errors = _panel_on_a_tiny_run(qtbot, tmp_path, seed=3)
     assert panel.candidate.count() == summary["counts"]["done"]
     panel.retrain.setChecked(True)
     assert panel.epochs.isEnabled()
@@ -58,21 +63,7 @@ def test_export_a_retrained_candidate(qtbot, tmp_path):
 
 @pytest.mark.slow
 def test_cancel_a_long_retraining(qtbot, tmp_path):
-    cfg = SearchConfig().replace(
-        dataset="demo", seed=4,
-        space={"nf1": [8], "n_cells": [5], "op1": CHEAP_OPS, "op2": CHEAP_OPS, "op3": CHEAP_OPS, "op4": CHEAP_OPS},
-        samea={"population": 2, "generations": 1, "neighbourhood": 2},
-        training={"epochs": 1, "patience": 1, "extra": {"iterations_per_epoch": 2}},
-        resources={"device": "cpu"},
-    )
-    run_dir = tmp_path / "run"
-    SearchSession(run_dir, cfg).run()
-    state = AppState()
-    errors: list[str] = []
-    state.error.connect(errors.append)
-    panel = ExportPanel(state)
-    qtbot.addWidget(panel)
-    state.set_run(run_dir)
+    panel, _, errors = _panel_on_a_tiny_run(qtbot, tmp_path, seed=4)
     panel.retrain.setChecked(True)
     panel.epochs.setValue(500)
     panel.out_edit.setText(str(tmp_path / "never"))
