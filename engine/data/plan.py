@@ -6,6 +6,9 @@ derived from it (versioned JSON, every field overridable):
 
 - ``target_spacing``: the median spacing; on a strongly anisotropic axis (spacing > 3x the others
   and fewer than a third of the voxels) the 10th percentile instead, as nnU-Net does;
+- ``resampling``: cubic splines for images, per-label linear for label maps; when the target spacing
+  is anisotropic, ``separate_z`` (nnU-Net's "separate z"): the spline within each slice and nearest
+  neighbour along the thick slice axis, so nothing is interpolated across thick slices;
 - ``normalization``: one entry per modality: z-score per case for MRI (inside the non-zero region
   when cropping removed much), for CT clipping to the foreground's 0.5/99.5 percentiles then
   z-score with the dataset's foreground mean and std;
@@ -144,6 +147,8 @@ class Plan:
             raise ConfigError(f"resampling image_order must be 0..3, got {self.resampling.get('image_order')!r}")
         if self.resampling.get("label") not in ("nearest", "linear_per_label"):
             raise ConfigError(f"resampling label must be 'nearest' or 'linear_per_label', got {self.resampling.get('label')!r}")
+        if not isinstance(self.resampling.get("separate_z", False), bool):
+            raise ConfigError(f"resampling separate_z must be true or false, got {self.resampling.get('separate_z')!r}")
         if len(self.pool_schedule) != MAX_LEVELS or any(len(p) != 3 or any(v not in (1, 2) for v in p) for p in self.pool_schedule):
             raise ConfigError(f"pool_schedule must list {MAX_LEVELS} triples of 1 or 2")
         for axis in range(3):
@@ -377,7 +382,8 @@ def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mappin
     median = np.median(sizes * spacings / np.array(target), axis=0)
     median_shape = tuple(int(round(v)) for v in median)
     anisotropic = max(target) > ANISOTROPY * min(target)
-    resampling = {"image_order": 1 if anisotropic else 3, "label": "linear_per_label"}
+    # anisotropic: cubic in-plane, nearest across the thick slices (plans saved without the key: all axes alike)
+    resampling = {"image_order": 3, "label": "linear_per_label", "separate_z": bool(anisotropic)}
     resampling.update(dict(overrides.get("resampling", {})))
     norm = _normalization(cases, dataset.modalities, overrides.get("normalization"))
     in_ch, n_cls = len(dataset.modalities), len(dataset.labels)

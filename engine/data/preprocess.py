@@ -2,8 +2,9 @@
 
 Steps (nnU-Net's order): reorient to RAS by flipping and permuting axes (no interpolation), crop to
 the region that is non-zero in any channel, resample to the plan's spacing (images by spline of
-``resampling.image_order``; labels per label, linearly, as nnU-Net's ``resize_segmentation``),
-normalize each channel. ``properties`` records each step so that :func:`restore_label` undoes them
+``resampling.image_order``; labels per label, linearly, as nnU-Net's ``resize_segmentation``; with
+``resampling.separate_z`` and an anisotropic scan or target, nnU-Net's "separate z": those within
+each slice and nearest neighbour along the thick slice axis), normalize each channel. ``properties`` records each step so that :func:`restore_label` undoes them
 exactly and a predicted label map overlays the source scan voxel for voxel.
 
 ``preprocess_dataset`` stores its arrays as ``.npy`` files in the cache folder and hands them out
@@ -27,6 +28,7 @@ from scipy import ndimage
 
 from engine.data.cache import cache_root, digest, file_signature, publish_dir, temp_dir_near
 from engine.data.io import Image, as_image, same_geometry
+from engine.data.plan import ANISOTROPY
 from engine.data.validate import nonzero_bbox, ras_ornt, ras_spacing_shape
 from engine.errors import DataError
 
@@ -64,18 +66,46 @@ def _zoom(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     return out
 
 
-def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int, mode: str = "linear_per_label") -> np.ndarray:
-    """Resample a map of class indices: each class's mask linearly, kept where >= 0.5 (or nearest)."""
+def slice_axis(source_spacing: Sequence[float], target_spacing: Sequence[float]) -> int | None:
+    """The thick slice axis to resample apart, as nnU-Net's ``get_do_separate_z`` / ``get_lowres_axis``.
+
+    The source's coarsest axis when its spacing is anisotropic (max / min > 3), else the target's
+    when that one is; None when neither is, or when two axes tie for the coarsest.
+    """
+    for spacing in (source_spacing, target_spacing):
+        sp = np.asarray(spacing, float)
+        if sp.max() / sp.min() > ANISOTROPY:
+            coarsest = np.flatnonzero(sp == sp.max())
+            return int(coarsest[0]) if coarsest.size == 1 else None
+    return None
+
+
+def _resample(arr: np.ndarray, shape: Sequence[int], order: int, axis: int | None = None) -> np.ndarray:
+    """``_zoom`` (``axis`` None), or the spline of ``order`` within each slice across ``axis`` and then
+    nearest neighbour along ``axis``, so no value is interpolated between thick slices."""
+    if axis is None:
+        return _zoom(arr, shape, order)
+    plane = [int(n) for a, n in enumerate(shape) if a != axis]
+    slices = np.stack([_zoom(s, plane, order) for s in np.moveaxis(arr, axis, 0)], axis=axis)
+    return _zoom(slices, shape, 0)
+
+
+def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int, mode: str = "linear_per_label",
+                  axis: int | None = None) -> np.ndarray:
+    """Resample a map of class indices: each class's mask linearly, kept where >= 0.5 (or nearest).
+
+    With ``axis``, linear within each slice across it and nearest along it (see :func:`slice_axis`).
+    """
     shape = tuple(int(s) for s in shape)
     if tuple(label.shape) == shape:
         return label.astype(np.uint8, copy=True)
     if mode == "nearest":
-        return _zoom(label.astype(np.uint8), shape, 0)
+        return _resample(label.astype(np.uint8), shape, 0, axis)
     out = np.zeros(shape, np.uint8)
     for c in range(1, num_classes):
         mask = label == c
         if mask.any():
-            out[_zoom(mask.astype(np.float32), shape, 1) >= 0.5] = c
+            out[_resample(mask.astype(np.float32), shape, 1, axis) >= 0.5] = c
     return out
 
 
@@ -155,8 +185,10 @@ def preprocess_images(images, plan) -> tuple[np.ndarray, dict]:
     target = plan.target_spacing
     shape = [max(1, int(round(n * s / t))) for n, s, t in zip(cropped, spacing, target)]
     order = int(plan.resampling.get("image_order", 3))
-    res = np.stack([_zoom(ch, shape, order) for ch in data]) if data.shape[0] else data
-    mask = _zoom(np.any(data != 0, axis=0).astype(np.float32), shape, 1) >= 0.5
+    # plans saved before separate_z existed lack the key: every axis alike, as they were trained
+    axis = slice_axis(spacing, target) if plan.resampling.get("separate_z", False) else None
+    res = np.stack([_resample(ch, shape, order, axis) for ch in data]) if data.shape[0] else data
+    mask = _resample(np.any(data != 0, axis=0).astype(np.float32), shape, 1, axis) >= 0.5
     res = _normalize(res, mask, plan)
     properties = {
         "source_shape": list(img.shape),
@@ -170,6 +202,7 @@ def preprocess_images(images, plan) -> tuple[np.ndarray, dict]:
         "spacing": [n * s / m for n, s, m in zip(cropped, spacing, shape)],
         "label_values": list(plan.labels.values()),
         "label_resampling": plan.resampling.get("label", "linear_per_label"),
+        "separate_z_axis": axis,
     }
     return np.ascontiguousarray(res, dtype=np.float32), properties
 
@@ -190,13 +223,14 @@ def preprocess_label(label: np.ndarray, properties: dict, path=None) -> np.ndarr
         raise DataError(path, f"label values {bad} not declared (declared: {values})")
     idx = _reorient(idx, np.asarray(properties["ornt"]))
     idx = idx[tuple(slice(lo, hi) for lo, hi in properties["bbox"])]
-    return resize_labels(idx, properties["shape"], len(values), properties.get("label_resampling", "linear_per_label"))
+    return resize_labels(idx, properties["shape"], len(values), properties.get("label_resampling", "linear_per_label"),
+                         properties.get("separate_z_axis"))
 
 
 def restore_label(label: np.ndarray, properties: dict) -> np.ndarray:
     """Bring a map of class indices at the plan's spacing back to the source scan's grid.
 
-    Undoes the resampling (per label, linearly), the crop and the reorientation, and maps class
+    Undoes the resampling (per label, linearly; nearest along ``properties["separate_z_axis"]``), the crop and the reorientation, and maps class
     indices back to the dataset's label values; the result has the source's (X, Y, Z) shape and
     belongs with its affine (``properties["source_affine"]``).
     """
@@ -207,7 +241,7 @@ def restore_label(label: np.ndarray, properties: dict) -> np.ndarray:
     if label.size and int(label.max()) >= len(values):
         raise DataError(None, f"class index {int(label.max())} beyond the {len(values)} classes of the plan")
     small = resize_labels(label.astype(np.uint8), properties["cropped_shape"], len(values),
-                          properties.get("label_resampling", "linear_per_label"))
+                          properties.get("label_resampling", "linear_per_label"), properties.get("separate_z_axis"))
     full = np.zeros(properties["ras_shape"], np.uint8)
     full[tuple(slice(lo, hi) for lo, hi in properties["bbox"])] = small
     back = _reorient(full, _inverse_ornt(np.asarray(properties["ornt"])))

@@ -8,7 +8,8 @@ Needs only onnxruntime, numpy and scipy, plus nibabel to read and write NIfTI fi
 
 Give one scan per modality, in the order model.json lists under "modalities". Everything the
 network expects is read from model.json: the canonical orientation (RAS), the target spacing, the
-crop to the non-zero region, the resampling order, the normalization of each modality, the patch
+crop to the non-zero region, the resampling order (and nnU-Net's "separate z" for thick slices),
+the normalization of each modality, the patch
 size and overlap of the sliding window, the Gaussian weighting, test-time mirroring, the
 post-processing and the label values. The label map is written on the input scan's own grid (same
 shape, same affine), so it overlays the scan voxel for voxel.
@@ -56,6 +57,26 @@ def zoom_to(array: np.ndarray, shape, order: int) -> np.ndarray:
     return ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=True, prefilter=order > 1)
 
 
+def slice_axis(source_spacing, target_spacing):
+    """The thick slice axis (nnU-Net's rule): the source's coarsest axis when max / min spacing > 3,
+    else the target's when that is so anisotropic; None otherwise or when two axes tie."""
+    for spacing in (source_spacing, target_spacing):
+        sp = np.asarray(spacing, float)
+        if sp.max() / sp.min() > 3.0:
+            coarsest = np.flatnonzero(sp == sp.max())
+            return int(coarsest[0]) if coarsest.size == 1 else None
+    return None
+
+
+def resample(array: np.ndarray, shape, order: int, axis=None) -> np.ndarray:
+    """``zoom_to``; with a slice ``axis``, the spline within each slice, then nearest neighbour along it."""
+    if axis is None:
+        return zoom_to(array, shape, order)
+    plane = [int(n) for a, n in enumerate(shape) if a != axis]
+    slices = np.stack([zoom_to(s, plane, order) for s in np.moveaxis(array, axis, 0)], axis=axis)
+    return zoom_to(slices, shape, 0)
+
+
 def preprocess(scans: list[nib.Nifti1Image], meta: dict) -> tuple[np.ndarray, dict]:
     """Reorient to RAS, crop to the non-zero region, resample to the target spacing, normalize."""
     pre = meta["preprocessing"]
@@ -82,9 +103,11 @@ def preprocess(scans: list[nib.Nifti1Image], meta: dict) -> tuple[np.ndarray, di
     cropped = [hi - lo for lo, hi in box]
     # 3. resample to the target spacing
     shape = [max(1, int(round(n * s / t))) for n, s, t in zip(cropped, spacing, pre["target_spacing"])]
-    order = int(pre.get("resampling", {}).get("image_order", 3))
-    resampled = np.stack([zoom_to(ch, shape, order) for ch in image])
-    mask = zoom_to(np.any(image != 0, axis=0).astype(np.float32), shape, 1) >= 0.5
+    resampling = pre.get("resampling", {})
+    order = int(resampling.get("image_order", 3))
+    axis = slice_axis(spacing, pre["target_spacing"]) if resampling.get("separate_z", False) else None
+    resampled = np.stack([resample(ch, shape, order, axis) for ch in image])
+    mask = resample(np.any(image != 0, axis=0).astype(np.float32), shape, 1, axis) >= 0.5
     # 4. normalize each modality as the model was trained
     out = np.empty_like(resampled, dtype=np.float32)
     for c, norm in enumerate(pre["normalization"]):
@@ -101,7 +124,7 @@ def preprocess(scans: list[nib.Nifti1Image], meta: dict) -> tuple[np.ndarray, di
             x = np.clip(x, -float(norm["clip_sigma"]), float(norm["clip_sigma"]))
         out[c] = x
     geometry = {"affine": affine, "source_shape": scans[0].shape[:3], "ornt": ornt, "ras_shape": ras_shape,
-                "box": box, "cropped": cropped}
+                "box": box, "cropped": cropped, "separate_z_axis": axis}
     return np.ascontiguousarray(out), geometry
 
 
@@ -174,22 +197,22 @@ def keep_largest_component(labels: np.ndarray, classes) -> np.ndarray:
     return out
 
 
-def resize_classes(labels: np.ndarray, shape, num_classes: int) -> np.ndarray:
-    """Resample class indices: each class's mask linearly, kept where >= 0.5."""
+def resize_classes(labels: np.ndarray, shape, num_classes: int, axis=None) -> np.ndarray:
+    """Resample class indices: each class's mask linearly (nearest along a slice ``axis``), kept where >= 0.5."""
     if labels.shape == tuple(shape):
         return labels.copy()
     out = np.zeros(shape, np.uint8)
     for c in range(1, num_classes):
         mask = labels == c
         if mask.any():
-            out[zoom_to(mask.astype(np.float32), shape, 1) >= 0.5] = c
+            out[resample(mask.astype(np.float32), shape, 1, axis) >= 0.5] = c
     return out
 
 
 def to_source_grid(classes: np.ndarray, geometry: dict, meta: dict) -> np.ndarray:
     """Undo the resampling, the crop and the reorientation; class indices become label values."""
     k = int(meta["output"]["classes"])
-    small = resize_classes(classes, geometry["cropped"], k)
+    small = resize_classes(classes, geometry["cropped"], k, geometry["separate_z_axis"])
     full = np.zeros(geometry["ras_shape"], np.uint8)
     full[tuple(slice(lo, hi) for lo, hi in geometry["box"])] = small
     inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), nib.io_orientation(geometry["affine"]))

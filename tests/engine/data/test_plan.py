@@ -26,6 +26,7 @@ def test_task04_like_plan(hippo):
     assert plan.batch_size == 2
     assert plan.pool_sizes_for(4) == [(2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1)]
     assert plan.normalization == [{"modality": "MRI", "scheme": "zscore", "use_nonzero_mask": False}]
+    assert plan.resampling == {"image_order": 3, "label": "linear_per_label", "separate_z": False}
 
 
 @pytest.mark.parametrize("budget", [None, 2**29])
@@ -67,7 +68,8 @@ def test_promise12_like_plan_handles_thick_slices():
     tx, ty, tz = plan.target_spacing
     assert tx == ty == pytest.approx(0.6)
     assert tz == pytest.approx(np.percentile(z, 10), abs=1e-4)  # nnU-Net's rule for the thick axis
-    assert plan.resampling["image_order"] == 1  # no cubic ringing across thick slices
+    # cubic within slices, nearest across the thick ones (nnU-Net's separate z): no ringing between slices
+    assert plan.resampling == {"image_order": 3, "label": "linear_per_label", "separate_z": True}
     assert plan.pool_schedule[0] == (2, 2, 1)  # do not pool the thick axis at first
     assert plan.patch_size[0] > 2 * plan.patch_size[2]
     assert plan.patch_size[2] <= plan.median_shape[2] + 8
@@ -111,3 +113,21 @@ def test_json_round_trip_and_version(hippo, tmp_path):
     data["schema_version"] = 99
     with pytest.raises(ConfigError, match="schema_version"):
         Plan.from_dict(data)
+
+
+def test_separate_z_overrides_and_validation(hippo):
+    fp, _ = _promise_like_fingerprint()
+    ds = Dataset(None, "promise12", "PROMISE12", [], ["T2"], {"background": 0, "prostate": 1})
+    assert make_plan(ds, fingerprint=fp, overrides={"resampling": {"separate_z": False}}).resampling["separate_z"] is False
+    on = make_plan(hippo, overrides={"resampling": {"separate_z": True}})
+    assert on.resampling["separate_z"] is True and on.overrides == ["resampling"]
+    assert Plan.from_dict(json.loads(on.to_json())) == on
+    with pytest.raises(ConfigError, match="separate_z must be true or false"):
+        make_plan(hippo, overrides={"resampling": {"separate_z": "yes"}})
+    data = on.to_dict()
+    data["resampling"]["separate_z"] = 1
+    with pytest.raises(ConfigError, match="separate_z"):
+        Plan.from_dict(data)
+    # a plan saved before the key existed reads back without it (its arrays stay as they were)
+    del data["resampling"]["separate_z"]
+    assert "separate_z" not in Plan.from_dict(data).resampling

@@ -5,6 +5,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from data_helpers import affine_for, make_msd, make_volume
 from engine.data import (
@@ -162,3 +163,109 @@ def test_pool_schedule_respects_anisotropy():
     assert pool_schedule_for((0.6, 0.6, 3.0), (160, 160, 24))[0] == (2, 2, 1)
     assert pool_schedule_for((1, 1, 1), (32, 48, 32)) == [(2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1)]
     assert pool_schedule_for((1, 1, 1), (64, 64, 64))[3] == (2, 2, 2)
+
+
+# ---------------------------------------------------------------------------------------- separate z
+
+
+def thin_slab_scan(tmp_path, spacing=(1.2, 1.2, 6.0), shape=(20, 18, 7)):
+    """A 1.2 x 1.2 x 6 mm scan: smooth tissue, and a bright structure in one slice only (thinner than a slice)."""
+    rng = np.random.default_rng(7)
+    x, y, _ = np.indices(shape)
+    image = 100 + 20 * np.sin(x / 3.0) + 10 * np.cos(y / 4.0) + rng.normal(0, 1, shape)
+    image[6:14, 5:13, 3] = 1000.0
+    path = write_image(tmp_path / "aniso.nii.gz", image.astype(np.float32)[None], affine_for("RAS", spacing))
+    return path, read_image(path).array[0]
+
+
+def old_plan_dict(target, order=1, **resampling):
+    """A plan as saved before ``separate_z`` existed (anisotropic plans then used linear resampling)."""
+    d = plan_for(target, crop=False).to_dict()
+    d["normalization"] = [{"modality": "MRI", "scheme": "none"}]
+    d["resampling"] = {"image_order": order, "label": "linear_per_label", **resampling}
+    return d
+
+
+def zoom_oracle(arr, shape, order):
+    """The pre-separate-z resampling: one spline over all three axes (scipy directly)."""
+    factors = [n / o for n, o in zip(shape, arr.shape)]
+    return ndimage.zoom(arr, factors, order=order, mode="nearest", grid_mode=True, prefilter=order > 1)
+
+
+def test_separate_z_interpolates_nothing_between_thick_slices(tmp_path):
+    path, source = thin_slab_scan(tmp_path)
+    target = (0.8, 0.8, 2.0)
+    new, props = preprocess_images([path], Plan.from_dict(old_plan_dict(target, order=3, separate_z=True)))
+    assert props["separate_z_axis"] == 2 and props["shape"] == [30, 27, 21]
+    # every output slice is one of the source slices, cubic-resampled within the slice: no new intensities
+    in_plane = [zoom_oracle(source[..., k], (30, 27), 3) for k in range(source.shape[2])]
+    picked = []
+    for z in range(new.shape[3]):
+        matches = [k for k, s in enumerate(in_plane) if np.allclose(new[0, ..., z], s, rtol=0, atol=1e-3)]
+        assert matches, f"slice {z} holds intensities interpolated between slices"
+        picked.append(matches[0])
+    assert picked == sorted(picked) and set(picked) == set(range(7))  # nearest neighbour, in order
+    assert new[0].max() == pytest.approx(in_plane[3].max(), abs=1e-3)  # the thin structure keeps its intensity
+    # the old plan (no separate_z, linear on all axes) blends the bright slice into its neighbours
+    old, old_props = preprocess_images([path], Plan.from_dict(old_plan_dict(target)))
+    assert old_props["separate_z_axis"] is None
+    column = old[0, 15, 13]
+    assert ((column > 200) & (column < 900)).sum() >= 2
+    assert not ((new[0, 15, 13] > 200) & (new[0, 15, 13] < 900)).any()
+
+
+def test_plan_saved_without_separate_z_gives_the_old_arrays(tmp_path):
+    path, source = thin_slab_scan(tmp_path)
+    label = np.zeros(source.shape, np.uint8)
+    label[4:16, 3:15, 2:5] = 1
+    label[8:12, 7:11, 3] = 2
+    old = old_plan_dict((0.8, 0.8, 2.0))
+    plan = Plan.from_dict(json.loads(json.dumps(old)))
+    assert plan.to_dict()["resampling"] == old["resampling"]  # no key added: the cache key is unchanged too
+    arr, props = preprocess_images([path], plan)
+    np.testing.assert_array_equal(arr[0], zoom_oracle(source.astype(np.float32), props["shape"], 1))
+    lab = preprocess_label(label, props)
+    want = np.zeros(props["shape"], np.uint8)
+    for c in (1, 2):
+        want[zoom_oracle((label == c).astype(np.float32), props["shape"], 1) >= 0.5] = c
+    np.testing.assert_array_equal(lab, want)
+    back = np.zeros(source.shape, np.uint8)
+    for c in (1, 2):
+        back[zoom_oracle((lab == c).astype(np.float32), source.shape, 1) >= 0.5] = c
+    np.testing.assert_array_equal(restore_label(lab, props), back)
+    # switching the key off explicitly is the same; on, it is not
+    off = preprocess_images([path], Plan.from_dict({**old, "resampling": {**old["resampling"], "separate_z": False}}))[0]
+    np.testing.assert_array_equal(off, arr)
+    on = preprocess_images([path], Plan.from_dict({**old, "resampling": {**old["resampling"], "separate_z": True}}))[0]
+    assert not np.array_equal(on, arr)
+
+
+def test_separate_z_dataset_round_trip(tmp_path):
+    """A 1 x 1 x 6 mm dataset planned to 0.8 x 0.8 x 2 mm: thick slices repeated, labels restored exactly in z."""
+    ds = open_dataset(make_msd(tmp_path / "T", n=2, shape=(24, 22, 8), spacing=(1.0, 1.0, 6.0)))
+    plan = make_plan(ds, overrides={"target_spacing": [0.8, 0.8, 2.0], "resampling": {"separate_z": True}})
+    assert plan.resampling == {"image_order": 3, "label": "linear_per_label", "separate_z": True}
+    for cid, case in preprocess_dataset(ds, plan).items():
+        assert case.properties["separate_z_axis"] == 2
+        image, label = np.asarray(case.image), np.asarray(case.label)
+        assert image.shape[3] == label.shape[2] == 3 * case.properties["cropped_shape"][2]
+        # nearest along z: every source slice becomes three identical slices, image and label alike
+        groups = image.reshape(*image.shape[:3], -1, 3)
+        assert (groups == groups[..., :1]).all()
+        assert (label.reshape(*label.shape[:2], -1, 3) == label[..., ::3, None]).all()
+        raw, _ = read_label(ds.case(cid).label_path)
+        back = restore_label(label, case.properties)
+        assert back.shape == raw.shape
+        for v in (1, 2):
+            assert dice(back, raw, v) > 0.97
+        # in z the round trip is exact: each source slice holds the same structures
+        np.testing.assert_array_equal(back.any(axis=(0, 1)), raw.any(axis=(0, 1)))
+
+
+def test_preprocessing_key_follows_separate_z(tmp_path):
+    """The cache is keyed by the plan's resampling: a plan with the key never reads arrays made without it."""
+    old = Plan.from_dict(old_plan_dict((0.8, 0.8, 2.0), order=3))
+    on = Plan.from_dict({**old.to_dict(), "resampling": {**old.resampling, "separate_z": True}})
+    off = Plan.from_dict({**old.to_dict(), "resampling": {**old.resampling, "separate_z": False}})
+    assert len({old.preprocessing_key(), on.preprocessing_key(), off.preprocessing_key()}) == 3
+    assert Plan.from_dict(old.to_dict()).preprocessing_key() == old.preprocessing_key()
