@@ -174,6 +174,7 @@ class SearchSession:
         self._resume = resume
         self._exec = None
         self._cancel = threading.Event()
+        self._setup_s = 0.0  # time in _prepare_problem this session
         self.store: RunStore | None = None
         self.strategy = None
 
@@ -197,6 +198,13 @@ class SearchSession:
         return d
 
     def _prepare_problem(self) -> Problem:
+        t0 = time.perf_counter()
+        try:
+            return self._prepare_problem_untimed()
+        finally:
+            self._setup_s += time.perf_counter() - t0
+
+    def _prepare_problem_untimed(self) -> Problem:
         dataset = self.config.dataset
         if not dataset:
             raise ConfigError("no dataset: give --dataset DIR (or demo) or set dataset in the config")
@@ -517,6 +525,8 @@ class SearchSession:
             "status": status, "run": str(self.run_dir), "counts": store.counts(), "generation": strategy.generation,
             "generations": strategy.generations, **metrics,
             "algorithm_seconds": algo_s, "training_seconds": training_s,
+            # this session's opening of the dataset and its preprocessed cache (not the algorithm's)
+            "data_setup_seconds": self._setup_s,
             "hypervolume": hypervolume_2d(f, (1.0, 1.0)) if len(f) else 0.0,
             "early_stopped": sum(bool((c.get("metrics") or {}).get("early_stopped")) for c in done),
             "reused": sum(bool(c["reused_from"]) for c in done),

@@ -20,6 +20,9 @@ def test_benchmark_runner_smoke(tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert 0 < result["loop_efficiency"] < 10
     assert 0 <= result["search_overhead"] <= 1
+    ov = result["sections"]["overhead"]
+    assert ov["data_setup_seconds"] > 0 and ov["algorithm_seconds"] > 0  # the search measured its own parts
+    assert 0 <= ov["search_overhead_without_data_setup"] <= ov["search_overhead"]
     inf = result["sections"]["inference"]
     assert inf["label_agreement"] > 0.999  # ONNX Runtime and PyTorch agree through the sliding window
     assert (tmp_path / "benchmarks.json").exists()
