@@ -44,6 +44,18 @@ def training_data(spec: dict):
     return _DATA_CACHE[key]
 
 
+def pin_plan(spec: dict, data) -> dict:
+    """``spec`` with the choices of ``data``'s plan that planning defaults may change written in as
+    overrides (today: the resampling), so that resuming, retraining and every worker preprocess exactly
+    as the run began, whatever a later version plans by default. ``data`` stays cached for the new spec.
+    """
+    overrides = dict(spec.get("plan_overrides") or {})
+    overrides["resampling"] = dict(data.plan.resampling)
+    pinned = {**spec, "plan_overrides": overrides}
+    _DATA_CACHE[json.dumps(pinned, sort_keys=True)] = data  # the same plan: no second preparation
+    return pinned
+
+
 class AnyFlag:
     """A cancel flag that is set when any of the given flags (objects with ``is_set()``) is."""
 

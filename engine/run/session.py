@@ -208,13 +208,14 @@ class SearchSession:
         dataset = self.config.dataset
         if not dataset:
             raise ConfigError("no dataset: give --dataset DIR (or demo) or set dataset in the config")
-        from engine.run.evaluate import training_data
+        from engine.run.evaluate import pin_plan, training_data
 
         ds = dataset if dataset == "demo" else str(Path(dataset).resolve())
         spec = {"dataset": ds, "seed": int(self.config.seed), "cache_dir": str((self.run_dir / "cache").resolve())}
         if self.config.training.plan:
             spec["plan_overrides"] = dict(self.config.training.plan)
         td = training_data(spec)
+        spec = pin_plan(spec, td)
         spec["split"] = {"train": list(td.split.get("train", [])), "val": list(td.split.get("val", []))} if td.split else None
         if spec["split"] is None:
             spec.pop("split")

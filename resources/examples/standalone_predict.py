@@ -197,10 +197,13 @@ def keep_largest_component(labels: np.ndarray, classes) -> np.ndarray:
     return out
 
 
-def resize_classes(labels: np.ndarray, shape, num_classes: int, axis=None) -> np.ndarray:
-    """Resample class indices: each class's mask linearly (nearest along a slice ``axis``), kept where >= 0.5."""
+def resize_classes(labels: np.ndarray, shape, num_classes: int, axis=None, mode: str = "linear_per_label") -> np.ndarray:
+    """Resample class indices: each class's mask linearly (nearest along a slice ``axis``), kept where
+    >= 0.5; or the indices by nearest neighbour when ``mode`` is "nearest"."""
     if labels.shape == tuple(shape):
         return labels.copy()
+    if mode == "nearest":
+        return resample(labels.astype(np.uint8), shape, 0, axis)
     out = np.zeros(shape, np.uint8)
     for c in range(1, num_classes):
         mask = labels == c
@@ -212,7 +215,8 @@ def resize_classes(labels: np.ndarray, shape, num_classes: int, axis=None) -> np
 def to_source_grid(classes: np.ndarray, geometry: dict, meta: dict) -> np.ndarray:
     """Undo the resampling, the crop and the reorientation; class indices become label values."""
     k = int(meta["output"]["classes"])
-    small = resize_classes(classes, geometry["cropped"], k, geometry["separate_z_axis"])
+    mode = meta["preprocessing"].get("resampling", {}).get("label", "linear_per_label")
+    small = resize_classes(classes, geometry["cropped"], k, geometry["separate_z_axis"], mode)
     full = np.zeros(geometry["ras_shape"], np.uint8)
     full[tuple(slice(lo, hi) for lo, hi in geometry["box"])] = small
     inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), nib.io_orientation(geometry["affine"]))

@@ -161,6 +161,37 @@ def test_retrain_and_report(searched, tmp_path, capsys):
     assert p.returncode == 2 and "no candidate 999" in p.stderr
 
 
+def test_a_run_keeps_its_resampling_when_planning_defaults_change(searched, tmp_path, monkeypatch):
+    """Resume, retrain and the report re-plan from the run's data spec: what the run chose is pinned there."""
+    from engine.data import plan as planning
+    from engine.run.retrain import run_context
+    from engine.train.data import prepare_training_data
+
+    run, _ = searched
+    ctx = run_context(run)
+    spec = ctx["problem"]["data"]
+    with RunStore.open_readonly(run) as store:
+        stored = store.get_meta("plan")
+    assert spec["plan_overrides"]["resampling"] == stored["resampling"]
+
+    real = planning.make_plan
+
+    def new_defaults(dataset, *args, overrides=None, **kwargs):  # a later version's other default
+        plan = real(dataset, *args, overrides=overrides, **kwargs)
+        if "resampling" not in (overrides or {}):
+            plan.resampling = {**plan.resampling, "image_order": 1}
+        return plan
+
+    monkeypatch.setattr(planning, "make_plan", new_defaults)
+    monkeypatch.setattr("engine.data.make_plan", new_defaults, raising=False)
+    again = prepare_training_data(spec["dataset"], seed=spec["seed"], plan_overrides=spec["plan_overrides"],
+                                  cache_dir=str(tmp_path / "cache"), split=spec.get("split"))
+    assert again.plan.resampling == stored["resampling"]
+    unpinned = prepare_training_data(spec["dataset"], seed=spec["seed"], cache_dir=str(tmp_path / "cache"),
+                                     plan_overrides={k: v for k, v in spec["plan_overrides"].items() if k != "resampling"})
+    assert unpinned.plan.resampling["image_order"] == 1  # the stand-in default did apply without the pin
+
+
 def test_retrain_reports_progress_and_can_be_cancelled(searched, tmp_path):
     """What the app's Export step relies on: epoch events while retraining, and a clean cancel."""
     import threading
