@@ -165,39 +165,45 @@ def bench_efficiency(quick: bool, work: Path) -> dict:
     seeds = [int(x) for x in ARGS.seeds.split(",")] if ARGS.seeds else [0] if quick else [0, 1, 2]
     pop, gens, learn = (4, 4, 1) if quick else (6, 8, 2)
     curves: dict[str, list[list[float]]] = {}
-    # (name, strategy, w1 of the first weight vector): the paper's accuracy-leaning half, and with
-    # --full-weights also SaMEA with weight vectors over the whole front (w1 from 0 to 1)
-    variants = [("samea", "samea", 0.5), ("moead", "moead", 0.5), ("random", "random", 0.5)]
-    if ARGS.full_weights:
-        variants.append(("samea_full_weights", "samea", 0.0))
-    for name, strategy, w0 in variants:
+    # name -> (strategy, w1 of the first weight vector): the paper's accuracy-leaning half, and
+    # SaMEA with weight vectors over the whole front (w1 from 0 to 1)
+    known = {"samea": ("samea", 0.5), "moead": ("moead", 0.5), "random": ("random", 0.5),
+             "samea_full_weights": ("samea", 0.0)}
+    names = [v.strip() for v in ARGS.variants.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    for name in names:
+        strategy, w0 = known[name]
         for seed in seeds:
             s = _search(work / f"eff-{name}-{seed}", strategy, seed, pop, gens, learn, 1, weight_start=w0)
             curves.setdefault(name, []).append(s["hv_curve"])
             log(f"efficiency: {name} seed {seed}: {len(s['hv_curve'])} evaluations, final HV {s['hv_curve'][-1]:.4f}")
-    target = float(np.mean([c[-1] for c in curves["random"]]))
-    n_random = int(np.mean([len(c) for c in curves["random"]]))
-    needed = []
-    for c in curves["samea"]:
-        hit = next((i + 1 for i, hv in enumerate(c) if hv >= target), None)
-        needed.append(hit if hit is not None else math.inf)
-    frac = float(np.mean(needed)) / n_random if all(math.isfinite(n) for n in needed) else math.inf
-    per_variant = {}
-    for name, runs in curves.items():
-        hits = [next((i + 1 for i, hv in enumerate(c) if hv >= target), None) for c in runs]
-        per_variant[name] = [h if h is not None else None for h in hits]
     out = {
         "protocol": {"population": pop, "generations": gens, "learning_generations": learn, "epochs": 1,
                      "space": "nf1 8, 5 cells", "seeds": seeds},
         "final_hv": {k: float(np.mean([c[-1] for c in v])) for k, v in curves.items()},
         "curves": curves,
+    }
+    _plot_hv(curves, work)
+    if "random" not in curves:  # nothing to compare with (the curves combine with another run's)
+        log(f"efficiency: final HV {out['final_hv']}")
+        return out
+    target = float(np.mean([c[-1] for c in curves["random"]]))
+    n_random = int(np.mean([len(c) for c in curves["random"]]))
+    per_variant = {name: [next((i + 1 for i, hv in enumerate(c) if hv >= target), None) for c in runs]
+                   for name, runs in curves.items()}
+    needed = [math.inf if h is None else h for h in per_variant.get("samea", [])]
+    frac = float(np.mean(needed)) / n_random if needed and all(math.isfinite(n) for n in needed) else math.inf
+    out.update({
         "random_final_hv": target,
         "samea_evaluations_to_random_final": needed,
         "samea_fraction_of_random_evaluations": frac,
+        # evaluations each run needed to reach random search's mean final hypervolume (None: never)
         "evaluations_to_random_final": per_variant,
-    }
-    log(f"efficiency: final HV {out['final_hv']}; SaMEA needs {frac:.2f} of random search's evaluations")
-    _plot_hv(curves, work)
+    })
+    log(f"efficiency: final HV {out['final_hv']}; SaMEA needs {frac:.2f} of random search's evaluations; "
+        f"evaluations to random's final: {per_variant}")
     return out
 
 
@@ -367,8 +373,9 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiniest sizes: checks the runner works (test suite)")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument("--seeds", default="", help="efficiency: comma-separated seeds (default 0 with --quick, else 0,1,2)")
-    ap.add_argument("--full-weights", action="store_true",
-                    help="efficiency: also SaMEA with weight vectors over the whole front (w1 from 0)")
+    ap.add_argument("--variants", default="samea,moead,random",
+                    help="efficiency: comma-separated searches to compare (samea, moead, random, "
+                    "samea_full_weights: SaMEA with weight vectors over the whole front)")
     ap.add_argument("--out", default="", help="folder for plots and the JSON result")
     ARGS = ap.parse_args(argv)
     SMOKE = ARGS.smoke
