@@ -19,14 +19,17 @@ thread, so slots run on the GUI thread and may touch widgets. Only the GUI threa
 ``pause()`` makes the next ``is_set()`` call block the worker (not the GUI) until ``resume()`` or
 ``stop()``, so training pauses between steps without losing anything.
 
-One adapter per job: ``SearchJob`` (run or resume a search), ``RetrainJob``, ``ExportJob``,
-``PredictJob`` and ``EvaluateCaseJob`` (one candidate on one validation case) build the engine call
-and keep ``EngineJob``'s signals.
+``ProcessJob`` has the same signals and control but runs its job in a child process (the search: a
+worker thread importing and running PyTorch holds Python's global interpreter lock for long stretches,
+which the GUI thread would feel; a child process has its own). Its control travels as
+``multiprocessing`` events and everything else comes back through a queue read by a small thread.
+
+The engine calls behind the app's other long jobs (``evaluate_on_case``, ``export_candidate_job``,
+``predict_job``) are plain functions below, run by ``EngineJob``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -37,54 +40,14 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
+from emonas_gui.jobcore import JobControl, one_line, plain_event
 from engine.errors import EmonasError
+
+__all__ = ["EngineJob", "ProcessJob", "JobControl", "one_line"]
 
 log = logging.getLogger(__name__)
 
 JobFunction = Callable[[Callable[[dict], None], "JobControl"], Any]
-
-
-class JobControl:
-    """The cancel object an engine job polls: ``is_set()``; plus pause/resume for the app."""
-
-    def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._running = threading.Event()
-        self._running.set()
-        self.on_pause: Callable[[], None] | None = None
-
-    def is_set(self) -> bool:
-        """True once stopped. While paused, blocks the calling (worker) thread until resumed."""
-        if not self._running.is_set() and not self._stop.is_set():
-            if self.on_pause is not None:
-                self.on_pause()
-            while not self._running.wait(0.1):
-                if self._stop.is_set():
-                    break
-        return self._stop.is_set()
-
-    # threading.Event-like spelling, for engine code that calls set()
-    def set(self) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._running.set()
-
-    def pause(self) -> None:
-        if not self._stop.is_set():
-            self._running.clear()
-
-    def resume(self) -> None:
-        self._running.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set() and not self._stop.is_set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
 
 
 class _ThreadLogHandler(logging.Handler):
@@ -101,16 +64,6 @@ class _ThreadLogHandler(logging.Handler):
                 self.sink(record)
             except RuntimeError:  # the receiving QObject is gone
                 pass
-
-
-def one_line(exc: BaseException) -> str:
-    """The user-facing one-line text of an exception."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, EmonasError):
-        return text or type(exc).__name__
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    return f"unexpected {type(exc).__name__}: {text}" if text else f"unexpected {type(exc).__name__}"
 
 
 #: Threads whose jobs have not yet been seen to end: keeps each QThread object alive until its
@@ -161,8 +114,8 @@ class _Thread(QThread):
         self._job._run_in_thread()
 
 
-class EngineJob(QObject):
-    """Runs ``fn(callback, control)`` in a QThread and reports through queued signals."""
+class _Job(QObject):
+    """What the app sees of a long job: its signals, its control, and whether it is running."""
 
     event = Signal(object)
     log = Signal(str)
@@ -172,31 +125,15 @@ class EngineJob(QObject):
     paused = Signal()
     done = Signal()
 
-    def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None):
+    def __init__(self, name: str, control: JobControl, parent: QObject | None = None):
         super().__init__(parent)
-        self.fn = fn
         self.name = name
-        self.control = JobControl()
-        self.control.on_pause = lambda: self.paused.emit()
-        self.result: Any = None
-        self.error: str | None = None
+        self.control = control
         self.started_at: float | None = None
-        self._thread: _Thread | None = None
         # the GUI thread's view of the job: True from start() until done() was delivered, so that
         # every slot of done() (connected later) already sees the job as ended
         self._active = False
         self.done.connect(self._mark_done)
-
-    # ---- control (GUI thread) ----------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("a job runs once")
-        self._thread = thread = _Thread(self)
-        _LIVE_THREADS.add(thread)
-        thread.finished.connect(_get_reaper().release)
-        self.started_at = time.monotonic()
-        self._active = True
-        thread.start()
 
     def stop(self) -> None:
         """Ask the job to stop at its next check; returns at once."""
@@ -215,6 +152,29 @@ class EngineJob(QObject):
         """True from ``start()`` until ``done`` has been delivered to the GUI thread."""
         return self._active
 
+
+class EngineJob(_Job):
+    """Runs ``fn(callback, control)`` in a QThread and reports through queued signals."""
+
+    def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None):
+        super().__init__(name, JobControl(), parent)
+        self.fn = fn
+        self.control.on_pause = lambda: self.paused.emit()
+        self.result: Any = None
+        self.error: str | None = None
+        self._thread: _Thread | None = None
+
+    # ---- control (GUI thread) ----------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a job runs once")
+        self._thread = thread = _Thread(self)
+        _LIVE_THREADS.add(thread)
+        thread.finished.connect(_get_reaper().release)
+        self.started_at = time.monotonic()
+        self._active = True
+        thread.start()
+
     def wait(self, timeout_ms: int = 30000) -> bool:
         """Block until the thread ended (for shutdown and tests); True when it did."""
         return True if self._thread is None else bool(self._thread.wait(timeout_ms))
@@ -227,9 +187,7 @@ class EngineJob(QObject):
     # ---- worker thread -----------------------------------------------------------------------
     def _callback(self, ev: Any) -> None:
         # engine events are plain dicts or dataclasses of plain data; the GUI gets dicts
-        if dataclasses.is_dataclass(ev) and not isinstance(ev, type):
-            ev = dataclasses.asdict(ev)
-        self.event.emit(dict(ev))
+        self.event.emit(plain_event(ev))
 
     def _on_record(self, record: logging.LogRecord) -> None:
         text = record.getMessage().strip().splitlines()
@@ -270,6 +228,92 @@ class EngineJob(QObject):
         else:
             self.finished.emit(self.result)
         self.done.emit()
+
+
+class ProcessJob(_Job):
+    """Runs ``jobcore.CHILD_TARGETS[target](*args, callback, control)`` in a child process.
+
+    Same signals, control (``pause``/``resume``/``stop``, ``control.paused``) and life cycle as
+    :class:`EngineJob`. A child that dies without a result (killed, out of memory, a crash in native
+    code) gives ``failed`` with its exit code; the app keeps running and the run stays resumable.
+    """
+
+    def __init__(self, target: str, args: tuple, name: str = "job", parent: QObject | None = None):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process with Qt and threads
+        super().__init__(name, JobControl(ctx.Event(), ctx.Event()), parent)
+        self._ctx = ctx
+        self._target, self._args = target, tuple(args)
+        self._proc = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        from emonas_gui.jobcore import child_main
+
+        if self._proc is not None:
+            raise RuntimeError("a job runs once")
+        queue = self._ctx.Queue()
+        self._proc = self._ctx.Process(target=child_main, name=f"emonas-{self.name}", daemon=True,
+                                       args=(self._target, self._args, queue, self.control._stop, self.control._running))
+        self.started_at = time.monotonic()
+        self._active = True
+        self._proc.start()
+        self._reader = threading.Thread(target=self._read, args=(queue, self._proc), name=f"emonas-{self.name}-reader",
+                                        daemon=True)
+        self._reader.start()
+
+    def _read(self, queue, proc) -> None:
+        """Reader thread: the child's messages become signals (queued to the GUI thread)."""
+        import queue as queues
+
+        ended = False
+        while not ended:
+            try:
+                kind, payload = queue.get(timeout=0.2)
+            except queues.Empty:
+                if proc.is_alive():
+                    continue
+                try:  # the child may have ended right after its last message
+                    kind, payload = queue.get(timeout=1.0)
+                except queues.Empty:
+                    self.failed.emit(f"the {self.name} process ended unexpectedly (exit code {proc.exitcode}); "
+                                     "the run can be resumed")
+                    break
+            except (EOFError, OSError) as exc:  # the queue's pipe broke with the child
+                self.failed.emit(f"lost contact with the {self.name} process ({exc})")
+                break
+            if kind == "event":
+                self.event.emit(payload)
+            elif kind == "log":
+                self.log.emit(payload)
+            elif kind == "warning":
+                self.warning.emit(payload)
+            elif kind == "paused":
+                self.paused.emit()
+            elif kind in ("finished", "failed"):
+                (self.finished if kind == "finished" else self.failed).emit(payload)
+                ended = True
+        # the job has ended for the app (the run's database is closed and unlocked); the child
+        # process may take a moment longer to exit, which this thread waits for
+        self.done.emit()
+        proc.join()
+        queue.close()
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until the child and the reader have ended; True when they did."""
+        if self._reader is None:
+            return True
+        self._reader.join(timeout_ms / 1000)
+        return not self._reader.is_alive()
+
+    def shutdown(self, timeout_ms: int = 60000) -> None:
+        """Stop and wait for the child (used when a panel closes); end it if it does not stop in time."""
+        self.control.stop()
+        if not self.wait(timeout_ms) and self._proc is not None and self._proc.is_alive():
+            log.warning("%s process did not stop within %d s: terminating it", self.name, timeout_ms // 1000)
+            self._proc.terminate()  # the run database is crash-safe; the run stays resumable
+            self.wait(10000)
 
 
 # ---- engine calls behind the app's long jobs (run in the worker thread) -------------------------

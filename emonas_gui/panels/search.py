@@ -39,20 +39,15 @@ from engine.errors import EmonasError
 from engine.run.store import RunStore, is_run
 from emonas_gui.panels.monitor import MonitorPanel
 from emonas_gui.panels.search_setup import SearchSetupForm, search_cost
-from emonas_gui.workers import EngineJob, JobControl
+from emonas_gui.workers import EngineJob, ProcessJob
 
 log = logging.getLogger(__name__)
 
 
-def search_job(run_dir: Path, config: SearchConfig | None, parent=None) -> EngineJob:
-    """A job that runs a new search (``config`` given) or resumes the run in ``run_dir`` (None)."""
-    from engine.run.session import SearchSession
-
-    def fn(callback, control: JobControl) -> dict:
-        session = SearchSession(run_dir, config) if config is not None else SearchSession.open(run_dir)
-        return session.run(callback=callback, cancel=control)
-
-    return EngineJob(fn, "search", parent)
+def search_job(run_dir: Path, config: SearchConfig | None, parent=None) -> ProcessJob:
+    """A job that runs a new search (``config`` given) or resumes the run in ``run_dir`` (None), in a
+    child process (see ``emonas_gui.workers.ProcessJob``)."""
+    return ProcessJob("search", (str(run_dir), None if config is None else config.to_dict()), "search", parent)
 
 
 def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, parent=None) -> EngineJob:
@@ -78,7 +73,7 @@ class SearchPanel(QWidget):
     def __init__(self, state, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self.job: EngineJob | None = None
+        self.job: ProcessJob | None = None
         self.run_dir: Path | None = None
         self.summary: dict | None = None
         self._cost_job: EngineJob | None = None

@@ -140,3 +140,57 @@ def test_cycles_are_collected_on_the_gui_thread_only(qtbot):
     assert freed_on == []  # no collection ran in the worker
     qtbot.waitUntil(lambda: bool(freed_on), timeout=5000)
     assert freed_on == [threading.get_ident()]
+
+
+def test_a_search_in_a_child_process_reports_bad_input_in_one_line(qtbot, tmp_path):
+    from engine.config import SearchConfig
+    from emonas_gui.workers import ProcessJob
+
+    cfg = SearchConfig().replace(dataset=str(tmp_path / "no-such-dataset"))
+    job = ProcessJob("search", (str(tmp_path / "run"), cfg.to_dict()), "search")
+    got = _collect(job)
+    with qtbot.waitSignal(job.done, timeout=120_000):
+        job.start()
+    assert job.wait(30_000)
+    assert got["finished"] == [] and len(got["failed"]) == 1
+    msg = got["failed"][0]
+    assert "no-such-dataset" in msg and "\n" not in msg and "Traceback" not in msg
+    assert not (tmp_path / "run").exists()  # refused before a run folder was made
+    assert got["threads"] == {threading.get_ident()}  # the signals reached the GUI thread
+
+
+def test_a_child_process_that_dies_is_reported_and_the_run_resumes(qtbot, tmp_path):
+    import os
+    import signal
+
+    from engine.config import SearchConfig
+    from engine.run.store import RunStore
+    from emonas_gui.workers import ProcessJob
+
+    cheap = ["conv3d_1x1x1", "identity"]
+    cfg = SearchConfig().replace(
+        dataset="demo", seed=1,
+        space={"nf1": [8], "n_cells": [5], "op1": cheap, "op2": cheap, "op3": cheap, "op4": cheap},
+        samea={"population": 2, "generations": 1, "neighbourhood": 2},
+        training={"epochs": 1, "patience": 1, "extra": {"iterations_per_epoch": 2}},
+        resources={"device": "cpu"},
+    )
+    run = tmp_path / "run"
+    job = ProcessJob("search", (str(run), cfg.to_dict()), "search")
+    got = _collect(job)
+    job.start()
+    qtbot.waitUntil(lambda: any(e.get("kind") == "started" for e in got["event"]), timeout=300_000)
+    with qtbot.waitSignal(job.done, timeout=60_000):
+        os.kill(job._proc.pid, signal.SIGKILL)  # as the out-of-memory killer would
+    assert job.wait(30_000)
+    assert len(got["failed"]) == 1 and "ended unexpectedly" in got["failed"][0] and "resumed" in got["failed"][0]
+    assert not job.is_running()
+
+    again = ProcessJob("search", (str(run), None), "search")  # Resume
+    got2 = _collect(again)
+    with qtbot.waitSignal(again.done, timeout=300_000):
+        again.start()
+    assert again.wait(30_000)
+    assert got2["failed"] == [] and got2["finished"][0]["status"] == "finished"
+    with RunStore.open_readonly(run) as store:
+        assert store.counts()["done"] + store.counts()["failed"] == 2

@@ -1,0 +1,146 @@
+"""The Qt-free half of the app's long jobs: the control object and the child-process entry point.
+
+``JobControl`` is the cancel object handed to engine jobs (``is_set()``), with pause and resume. It
+works with ``threading`` events (a job in a thread of the app) or ``multiprocessing`` events (a job in
+a child process, controlled from the app).
+
+``child_main`` runs an engine job in a child process (started with the ``spawn`` method, so this module
+must not import Qt) and sends everything the app shows through a queue of plain tuples:
+``("event", dict)``, ``("log", str)``, ``("warning", str)``, ``("paused", None)`` and, last,
+``("finished", result)`` or ``("failed", one-line message)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.errors import EmonasError
+
+log = logging.getLogger(__name__)
+
+
+class JobControl:
+    """The cancel object an engine job polls: ``is_set()``; plus pause/resume for the app.
+
+    ``stop_event`` and ``running_event`` default to ``threading.Event``; pass ``multiprocessing``
+    events to control a job in another process (both sides build a ``JobControl`` over the same pair).
+    """
+
+    def __init__(self, stop_event=None, running_event=None) -> None:
+        self._stop = stop_event if stop_event is not None else threading.Event()
+        self._running = running_event if running_event is not None else threading.Event()
+        self._running.set()
+        self.on_pause: Callable[[], None] | None = None
+
+    def is_set(self) -> bool:
+        """True once stopped. While paused, blocks the calling (worker) thread until resumed."""
+        if not self._running.is_set() and not self._stop.is_set():
+            if self.on_pause is not None:
+                self.on_pause()
+            while not self._running.wait(0.1):
+                if self._stop.is_set():
+                    break
+        return self._stop.is_set()
+
+    # threading.Event-like spelling, for engine code that calls set()
+    def set(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        if not self._stop.is_set():
+            self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set() and not self._stop.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing one-line text of an exception."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, EmonasError):
+        return text or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return f"unexpected {type(exc).__name__}: {text}" if text else f"unexpected {type(exc).__name__}"
+
+
+def plain_event(ev: Any) -> dict:
+    """An engine event (a dict, or a dataclass such as the session's ``SearchEvent``) as a dict."""
+    if dataclasses.is_dataclass(ev) and not isinstance(ev, type):
+        ev = dataclasses.asdict(ev)
+    return dict(ev)
+
+
+class _QueueLogHandler(logging.Handler):
+    """Sends log records (one line each) to the app: warnings and errors as "warning", the rest as "log"."""
+
+    def __init__(self, queue):
+        super().__init__(logging.INFO)
+        self.queue = queue
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            lines = record.getMessage().strip().splitlines()
+            self.queue.put(("warning" if record.levelno >= logging.WARNING else "log", lines[0] if lines else ""))
+        except Exception:  # noqa: BLE001 - logging must never break the job
+            pass
+
+
+def run_search(run_dir: str, config: dict | None, callback: Callable[[dict], None], control: JobControl) -> dict:
+    """Run a new search (``config``, a SearchConfig as a dict) or resume the run in ``run_dir`` (None)."""
+    from engine.config import SearchConfig
+    from engine.run.session import SearchSession
+
+    if config is not None:
+        session = SearchSession(Path(run_dir), SearchConfig.from_dict(config))
+    else:
+        session = SearchSession.open(Path(run_dir))
+    return session.run(callback=callback, cancel=control)
+
+
+#: the functions a child process may run, by name (the parent names one; nothing else is unpickled)
+CHILD_TARGETS: dict[str, Callable[..., Any]] = {"search": run_search}
+
+
+def child_main(target: str, args: tuple, queue, stop_event, running_event) -> None:
+    """Entry point of a job's child process: run ``CHILD_TARGETS[target](*args, callback, control)``."""
+    import signal
+
+    # Ctrl-C in the terminal that started the app reaches the whole process group; the app decides
+    # (it stops the job through ``stop_event``), so that the run ends as a clean pause
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.captureWarnings(True)
+    handler = _QueueLogHandler(queue)
+    for name in ("engine", "py.warnings"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("engine").setLevel(logging.INFO)
+    control = JobControl(stop_event, running_event)
+    control.on_pause = lambda: queue.put(("paused", None))
+    try:
+        result = CHILD_TARGETS[target](*args, lambda ev: queue.put(("event", plain_event(ev))), control)
+    except EmonasError as exc:
+        queue.put(("failed", one_line(exc)))
+    except BaseException as exc:  # noqa: BLE001 - the app gets one line; the traceback goes to its log
+        queue.put(("log", f"{target} failed: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:])))
+        queue.put(("failed", one_line(exc)))
+    else:
+        queue.put(("finished", result))
+    finally:
+        queue.close()
+        queue.join_thread()  # everything is delivered before the process ends
