@@ -121,3 +121,26 @@ def test_early_stopping_after_patience_epochs_without_improvement(tiny_data, sma
     assert r.dice == {"left": 0.6, "right": 0.6}
     # f1 uses e_max = 2 of E = 120 and the last 5 epochs
     assert r.f1_raw == pytest.approx(0.25 * np.mean([c["train_dice_loss"] for c in r.curves]) + 1.0 + 0.25 * 118 / 120)
+
+
+def test_the_mixed_precision_channels_last_step_runs_on_cpu(tiny_data, small_genome):
+    """The lines the CUDA path takes (bf16 autocast, channels-last 3D in training and validation),
+    exercised on the CPU, where PyTorch also autocasts to bfloat16."""
+    import torch
+
+    from engine.train.trainer import Trainer
+
+    trainer = Trainer(small_genome, tiny_data, cfg(epochs=1))
+    assert trainer.amp_dtype is None and not trainer.channels_last  # CPU default: fp32, contiguous
+    trainer.amp_dtype, trainer.channels_last = torch.bfloat16, True
+    trainer.model = trainer.model.to(memory_format=torch.channels_last_3d)
+    trainer.model.train()
+    x = torch.randn(trainer.batch_size, tiny_data.in_channels, *trainer.patch)
+    y = torch.randint(0, tiny_data.num_classes, (trainer.batch_size, *trainer.patch))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    losses = [float(trainer.train_step(x, y)[0]) for _ in range(3)]
+    assert all(math.isfinite(v) for v in losses)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # it learned
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
+    val = trainer.validate(1)
+    assert math.isfinite(val["val_loss"]) and all(0 <= d <= 1 for d in val["val_dice"].values())
