@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -118,6 +119,26 @@ def run_search(run_dir: str, config: dict | None, callback: Callable[[dict], Non
 CHILD_TARGETS: dict[str, Callable[..., Any]] = {"search": run_search}
 
 
+def _stop_when_orphaned(control: JobControl, every_s: float = 1.0) -> threading.Thread:
+    """Stop the job if the app that started this process dies (killed, crashed): the run then ends
+    as a clean pause that a new app session can resume, instead of running on out of anyone's reach."""
+    import os
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not control.stopped:
+            if os.getppid() != parent:  # re-parented: the app is gone
+                log.warning("the app that started this job has ended: stopping")
+                control.stop()
+                return
+            time.sleep(every_s)
+
+    thread = threading.Thread(target=watch, name="emonas-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def child_main(target: str, args: tuple, queue, stop_event, running_event) -> None:
     """Entry point of a job's child process: run ``CHILD_TARGETS[target](*args, callback, control)``."""
     import signal
@@ -132,6 +153,7 @@ def child_main(target: str, args: tuple, queue, stop_event, running_event) -> No
     logging.getLogger("engine").setLevel(logging.INFO)
     control = JobControl(stop_event, running_event)
     control.on_pause = lambda: queue.put(("paused", None))
+    _stop_when_orphaned(control)
     try:
         result = CHILD_TARGETS[target](*args, lambda ev: queue.put(("event", plain_event(ev))), control)
     except EmonasError as exc:
