@@ -11,101 +11,22 @@ whose output is the sum of its four nodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
 from engine.genome import Genome
+from engine.network.arch import (  # noqa: F401 - the layer plan lives in arch; re-exported here
+    Architecture,
+    CellSpec,
+    PoolSize,
+    architecture,
+    check_patch,
+    default_pool_sizes,
+    divisor,
+)
 from engine.network.ops import make_op
-
-PoolSize = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One cell: the width of its input and of its output (and of every node)."""
-
-    c_in: int
-    width: int
-    level: int
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The layer plan of a genome's network, as plain numbers."""
-
-    genome: Genome
-    in_channels: int
-    num_classes: int
-    pool_sizes: tuple[PoolSize, ...]
-    stem_projection: bool  # identity stem whose input channels do not divide nf1 -> 1x1x1 conv
-
-    @property
-    def widths(self) -> list[int]:
-        return [self.genome.nf1 * 2**level for level in range(self.genome.n_levels + 1)]
-
-    def encoder_cells(self) -> list[CellSpec]:
-        w = self.widths
-        return [CellSpec(w[0], w[0], 0)] + [CellSpec(w[l - 1], w[l], l) for l in range(1, len(w))]
-
-    def decoder_cells(self) -> list[CellSpec]:
-        w = self.widths
-        return [CellSpec(w[l], w[l], l) for l in range(len(w) - 2, -1, -1)]
-
-    def node_inputs(self, cell: CellSpec) -> list[int]:
-        """Input width of each of the four nodes of ``cell``."""
-        return [cell.c_in if src == 0 else cell.width for src in self.genome.inputs]
-
-
-def default_pool_sizes(n_levels: int) -> tuple[PoolSize, ...]:
-    return tuple((2, 2, 2) for _ in range(n_levels))
-
-
-def architecture(
-    genome: Genome, in_channels: int, num_classes: int, pool_sizes: Sequence[Sequence[int]] | None = None
-) -> Architecture:
-    """Validate the arguments and return the layer plan of ``genome``'s network."""
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"num_classes counts the background too and must be at least 2, got {num_classes!r}")
-    if pool_sizes is None:
-        pools = default_pool_sizes(genome.n_levels)
-    else:
-        pools = tuple(tuple(int(s) for s in p) for p in pool_sizes)
-        if len(pools) != genome.n_levels or any(len(p) != 3 or any(s not in (1, 2) for s in p) for p in pools):
-            raise ConfigError(
-                f"pool_sizes must list {genome.n_levels} triples of 1 or 2 (one per level), got {pool_sizes!r}"
-            )
-    stem_projection = genome.op1 == "identity" and genome.nf1 % in_channels != 0
-    return Architecture(genome, in_channels, num_classes, pools, stem_projection)
-
-
-def divisor(pool_sizes: Sequence[Sequence[int]], axis: int) -> int:
-    """The factor a patch must be divisible by on ``axis``."""
-    d = 1
-    for p in pool_sizes:
-        d *= int(p[axis])
-    return d
-
-
-def check_patch(arch: Architecture, patch: Sequence[int]) -> tuple[int, int, int]:
-    """Raise ``ConfigError`` unless ``patch`` is divisible by the network's pooling on every axis."""
-    patch = tuple(int(p) for p in patch)
-    if len(patch) != 3 or any(p < 1 for p in patch):
-        raise ConfigError(f"patch size must be three positive integers, got {patch!r}")
-    for axis, p in enumerate(patch):
-        d = divisor(arch.pool_sizes, axis)
-        if p % d:
-            raise ConfigError(
-                f"patch size {patch} is not divisible by {d} on axis {'xyz'[axis]} "
-                f"(a network with {arch.genome.n_cells} cells pools {arch.genome.n_levels} times)"
-            )
-    return patch  # type: ignore[return-value]
-
 
 class Cell(nn.Module):
     """4-node DAG: node 1 reads the cell input, node i reads the tensor chosen by its gene."""

@@ -7,8 +7,14 @@ from functools import lru_cache
 from typing import Sequence
 
 from engine.genome import Genome
-from engine.network.builder import Architecture, architecture, check_patch
-from engine.network.ops import op_activation_elements, op_flops, op_parameters
+from engine.network.arch import (
+    Architecture,
+    architecture,
+    check_patch,
+    op_activation_elements,
+    op_flops,
+    op_parameters,
+)
 
 
 def _arch_parameters(arch: Architecture) -> int:

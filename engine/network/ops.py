@@ -12,25 +12,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from engine.genome import OPS
-
-#: Convolution kernels of each op, applied in sequence; identity has none.
-OP_KERNELS: dict[str, tuple[tuple[int, int, int], ...]] = {
-    "conv3d_1x1x1": ((1, 1, 1),),
-    "conv3d_3x3x3": ((3, 3, 3),),
-    "conv3d_5x5x5": ((5, 5, 5),),
-    "conv2d_3x3x1": ((3, 3, 1),),
-    "conv2d_5x5x1": ((5, 5, 1),),
-    "conv2d_7x7x1": ((7, 7, 1),),
-    "p3d_3x3x3": ((3, 3, 1), (1, 1, 3)),
-    "p3d_5x5x5": ((5, 5, 1), (1, 1, 5)),
-    "p3d_7x7x7": ((7, 7, 1), (1, 1, 7)),
-    "identity": (),
-}
-assert tuple(OP_KERNELS) == OPS
-
-#: InstanceNorm without affine weights, as in the reference parameter counts of the paper's networks.
-NORM_AFFINE = False
+from engine.network.arch import (  # noqa: F401 - analytic sizes live in arch; re-exported here
+    NORM_AFFINE,
+    OP_KERNELS,
+    op_activation_elements,
+    op_flops,
+    op_parameters,
+)
 
 
 class Identity(nn.Module):
@@ -72,31 +60,3 @@ OP_FACTORIES: dict[str, Callable[..., nn.Module]] = {
 def make_op(name: str, c_in: int, c_out: int, preact: bool = True) -> nn.Module:
     """Build op ``name`` mapping ``c_in`` to ``c_out`` channels."""
     return OP_FACTORIES[name](c_in, c_out, preact=preact)
-
-
-def op_parameters(name: str, c_in: int, c_out: int) -> int:
-    """Exact trainable parameter count of ``make_op(name, c_in, c_out)``."""
-    total, c = 0, c_in
-    for k in OP_KERNELS[name]:
-        total += c * c_out * k[0] * k[1] * k[2] + c_out
-        c = c_out
-    if OP_KERNELS[name] and NORM_AFFINE:
-        total += 2 * c_out
-    return total
-
-
-def op_flops(name: str, c_in: int, c_out: int, voxels: int) -> int:
-    """Forward floating-point operations (2 per multiply-add) of the op's convolutions."""
-    total, c = 0, c_in
-    for k in OP_KERNELS[name]:
-        total += 2 * c * c_out * k[0] * k[1] * k[2] * voxels
-        c = c_out
-    return total
-
-
-def op_activation_elements(name: str, c_in: int, c_out: int, voxels: int, preact: bool = True) -> int:
-    """Elements the op keeps for the backward pass (ReLU output, each conv output, norm output)."""
-    kernels = OP_KERNELS[name]
-    if not kernels:
-        return c_out * voxels if c_out != c_in else 0
-    return ((c_in * voxels) if preact else 0) + len(kernels) * c_out * voxels + c_out * voxels

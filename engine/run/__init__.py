@@ -1,6 +1,19 @@
-"""Running a search: the run database, candidate evaluation, executors and the session that ties them."""
+"""Running a search: the run database, candidate evaluation, executors and the session that ties them.
 
-from engine.run.session import Problem, SearchEvent, SearchSession
-from engine.run.store import RunStore
+Names load on first use, so that reading a run (``engine.run.store``) does not import the search
+algorithms and their libraries.
+"""
 
 __all__ = ["Problem", "RunStore", "SearchEvent", "SearchSession"]
+
+
+def __getattr__(name: str):
+    if name in ("Problem", "SearchEvent", "SearchSession"):
+        from engine.run import session
+
+        return getattr(session, name)
+    if name == "RunStore":
+        from engine.run.store import RunStore
+
+        return RunStore
+    raise AttributeError(f"module 'engine.run' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """The engine stays headless: importable and usable with Qt, pyqtgraph and VTK absent."""
 
+import os
 import pkgutil
 import shutil
 import subprocess
@@ -58,3 +59,23 @@ def test_cli_parser_builds_without_importing_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_the_apps_steps_and_cost_estimates_load_without_torch_or_sklearn():
+    """Switching to the Search, Results or Export step never waits for PyTorch or scikit-learn: the
+    steps' modules, reading a run and the analytic cost of a genome need neither (the jobs load them
+    in their own thread or process)."""
+    code = (
+        "import sys\n"
+        "import emonas_gui.panels.search, emonas_gui.panels.results, emonas_gui.panels.export\n"
+        "from engine.genome import PAPER_GENOMES\n"
+        "from engine.network import count_parameters\n"
+        "from engine.run.store import RunStore\n"
+        "from engine.search.pareto import hypervolume_2d\n"
+        "assert count_parameters(next(iter(PAPER_GENOMES.values())), 1, 3) > 0\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'scipy', 'monai') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
