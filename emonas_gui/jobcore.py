@@ -88,8 +88,14 @@ def plain_event(ev: Any) -> dict:
     return dict(ev)
 
 
+def record_line(record: logging.LogRecord) -> tuple[str, str]:
+    """What the app shows of a log record: ("warning" for warnings and errors, else "log"), first line."""
+    lines = record.getMessage().strip().splitlines()
+    return ("warning" if record.levelno >= logging.WARNING else "log"), (lines[0] if lines else "")
+
+
 class _QueueLogHandler(logging.Handler):
-    """Sends log records (one line each) to the app: warnings and errors as "warning", the rest as "log"."""
+    """Sends log records (one line each) to the app through the child's queue."""
 
     def __init__(self, queue):
         super().__init__(logging.INFO)
@@ -97,8 +103,7 @@ class _QueueLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            lines = record.getMessage().strip().splitlines()
-            self.queue.put(("warning" if record.levelno >= logging.WARNING else "log", lines[0] if lines else ""))
+            self.queue.put(record_line(record))
         except Exception:  # noqa: BLE001 - logging must never break the job
             pass
 

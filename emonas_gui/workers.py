@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
-from emonas_gui.jobcore import JobControl, one_line, plain_event
+from emonas_gui.jobcore import JobControl, one_line, plain_event, record_line
 from engine.errors import EmonasError
 
 __all__ = ["EngineJob", "ProcessJob", "JobControl", "one_line"]
@@ -190,12 +190,8 @@ class EngineJob(_Job):
         self.event.emit(plain_event(ev))
 
     def _on_record(self, record: logging.LogRecord) -> None:
-        text = record.getMessage().strip().splitlines()
-        line = text[0] if text else ""
-        if record.levelno >= logging.WARNING:
-            self.warning.emit(line)
-        else:
-            self.log.emit(line)
+        kind, line = record_line(record)
+        (self.warning if kind == "warning" else self.log).emit(line)
 
     def _run_in_thread(self) -> None:
         # Python warnings become records of the 'py.warnings' logger (process-wide and idempotent;
@@ -263,37 +259,36 @@ class ProcessJob(_Job):
                                         daemon=True)
         self._reader.start()
 
-    def _read(self, queue, proc) -> None:
-        """Reader thread: the child's messages become signals (queued to the GUI thread)."""
+    def _next_message(self, queue, proc) -> tuple[str, Any]:
+        """The child's next message; a ("failed", why) of its own when the child is gone without one."""
         import queue as queues
 
-        ended = False
-        while not ended:
+        while True:
             try:
-                kind, payload = queue.get(timeout=0.2)
+                return queue.get(timeout=0.2)
             except queues.Empty:
                 if proc.is_alive():
                     continue
                 try:  # the child may have ended right after its last message
-                    kind, payload = queue.get(timeout=1.0)
+                    return queue.get(timeout=1.0)
                 except queues.Empty:
-                    self.failed.emit(f"the {self.name} process ended unexpectedly (exit code {proc.exitcode}); "
-                                     "the run can be resumed")
-                    break
+                    return "failed", (f"the {self.name} process ended unexpectedly (exit code {proc.exitcode}); "
+                                      "the run can be resumed")
             except (EOFError, OSError) as exc:  # the queue's pipe broke with the child
-                self.failed.emit(f"lost contact with the {self.name} process ({exc})")
-                break
-            if kind == "event":
-                self.event.emit(payload)
-            elif kind == "log":
-                self.log.emit(payload)
-            elif kind == "warning":
-                self.warning.emit(payload)
-            elif kind == "paused":
+                return "failed", f"lost contact with the {self.name} process ({exc})"
+
+    def _read(self, queue, proc) -> None:
+        """Reader thread: the child's messages become signals (queued to the GUI thread)."""
+        signals = {"event": self.event, "log": self.log, "warning": self.warning,
+                   "finished": self.finished, "failed": self.failed}
+        while True:
+            kind, payload = self._next_message(queue, proc)
+            if kind == "paused":
                 self.paused.emit()
-            elif kind in ("finished", "failed"):
-                (self.finished if kind == "finished" else self.failed).emit(payload)
-                ended = True
+            else:
+                signals[kind].emit(payload)
+            if kind in ("finished", "failed"):
+                break
         # the job has ended for the app (the run's database is closed and unlocked); the child
         # process may take a moment longer to exit, which this thread waits for
         self.done.emit()
@@ -399,13 +394,11 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
     out = Path(out_dir)
     retrained_in = None
     if retrain:
-        from engine.run.retrain import retrain_candidate
+        from engine.run.retrain import retrain_candidate, retrain_epochs
 
         retrained_in = out.parent / f"{out.name}.training"
         callback({"event": "stage", "text": f"retraining candidate {candidate_id} on the training and validation cases"})
-        from engine.run.retrain import run_context
-
-        total = int(epochs or run_context(run_dir)["train"]["epochs"])
+        total = retrain_epochs(run_dir, epochs)
 
         def progress(ev: dict) -> None:  # the trainer's events, with the total for a progress bar
             if ev.get("event") == "epoch":
@@ -418,10 +411,9 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
         try:
             retrain_candidate(run_dir, int(candidate_id), retrained_in, epochs=epochs, callback=progress, cancel=control)
         except EmonasError:
-            if control.stopped:
-                raise EmonasError("export cancelled") from None
-            raise
-        if control.stopped:
+            if not control.stopped:
+                raise
+        if control.stopped:  # cancelled during or right after the retraining
             raise EmonasError("export cancelled")
         callback({"event": "stage", "text": "exporting the retrained network"})
         meta = export_model(retrained_in, out, formats)

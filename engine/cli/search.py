@@ -184,10 +184,9 @@ def _runs(args) -> dict:
 
 
 def _retrain(args) -> dict:
-    from engine.run.retrain import retrain_candidate, run_context
+    from engine.run.retrain import retrain_candidate, retrain_epochs
 
-    total = args.epochs or int(run_context(args.run)["train"]["epochs"])
-    with progress_bar(total, f"retraining candidate {args.candidate}") as bar:
+    with progress_bar(retrain_epochs(args.run, args.epochs), f"retraining candidate {args.candidate}") as bar:
 
         def on_event(event: dict) -> None:
             if event.get("event") == "epoch":

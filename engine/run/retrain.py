@@ -69,6 +69,15 @@ def candidate_folder(run_dir: str | Path, candidate_id: int, device: str = "auto
     return folder
 
 
+def retrain_epochs(run_dir: str | Path, epochs: int | None = None) -> int:
+    """The epochs a retraining runs: ``epochs``, or the run's own budget when None."""
+    if epochs is None:
+        return int(run_context(run_dir)["train"]["epochs"])
+    if epochs < 1:
+        raise RunError(f"--epochs must be at least 1, got {epochs}")
+    return int(epochs)
+
+
 def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Path, epochs: int | None = None,
                       device: str = "auto", callback=None, cancel=None) -> dict:
     """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model).
@@ -83,9 +92,7 @@ def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Pat
     genome = Genome.from_dict(row["genome"])
     train = dict(ctx["train"])
     if epochs is not None:
-        if epochs < 1:
-            raise RunError(f"--epochs must be at least 1, got {epochs}")
-        train["epochs"] = int(epochs)
+        train["epochs"] = retrain_epochs(run_dir, epochs)
     result = train_genome(genome, ctx["problem"]["data"], train, out_dir, device, final=True, callback=callback,
                           cancel=cancel)
     if result.status == "cancelled":

@@ -199,12 +199,6 @@ class SearchSession:
 
     def _prepare_problem(self) -> Problem:
         t0 = time.perf_counter()
-        try:
-            return self._prepare_problem_untimed()
-        finally:
-            self._setup_s += time.perf_counter() - t0
-
-    def _prepare_problem_untimed(self) -> Problem:
         dataset = self.config.dataset
         if not dataset:
             raise ConfigError("no dataset: give --dataset DIR (or demo) or set dataset in the config")
@@ -219,6 +213,7 @@ class SearchSession:
         spec["split"] = {"train": list(td.split.get("train", [])), "val": list(td.split.get("val", []))} if td.split else None
         if spec["split"] is None:
             spec.pop("split")
+        self._setup_s += time.perf_counter() - t0
         return Problem.from_training_data(td, self.config.training, spec)
 
     def _build_strategy(self, problem: Problem, device: str):
