@@ -58,21 +58,67 @@ class InProcessExecutor:
         pass
 
 
-def _pool_init(threads: int) -> None:
+def _slot_main(conn, threads: int) -> None:
+    """A pool worker: trains the tasks it receives one at a time until told to stop (None) or orphaned."""
     import torch
 
     torch.set_num_threads(max(1, threads))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the search process is gone
+            return
+        if msg is None:
+            return
+        evaluator, task = msg
+        conn.send(_call(evaluator, task, None))
 
 
-def _pool_call(evaluator: Evaluator, task: dict) -> dict:
-    return _call(evaluator, task, None)
+class _Slot:
+    """One worker process of the local pool and the task it is training."""
+
+    def __init__(self, device: str, threads: int):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # safe with torch and CUDA
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_slot_main, args=(child, threads), name=f"emonas-worker-{device}")
+        self.proc.start()
+        child.close()  # so that the worker's death reads as EOF here
+        self.device = device
+        self.task: dict | None = None
+
+    def collect(self) -> dict | None:
+        """The finished task's result; a failed one if the worker died; None while it is still training."""
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        if self.proc.is_alive():
+            return None
+        self.proc.join(timeout=10)
+        return failed_result(self.task, f"worker process died (killed or out of memory; exit code {self.proc.exitcode})")
+
+    def stop(self, wait: float = 10.0) -> None:
+        if self.proc.is_alive() and self.task is None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(timeout=wait)
+        if self.proc.is_alive():  # in-flight trainings cannot be cancelled inside a worker: stop it
+            self.proc.terminate()
+            self.proc.join(timeout=wait)
+        self.conn.close()
 
 
 class LocalPoolExecutor:
-    """``workers`` candidates at once in separate processes (spawned: safe with torch and CUDA).
+    """``workers`` candidates at once, each in a worker process of its own.
 
     CPU threads are shared out between the workers; with GPUs, worker slots go round the devices
-    (several small candidates may share one GPU when workers > GPUs).
+    (several small candidates may share one GPU when workers > GPUs). A worker that dies (killed, out of
+    memory) fails only the candidate it was training and is replaced; its neighbours train on.
     """
 
     name = "local"
@@ -84,74 +130,58 @@ class LocalPoolExecutor:
         self.slots = int(workers)
         self.devices = _device_slots(device, self.slots)
         self.threads = max(1, (os.cpu_count() or 1) // self.slots)
-        self._pool = None
+        self._workers: list[_Slot | None] = [None] * self.slots
 
-    def _new_pool(self):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        return ProcessPoolExecutor(self.slots, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_pool_init, initargs=(self.threads,))
+    def _worker(self, i: int) -> _Slot:
+        w = self._workers[i]
+        if w is None or not w.proc.is_alive():
+            w = self._workers[i] = _Slot(self.devices[i], self.threads)
+        return w
 
     def run(self, tasks: Iterable[dict], on_start, on_result, cancel) -> None:
-        from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
+        from multiprocessing.connection import wait
 
         queue = list(tasks)
-        running: dict = {}
-        free = list(range(self.slots))
-        if self._pool is None:
-            self._pool = self._new_pool()
-        while queue or running:
-            while queue and free and not cancel.is_set():
-                slot = free.pop(0)
-                task = queue.pop(0)
-                task.setdefault("device", self.devices[slot])
+        busy: list[_Slot] = []
+        while queue or busy:
+            for i in range(self.slots):
+                if not queue or cancel.is_set():
+                    break
+                if self._workers[i] is not None and self._workers[i].task is not None:
+                    continue
+                w = self._worker(i)
+                task = w.task = queue.pop(0)
+                task.setdefault("device", w.device)
                 task.setdefault("threads", self.threads)
                 on_start(task)
-                running[self._pool.submit(_pool_call, self.evaluator, task)] = (task, slot)
+                try:
+                    w.conn.send((self.evaluator, task))
+                except OSError:  # died while idle: collect() reports it below
+                    pass
+                busy.append(w)
             if cancel.is_set():
                 self._kill()
                 return
-            done, _ = wait(list(running), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-            broken = False
-            for fut in done:
-                task, slot = running.pop(fut)
-                free.append(slot)
-                try:
-                    result = fut.result()
-                except BrokenProcessPool:
-                    broken = True
-                    result = failed_result(task, "worker process died (killed or out of memory)")
-                except Exception as exc:  # noqa: BLE001
-                    result = failed_result(task, f"{type(exc).__name__}: {exc}")
+            wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=POLL_SECONDS)
+            for w in list(busy):
+                result = w.collect()
+                if result is None:
+                    continue
+                task, w.task = w.task, None
+                busy.remove(w)
                 on_result(task, result)
-            if broken:
-                # every task of a broken pool fails; start a fresh pool for the rest
-                for fut, (task, slot) in list(running.items()):
-                    on_result(task, failed_result(task, "worker process died (killed or out of memory)"))
-                    free.append(slot)
-                running.clear()
-                self._kill()
-                self._pool = self._new_pool()
-            free.sort()
 
     def _kill(self) -> None:
-        if self._pool is None:
-            return
-        procs = list(getattr(self._pool, "_processes", {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:  # in-flight trainings cannot be cancelled inside the workers: stop them
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=10)
-        self._pool = None
+        for w in self._workers:
+            if w is not None:
+                w.stop(wait=10)
+        self._workers = [None] * self.slots
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for w in self._workers:
+            if w is not None:
+                w.stop(wait=30)
+        self._workers = [None] * self.slots
 
 
 def _device_slots(device: str, slots: int) -> list[str]:

@@ -84,9 +84,9 @@ def fake_search(run, resources: dict, fault: str, timeout=600, **env) -> dict:
 
 def test_a_killed_pool_worker_fails_its_candidate_and_the_search_goes_on(tmp_path):
     r = fake_search(tmp_path / "run", {"executor": "local", "workers": 2}, "candidate.3:1:kill", FAKE_SLEEP="0.5")
-    assert r[3]["status"] == "failed" and r[3]["error"] == "worker process died (killed or out of memory)"
-    # the pool is replaced: later candidates train in fresh workers
-    assert all(r[i]["status"] == "done" for i in range(5, 9))
+    assert r[3]["status"] == "failed" and r[3]["error"].startswith("worker process died (killed or out of memory")
+    # only the dead worker's candidate fails: its neighbour trains on, a fresh worker takes the dead one's place
+    assert all(c["status"] == "done" for i, c in r.items() if i != 3)
 
 
 @pytest.mark.slow  # Ray starts in ~20 s; tests/engine/run/test_ray_executor.py covers a lost worker by default
