@@ -1,6 +1,6 @@
 """EMONAS Studio application: arguments, QApplication, themes, screenshot mode.
 
-``python main.py [--dataset DIR] [--run DIR] [--screenshot PATH] [--tab NAME]`` (also the
+``python main.py [--dataset DIR] [--run DIR] [--screenshot PATH] [--tab NAME] [--candidate ID[,ID]]`` (also the
 ``emonas-studio`` entry point, :func:`main`). With no dataset the built-in demo dataset opens.
 ``--screenshot PATH`` opens the window in that state (at least 1280x800), waits until the first case
 is shown with its overlay and 3D surfaces, saves a PNG including the VTK pixels and exits, also with
@@ -32,6 +32,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window in this state and exit")
     p.add_argument("--tab", choices=("data", "search", "results", "export"),
                    help="workflow step to show (default: data, or results with --run)")
+    p.add_argument("--candidate", metavar="ID[,ID]",
+                   help="with --run: the candidate to show (Search: its details; Results: run on the first "
+                        "validation case, a second id to compare; Export: the one to export)")
     p.add_argument("--theme", choices=THEMES, help="colour theme (remembered)")
     p.add_argument("--size", metavar="WxH", help="window size, e.g. 1440x900")
     return p.parse_args(list(argv) if argv is not None else None)
@@ -108,6 +111,15 @@ def build_window(args: argparse.Namespace):
     tab = args.tab or ("results" if args.run else None)
     if tab:
         window.show_step(tab)
+    if args.candidate:
+        try:
+            ids = [int(v) for v in args.candidate.split(",") if v.strip()]
+        except ValueError:
+            raise SystemExit(f"--candidate {args.candidate}: expected candidate ids, e.g. 5 or 5,12") from None
+        show = getattr(window.panels[window.current_step()], "show_candidate", None)
+        if not args.run or not callable(show):
+            raise SystemExit("--candidate needs --run and the search, results or export step")
+        show(ids)
     return window
 
 

@@ -18,6 +18,7 @@ The main window imports them by name:
 
 If a panel defines ``shutdown()`` the main window calls it before closing. If it defines
 ``wait_until_ready(msecs: int) -> bool`` (block until what it is loading is on screen),
-``main.py --screenshot`` calls it before taking a screenshot of that step. The steps after Data are
+``main.py --screenshot`` calls it before taking a screenshot of that step; ``show_candidate(ids: list[int])``
+(show the run's candidate ``ids[0]``, and ``ids[1]`` to compare) serves ``main.py --candidate``. The steps after Data are
 built the first time they are shown or looked up in ``MainWindow.panels``.
 """

@@ -204,6 +204,14 @@ class ExportPanel(QWidget):
         self._suggest_out()
         self._sync()
 
+    def show_candidate(self, ids: list[int]) -> None:
+        """Pick candidate ``ids[0]`` for export (``main.py --candidate``)."""
+        i = self.candidate.findData(int(ids[0])) if ids else -1
+        if i < 0:
+            self.state.report_error(f"candidate {ids[0] if ids else '?'} is not a finished candidate of {self.run_dir}")
+            return
+        self.candidate.setCurrentIndex(i)
+
     def _suggest_out(self, *_: Any) -> None:
         cid = self.candidate.currentData()
         if self.run_dir is not None and cid is not None:

@@ -88,6 +88,7 @@ class MonitorPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m candidates")
         self.progress.setMaximumWidth(280)
+        self.progress.setMinimumWidth(self.progress.fontMetrics().horizontalAdvance("0000 / 0000 candidates") + 24)
         self.eta_label = QLabel("")
         self.colour_by = QComboBox()
         self.colour_by.addItems(["generation", "phase"])
@@ -149,6 +150,13 @@ class MonitorPanel(QWidget):
             except Exception:  # noqa: BLE001 - closing a read-only connection must not raise into Qt
                 log.debug("closing the store failed", exc_info=True)
         self._store = None
+
+    def run_status(self) -> str:
+        """The watched run's status (``running``, ``paused``, ``finished``...), '' if none or unreadable."""
+        try:
+            return str(self._store.get_meta("status", "") or "") if self._store is not None else ""
+        except Exception:  # noqa: BLE001 - a busy database: unknown for now
+            return ""
 
     def is_watching(self) -> bool:
         return self._timer.isActive()

@@ -48,6 +48,7 @@ class ResultsPanel(QWidget):
         self.job: EngineJob | None = None
         self.result: dict[str, Any] | None = None
         self._validation_job: EngineJob | None = None
+        self._run_when_ready = False  # show_candidate() before the validation cases were known
 
         lay = QVBoxLayout(self)
         bar = QHBoxLayout()
@@ -147,6 +148,35 @@ class ResultsPanel(QWidget):
         self.case.clear()
         self.case.addItems(cases)
         self._sync_buttons()
+        if self._run_when_ready:
+            self._run_when_ready = False
+            self.run_selected()
+
+    def show_candidate(self, ids: list[int]) -> None:
+        """Pick candidate ``ids[0]`` (and ``ids[1]`` to compare) and run them on the first validation case
+        as soon as the cases are known (``main.py --candidate``)."""
+        for combo, cid in zip((self.cand_a, self.cand_b), ids):
+            i = combo.findData(int(cid))
+            if i < 0:
+                self.state.report_error(f"candidate {cid} is not a finished candidate of {self.run_dir}")
+                return
+            combo.setCurrentIndex(i)
+        if self.case.count():
+            self.run_selected()
+        else:
+            self._run_when_ready = True
+
+    def wait_until_ready(self, msecs: int = 60000) -> bool:
+        """Block until the validation cases and a requested prediction are on screen (for --screenshot)."""
+        from PySide6.QtWidgets import QApplication
+
+        ok = True
+        for attr in ("_validation_job", "job"):
+            job = getattr(self, attr)
+            if job is not None:
+                ok = job.wait(msecs) and ok
+            QApplication.processEvents()  # delivers the result, which may start the prediction job
+        return ok
 
     def _sync_buttons(self) -> None:
         busy = self.job is not None and self.job.is_running()

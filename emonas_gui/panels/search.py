@@ -256,6 +256,13 @@ class SearchPanel(QWidget):
         if path:
             self.open_run(path)
 
+    def show_candidate(self, ids: list[int]) -> None:
+        """Open candidate ``ids[0]`` of the current run in the details view (``main.py --candidate``)."""
+        if ids and not any(c.id == int(ids[0]) for c in self.monitor.candidates):
+            self.state.report_error(f"candidate {ids[0]} is not a candidate of {self.run_dir}")
+        elif ids:
+            self.monitor.open_candidate(int(ids[0]))
+
     def open_run(self, run_dir: str | Path) -> bool:
         """Show an existing run (and make it the app's current run); False with a message if not a run."""
         if self.is_running():
@@ -271,7 +278,11 @@ class SearchPanel(QWidget):
         self._show_run_config(self.run_dir)
         if self.state.run_dir != self.run_dir:
             self.state.set_run(self.run_dir)
-        self.state_label.setText(f"Run {self.run_dir.name} open; Resume continues it.")
+        status = self.monitor.run_status()
+        if status == "finished":
+            self.state_label.setText(f"Run {self.run_dir.name} open: finished. Results and Export use its candidates.")
+        else:
+            self.state_label.setText(f"Run {self.run_dir.name} open ({status or 'status unknown'}); Resume continues it.")
         self._sync()
         return True
 

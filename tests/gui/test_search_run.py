@@ -172,6 +172,26 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     assert errors == []
     json.dumps(panel2.summary)  # plain data
 
+    # the same views from the command line (as `main.py --screenshot` uses them): --candidate A,B
+    from emonas_gui.app import build_window, parse_args
+
+    ids = [export.candidate.itemData(i) for i in range(min(2, export.candidate.count()))]
+    win = build_window(parse_args(["--run", str(run_dir), "--tab", "results", "--candidate", ",".join(map(str, ids))]))
+    qtbot.addWidget(win)
+    win_errors: list[str] = []
+    win.state.error.connect(win_errors.append)
+    win.show()
+    shown = win.panels["results"]
+    assert shown.wait_until_ready(LONG)
+    assert shown.result is not None and list(shown.result["predictions"]) == ids
+    assert shown.metrics.columnCount() == 2 * len(ids) and win_errors == []
+    win.show_step("search")
+    win.panels["search"].show_candidate([ids[-1]])
+    assert win.panels["search"].monitor.details.candidate.id == ids[-1]
+    win.panels["search"].show_candidate([9999])
+    assert win_errors and "candidate 9999 is not a candidate" in win_errors[-1]
+    win.close()
+
 
 def test_bad_config_and_occupied_run_folder_are_readable_errors(qtbot, tmp_path):
     state = AppState()
