@@ -9,7 +9,7 @@ Measures, for networks of the search space on the Task04-sized patch (32x48x32, 
 and projects the wall time of a full paper-sized hippocampus search (population 10, 40 generations,
 at most 120 epochs, ~35x50x35 volumes, 260 cases).
 
-Usage: python benchmarks/gpu_bench.py [--quick] [--json] [--device cuda|cpu]
+Usage: python benchmarks/gpu_bench.py [--quick | --smoke] [--json] [--device cuda|cpu]
 Prints a table, then one JSON line. Runs in a few minutes on one H200.
 """
 
@@ -168,6 +168,7 @@ def projected_search(sec_per_step_mean: float, val_fraction: float = 0.1) -> dic
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and genomes")
+    ap.add_argument("--smoke", action="store_true", help="one step of the small network only (checks the script)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-compile", action="store_true")
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     device = torch.device(a.device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     peak = device_peak(name)
-    steps = 3 if a.quick else 20
+    steps = 1 if a.smoke else 3 if a.quick else 20
     small = Genome(1, 0, 2, "conv3d_3x3x3", "p3d_3x3x3", "conv2d_3x3x1", "identity", 5, 8, 1e-3)
     hippo = PAPER_GENOMES["hippocampus"]
     if device.type == "cuda":
@@ -184,12 +185,13 @@ def main(argv=None) -> int:
         modes = ["fp32", "fp32_cl"]
     result: dict = {"device": name, "date": time.strftime("%Y-%m-%d"), "patch": PATCH, "batch": BATCH, "modes": {}}
     print(f"device: {name}  patch {PATCH} batch {BATCH}")
-    for label, genome in (("small nf1=8 5 cells", small), ("hippocampus (paper)", hippo)):
+    networks = [("small nf1=8 5 cells", small)] + ([] if a.smoke else [("hippocampus (paper)", hippo)])
+    for label, genome in networks:
         flops = estimate_cost(genome, 1, CLASSES, PATCH, BATCH).train_step_flops
         for mode in modes:
             with UtilSampler() as util:
                 try:
-                    s = time_training(genome, device, mode, steps)
+                    s = time_training(genome, device, mode, steps, warmup=1 if a.smoke else 3)
                 except Exception as exc:  # compile may be unavailable
                     print(f"  {label:24s} {mode:13s} failed: {str(exc).splitlines()[0][:80]}")
                     continue
@@ -203,7 +205,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     space = SearchSpace()
     sample = []
-    for _ in range(3 if a.quick else 12):
+    for _ in range(1 if a.smoke else 3 if a.quick else 12):
         g = space.sample(rng)
         sample.append(time_training(g, device, "bf16_cl" if device.type == "cuda" else "fp32", max(2, steps // 4), 1))
     mean_step = float(np.mean(sample))
@@ -217,7 +219,7 @@ def main(argv=None) -> int:
         result["concurrency"] = concurrency(small, device, 4, steps * 5)
         print(f"  4 small candidates at once vs one after another: x{result['concurrency']['speedup']:.2f}")
     for dt in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
-        s = inference(hippo, device, dt)
+        s = inference(small if a.smoke else hippo, device, dt)
         result[f"inference_128x128x64_{dt}_s"] = s
         print(f"  inference 128x128x64 hippocampus network {dt}: {s * 1e3:.1f} ms")
     if a.json:

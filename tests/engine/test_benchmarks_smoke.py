@@ -26,3 +26,24 @@ def test_benchmark_runner_smoke(tmp_path):
     inf = result["sections"]["inference"]
     assert inf["label_agreement"] > 0.999  # ONNX Runtime and PyTorch agree through the sliding window
     assert (tmp_path / "benchmarks.json").exists()
+
+
+# the GPU machine's Python has PyTorch and numpy only: the script must not reach for anything else
+BARE = """
+import runpy, sys
+for name in ("scipy", "nibabel", "SimpleITK", "monai", "sklearn", "onnx", "onnxruntime", "PySide6", "pyqtgraph",
+             "vtk", "vtkmodules", "pydicom", "highdicom", "ray", "pymoo", "nilearn", "skimage"):
+    sys.modules[name] = None  # as if not installed: importing it fails, find_spec says None
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_gpu_benchmark_script_runs_with_torch_and_numpy_alone(tmp_path):
+    r = subprocess.run([sys.executable, "-c", BARE, str(ROOT / "benchmarks" / "gpu_bench.py"), "--smoke", "--json",
+                        "--device", "cpu"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["device"] == "cpu" and result["modes"]
+    assert all(m["sec_per_step"] > 0 and m["tflops"] > 0 for m in result["modes"].values())
+    assert result["projection"]["candidates"] == 400 and result["projection"]["hours_one_gpu"] > 0
