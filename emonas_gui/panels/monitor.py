@@ -78,6 +78,7 @@ class MonitorPanel(QWidget):
         self.candidates: list[Candidate] = []
         self.front: list[int] = []
         self.total: int | None = None
+        self.generations: int | None = None  # of the run's configuration
         self.in_channels = 1
         self.num_classes: int | None = None
 
@@ -171,6 +172,7 @@ class MonitorPanel(QWidget):
         s = cfg.get("samea") or {}
         if s.get("population") and s.get("generations"):
             self.total = int(s["population"]) * int(s["generations"])
+            self.generations = int(s["generations"])
         problem = meta.get("problem") or {}
         self.in_channels = int(problem.get("in_channels") or 1)
         nc = problem.get("num_classes")
@@ -203,7 +205,8 @@ class MonitorPanel(QWidget):
                 elif c.status == "failed":
                     self.append_log(f"candidate {c.id} failed: {c.error or 'unknown error'}")
                 elif c.status == "running":
-                    self.append_log(f"candidate {c.id} training (generation {c.generation})")
+                    gen_text = f" (generation {c.generation + 1})" if c.generation is not None else ""
+                    self.append_log(f"candidate {c.id} training{gen_text}")
                 self._seen[c.id] = c.status
         # the finish order matters for the hypervolume curve
         finished = {r.get("id"): float(r.get("finished_at") or math.inf) for r in rows}
@@ -219,7 +222,8 @@ class MonitorPanel(QWidget):
         n_failed = sum(c.status == "failed" for c in cands)
         self.status_label.setText(
             f"{self.run_dir.name if self.run_dir else ''}: {status or 'unknown'}"
-            + (f", generation {gen}" if gen is not None else "")
+            + (f", generation {gen + 1}" if gen is not None else "")
+            + (f" of {self.generations}" if gen is not None and self.generations else "")
             + f", {n_done} evaluated" + (f" ({n_failed} failed)" if n_failed else "")
             + f", front of {len(self.front)}"
         )

@@ -130,7 +130,7 @@ class Candidate:
         """A few lines for a tooltip."""
         lines = [f"candidate {self.id}  ({self.status})"]
         if self.generation is not None:
-            lines.append(f"generation {self.generation}" + (f", {self.phase}" if self.phase else ""))
+            lines.append(f"generation {self.generation + 1}" + (f", {self.phase}" if self.phase else ""))
         if self.f1 is not None:
             lines.append(f"error f1 = {self.f1:.4f}")
         if self.parameters:
@@ -211,7 +211,7 @@ class CandidateView(QWidget):
         g = cand.genome
         self.title.setText(
             f"<b>Candidate {cand.id}</b> \u2014 {cand.status}"
-            + (f", generation {cand.generation}" if cand.generation is not None else "")
+            + (f", generation {cand.generation + 1}" if cand.generation is not None else "")
             + (f" ({cand.phase})" if cand.phase else "")
         )
         _fill(self.genome_table, [] if g is None else [(n, str(getattr(g, n))) for n in GENE_NAMES])

@@ -175,10 +175,10 @@ class ParetoPlot(QWidget):
         if self._colour_by == "phase":
             keys = " ".join(span(_PHASE_COLOURS.get(name, (150, 150, 150)), name) for name in dict.fromkeys(phases))
         elif max_gen == 0:
-            keys = span(_generation_colour(0, 0), "generation 0")
-        else:
-            keys = span(_generation_colour(0, max_gen), "generation 0") + " → " + \
-                span(_generation_colour(max_gen, max_gen), f"generation {max_gen}")
+            keys = span(_generation_colour(0, 0), "generation 1")
+        else:  # generations count from 1 on screen (the store counts from 0, the initial population)
+            keys = span(_generation_colour(0, max_gen), "generation 1") + " → " + \
+                span(_generation_colour(max_gen, max_gen), f"generation {max_gen + 1}")
         return f"Pareto front <span style='color: rgb(220, 40, 40)'>(red line)</span> &nbsp; {keys}"
 
     def _tip(self, x: float, y: float, data) -> str:

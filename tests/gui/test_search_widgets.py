@@ -71,7 +71,7 @@ def test_pareto_plot_throttles_and_click_opens_candidate(qtbot):
     x, y = plot.front_line.getData()
     assert len(x) == len(front)
     assert "candidate" in plot._tip(0, 0, front[0])
-    assert "generation 0" in plot.plot.getPlotItem().titleLabel.text
+    assert "generation 1" in plot.plot.getPlotItem().titleLabel.text  # counted from 1 on screen, as in the CLI
     plot.set_colour_by("phase")
     assert "learning" in plot.plot.getPlotItem().titleLabel.text
     assert len(set(map(str, plot.scatter.data["brush"]))) >= 1
