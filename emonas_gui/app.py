@@ -184,10 +184,24 @@ def _route_qt_messages() -> None:
     qInstallMessageHandler(handler)
 
 
+def has_display() -> bool:
+    """Whether Qt can open a window: a platform chosen explicitly, or an X11 or Wayland display on
+    Linux (other systems always have one)."""
+    if os.environ.get("QT_QPA_PLATFORM") or not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start EMONAS Studio (``emonas-studio`` / ``python main.py``)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not has_display():
+        if not args.screenshot:
+            sys.stderr.write("emonas-studio: error: no display to open the window on (DISPLAY and WAYLAND_DISPLAY "
+                             "are unset); use the emonas command line, or --screenshot PATH\n")
+            return 2
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     _route_qt_messages()

@@ -215,10 +215,10 @@ def test_save_views_writes_pngs(window, qtbot, msd_dataset, tmp_path):
     assert QImage(str(shot)).width() >= 1280
 
 
-def _run_main(args, tmp_path, timeout=90, xvfb=False):
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "config"),
+def _run_main(args, tmp_path, timeout=90, xvfb=False, platform="offscreen"):
+    env = dict(os.environ, QT_QPA_PLATFORM=platform, XDG_CONFIG_HOME=str(tmp_path / "config"),
                HOME=str(tmp_path))  # EMONAS_CACHE_DIR: the tests' private cache (conftest)
-    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY") + (("QT_QPA_PLATFORM",) if not platform else ()):
         env.pop(name, None)
     prefix = []
     if xvfb:  # a real X server: Qt's xcb platform and VTK's own X11 render window
@@ -247,6 +247,18 @@ def test_screenshot_mode_as_a_user_runs_it(msd_dataset, tmp_path, xvfb):
     assert nonblank(three_d)
     reddish = (three_d[..., 0].astype(int) - three_d[..., 2].astype(int)) > 60
     assert reddish.sum() > 500, "no lit label surface in the 3D view of the screenshot"
+
+
+def test_no_display_is_one_line_but_a_screenshot_needs_none(msd_dataset, tmp_path):
+    proc = _run_main([], tmp_path, platform=None)  # a server over SSH: no X11, no Wayland, no platform chosen
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "emonas-studio: error: no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset); "
+        "use the emonas command line, or --screenshot PATH"]
+    out = tmp_path / "shot.png"
+    proc = _run_main(["--dataset", str(msd_dataset), "--screenshot", str(out)], tmp_path, platform=None)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert QImage(str(out)).width() >= 1280
 
 
 def test_no_arguments_opens_the_demo_dataset(qtbot):
