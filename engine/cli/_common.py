@@ -79,6 +79,12 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:
         return _closed_pipe()
+    except OSError as exc:  # a file or folder the engine did not expect to fail: still one line
+        fail(f"{exc.filename}: {exc.strerror or exc}" if exc.filename else f"{type(exc).__name__}: {exc}", json_mode)
+        return EXIT_USAGE
+    except MemoryError:
+        fail("out of memory (try a smaller patch or batch, or fewer workers)", json_mode)
+        return EXIT_USAGE
     code = 0
     if isinstance(result, dict):
         code = int(result.pop("_exit_code", 0))

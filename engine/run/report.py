@@ -136,8 +136,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     from engine.run.store import RunStore
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = run_context(run_dir)
+    ctx = run_context(run_dir)  # a folder that is not a run is named before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{out}: cannot create the report folder ({exc.strerror or exc})") from None
     problem, train = ctx["problem"], ctx["train"]
     with RunStore.open_readonly(run_dir) as store:
         front = store.front()

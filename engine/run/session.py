@@ -282,7 +282,14 @@ class SearchSession:
         else:
             train = self._train_dict()
             if self.problem is None:  # bad data fails here, before a run directory is made
-                self.problem = self._prepare_problem()
+                try:
+                    self.problem = self._prepare_problem()
+                except OSError as exc:  # the first write into RUN (its data cache) says RUN cannot be made
+                    if not exc.filename or self.run_dir.resolve() not in (Path(exc.filename).resolve(),
+                                                                          *Path(exc.filename).resolve().parents):
+                        raise
+                    raise RunError(f"{self.run_dir}: cannot make the run folder here "
+                                   f"({exc.strerror or exc})") from None
             store = RunStore.create(self.run_dir, {"config": self.config.to_dict(), "train_config": train})
         self.store = store
         self._exec = None

@@ -58,3 +58,23 @@ def test_errors_with_json_end_with_a_json_object():
     r = emonas("params", "--genome", '{"nf1": 8}', "--json")
     assert r.returncode == 2
     assert "error" in json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("exc, line", [
+    (PermissionError(13, "Permission denied", "/data/share/labels"), "/data/share/labels: Permission denied"),
+    (OSError(28, "No space left on device"), "OSError: [Errno 28] No space left on device"),
+    (MemoryError(), "out of memory (try a smaller patch or batch, or fewer workers)"),
+])
+def test_an_unexpected_file_or_memory_failure_is_still_one_line(exc, line, capsys):
+    """Whatever command meets it: the file and the problem on one line, exit 2, the JSON object last."""
+    import argparse
+
+    from engine.cli._common import run_command
+
+    def handler(args):
+        raise exc
+
+    code = run_command(argparse.Namespace(handler=handler, json=True))
+    out = capsys.readouterr()
+    assert code == 2 and out.err == f"emonas: error: {line}\n"
+    assert json.loads(out.out.strip().splitlines()[-1]) == {"error": line}

@@ -131,6 +131,9 @@ def test_user_errors_are_one_line(small_demo, tmp_path, capsys):
     p = cli(capsys, "front", tmp_path / "nothing", "--json", check=False)
     assert not (tmp_path / "r").exists()  # a refused search leaves nothing behind
     assert p.returncode == 2 and "error" in last_json(p)
+    p = emonas("search", "--dataset", data, "--config", config, "--out", "/proc/emonas-run", "--json", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert last_json(p)["error"] == "/proc/emonas-run: cannot make the run folder here (No such file or directory)"
 
 
 def test_retrain_and_report(searched, tmp_path, capsys):
@@ -159,6 +162,9 @@ def test_retrain_and_report(searched, tmp_path, capsys):
     assert "<svg" in Path(rep["figure_svg"]).read_text()
     p = cli(capsys, "retrain", run, "--candidate", 999, "--out", tmp_path / "x", check=False)
     assert p.returncode == 2 and "no candidate 999" in p.stderr
+    p = cli(capsys, "report", run, "--out", "/proc/emonas-report", check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "emonas: error: /proc/emonas-report: cannot create the report folder (No such file or directory)"]
 
 
 def test_a_run_keeps_its_resampling_when_planning_defaults_change(searched, tmp_path, monkeypatch):
