@@ -1,14 +1,16 @@
 """Desktop app timings on a 256^3 scan with a label overlay (offscreen, no assertions).
 
-Measures: reading the scan and label map from NIfTI and preparing them for display (the worker's
-part), showing them in the slice viewer (the GUI thread's part), the time per slice change, and
-building the 3D label surfaces. Run: ``python benchmarks/app_bench.py [--size 256]``.
+Measures: the GUI thread's largest delay while the first engine job of a session loads PyTorch and
+MONAI in a worker thread, reading the scan and label map from NIfTI and preparing them for display
+(the worker's part), showing them in the slice viewer (the GUI thread's part), the time per slice
+change, and building the 3D label surfaces. Run: ``python benchmarks/app_bench.py [--size 256]``.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +39,44 @@ def make_case(folder: Path, n: int) -> tuple[Path, Path]:
     return img_path, lab_path
 
 
+def first_engine_job_stall(app) -> tuple[float, float]:
+    """(seconds the import took, largest gap in s of a 20 ms GUI timer) while an EngineJob imports the
+    inference engine (PyTorch, MONAI) for the first time in this process, as the app's first Results
+    or Export job does."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from emonas_gui.workers import EngineJob
+
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    def load(cb, ctl):
+        t0 = time.perf_counter()
+        import engine.infer.metrics  # noqa: F401
+        import engine.infer.predictor  # noqa: F401
+
+        return time.perf_counter() - t0
+
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(tick)
+    loop = QEventLoop()
+    job = EngineJob(load, "first-import")
+    took = {}
+    job.finished.connect(lambda s: took.setdefault("s", s))
+    job.done.connect(lambda: QTimer.singleShot(100, loop.quit))  # a few ticks after the end
+    timer.start()
+    QTimer.singleShot(200, job.start)
+    loop.exec()
+    timer.stop()
+    job.wait()
+    return took.get("s", float("nan")), max(gaps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="edge of the cubic scan in voxels")
@@ -46,6 +86,10 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication([])
+    if "torch" not in sys.modules:
+        took, gap = first_engine_job_stall(app)
+        print(f"first engine job loading PyTorch + MONAI in a worker ({took:.2f} s): "
+              f"largest GUI-thread delay {1000 * gap:.0f} ms")
     from emonas_gui.panels.data import load_case
     from emonas_gui.widgets.slice_views import SliceViewer
     from emonas_gui.widgets.surface_view import SurfaceView, build_surfaces
