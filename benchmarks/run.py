@@ -10,7 +10,9 @@ Sections (see BENCHMARKS.md for the results and what limits them):
                against evaluations, seeds side by side) and evaluations SaMEA needs to reach random
                search's final hypervolume;
 - earlystop:   hypervolume per training-second with and without stopping hopeless candidates;
-- concurrency: two candidates at once (process pool) against one after another;
+- data:        opening and preprocessing the demo dataset with an empty cache against a second
+               opening that reads the cache;
+- concurrency: two candidates at once (two worker processes) against one after another;
 - inference:   sliding-window prediction of a 128x128x64 volume, PyTorch eager against ONNX Runtime;
 - memory:      peak RAM of training against the engine's estimate, and RSS over many candidates;
 - app:         loading and showing a 256^3 scan, slice changes, 3D surfaces, GUI-thread delay in a search.
@@ -328,6 +330,27 @@ def bench_memory(quick: bool, work: Path) -> dict:
             "estimated_training_mb": [float(np.min(est)), float(np.max(est))]}
 
 
+def bench_data(quick: bool, work: Path) -> dict:
+    """The demo dataset opened, planned and preprocessed into an empty cache, then again from the cache."""
+    from engine.data import open_dataset
+    from engine.data.plan import make_plan
+    from engine.data.preprocess import preprocess_dataset
+
+    def once(cache: Path) -> tuple[float, int]:
+        t = time.perf_counter()
+        ds = open_dataset("demo")
+        cases = preprocess_dataset(ds, make_plan(ds), cache_dir=cache)
+        return time.perf_counter() - t, len(cases)
+
+    open_dataset("demo")  # the demo's own one-off generation is not part of either figure
+    cache = Path(tempfile.mkdtemp(prefix="data-cache-", dir=work))  # empty whatever ran before
+    cold, n = once(cache)
+    warm, _ = once(cache)
+    log(f"data: demo ({n} cases) opened and preprocessed into an empty cache {cold:.2f} s, "
+        f"again from the cache {warm:.2f} s: x{cold / warm:.1f}")
+    return {"cases": n, "cold_s": cold, "cached_s": warm, "speedup": cold / warm}
+
+
 def bench_app(quick: bool, work: Path) -> dict:
     """The app's figures: benchmarks/app_bench.py (256^3 scan) and the GUI-thread delay during a search."""
     import subprocess
@@ -355,6 +378,7 @@ SECTIONS = {
     "overhead": bench_overhead,
     "inference": bench_inference,
     "memory": bench_memory,
+    "data": bench_data,
     "concurrency": bench_concurrency,
     "earlystop": bench_earlystop,
     "efficiency": bench_efficiency,
