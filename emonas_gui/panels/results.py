@@ -244,6 +244,10 @@ class ResultsPanel(QWidget):
         self.metrics.setHorizontalHeaderLabels(headers)
         self.metrics.setRowCount(len(names))
         self.metrics.setVerticalHeaderLabels(names)
+        # every label's row in view (up to 8; more scroll)
+        rows = min(len(names), 8)
+        self.metrics.setMinimumHeight(self.metrics.horizontalHeader().height() + 2 * self.metrics.frameWidth()
+                                      + sum(self.metrics.rowHeight(r) for r in range(rows)))
         for r, name in enumerate(names):
             for c, cid in enumerate(ids):
                 m = result["metrics"][cid].get(name, {})
