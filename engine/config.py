@@ -272,3 +272,9 @@ def _set(obj: Any, key: str, value: Any, prefix: str, source: str) -> None:
 def default_config_path() -> Path:
     """The packaged default configuration, every key documented."""
     return Path(__file__).resolve().parent.parent / "resources" / "default_search.toml"
+
+
+def current_generation(generation: int, generations: int) -> int:
+    """The generation in progress counted from 1 (the last one once all are done), for display:
+    ``generation`` counts the generations completed, as the search reports it."""
+    return max(1, min(int(generation) + 1, int(generations)))

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import SearchConfig
+from engine.config import SearchConfig, current_generation
 from engine.errors import EmonasError
 from engine.run.store import RunStore, is_run
 from emonas_gui.panels.monitor import MonitorPanel
@@ -394,7 +394,8 @@ class SearchPanel(QWidget):
         eta = ev.get("eta_seconds")
         if not (self.job and self.job.control.paused):
             self.state_label.setText(
-                f"Running: generation {ev.get('generation', 0) + 1} of {ev.get('generations', '?')}, "
+                f"Running: generation {current_generation(ev.get('generation', 0), ev.get('generations', 1))} of "
+                f"{ev.get('generations', '?')}, "
                 f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed"
                 + (f", about {eta / 60:.1f} min left" if isinstance(eta, (int, float)) else "")
             )

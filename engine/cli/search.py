@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.cli._common import progress_bar, subcommand
 from engine.cli.params import parse_triple
-from engine.config import SearchConfig
+from engine.config import SearchConfig, current_generation
 from engine.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class _Display:
         if ev.kind in ("candidate_finished", "step"):
             best = min((f[1] for f in ev.front), default=math.nan)
             eta = f", ETA {ev.eta_seconds / 60:.0f} min" if ev.eta_seconds else ""
-            self.bar.set_postfix_str(f"gen {ev.generation}/{ev.generations}, front {len(ev.front)}, best f1 {best:.3f}{eta}")
+            gen = current_generation(ev.generation, ev.generations)
+            self.bar.set_postfix_str(f"generation {gen}/{ev.generations}, front {len(ev.front)}, best f1 {best:.3f}{eta}")
 
     def close(self) -> None:
         self.bar.close()

@@ -87,7 +87,7 @@ class SearchEvent:
     """A progress report: ``kind`` is started, candidate_started, candidate_finished, step or finished."""
 
     kind: str
-    generation: int
+    generation: int  # generations completed so far (0 while the initial population trains)
     generations: int
     progress: float  # the strategy's progress in [0, 1]
     counts: dict  # candidates per status
