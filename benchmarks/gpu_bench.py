@@ -91,9 +91,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+PEAK_MEMORY: dict = {}  # the last time_training's peak GPU memory (MiB), CUDA only
+
+
 def time_training(genome: Genome, device, mode: str, steps: int, warmup: int = 3) -> float:
-    """Seconds per Adam step of ``genome`` on pre-made tensors in ``mode``."""
+    """Seconds per Adam step of ``genome`` on pre-made tensors in ``mode`` (peak memory in PEAK_MEMORY)."""
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     net = build_network(genome, 1, CLASSES).to(device)
     x = torch.randn(BATCH, 1, *PATCH, device=device)
     y = torch.randint(0, CLASSES, (BATCH, *PATCH), device=device)
@@ -118,7 +124,11 @@ def time_training(genome: Genome, device, mode: str, steps: int, warmup: int = 3
     for _ in range(steps):
         step()
     sync(device)
-    return (time.perf_counter() - t) / steps
+    seconds = (time.perf_counter() - t) / steps
+    PEAK_MEMORY.clear()
+    if device.type == "cuda":
+        PEAK_MEMORY["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return seconds
 
 
 def _worker(args):  # one candidate of the concurrency test, in its own process
@@ -197,8 +207,13 @@ def main(argv=None) -> int:
                     continue
             tflops = flops / s / 1e12
             pk = peak["fp32" if mode == "fp32" else "bf16"]
+            estimate_mb = estimate_cost(genome, 1, CLASSES, PATCH, BATCH).training_bytes / 2**20
             result["modes"][f"{label}/{mode}"] = {"sec_per_step": s, "tflops": tflops, "peak_fraction": tflops / pk,
-                                                 "gpu_util_percent": util.mean}
+                                                 "gpu_util_percent": util.mean, "estimated_mb": estimate_mb,
+                                                 "peak_gpu_mb": PEAK_MEMORY.get("peak_mb")}
+            if "peak_mb" in PEAK_MEMORY:
+                print(f"  {'':24s} {mode:13s} peak GPU memory {PEAK_MEMORY['peak_mb']:.0f} MiB, "
+                      f"engine's estimate {estimate_mb:.0f} MiB")
             print(f"  {label:24s} {mode:13s} {1 / s:8.1f} steps/s  {tflops:7.2f} TFLOP/s  "
                   f"{100 * tflops / pk:5.1f}% of peak  util {util.mean:5.1f}%")
     # the average genome of the space decides the search time

@@ -14,7 +14,8 @@ Sections (see BENCHMARKS.md for the results and what limits them):
                opening that reads the cache;
 - concurrency: two candidates at once (two worker processes) against one after another;
 - inference:   sliding-window prediction of a 128x128x64 volume, PyTorch eager against ONNX Runtime;
-- memory:      peak RAM of training against the engine's estimate, and RSS over many candidates;
+- memory:      RSS over many candidates in one process, and peaks of a training step and of a whole
+               candidate in fresh processes against the engine's estimate;
 - app:         loading and showing a 256^3 scan, slice changes, 3D surfaces, GUI-thread delay in a search.
 ``--quick`` finishes in under 10 minutes on 2 cores; the full run takes about an hour.
 With ``--json`` the last line is one JSON object with ``loop_efficiency`` and ``search_overhead``.
@@ -304,7 +305,71 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+class _PeakRss:
+    """Samples this process's resident memory every few milliseconds; ``peak_mb`` is the largest."""
+
+    def __init__(self, interval: float = 0.003):
+        import threading
+
+        self.interval, self.peak_mb = interval, _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+def _fresh_peak(genome_json: str, seed: int, what: str) -> tuple[float, float]:
+    """In a fresh process (no freed memory cached by the allocator, so the peak is the work's own):
+    (peak RSS in MiB above the settled RSS, the engine's estimate of one training step in MiB).
+    ``what``: ``step``, three Adam steps on pre-made tensors of the plan's patch and batch (what the
+    estimate models and the device budget limits), or ``candidate``, a whole candidate (patch
+    sampling, augmentation, training, validation on whole volumes)."""
+    import torch
+
+    from engine.genome import Genome
+    from engine.network import build_network, estimate_cost
+    from engine.train import TrainConfig, prepare_training_data, train_candidate
+
+    torch.set_num_threads(1)
+    data = prepare_training_data("demo", seed=0)
+    g = Genome.from_json(genome_json)
+    patch, batch = tuple(data.plan.patch_size), data.plan.batch_size
+    est = estimate_cost(g, data.in_channels, data.num_classes, patch, batch)
+    if what == "step":
+        torch.manual_seed(seed)
+        net = build_network(g, data.in_channels, data.num_classes)
+        opt = torch.optim.Adam(net.parameters(), lr=g.lr)
+        x = torch.randn(batch, data.in_channels, *patch)
+        y = torch.randint(0, data.num_classes, (batch, *patch))
+    gc.collect()
+    before = _rss_mb()
+    with _PeakRss() as peak:
+        if what == "step":
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+        else:
+            train_candidate(g, data, TrainConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=seed))
+    return peak.peak_mb - before, est.training_bytes / 2**20
+
+
 def bench_memory(quick: bool, work: Path) -> dict:
+    """RSS over many candidates in one process (growth), and the peak memory of candidates each
+    trained in a fresh process against the engine's estimate of one training step."""
+    import multiprocessing
     from engine.genome import SearchSpace
     from engine.network import estimate_cost
     from engine.train import TrainConfig, prepare_training_data, train_candidate
@@ -312,22 +377,40 @@ def bench_memory(quick: bool, work: Path) -> dict:
     data = prepare_training_data("demo", seed=0)
     space = SearchSpace(nf1=(8,), n_cells=(5,))
     rng = np.random.default_rng(0)
-    n = 6 if quick else 30
-    rss = []
-    est = []
+    n = 3 if SMOKE else 6 if quick else 30
+    rss, genomes = [], []
     for i in range(n):
         g = space.sample(rng)
-        cfg = TrainConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=i)
-        train_candidate(g, data, cfg)
+        genomes.append(g)
+        train_candidate(g, data, TrainConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=i))
         gc.collect()
         rss.append(_rss_mb())
-        est.append(estimate_cost(g, data.in_channels, data.num_classes, data.plan.patch_size, data.plan.batch_size).training_bytes / 2**20)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    growth = rss[-1] - rss[min(2, n - 1)]
-    log(f"memory: RSS after candidate 3 {rss[min(2, n - 1)]:.0f} MB, after {n}: {rss[-1]:.0f} MB (growth {growth:+.0f} MB); "
-        f"peak RSS {peak:.0f} MB; estimated training memory per candidate {np.min(est):.0f}-{np.max(est):.0f} MB")
-    return {"candidates": n, "rss_mb": rss, "growth_mb": growth, "peak_rss_mb": peak,
-            "estimated_training_mb": [float(np.min(est)), float(np.max(est))]}
+    settled = n // 3  # the allocator's cache fills over the first few candidates, then RSS stays flat
+    growth = rss[-1] - rss[settled]
+    log(f"memory: RSS after candidate {settled + 1} {rss[settled]:.0f} MB, after {n}: {rss[-1]:.0f} MB "
+        f"(growth {growth:+.0f} MB); peak RSS {peak:.0f} MB")
+    out = {"candidates": n, "rss_mb": rss, "growth_mb": growth, "growth_from_candidate": settled + 1,
+           "peak_rss_mb": peak}
+    ctx = multiprocessing.get_context("spawn")
+    from engine.genome import PAPER_GENOMES
+
+    sample = genomes[: 2 if SMOKE else 3 if quick else 6]
+    for what in ("step", "candidate"):
+        pairs = []
+        # the paper's three networks (5.9 - 7.3 M parameters) show the estimate where the device budget bites
+        big = list(PAPER_GENOMES.values()) if what == "step" and not SMOKE else []
+        for i, g in enumerate(sample + big):
+            with ctx.Pool(1) as pool:
+                pairs.append(pool.apply(_fresh_peak, (g.to_json(), i, what)))
+        extra, est = (np.array(v) for v in zip(*pairs))
+        ratio = extra / est
+        log(f"memory: {what} in a fresh process: peak {extra.min():.0f}-{extra.max():.0f} MB above its settled RSS; "
+            f"engine's estimate of a training step {est.min():.0f}-{est.max():.0f} MB; measured / estimate "
+            f"{ratio.min():.2f}-{ratio.max():.2f}")
+        out[what] = {"peak_mb": extra.tolist(), "estimated_mb": est.tolist(),
+                     "measured_over_estimate": [float(ratio.min()), float(ratio.max())]}
+    return out
 
 
 def bench_data(quick: bool, work: Path) -> dict:

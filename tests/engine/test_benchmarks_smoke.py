@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_benchmark_runner_smoke(tmp_path):
     env = dict(os.environ, EMONAS_NO_PROGRESS="1")
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", "--only", "loop,overhead,inference,data",
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", "--only", "loop,overhead,inference,data,memory",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
     )
@@ -25,6 +25,11 @@ def test_benchmark_runner_smoke(tmp_path):
     assert 0 <= ov["search_overhead_without_data_setup"] <= ov["search_overhead"]
     inf = result["sections"]["inference"]
     assert inf["label_agreement"] > 0.999  # ONNX Runtime and PyTorch agree through the sliding window
+    mem = result["sections"]["memory"]
+    assert len(mem["rss_mb"]) == mem["candidates"] and mem["peak_rss_mb"] > 0
+    for what in ("step", "candidate"):  # peaks measured in fresh processes, next to the engine's estimate
+        assert len(mem[what]["peak_mb"]) == len(mem[what]["estimated_mb"]) == 2
+        assert all(p > 0 for p in mem[what]["peak_mb"]) and all(e > 0 for e in mem[what]["estimated_mb"])
     data = result["sections"]["data"]
     assert data["cases"] > 0 and data["cold_s"] > 0 and data["cached_s"] > 0
     assert (tmp_path / "benchmarks.json").exists()
