@@ -244,6 +244,14 @@ def main(argv: list[str]) -> int:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     model_dir, out_path, scans = Path(argv[0]), Path(argv[1]), [Path(p) for p in argv[2:]]
+    # the usual slips, each one line: a missing file, or the output named where a scan is (never overwrite it)
+    problems = [f"{model_dir}: no model.json (not an exported model folder)"] if not (model_dir / "model.json").is_file() else []
+    problems += [f"{p}: no such scan" for p in scans if not p.is_file()]
+    if any(out_path.resolve() == p.resolve() for p in scans):
+        problems.append(f"{out_path}: the output would overwrite an input scan (arguments: MODEL_DIR OUT SCAN...)")
+    if problems:
+        print(f"error: {problems[0]}", file=sys.stderr)
+        return 2
     labels, affine = segment(model_dir, scans)
     out = nib.Nifti1Image(labels, affine)
     out.set_qform(affine, code=1)

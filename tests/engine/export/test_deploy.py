@@ -147,6 +147,15 @@ def test_standalone_script_matches_the_engine(model_dir, scans, tmp_path):
         agree = (np.asarray(got.dataobj) == np.asarray(want.dataobj)).mean()
         assert agree >= 0.999, agree
     assert "import engine" not in STANDALONE.read_text() and "from engine" not in STANDALONE.read_text()
+    # the arguments swapped (scan where the output goes): one line, and the scan is left as it was
+    before = scans["lps"].read_bytes()
+    r = subprocess.run([sys.executable, str(STANDALONE), str(model_dir), str(scans["lps"]), str(tmp_path / "no.nii.gz")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr == f"error: {tmp_path / 'no.nii.gz'}: no such scan\n"
+    r = subprocess.run([sys.executable, str(STANDALONE), str(model_dir), str(scans["lps"]), str(scans["lps"])],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and "would overwrite an input scan" in r.stderr and "Traceback" not in r.stderr
+    assert scans["lps"].read_bytes() == before
 
 
 def test_multimodal_case_option(tmp_path, scans):
