@@ -45,6 +45,21 @@ def test_every_emonas_command_in_the_readme_parses():
         parser.parse_args(argv)  # an unknown option or a missing argument exits here
 
 
+def test_every_emonas_example_in_the_docs_parses():
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    seen = 0
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", doc.read_text(), flags=re.S):
+            for line in block.splitlines():
+                argv = shlex.split(line, comments=True) if line.startswith("emonas ") else []
+                if argv and not any(a.startswith("[") for a in argv):  # not usage notation
+                    parser.parse_args(argv[1:])
+                    seen += 1
+    assert seen >= 6
+
+
 def test_the_readmes_parameter_counts_are_what_params_prints(capsys):
     from engine.cli import main
 
