@@ -60,7 +60,13 @@ class InProcessExecutor:
 
 def _slot_main(conn, threads: int) -> None:
     """A pool worker: trains the tasks it receives one at a time until told to stop (None) or orphaned."""
+    import signal
+
     import torch
+
+    # Ctrl-C in a terminal reaches the whole process group: the search pauses and stops its workers,
+    # which must not die first and have their candidates recorded as failed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     torch.set_num_threads(max(1, threads))
     while True:

@@ -47,6 +47,19 @@ def test_two_workers_train_at_once_and_a_dead_worker_fails_only_its_candidate():
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("emonas-worker")]
 
 
+def test_ctrl_c_does_not_kill_a_worker_in_the_middle_of_a_candidate():
+    """SIGINT (Ctrl-C reaches the whole process group) is for the search to handle, not its workers."""
+    ex = LocalPoolExecutor(pid_or_die, workers=1, device="cpu")
+    try:
+        run(ex, [{"candidate_id": 0}])  # the worker is up
+        (worker,) = [p for p in multiprocessing.active_children() if p.name.startswith("emonas-worker")]
+        threading.Timer(1.0, os.kill, (worker.pid, signal.SIGINT)).start()
+        _, results = run(ex, [{"candidate_id": 1, "sleep": 2.0}])
+        assert results[1]["status"] == "done" and results[1]["pid"] == worker.pid
+    finally:
+        ex.close()
+
+
 def test_cancel_stops_the_workers_and_leaves_unfinished_tasks_unreported():
     ex = LocalPoolExecutor(pid_or_die, workers=2, device="cpu")
     cancel = threading.Event()
