@@ -144,16 +144,18 @@ class LocalPoolExecutor:
             w = self._workers[i] = _Slot(self.devices[i], self.threads)
         return w
 
+    def _busy(self) -> list[_Slot]:
+        return [w for w in self._workers if w is not None and w.task is not None]
+
     def run(self, tasks: Iterable[dict], on_start, on_result, cancel) -> None:
         from multiprocessing.connection import wait
 
         queue = list(tasks)
-        busy: list[_Slot] = []
-        while queue or busy:
-            for i in range(self.slots):
+        while queue or self._busy():
+            for i, w in enumerate(self._workers):
                 if not queue or cancel.is_set():
                     break
-                if self._workers[i] is not None and self._workers[i].task is not None:
+                if w is not None and w.task is not None:
                     continue
                 w = self._worker(i)
                 task = w.task = queue.pop(0)
@@ -164,30 +166,25 @@ class LocalPoolExecutor:
                     w.conn.send((self.evaluator, task))
                 except OSError:  # died while idle: collect() reports it below
                     pass
-                busy.append(w)
             if cancel.is_set():
-                self._kill()
+                self._stop_all(wait=10)
                 return
+            busy = self._busy()
             wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=POLL_SECONDS)
-            for w in list(busy):
+            for w in busy:
                 result = w.collect()
-                if result is None:
-                    continue
-                task, w.task = w.task, None
-                busy.remove(w)
-                on_result(task, result)
+                if result is not None:
+                    task, w.task = w.task, None
+                    on_result(task, result)
 
-    def _kill(self) -> None:
+    def _stop_all(self, wait: float) -> None:
         for w in self._workers:
             if w is not None:
-                w.stop(wait=10)
+                w.stop(wait=wait)
         self._workers = [None] * self.slots
 
     def close(self) -> None:
-        for w in self._workers:
-            if w is not None:
-                w.stop(wait=30)
-        self._workers = [None] * self.slots
+        self._stop_all(wait=30)
 
 
 def _device_slots(device: str, slots: int) -> list[str]:
