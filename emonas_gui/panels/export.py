@@ -38,7 +38,7 @@ from PySide6.QtCore import Qt
 
 from engine.errors import EmonasError
 from emonas_gui.panels.data import load_case
-from emonas_gui.widgets.candidate_view import front_first
+from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
 from emonas_gui.workers import EngineJob, export_candidate_job, predict_job
 
@@ -206,11 +206,8 @@ class ExportPanel(QWidget):
 
     def show_candidate(self, ids: list[int]) -> None:
         """Pick candidate ``ids[0]`` for export (``main.py --candidate``)."""
-        i = self.candidate.findData(int(ids[0])) if ids else -1
-        if i < 0:
-            self.state.report_error(f"candidate {ids[0] if ids else '?'} is not a finished candidate of {self.run_dir}")
-            return
-        self.candidate.setCurrentIndex(i)
+        if ids:
+            pick_candidate(self.candidate, ids[0], self.state, self.run_dir)
 
     def _suggest_out(self, *_: Any) -> None:
         cid = self.candidate.currentData()

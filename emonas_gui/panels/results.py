@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import EmonasError
-from emonas_gui.widgets.candidate_view import front_first
+from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
 from emonas_gui.workers import EngineJob, evaluate_on_case, run_validation_cases
 
@@ -156,11 +156,8 @@ class ResultsPanel(QWidget):
         """Pick candidate ``ids[0]`` (and ``ids[1]`` to compare) and run them on the first validation case
         as soon as the cases are known (``main.py --candidate``)."""
         for combo, cid in zip((self.cand_a, self.cand_b), ids):
-            i = combo.findData(int(cid))
-            if i < 0:
-                self.state.report_error(f"candidate {cid} is not a finished candidate of {self.run_dir}")
+            if not pick_candidate(combo, cid, self.state, self.run_dir):
                 return
-            combo.setCurrentIndex(i)
         if self.case.count():
             self.run_selected()
         else:

@@ -157,6 +157,17 @@ def front_first(run_dir: str | Path) -> list[tuple[Candidate, bool]]:
     return [(c, c.id in front) for c in cands]
 
 
+def pick_candidate(combo, candidate_id: int, state, run_dir) -> bool:
+    """Select ``candidate_id`` in a picker filled from :func:`front_first`; False, with the error
+    reported through ``state``, when the run has no such finished candidate."""
+    i = combo.findData(int(candidate_id))
+    if i < 0:
+        state.report_error(f"candidate {candidate_id} is not a finished candidate of {run_dir}")
+        return False
+    combo.setCurrentIndex(i)
+    return True
+
+
 def _table(rows: list[tuple[str, str]], headers: tuple[str, str]) -> QTableWidget:
     t = QTableWidget(len(rows), 2)
     t.setHorizontalHeaderLabels(list(headers))
