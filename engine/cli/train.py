@@ -72,10 +72,31 @@ def _evaluate(args) -> dict:
     from engine.infer.metrics import evaluate_folders, labels_from_file
 
     labels = labels_from_file(args.labels) if args.labels else None
+    csv_path = _csv_target(args) if args.csv else None
     ev = evaluate_folders(args.pred, args.ref, labels=labels)
+    result = ev.to_dict()
+    if csv_path is not None:
+        per_case, summary = ev.write_csv(csv_path)
+        result.update(csv=str(per_case), summary_csv=str(summary))
     if not args.json:
         print(ev.table())
-    return ev.to_dict()
+        if csv_path is not None:
+            print(f"per case and label -> {per_case}\nsummary -> {summary}")
+    return result
+
+
+def _csv_target(args):
+    """The --csv path, checked before any work: a .csv file (never one of the label maps read) in a folder that exists."""
+    from pathlib import Path
+
+    path = Path(args.csv)
+    if not path.name.lower().endswith(".csv") or path.name.lower() == ".csv":
+        raise ConfigError(f"--csv {path}: give a file name ending in .csv")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--csv {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"--csv {path}: is a folder, not a CSV file")
+    return path
 
 
 def register(sub) -> None:
@@ -101,5 +122,7 @@ def register(sub) -> None:
     e.add_argument("--ref", required=True, help="folder of reference label maps (same file names)")
     e.add_argument("--labels", help="label names from a training or model folder, or a dataset.json "
                                     "(default: every value in the references, named by its value)")
+    e.add_argument("--csv", metavar="OUT", help="write one row per case and label to OUT (Dice, HD, HD95, ASD in mm) "
+                                               "and the mean and std per label to OUT_summary.csv")
 
 

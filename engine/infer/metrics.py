@@ -133,6 +133,36 @@ class FolderEvaluation:
     def to_dict(self) -> dict:
         return {"labels": self.labels, "summary": self.summary, "per_case": self.per_case}
 
+    def write_csv(self, path: str | Path) -> tuple[Path, Path]:
+        """Write one row per case and label to ``path`` and the mean and std per label to
+        ``STEM_summary.csv`` beside it (distances in mm); returns both paths.
+
+        The summary's ``foreground_mean`` rows average each case's labels first, as nnU-Net's
+        ``summary.json`` does."""
+        import csv
+        import os
+
+        path = Path(path)
+        summary_path = path.with_name(_csv_stem(path) + "_summary.csv")
+        head = ["dice", "hd_mm", "hd95_mm", "asd_mm"]
+        rows = [["case", "label", "value", *head]]
+        for case, per_label in self.per_case.items():
+            for name, m in per_label.items():
+                rows.append([case, name, self.labels.get(name, ""), *(_fmt(m[k]) for k in METRIC_NAMES)])
+        fg = {case: {"foreground_mean": {k: float(np.mean([m[k] for m in per_label.values()])) for k in METRIC_NAMES}}
+              for case, per_label in self.per_case.items() if per_label}
+        summary = {**self.summary, **summarize(fg)}
+        srows = [["label", "value", *(f"{k}_{s}" for k in head for s in ("mean", "std")), "cases"]]
+        for name, m in summary.items():
+            cells = [_fmt(m[k][s]) for k in METRIC_NAMES for s in ("mean", "std")]
+            srows.append([name, self.labels.get(name, ""), *cells, m["dice"]["n"]])
+        for target, table in ((path, rows), (summary_path, srows)):
+            tmp = target.with_name(f".{target.name}.tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(table)
+            os.replace(tmp, target)  # a reader never sees half a table
+        return path, summary_path
+
     def table(self) -> str:
         """A plain-text table: one row per class, mean ± std of each metric."""
         head = f"{'class':<16}{'Dice':>16}{'HD (mm)':>18}{'HD95 (mm)':>18}{'ASD (mm)':>18}"
@@ -142,6 +172,14 @@ class FolderEvaluation:
             rows.append(f"{name:<16}{cells[0]:>16}{cells[1]:>18}{cells[2]:>18}{cells[3]:>18}")
         rows.append(f"{len(self.per_case)} case(s)")
         return "\n".join(rows)
+
+
+def _csv_stem(path: Path) -> str:
+    return path.name[:-4] if path.name.lower().endswith(".csv") else path.name
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value))
 
 
 _LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
