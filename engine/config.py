@@ -8,6 +8,7 @@ Every number of the method is a key here. A bad key or value raises ``ConfigErro
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -221,6 +222,11 @@ class SearchConfig:
         for key, value, ok, what in checks:
             if not ok:
                 raise bad(key, what, value)
+        for key, most in _UPPER_BOUNDS:
+            section, _, name = key.rpartition(".")
+            value = getattr(getattr(self, section) if section else self, name)
+            if value > most:
+                raise bad(key, f"at most {most:,}", value)
         if t.patch_size and (len(t.patch_size) != 3 or any(not isinstance(v, int) or v < 1 for v in t.patch_size)):
             raise bad("training.patch_size", "three positive integers or empty", t.patch_size)
         if r.executor not in EXECUTOR_NAMES:
@@ -239,8 +245,35 @@ class SearchConfig:
         return self
 
 
+#: Largest sensible values: beyond them a search would never end or allocate without bound.
+_UPPER_BOUNDS = (
+    ("samea.population", 10_000), ("samea.generations", 100_000), ("samea.learning_generations", 100_000),
+    ("samea.surrogate_trees", 100_000), ("samea.surrogate_min_samples_split", 100_000),
+    ("samea.max_resample", 10_000_000), ("training.epochs", 1_000_000), ("training.patience", 1_000_000),
+    ("training.batch_size", 4096), ("resources.workers", 4096), ("resources.ray_num_cpus", 1_000_000),
+    ("resources.early_stopping_min_epochs", 1_000_000), ("seed", 2**63 - 1),
+)
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` (``""``, ``[1]``, ``.target_spacing[0]``) a NaN or infinite number sits, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            found = _non_finite(v, f"{where}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 def _set(obj: Any, key: str, value: Any, prefix: str, source: str) -> None:
-    """Set one key with a type check against the dataclass default."""
+    """Set one key with a type check against the dataclass default; NaN and infinity are refused."""
     names = {f.name: f for f in fields(obj)}
     if key not in names:
         raise ConfigError(f"{source}: unknown key {prefix}{key} (known: {', '.join(sorted(names))})")
@@ -266,6 +299,9 @@ def _set(obj: Any, key: str, value: Any, prefix: str, source: str) -> None:
         ok = True
     if not ok:
         raise ConfigError(f"{source}: {prefix}{key} must be {type(current).__name__}, got {value!r}")
+    where = _non_finite(value)
+    if where is not None:
+        raise ConfigError(f"{source}: {prefix}{key}{where} must be a finite number, got {value!r}")
     setattr(obj, key, value)
 
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.io import IMAGE_SUFFIXES, image_suffix, strip_suffix
+from engine.data.io import IMAGE_SUFFIXES, image_files, image_suffix, strip_suffix
 from engine.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,24 @@ class LayoutResult:
     description: str = ""
 
 
+def label_value(name, value, path: Path, key: str = "labels") -> int:
+    """A declared label value as an integer in 0..255; a non-integer, non-finite or out-of-range value
+    (``1.5``, ``Infinity``, ``true``, ``300``) is refused naming the key, never rounded."""
+    v = value
+    if isinstance(v, str):
+        try:
+            v = int(v.strip())
+        except ValueError:
+            v = None
+    elif isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise DataError(path, f"{key}: label {name!r} has value {value!r}; label values are integers in 0..255")
+    if not 0 <= v <= 255:
+        raise DataError(path, f"{key}: label {name!r} has value {v}; label values must lie in 0..255")
+    return v
+
+
 def _sorted_labels(labels: dict[str, int], path: Path) -> dict[str, int]:
     values = list(labels.values())
     if len(set(values)) != len(values):
@@ -106,6 +124,17 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if image_suffix(p) and not p.name.startswith("."))
 
 
+def _unique(pairs, what: str = "case id") -> dict:
+    """{id: path} of (id, path) pairs; two files giving one id are refused, never merged into one case."""
+    out: dict = {}
+    for key, path in pairs:
+        if key in out:
+            raise DataError(path, f"gives the {what} {key!r} already given by {out[key]}; two cases with one id "
+                                  "would be merged: rename or remove one")
+        out[key] = path
+    return out
+
+
 def _in_folder(root: Path, rel: str) -> Path:
     rel = str(rel)
     return (root / rel[2:]) if rel.startswith("./") else (root / rel)
@@ -121,9 +150,15 @@ def _msd(root: Path, meta: dict) -> LayoutResult:
         raise DataError(js, "'modality' must map channel numbers to names, e.g. {\"0\": \"MRI\"}")
     try:
         modalities = [str(modality[k]) for k in sorted(modality, key=int)]
-        labels = {str(name): int(v) for v, name in meta.get("labels", {}).items()}
+        raw = meta.get("labels", {})
+        pairs = list(raw.items())
     except (ValueError, TypeError, AttributeError):
         raise DataError(js, "'modality' and 'labels' keys must be integers as strings, e.g. {\"0\": \"background\"}") from None
+    labels = {}
+    for v, name in pairs:
+        if str(name) in labels:
+            raise DataError(js, f"labels: the name {str(name)!r} is declared twice")
+        labels[str(name)] = label_value(name, v, js)
     labels = _sorted_labels(labels, js)
     training = meta.get("training")
     if not isinstance(training, list) or not training:
@@ -134,6 +169,9 @@ def _msd(root: Path, meta: dict) -> LayoutResult:
             raise DataError(js, f"training entry {i} must have 'image' and 'label'")
         img, lab = _in_folder(root, entry["image"]), _in_folder(root, entry["label"])
         cid = strip_suffix(img)
+        if any(c.case_id == cid for c in cases):
+            raise DataError(js, f"training entry {i} ({entry['image']}) repeats the case id {cid!r}; two cases with "
+                                "one id would be merged: remove or rename one")
         used_labels.add(lab.name)
         if not img.exists():
             problems.append(Problem(str(img), "image listed in dataset.json not found", True, cid))
@@ -167,10 +205,7 @@ def _nnunet(root: Path, meta: dict) -> LayoutResult:
     for name, v in raw.items():
         if isinstance(v, (list, tuple)):
             raise DataError(js, f"label {name!r} is a region (list of values); region-based labels are not supported")
-        try:
-            labels[str(name)] = int(v)
-        except (TypeError, ValueError):
-            raise DataError(js, f"label {name!r} has a non-integer value {v!r}") from None
+        labels[str(name)] = label_value(name, v, js)
     labels = _sorted_labels(labels, js)
     ending = str(meta.get("file_ending", ".nii.gz"))
     pat = re.compile(r"^(.*)_(\d{4})" + re.escape(ending) + r"$")
@@ -229,11 +264,13 @@ def _acdc(root: Path, base: Path) -> LayoutResult:
     cases, problems = [], []
     frame = re.compile(r"^(patient\d+)_frame(\d+)(_gt)?\.nii(\.gz)?$")
     for pdir in sorted(p for p in base.iterdir() if p.is_dir() and _ACDC_DIR.match(p.name)):
-        images, labels = {}, {}
+        found: list = []
         for f in sorted(pdir.iterdir()):
             m = frame.match(f.name)
             if m:
-                (labels if m.group(3) else images)[f"{m.group(1)}_frame{m.group(2)}"] = f
+                found.append((bool(m.group(3)), f"{m.group(1)}_frame{m.group(2)}", f))
+        images = _unique((cid, f) for is_label, cid, f in found if not is_label)
+        labels = _unique(((cid, f) for is_label, cid, f in found if is_label), "label of case")
         for cid, lab in labels.items():
             if cid not in images:
                 problems.append(Problem(str(lab), "label file with no image", True))
@@ -255,10 +292,9 @@ def _promise_files(root: Path) -> list[Path]:
 
 
 def _promise(root: Path) -> LayoutResult:
-    images, labels = {}, {}
-    for f in _promise_files(root):
-        m = _PROMISE.match(f.name)
-        (labels if m.group(2) else images)[m.group(1)] = f
+    files = [(_PROMISE.match(f.name), f) for f in _promise_files(root)]
+    images = _unique((m.group(1), f) for m, f in files if not m.group(2))
+    labels = _unique(((m.group(1), f) for m, f in files if m.group(2)), "label of case")
     cases, problems = [], []
     for cid, lab in sorted(labels.items()):
         if cid not in images:
@@ -291,16 +327,17 @@ def _plain(root: Path, imgs: Path, labs: Path) -> LayoutResult:
     An optional ``labels.json`` in the root names the labels ({"background": 0, "liver": 1}, or
     {"labels": {...}, "modalities": [...]}); without it the labels are read from the label files.
     """
-    label_files = {}
+    stems = []
     for lab in _image_files(labs):
         stem = strip_suffix(lab)
         for tag in _LABEL_TAGS:
             if stem.lower().endswith(tag):
                 stem = stem[: -len(tag)]
                 break
-        label_files[stem] = lab
-    images = {strip_suffix(p): p for p in _image_files(imgs)}
-    images.update({p.name: p for p in sorted(imgs.iterdir()) if p.is_dir()})  # DICOM series folders
+        stems.append((stem, lab))
+    label_files = _unique(stems, "label of case")
+    images = _unique([(strip_suffix(p), p) for p in _image_files(imgs)]
+                     + [(p.name, p) for p in sorted(imgs.iterdir()) if p.is_dir()])  # DICOM series folders
     cases, problems = [], []
     for cid, lab in sorted(label_files.items()):
         if cid not in images:
@@ -314,10 +351,9 @@ def _plain(root: Path, imgs: Path, labs: Path) -> LayoutResult:
     if meta_path.exists():
         meta = _read_json(meta_path)
         raw = meta.get("labels", meta)
-        try:
-            labels = _sorted_labels({str(k): int(v) for k, v in raw.items()}, meta_path)
-        except (TypeError, ValueError, AttributeError):
-            raise DataError(meta_path, "must map label names to integer values") from None
+        if not isinstance(raw, dict):
+            raise DataError(meta_path, "must map label names to integer values")
+        labels = _sorted_labels({str(k): label_value(k, v, meta_path) for k, v in raw.items()}, meta_path)
         if isinstance(meta.get("modalities"), list):
             modalities = [str(m) for m in meta["modalities"]]
     if labels is None:
@@ -359,13 +395,19 @@ def _confine(root: Path, result: LayoutResult) -> None:
         for path in [*case.image_paths, case.label_path]:
             if path is None:
                 continue
-            try:
-                real = Path(path).resolve()
-            except (OSError, RuntimeError):  # a link loop: the reader reports it
-                continue
-            if not real.is_relative_to(base):
-                raise DataError(path, f"lies outside the dataset folder {root} (a ../ or absolute path, or a link "
-                                      "pointing out of it); copy the file into the folder")
+            try:  # the header and every data file it names (a MetaImage's .raw, an NRRD's data file)
+                files = image_files(path) if Path(path).exists() else [Path(path)]
+            except (DataError, OSError):  # unreadable: the reader reports it with the case
+                files = [Path(path)]
+            for f in files:
+                try:
+                    real = Path(f).resolve()
+                except (OSError, RuntimeError):  # a link loop: the reader reports it
+                    continue
+                if not real.is_relative_to(base):
+                    named = "" if f == path else f" (named by {Path(path).name})"
+                    raise DataError(f, f"lies outside the dataset folder {root}{named} (a ../ or absolute path, or a "
+                                       "link pointing out of it); copy the file into the folder")
 
 
 def _detect(root: Path) -> LayoutResult:

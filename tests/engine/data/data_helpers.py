@@ -106,3 +106,34 @@ def make_plain(root: Path, n: int = 3, with_labels_json: bool = False) -> Path:
     if with_labels_json:
         (root / "labels.json").write_text(json.dumps({"background": 0, "liver": 1, "tumour": 2}))
     return root
+
+
+def write_dicom_series(folder: Path, depths=None, n: int = 8, gap: float = 2.5, series_uid: str | None = None,
+                       prefix: str = "im") -> Path:
+    """A real MR series from pydicom's MR_small slice, one file per entry of ``depths`` (mm along the
+    slice normal; default ``n`` slices ``gap`` mm apart), new UIDs, files named out of slice order."""
+    import copy
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    folder.mkdir(parents=True, exist_ok=True)
+    orient = np.array([float(v) for v in src.ImageOrientationPatient])
+    normal = np.cross(orient[:3], orient[3:])
+    pos0 = np.array([float(v) for v in src.ImagePositionPatient])
+    depths = [k * gap for k in range(n)] if depths is None else list(depths)
+    series = series_uid or generate_uid()
+    base = src.pixel_array.astype(np.float64)
+    for k, d in enumerate(depths):
+        ds = copy.deepcopy(src)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos0 + d * normal]
+        ds.SliceThickness = gap
+        ds.PixelData = (base * (1 + 0.1 * k)).astype(src.pixel_array.dtype).tobytes()
+        ds.save_as(folder / f"{prefix}{len(depths) - 1 - k:03d}.dcm")  # file order differs from slice order
+    return folder

@@ -7,16 +7,24 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from data_helpers import write_dicom_series
+
 from engine.data.io import MAX_VOXELS, read_header, read_image, read_label, write_image, write_label
 from engine.errors import DataError
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 
 
-def _pydicom_series() -> Path:
+def _radial_localizer() -> Path:
+    """pydicom's MR700: seven 16x16 slices each at its own angle (a radial localizer), no volume."""
     import pydicom
 
     return Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892003" / "MR700"
+
+
+@pytest.fixture
+def mr_series(tmp_path):
+    return write_dicom_series(tmp_path / "MR", n=7, gap=2.5)
 
 
 def test_nifti_3d_keeps_geometry_of_a_real_scan():
@@ -43,21 +51,27 @@ def test_nifti2_and_gzip():
     assert img.shape == (32, 20, 12) and img.channels == 2
 
 
-def test_dicom_series_folder_from_pydicom():
-    folder = _pydicom_series()
-    img = read_image(folder)
-    assert img.shape == (16, 16, 7) and img.channels == 1
-    assert img.spacing[0] == pytest.approx(0.390625)
+def test_dicom_series_folder(mr_series):
     import pydicom
 
-    first = min((pydicom.dcmread(str(p)) for p in folder.iterdir()), key=lambda d: float(d.InstanceNumber))
-    assert int(img.array.max()) > 0
-    assert first.Rows == 16
+    img = read_image(mr_series)
+    assert img.shape == (64, 64, 7) and img.channels == 1
+    assert img.spacing == pytest.approx((0.3125, 0.3125, 2.5), abs=1e-4)
+    first = min((pydicom.dcmread(str(p)) for p in mr_series.iterdir()), key=lambda d: float(d.InstanceNumber))
+    # the first slice in space is the origin, whatever the file order
+    lps = np.array([float(v) for v in first.ImagePositionPatient])
+    np.testing.assert_allclose(img.affine[:3, 3], lps * [-1, -1, 1], atol=1e-3)
+    np.testing.assert_array_equal(img.array[0, :, :, 0], first.pixel_array.T)
+
+
+def test_slices_at_their_own_angles_are_no_volume():
+    with pytest.raises(DataError, match="orientation or pixel spacing differs"):
+        read_image(_radial_localizer())
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".mhd", ".nrrd"])
 def test_write_label_in_the_geometry_of_a_dicom_scan(tmp_path, suffix):
-    ref = read_image(_pydicom_series())
+    ref = read_image(write_dicom_series(tmp_path / "MR", n=7))
     label = (ref.array[0] > np.median(ref.array[0])).astype(np.uint8)
     out = read_image(write_label(tmp_path / f"seg{suffix}", label, ref))
     assert out.shape == ref.shape

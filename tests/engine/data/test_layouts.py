@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from data_helpers import make_acdc, make_msd, make_nnunet, make_plain, make_promise
+from data_helpers import make_acdc, make_msd, make_nnunet, make_plain, make_promise, write_dicom_series
 from engine.data import open_dataset
 from engine.errors import ConfigError, DataError
 
@@ -96,17 +96,13 @@ def test_region_labels_not_supported(tmp_path):
 
 
 def test_plain_folder_with_dicom_series_and_nifti_labels(tmp_path):
-    import shutil
-
     import numpy as np
-    import pydicom
 
     from engine.data import make_plan, preprocess_dataset, read_image, restore_label, write_label
 
-    series = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892003" / "MR700"
     root = tmp_path / "plain"
     for name in ("s1", "s2"):
-        shutil.copytree(series, root / "images" / name)
+        write_dicom_series(root / "images" / name, n=7)
         img = read_image(root / "images" / name)
         write_label(root / "labels" / f"{name}_seg.nii.gz", (img.array[0] > np.percentile(img.array, 60)).astype(np.uint8), img)
     ds = open_dataset(root)
