@@ -15,7 +15,7 @@ def _run(args) -> dict:
     if args.checkpoint and (args.run or args.candidate is not None):
         raise ConfigError("give either RUN --candidate ID or --checkpoint DIR, not both")
     if args.checkpoint:
-        meta = export_model(args.checkpoint, args.out, formats, overwrite=args.force)
+        meta = export_model(args.checkpoint, args.out, formats, overwrite=args.force, dataset=args.dataset)
         source = str(args.checkpoint)
     else:
         if not args.run or args.candidate is None:
@@ -23,7 +23,7 @@ def _run(args) -> dict:
         from engine.export.package import export_candidate
 
         meta = export_candidate(args.run, args.candidate, args.out, formats, overwrite=args.force,
-                                device=args.device)
+                                device=args.device, dataset=args.dataset)
         source = f"{args.run} candidate {args.candidate}"
     out = Path(args.out)
     files = {name: str(out / name) for name in meta["files"]}
@@ -53,5 +53,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--format", default="onnx,torchscript",
                    help="comma-separated formats: onnx, torchscript, pt2 (torch.export); default onnx,torchscript")
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="dataset folder whose dataset.json / labels.json gives label_codes and label_colors "
+                        "(default: the run's dataset)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
     p.add_argument("--device", default="cpu", help="device for retraining a pruned candidate (cpu or cuda)")

@@ -8,6 +8,7 @@ from engine.cli._common import progress_bar, subcommand
 def _predict(args) -> dict:
     from engine.errors import ConfigError
     from engine.export.deploy import load_model, write_case_dicom_segs
+    from engine.export.labels import resolve_label_info, write_colour_tables
     from engine.export.package import is_model_folder
     from engine.infer.folder import case_inputs
     from engine.infer.predictor import Predictor
@@ -20,10 +21,12 @@ def _predict(args) -> dict:
     if exported:  # a model folder from `emonas export`: verified, run by ONNX Runtime or PyTorch
         model = load_model(args.model, backend=backend, device=args.device)
         predictor = model.predictor(**options)
+        label_info = model.label_info()
     else:
         if backend != "torch":
             raise ConfigError(f"{args.model}: --backend {backend} needs a model folder from `emonas export`")
         predictor = Predictor.from_training_folder(args.model, device=args.device, **options)
+        label_info = resolve_label_info(predictor.labels)
     if not args.inputs and not args.case:
         raise ConfigError("give the scans to segment (INPUT... or --case a.nii.gz,b.nii.gz)")
     cases = case_inputs(args.inputs, len(predictor.modalities)) if args.inputs else []
@@ -35,13 +38,15 @@ def _predict(args) -> dict:
         cases += case_inputs(paths, len(paths))
     with progress_bar(len(cases), "predicting") as bar:
         written = predictor.predict_files(cases, args.output, progress=lambda i, n: bar.update(1))
-    segs = write_case_dicom_segs(cases, written, args.output, predictor.labels)
+    tables = [write_colour_tables(path, predictor.labels, label_info["label_colors"]) for path in written]
+    segs = write_case_dicom_segs(cases, written, args.output, predictor.labels, label_info)
     if not args.json:
-        for case, path in zip(cases, written):
-            print(f"{case[0]} -> {path}")
+        for case, path, (slicer, itk) in zip(cases, written, tables):
+            print(f"{case[0]} -> {path} (colour tables {slicer.name}, {itk.name})")
         for path in segs.values():
             print(f"DICOM-SEG -> {path}")
     return {"outputs": [str(p) for p in written], "inputs": [[str(p) for p in c] for c in cases],
+            "color_tables": {str(p): {"slicer": str(t[0]), "itksnap": str(t[1])} for p, t in zip(written, tables)},
             "dicom_seg": {str(k): str(v) for k, v in segs.items()},
             "backend": backend, "model_folder": exported}
 

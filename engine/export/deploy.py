@@ -68,6 +68,15 @@ class ExportedModel:
     def labels(self) -> dict[str, int]:
         return dict(self.meta["labels"])
 
+    def label_info(self) -> dict[str, dict]:
+        """``label_codes`` and ``label_colors`` of ``model.json`` (generic ones for earlier exports)."""
+        from engine.export.labels import resolve_label_info
+
+        info = resolve_label_info(self.labels)
+        for key in info:
+            info[key].update(self.meta.get(key) or {})
+        return info
+
     @property
     def modalities(self) -> list[str]:
         return list(self.meta["modalities"])
@@ -198,6 +207,8 @@ def write_dicom_seg(
     out_path: str | os.PathLike,
     label_values: dict[str, int],
     *,
+    label_codes: dict[str, dict] | None = None,
+    label_colors: dict[str, Sequence[int]] | None = None,
     model_name: str = "EMONAS-Net",
     model_version: str = "1",
 ) -> Path:
@@ -206,7 +217,10 @@ def write_dicom_seg(
     ``labels`` (X, Y, Z) holds label values on the grid of the series as read by
     ``engine.data.io.read_image`` (RAS ``affine``). Each source slice is matched to its plane of
     ``labels`` by its ImagePositionPatient, so the file order on disk does not matter. One segment
-    per foreground label, named as in ``label_values``; empty slices are omitted.
+    per foreground label, labelled with its name as in ``label_values``, coded by ``label_codes``
+    (the generic code where a label has none) and coloured by ``label_colors``; empty slices are
+    omitted. Text is UTF-8 (SpecificCharacterSet ISO_IR 192), cut to its VR's length by
+    ``engine.export.labels.dicom_text``.
     """
     import highdicom as hd
     import pydicom
@@ -214,6 +228,7 @@ def write_dicom_seg(
 
     from engine import __version__
     from engine.errors import DataError
+    from engine.export.labels import SH_LIMIT, SPECIFIC_CHARACTER_SET, dicom_text, resolve_label_info
 
     series_dir = Path(series_dir)
     datasets = []
@@ -245,20 +260,29 @@ def write_dicom_seg(
     value_to_segment = {}
     descriptions = []
     algo = hd.AlgorithmIdentificationSequence(
-        name=model_name, version=str(model_version), family=codes.cid7162.ArtificialIntelligence
+        name=dicom_text(model_name), version=dicom_text(model_version, SH_LIMIT),
+        family=codes.cid7162.ArtificialIntelligence,
     )
+    info = resolve_label_info(label_values, {"codes": label_codes or {}, "colors": label_colors or {}})
+
+    def concept(code: Sequence[str]):
+        scheme, value, meaning = code
+        return hd.sr.CodedConcept(value=value, scheme_designator=dicom_text(scheme, SH_LIMIT), meaning=dicom_text(meaning))
+
     for name, value in sorted(label_values.items(), key=lambda kv: kv[1]):
         if value == 0:
             continue
         number = len(descriptions) + 1
         value_to_segment[value] = number
+        code = info["label_codes"][name]
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=str(name)[:64],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
+            segment_label=dicom_text(name),
+            segmented_property_category=concept(code["category"]),
+            segmented_property_type=concept(code["type"]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algo,
+            display_color=hd.color.CIELabColor.from_rgb(*info["label_colors"][name]),
         ))
     if not descriptions:
         raise DataError(series_dir, "the model has no foreground label to write as DICOM-SEG")
@@ -276,10 +300,11 @@ def write_dicom_seg(
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="EMONAS Studio",
-        manufacturer_model_name=model_name[:64],
-        software_versions=__version__,
+        manufacturer_model_name=dicom_text(model_name),
+        software_versions=dicom_text(__version__),
         device_serial_number="0",
         series_description="EMONAS-Net segmentation (research use)",
+        specific_character_set=SPECIFIC_CHARACTER_SET,
     )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -288,12 +313,15 @@ def write_dicom_seg(
 
 
 def write_case_dicom_segs(cases: Sequence[Sequence[str | os.PathLike]], written: Sequence[str | os.PathLike],
-                          out_dir: str | os.PathLike, labels: dict[str, int]) -> dict[Path, Path]:
+                          out_dir: str | os.PathLike, labels: dict[str, int],
+                          label_info: dict[str, dict] | None = None) -> dict[Path, Path]:
     """For each case whose first input is a DICOM series folder, a DICOM-SEG next to its label map.
 
     Returns {written label map: DICOM-SEG path}. The label map is read back from its file, so the
-    DICOM-SEG holds exactly what was written, on the series' own grid.
+    DICOM-SEG holds exactly what was written, on the series' own grid. ``label_info`` holds the
+    ``label_codes`` and ``label_colors`` (``ExportedModel.label_info()``).
     """
+    label_info = label_info or {}
     from engine.data.io import read_label
 
     out: dict[Path, Path] = {}
@@ -303,6 +331,8 @@ def write_case_dicom_segs(cases: Sequence[Sequence[str | os.PathLike]], written:
             continue
         labels_arr, label_img = read_label(label_path)
         seg_path = Path(out_dir) / f"{series.name}_seg.dcm"
-        out[Path(label_path)] = write_dicom_seg(labels_arr, label_img.affine, series, seg_path, labels)
+        out[Path(label_path)] = write_dicom_seg(labels_arr, label_img.affine, series, seg_path, labels,
+                                                label_codes=label_info.get("label_codes"),
+                                                label_colors=label_info.get("label_colors"))
         log.info("%s -> %s (DICOM-SEG)", series, seg_path)
     return out

@@ -214,8 +214,15 @@ def _inference_settings(tf: TrainingFolder) -> dict[str, Any]:
     return inf
 
 
-def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``model.json`` contents (without ``files``) for a training folder."""
+def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = None,
+                   label_metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``model.json`` contents (without ``files``) for a training folder.
+
+    ``label_metadata`` is the dataset's ``label_codes`` / ``label_colors``
+    (``engine.export.labels.read_label_metadata``); labels without them get the generic code and
+    the app's colours.
+    """
+    from engine.export.labels import resolve_label_info
     from engine.network.cost import count_parameters
 
     plan = tf.plan
@@ -230,6 +237,7 @@ def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = 
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "labels": dict(tf.labels),
         "class_values": class_values(tf.labels),
+        **resolve_label_info(tf.labels, label_metadata),
         "modalities": list(tf.modalities),
         "input": {
             "name": INPUT_NAME,
@@ -364,6 +372,12 @@ def write_model_card(meta: Mapping[str, Any]) -> str:
     values = meta["class_values"]
     for name, value in sorted(meta["labels"].items(), key=lambda kv: kv[1]):
         lines.append(f"| {name} | {value} | {values.index(value)} |")
+    codes = meta.get("label_codes") or {}
+    if codes:
+        lines += ["", "Codes in DICOM-SEG (segmented property category / type; `generic` where the dataset gives none):", ""]
+        for name, c in codes.items():
+            pair = " / ".join(f"{x[0]} {x[1]} {json.dumps(x[2])}" for x in (c["category"], c["type"]))
+            lines.append(f"- {name}: {pair} ({c.get('source', 'dataset')})")
     lines += [
         "",
         f"Input modalities, in this order: {', '.join(meta['modalities'])}.",
@@ -419,11 +433,13 @@ def export_model(
     *,
     candidate: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    dataset: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export a training folder as a model folder at ``out_dir``; returns ``model.json``'s contents.
 
     ``formats`` chooses among ``onnx``, ``torchscript`` and ``pt2`` (default onnx and torchscript);
-    ``candidate`` adds where the network came from (run, candidate id, objectives, Pareto rank).
+    ``candidate`` adds where the network came from (run, candidate id, objectives, Pareto rank);
+    ``dataset``, the dataset folder, gives the labels' codes and colours where its metadata has them.
     The folder is written next to its destination and renamed into place, so a failed export
     never leaves a half-written model folder behind.
     """
@@ -437,7 +453,17 @@ def export_model(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
-    meta = build_metadata(tf, candidate=candidate)
+    label_metadata = None
+    if dataset is not None:
+        from engine.export.labels import read_label_metadata
+
+        if not Path(dataset).is_dir():
+            raise ExportError(f"{dataset}: not a dataset folder (--dataset gives the labels' codes and colours)")
+        try:
+            label_metadata = read_label_metadata(dataset, tf.labels)
+        except EmonasError as exc:
+            raise ExportError(str(exc)) from None
+    meta = build_metadata(tf, candidate=candidate, label_metadata=label_metadata)
     net = build_network(tf.genome, tf.in_channels, tf.num_classes, tf.pool_sizes).eval()
     net.load_state_dict(tf.state_dict)
     example = _example_input(tf)
@@ -463,6 +489,10 @@ def export_model(
             name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
             for name in [WEIGHTS_FILE] + [FORMAT_FILES[f] for f in fmts]
         }
+        from engine.export.labels import write_colour_tables
+
+        for f in write_colour_tables(tmp / "labels", meta["labels"], meta["label_colors"]):
+            meta["files"][f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
         (tmp / CARD_FILE).write_text(write_model_card(meta), encoding="utf-8")
         meta["files"][CARD_FILE] = {"sha256": sha256_file(tmp / CARD_FILE), "bytes": (tmp / CARD_FILE).stat().st_size}
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -526,6 +556,16 @@ def _check_schema(meta: Any, path: Path) -> None:
     _require(sp is None or (isinstance(sp, list) and len(sp) == 3 and all(
         isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in sp)), path,
         f"preprocessing.target_spacing must be three positive numbers, got {sp!r}")
+    for key in ("label_codes", "label_colors"):  # optional: absent in folders of earlier exports
+        _require(isinstance(meta.get(key, {}), dict) and set(meta.get(key, {})) <= set(labels), path,
+                 f"{key} must map the model's label names to entries")
+    for name, c in (meta.get("label_codes") or {}).items():
+        _require(isinstance(c, dict) and all(isinstance(c.get(k), list) and len(c[k]) == 3
+                                              and all(isinstance(v, str) and v for v in c[k]) for k in ("category", "type")),
+                 path, f"label_codes.{name} must hold category and type as [scheme, value, meaning]")
+    for name, rgb in (meta.get("label_colors") or {}).items():
+        _require(isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in rgb),
+                 path, f"label_colors.{name} must be [r, g, b] in 0-255")
     for name, info in meta["files"].items():
         _require(isinstance(name, str) and name and "/" not in name and "\\" not in name and name not in (".", ".."),
                  path, f"files lists an invalid name {name!r}")
@@ -606,6 +646,25 @@ def candidate_summary(run_dir: str | os.PathLike, candidate_id: int | str) -> tu
     return summary, folder, present
 
 
+def run_dataset_folder(run_dir: str | os.PathLike) -> Path | None:
+    """The dataset folder a run searched on, when the run's database names one that still exists."""
+    from engine.run.store import RunStore
+
+    try:
+        with RunStore.open_readonly(run_dir) as store:
+            spec = (store.get_meta("problem") or {}).get("data") or {}
+    except EmonasError:
+        return None
+    name = spec.get("dataset")
+    if not isinstance(name, str):
+        return None
+    if name == "demo":
+        from engine.data.demo import demo_dataset_path
+
+        return demo_dataset_path()
+    return Path(name) if Path(name).is_dir() else None
+
+
 def retrain_candidate(run_dir: str | os.PathLike, candidate_id: int, out_dir: Path, device: str = "cpu") -> dict:
     """Train a candidate whose weights were pruned again, as the run trained it, into ``out_dir``.
 
@@ -638,22 +697,26 @@ def export_candidate(
     *,
     overwrite: bool = False,
     device: str = "cpu",
+    dataset: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export candidate ``candidate_id`` of the search in ``run_dir`` (retrained first if pruned).
 
-    ``model.json``'s ``candidate`` says where it sat on the run's Pareto front.
+    ``model.json``'s ``candidate`` says where it sat on the run's Pareto front. The labels' codes
+    and colours come from ``dataset``'s metadata, by default from the run's dataset folder.
     """
     summary, folder, present = candidate_summary(run_dir, candidate_id)
+    if dataset is None:
+        dataset = run_dataset_folder(run_dir)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
     if present:
-        return export_model(folder, out, formats, candidate=summary, overwrite=overwrite)
+        return export_model(folder, out, formats, candidate=summary, overwrite=overwrite, dataset=dataset)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.retrain.", dir=out.parent))
     try:
         result = retrain_candidate(run_dir, summary["id"], work, device)
         summary = {**summary, "retrained": True, "retrained_validation": result.get("metrics")}
-        return export_model(work, out, formats, candidate=summary, overwrite=overwrite)
+        return export_model(work, out, formats, candidate=summary, overwrite=overwrite, dataset=dataset)
     finally:
         shutil.rmtree(work, ignore_errors=True)

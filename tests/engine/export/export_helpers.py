@@ -55,3 +55,33 @@ def make_training_folder(
     }
     (path / "training.json").write_text(json.dumps(meta, indent=2))
     return path
+
+
+def dicom_series(folder: Path, n: int = 12) -> Path:
+    """A real MR series: pydicom's MR_small slice repeated along its normal with new UIDs."""
+    import copy
+
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    folder.mkdir(parents=True)
+    orient = np.array([float(v) for v in src.ImageOrientationPatient])
+    normal = np.cross(orient[:3], orient[3:])
+    pos0 = np.array([float(v) for v in src.ImagePositionPatient])
+    series = generate_uid()
+    base = src.pixel_array.astype(np.float64)
+    for k in range(n):
+        ds = copy.deepcopy(src)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos0 + k * 2.5 * normal]
+        ds.SliceThickness = 2.5
+        pixels = base * (1 + 0.3 * np.sin(k / 2)) * (k not in (0, n - 1))
+        ds.PixelData = pixels.astype(src.pixel_array.dtype).tobytes()
+        ds.save_as(folder / f"im{(k * 5) % n:03d}.dcm")  # file order differs from slice order
+    return folder

@@ -19,7 +19,7 @@ from engine.data.io import read_image
 from engine.errors import ExportError
 from engine.export.deploy import load_model
 from engine.export.package import export_model
-from export_helpers import make_training_folder
+from export_helpers import dicom_series, make_training_folder
 
 ROOT = Path(__file__).resolve().parents[3]
 STANDALONE = ROOT / "resources" / "examples" / "standalone_predict.py"
@@ -183,40 +183,11 @@ def test_tampered_model_folder_is_refused_by_predict(model_dir, scans, tmp_path)
         load_model(bad, backend="torch")
 
 
-def _dicom_series(folder: Path, n: int = 12) -> Path:
-    """A real MR series: pydicom's MR_small slice repeated along its normal with new UIDs."""
-    import copy
-
-    import pydicom
-    from pydicom.data import get_testdata_file
-    from pydicom.uid import generate_uid
-
-    src = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
-    folder.mkdir(parents=True)
-    orient = np.array([float(v) for v in src.ImageOrientationPatient])
-    normal = np.cross(orient[:3], orient[3:])
-    pos0 = np.array([float(v) for v in src.ImagePositionPatient])
-    series = generate_uid()
-    base = src.pixel_array.astype(np.float64)
-    for k in range(n):
-        ds = copy.deepcopy(src)
-        ds.SeriesInstanceUID = series
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos0 + k * 2.5 * normal]
-        ds.SliceThickness = 2.5
-        pixels = base * (1 + 0.3 * np.sin(k / 2)) * (k not in (0, n - 1))
-        ds.PixelData = pixels.astype(src.pixel_array.dtype).tobytes()
-        ds.save_as(folder / f"im{(k * 5) % n:03d}.dcm")  # file order differs from slice order
-    return folder
-
-
 def test_dicom_series_gives_nifti_and_dicom_seg(model_dir, tmp_path):
     import highdicom as hd
     import pydicom
 
-    series = _dicom_series(tmp_path / "series")
+    series = dicom_series(tmp_path / "series")
     r = emonas("predict", str(model_dir), str(series), "-o", str(tmp_path / "out"), "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])

@@ -28,7 +28,8 @@ def test_export_writes_a_complete_verified_model_folder(training_folder, tmp_pat
     out = tmp_path / "model"
     meta = export_model(training_folder, out, "onnx,torchscript,pt2")
     names = {p.name for p in out.iterdir()}
-    assert names == {"model.json", "model.onnx", "model.ts", "model.pt2", "weights.pt", "MODEL_CARD.md"}
+    assert names == {"model.json", "model.onnx", "model.ts", "model.pt2", "weights.pt", "MODEL_CARD.md",
+                     "labels-ColorTable.ctbl", "labels-ITKSNAP.txt"}
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
     on_disk = verify_model_folder(out)
     assert on_disk == json.loads((out / "model.json").read_text())
