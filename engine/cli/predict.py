@@ -7,35 +7,39 @@ from engine.cli._common import progress_bar, subcommand
 
 def _predict(args) -> dict:
     from engine.errors import ConfigError
-    from engine.export.deploy import load_model, write_case_dicom_segs
-    from engine.export.labels import resolve_label_info, write_colour_tables
     from engine.export.package import is_model_folder
     from engine.infer.folder import case_inputs
-    from engine.infer.predictor import Predictor
 
     options = {"mirror": args.mirror} if args.mirror else {}
     if args.keep_largest is not None:
         options["keep_largest"] = args.keep_largest == "on"
     exported = is_model_folder(args.model)
     backend = args.backend or ("onnxruntime" if exported else "torch")
+    if not exported and backend != "torch":
+        raise ConfigError(f"{args.model}: --backend {backend} needs a model folder from `emonas export`")
+    if not args.inputs and not args.case:
+        raise ConfigError("give the scans to segment (INPUT... or --case a.nii.gz,b.nii.gz)")
+    modalities = _declared_modalities(args.model)
+    cases = case_inputs(args.inputs, len(modalities)) if args.inputs else []
+    for group in args.case or []:
+        paths = [p for p in group.split(",") if p]
+        if len(paths) != max(1, len(modalities)):
+            raise ConfigError(f"--case {group}: the model expects {len(modalities)} modalities "
+                              f"({', '.join(modalities)}), in that order")
+        cases += case_inputs(paths, len(paths))
+    check_prediction_outputs(cases, args.output, args.model)  # before the model is even loaded
+
+    from engine.export.deploy import load_model, write_case_dicom_segs
+    from engine.export.labels import resolve_label_info, write_colour_tables
+    from engine.infer.predictor import Predictor
+
     if exported:  # a model folder from `emonas export`: verified, run by ONNX Runtime or PyTorch
         model = load_model(args.model, backend=backend, device=args.device)
         predictor = model.predictor(**options)
         label_info = model.label_info()
     else:
-        if backend != "torch":
-            raise ConfigError(f"{args.model}: --backend {backend} needs a model folder from `emonas export`")
         predictor = Predictor.from_training_folder(args.model, device=args.device, **options)
         label_info = resolve_label_info(predictor.labels)
-    if not args.inputs and not args.case:
-        raise ConfigError("give the scans to segment (INPUT... or --case a.nii.gz,b.nii.gz)")
-    cases = case_inputs(args.inputs, len(predictor.modalities)) if args.inputs else []
-    for group in args.case or []:
-        paths = [p for p in group.split(",") if p]
-        if len(paths) != max(1, len(predictor.modalities)):
-            raise ConfigError(f"--case {group}: the model expects {len(predictor.modalities)} modalities "
-                              f"({', '.join(predictor.modalities)}), in that order")
-        cases += case_inputs(paths, len(paths))
     with progress_bar(len(cases), "predicting") as bar:
         written = predictor.predict_files(cases, args.output, progress=lambda i, n: bar.update(1))
     tables = [write_colour_tables(path, predictor.labels, label_info["label_colors"]) for path in written]
@@ -49,6 +53,52 @@ def _predict(args) -> dict:
             "color_tables": {str(p): {"slicer": str(t[0]), "itksnap": str(t[1])} for p, t in zip(written, tables)},
             "dicom_seg": {str(k): str(v) for k, v in segs.items()},
             "backend": backend, "model_folder": exported}
+
+
+def _declared_modalities(folder) -> list[str]:
+    """The modalities a model or training folder declares (model.json or training.json), read
+    without loading the network; loading it verifies everything else."""
+    import json
+    from pathlib import Path
+
+    from engine.errors import DataError
+
+    for name in ("model.json", "training.json"):
+        path = Path(folder) / name
+        if path.is_file():
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                return [str(m) for m in (doc.get("modalities") or [])]
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as exc:
+                raise DataError(path, f"cannot read ({type(exc).__name__})") from None
+    raise DataError(folder, "not a model folder (emonas export) or training folder (emonas train)")
+
+
+def check_prediction_outputs(cases, out_dir, model=None) -> None:
+    """Before any work: ``out_dir`` and every file predicting ``cases`` writes there must be neither a
+    source (an input scan or its data files, the model folder) nor hold one, and no two cases may
+    map to one output name."""
+    from pathlib import Path
+
+    from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
+    from engine.infer.folder import output_name
+    from engine.outputs import Source, check_distinct_names, check_output, image_sources
+
+    sources = [Source(model, "model folder")] if model is not None else []
+    for case in cases:
+        for p in case:
+            sources += image_sources(p)
+    out_dir = Path(out_dir)
+    check_output(out_dir, sources, option="-o")
+    names = []
+    for case in cases:
+        label_map = output_name(Path(case[0]))
+        stem = label_map[: -len(".nii.gz")]
+        names += [(label_map, case[0]), (stem + SLICER_SUFFIX, case[0]), (stem + ITKSNAP_SUFFIX, case[0])]
+    names += [(f"{Path(case[0]).name}_seg.dcm", case[0]) for case in cases if Path(case[0]).is_dir()]
+    check_distinct_names(names, option="-o")
+    for name, _ in names:
+        check_output(out_dir / name, sources, option="-o")
 
 
 def register(sub) -> None:

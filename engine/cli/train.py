@@ -9,9 +9,19 @@ from engine.genome import load_genome
 
 
 def _train(args) -> dict:
-    from engine.train import TrainConfig, prepare_training_data, train_candidate
+    from engine.data import open_dataset
+    from engine.outputs import Source, check_output, check_training_out, dataset_sources
 
     genome = load_genome(args.genome)
+    dataset = open_dataset(args.dataset)
+    sources = dataset_sources(dataset)
+    if not args.genome.lstrip().startswith("{"):
+        sources.append(Source(args.genome, "genome file"))
+    check_output(args.out, sources, option="--out")
+    check_training_out(args.out, genome.to_dict(), str(dataset.name), args.force)
+
+    from engine.train import TrainConfig, prepare_training_data, train_candidate
+
     overrides = {}
     if args.patch:
         overrides["patch_size"] = list(parse_triple(args.patch))
@@ -30,7 +40,7 @@ def _train(args) -> dict:
     )
     with progress_bar(None, "preprocessing") as bar:
         data = prepare_training_data(
-            args.dataset, seed=args.seed, plan_overrides=overrides, cache_dir=args.cache_dir,
+            dataset, seed=args.seed, plan_overrides=overrides, cache_dir=args.cache_dir,
             progress=lambda done, total, case_id: bar.update(1),
         )
     with progress_bar(config.epochs, "training") as bar:
@@ -103,7 +113,9 @@ def register(sub) -> None:
     p = subcommand(sub, "train", _train, "train one genome on a dataset and report f1, f2 and validation Dice")
     p.add_argument("--dataset", required=True, help="dataset folder, or 'demo' for the built-in demo data")
     p.add_argument("--genome", required=True, help="genome as a JSON string or a JSON file")
-    p.add_argument("--out", required=True, help="training folder to write (weights, curves, metrics)")
+    p.add_argument("--out", required=True, help="training folder to write (weights, curves, metrics): new or empty")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing training folder of the same genome and dataset")
     p.add_argument("--epochs", type=int, default=120, help="maximum epochs (default 120)")
     p.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling and weights (default 0)")

@@ -48,21 +48,30 @@ def _file_hash(path: Path, st: os.stat_result) -> str:
 
 
 def file_signature(path: str | os.PathLike) -> list:
-    """[name, size, mtime_ns, content hash] of a file, or of every file of a folder (DICOM series).
-
-    MetaImage headers (``.mhd``) also cover their data file (``.raw``/``.zraw``) next to them.
+    """[name, size, mtime_ns, content hash] of every file reading the image at ``path`` opens: the
+    file itself, the data files of a detached header (MetaImage ``.mhd``, NRRD ``.nhdr``), every file
+    of a DICOM folder. A changed data file therefore changes the signature of its header.
     """
+    from engine.data.io import image_files
+
     path = Path(path)
     if path.is_dir():
-        return [file_signature(p) for p in sorted(path.rglob("*")) if p.is_file()]
-    st = path.stat()
-    sig = [path.name, st.st_size, st.st_mtime_ns, _file_hash(path, st)]
-    if path.suffix.lower() == ".mhd":
-        for ext in (".raw", ".zraw"):
-            data = path.with_suffix(ext)
-            if data.exists():
-                sig.append(file_signature(data))
+        return [_one_signature(p) for p in image_files(path)]
+    files = image_files(path)
+    sig = _one_signature(files[0])
+    for data in files[1:]:
+        sig.append(_one_signature(data))
     return sig
+
+
+def _one_signature(path: Path) -> list:
+    try:
+        st = path.stat()
+        return [path.name, st.st_size, st.st_mtime_ns, _file_hash(path, st)]
+    except OSError as exc:
+        from engine.errors import DataError
+
+        raise DataError(path, f"cannot read ({exc.strerror or exc})") from None
 
 
 def digest(obj: Any, n: int = 16) -> str:

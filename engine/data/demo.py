@@ -166,12 +166,22 @@ def demo_dataset_path() -> Path:
 
 def write_demo_dataset(out_dir: str | os.PathLike) -> Path:
     """Write the demo dataset in MSD layout to ``out_dir`` (new or empty folder)."""
+    from engine.outputs import Source, check_output, replace_dir
+    from engine.outputs import temp_dir_near as temp_near
+
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(out, "exists and is not an empty folder")
     src = demo_dataset_path()
+    check_output(out, [Source(src, "demo dataset in the cache")], option="OUT_DIR")
     try:
-        shutil.copytree(src, out, dirs_exist_ok=True)
+        tmp = temp_near(out)
+        try:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            replace_dir(tmp, out)  # copied whole, then moved in: never half a dataset under its name
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     except OSError as exc:
         raise DataError(out, f"cannot write ({exc.strerror or exc})") from None
     return out

@@ -695,11 +695,29 @@ def write_image(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) 
 
 
 def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
-    """Write (X, Y, Z) or (X, Y, Z, C) ``array`` with a RAS ``affine`` in the format of ``path``'s suffix."""
+    """Write (X, Y, Z) or (X, Y, Z, C) ``array`` with a RAS ``affine`` in the format of ``path``'s suffix.
+
+    The file (with a MetaImage's data file) is written in a temporary folder next to ``path`` and moved
+    into place, the header last, so a crash never leaves half a file under the final name.
+    """
+    from engine.outputs import publish_files, temp_dir_near
+
     suffix = image_suffix(path)
     if suffix is None:
         raise DataError(path, "unknown output format; use .nii.gz, .nii, .mha, .mhd or .nrrd")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_near(path)
+    try:
+        _write_now(tmp / path.name, array, affine, suffix)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_files(tmp, path.parent, last=[path.name])
+    return path
+
+
+def _write_now(path: Path, array: np.ndarray, affine: np.ndarray, suffix: str) -> None:
     affine = np.asarray(affine, float)
     if suffix in NIFTI_SUFFIXES:
         import nibabel as nib
@@ -709,7 +727,7 @@ def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
         img.set_sform(affine, code=1)
         img.header.set_xyzt_units("mm")
         nib.save(img, str(path))
-        return path
+        return
     sitk = _sitk()
     order = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
     out = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, order)), isVector=array.ndim == 4)
@@ -719,4 +737,3 @@ def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
     out.SetDirection([float(v) for v in (m / spacing).ravel()])
     out.SetOrigin([float(v) for v in _FLIP @ affine[:3, 3]])
     sitk.WriteImage(out, str(path), True)
-    return path

@@ -306,9 +306,11 @@ def write_dicom_seg(
         series_description="EMONAS-Net segmentation (research use)",
         specific_character_set=SPECIFIC_CHARACTER_SET,
     )
+    from engine.outputs import atomic_file
+
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(out)
+    with atomic_file(out) as tmp:
+        seg.save_as(tmp)
     return out
 
 

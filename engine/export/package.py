@@ -434,22 +434,31 @@ def export_model(
     candidate: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     dataset: str | os.PathLike | None = None,
+    sources: Iterable[Any] = (),
 ) -> dict[str, Any]:
     """Export a training folder as a model folder at ``out_dir``; returns ``model.json``'s contents.
 
     ``formats`` chooses among ``onnx``, ``torchscript`` and ``pt2`` (default onnx and torchscript);
     ``candidate`` adds where the network came from (run, candidate id, objectives, Pareto rank);
     ``dataset``, the dataset folder, gives the labels' codes and colours where its metadata has them.
+    ``out_dir`` may never be, hold or lie inside the training folder or the other ``sources``
+    (:class:`engine.outputs.Source`), not even with ``overwrite``.
     The folder is written next to its destination and renamed into place, so a failed export
     never leaves a half-written model folder behind.
     """
+    from engine.outputs import Source, check_output, replace_dir
+
+    fmts = parse_formats(formats)
+    out = Path(out_dir)
+    src_path = source.path if isinstance(source, TrainingFolder) else Path(source)
+    read = [Source(src_path, "training folder"), *([Source(dataset, "dataset")] if dataset else []), *sources]
+    check_output(out, read, option="--out")  # before anything is read
+
     import torch
 
     from engine.network import build_network
 
-    fmts = parse_formats(formats)
     tf = source if isinstance(source, TrainingFolder) else read_training_folder(source)
-    out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
@@ -499,11 +508,7 @@ def export_model(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a model folder is meant to be shared
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
+        replace_dir(tmp, out, overwrite=overwrite)  # the old folder goes only once the new one is in place
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ExportError(f"{out}: cannot write the model folder ({exc.strerror or exc})") from None
@@ -704,19 +709,28 @@ def export_candidate(
     ``model.json``'s ``candidate`` says where it sat on the run's Pareto front. The labels' codes
     and colours come from ``dataset``'s metadata, by default from the run's dataset folder.
     """
+    from engine.outputs import Source, check_output
+
+    out = Path(out_dir)
+    run_source = [Source(run_dir, "run")]
+    check_output(out, run_source, option="--out")
     summary, folder, present = candidate_summary(run_dir, candidate_id)
     if dataset is None:
         dataset = run_dataset_folder(run_dir)
-    out = Path(out_dir)
+    if dataset is not None:
+        run_source.append(Source(dataset, "dataset"))
+        check_output(out, run_source, option="--out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
     if present:
-        return export_model(folder, out, formats, candidate=summary, overwrite=overwrite, dataset=dataset)
+        return export_model(folder, out, formats, candidate=summary, overwrite=overwrite, dataset=dataset,
+                            sources=run_source)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.retrain.", dir=out.parent))
     try:
         result = retrain_candidate(run_dir, summary["id"], work, device)
         summary = {**summary, "retrained": True, "retrained_validation": result.get("metrics")}
-        return export_model(work, out, formats, candidate=summary, overwrite=overwrite, dataset=dataset)
+        return export_model(work, out, formats, candidate=summary, overwrite=overwrite, dataset=dataset,
+                            sources=run_source)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -11,11 +11,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import DataError, EmonasError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class TrainingFolder:
 
     def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The network with the folder's best weights, in eval mode on ``device``."""
+        import torch
+
         from engine.network import build_network
 
         model = build_network(self.genome, self.in_channels, self.num_classes, self.pool_sizes)

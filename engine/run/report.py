@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +129,16 @@ def pareto_figure(candidates: list[dict], front: list[dict], out_dir: Path) -> t
 
 def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto", baseline: bool = True) -> dict[str, Any]:
     """Evaluate the run's front and a U-Net baseline on the test split; write CSVs and figures to ``out_dir``."""
-    import torch
-
     from engine.infer.folder import load_training_folder
-    from engine.infer.metrics import summarize
+    from engine.outputs import check_output, publish_files, run_sources, temp_dir_near
     from engine.run.retrain import candidate_folder, run_context
     from engine.run.store import RunStore
 
     out = Path(out_dir)
     ctx = run_context(run_dir)  # a folder that is not a run is named before anything is written
+    check_output(out, run_sources(run_dir, ctx["problem"].get("data")), option="--out")
+    import torch
+
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -163,7 +165,21 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
         per_case = _evaluate_model(net, patch, len(labels), classes, cases, bdev)
         models.append({"model": "unet_baseline", "candidate": None, "parameters": n, "per_case": per_case})
 
-    per_case_csv, summary_csv = out / "metrics_per_case.csv", out / "metrics_summary.csv"
+    tmp = temp_dir_near(out)  # every file is written here, then moved in: no half file under its name
+    try:
+        result = _write_files(tmp, out, run_dir, cases, models, everything, front)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_files(tmp, out, last=["report.json"])
+    return result
+
+
+def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front) -> dict[str, Any]:
+    """Write the report's files into ``tmp``; the paths returned are those they get in ``out``."""
+    from engine.infer.metrics import summarize
+
+    per_case_csv, summary_csv = tmp / "metrics_per_case.csv", tmp / "metrics_summary.csv"
     with per_case_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["model", "candidate", "parameters", "case", "label", "dice", "hd95_mm"])
@@ -182,9 +198,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
                 w.writerow([m["model"], m["candidate"], m["parameters"], label, f"{v['dice']['mean']:.6f}", f"{v['dice']['std']:.6f}",
                             f"{v['hd95']['mean']:.4f}", f"{v['hd95']['std']:.4f}", v["dice"]["n"]])
                 summary.append({"model": m["model"], "label": label, "dice_mean": v["dice"]["mean"], "hd95_mean": v["hd95"]["mean"]})
-    svg, png = pareto_figure(everything, front, out)
+    svg, png = pareto_figure(everything, front, tmp)
     result = {"run": str(run_dir), "out": str(out), "test_cases": [cid for cid, _ in cases], "models": [
         {k: m[k] for k in ("model", "candidate", "parameters", "summary")} for m in models],
-        "metrics_csv": str(per_case_csv), "summary_csv": str(summary_csv), "figure_svg": str(svg), "figure_png": str(png)}
-    (out / "report.json").write_text(json.dumps(result, indent=1, allow_nan=True))
+        **{k: str(out / p.name) for k, p in (("metrics_csv", per_case_csv), ("summary_csv", summary_csv),
+                                              ("figure_svg", svg), ("figure_png", png))}}
+    (tmp / "report.json").write_text(json.dumps(result, indent=1, allow_nan=True))
     return result

@@ -86,10 +86,13 @@ def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Pat
     every few steps, and a cancelled retraining raises :class:`RunError` (its folder is incomplete).
     """
     from engine.genome import Genome
+    from engine.outputs import check_output, check_training_out, run_sources
 
     ctx = run_context(run_dir)
+    check_output(out_dir, run_sources(run_dir, ctx["problem"].get("data")), option="--out")
     row = candidate_row(run_dir, candidate_id)
     genome = Genome.from_dict(row["genome"])
+    check_training_out(out_dir, genome.to_dict(), None, force=True)
     train = dict(ctx["train"])
     if epochs is not None:
         train["epochs"] = retrain_epochs(run_dir, epochs)

@@ -153,6 +153,10 @@ class SearchSession:
         self._setup(Path(run_dir), (config or SearchConfig()).validate(), evaluator, problem, resume=False)
         if is_run(self.run_dir):
             raise RunError(f"{self.run_dir}: a run exists here already; continue it with `emonas resume {self.run_dir}`")
+        if self.config.dataset and str(self.config.dataset) != "demo":
+            from engine.outputs import Source, check_output
+
+            check_output(self.run_dir, [Source(self.config.dataset, "dataset")], option="--out")
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike, evaluator: Callable | None = None, problem: Problem | None = None) -> "SearchSession":

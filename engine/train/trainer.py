@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -354,9 +355,25 @@ def validation_metrics(trainer: Trainer) -> dict[str, Any]:
 
 
 def write_training_folder(trainer: Trainer, result: TrainResult, out_dir: str | Path) -> Path:
-    """Write DIR/training.json, weights.pt (best state_dict), curves.csv and metrics.json."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write DIR/training.json, weights.pt (best state_dict), curves.csv and metrics.json.
+
+    The files are written in a temporary folder next to DIR and moved in, training.json last: a
+    crash leaves no half file under a final name, and a folder with training.json is complete.
+    """
+    from engine.outputs import publish_files, temp_dir_near
+
+    final = Path(out_dir)
+    out = temp_dir_near(final)
+    try:
+        _write_training_files(trainer, result, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    publish_files(out, final, last=["training.json"])
+    return final
+
+
+def _write_training_files(trainer: Trainer, result: TrainResult, out: Path) -> None:
     data = trainer.data
     plan = data.plan.to_dict() if hasattr(data.plan, "to_dict") else dict(data.plan)
     state = trainer.best_state if trainer.best_state is not None else trainer.model.state_dict()
@@ -386,7 +403,6 @@ def write_training_folder(trainer: Trainer, result: TrainResult, out_dir: str | 
         "best_epoch": result.best_epoch,
     }
     (out / "training.json").write_text(json.dumps(doc, indent=1, allow_nan=True))
-    return out
 
 
 def _fault(point: str) -> str | None:
