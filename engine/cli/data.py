@@ -34,10 +34,10 @@ def _demo_data(args) -> dict:
     from engine.data.dataset import open_dataset
     from engine.data.demo import write_demo_dataset
 
-    out = write_demo_dataset(args.out_dir)
+    out = write_demo_dataset(args.out_dir, kind=args.kind)
     ds = open_dataset(out)
     if not args.json:
-        print(f"wrote the demo dataset ({len(ds.cases)} cases, labels {', '.join(ds.labels)}) to {out}")
+        print(f"wrote the {args.kind} demo dataset ({len(ds.cases)} cases, labels {', '.join(ds.labels)}) to {out}")
     return {"path": str(out), "layout": ds.layout, "n_cases": len(ds.cases), "labels": ds.labels,
             "modalities": ds.modalities}
 
@@ -45,8 +45,11 @@ def _demo_data(args) -> dict:
 def register(sub) -> None:
     p = subcommand(sub, "check", _check,
                    "check a dataset: layout, every voxel of every case, problems, and the plan it would use")
-    p.add_argument("dataset", help="dataset folder (MSD, nnU-Net v2, ACDC, PROMISE12, images/ + labels/) or 'demo'")
+    p.add_argument("dataset", help="dataset folder (MSD, nnU-Net v2, ACDC, PROMISE12, images/ + labels/), 'demo' or 'demo-hippocampus'")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave broken cases out; exit 0 if enough usable cases remain")
     p = subcommand(sub, "demo-data", _demo_data, "write the built-in demo dataset (MSD layout) to a folder")
     p.add_argument("out_dir", metavar="OUT_DIR", help="new or empty folder")
+    p.add_argument("--kind", choices=("brain", "hippocampus"), default="brain",
+                   help="brain: tissue classes at ~3.5 mm (the default); hippocampus: anterior/posterior "
+                        "hippocampus at 1 mm, shaped like the Decathlon's Task04 (50 cases)")

@@ -21,7 +21,7 @@ def check_dataset(
     progress: Callable[[int, int, str], None] | None = None,
     memory_budget_bytes: int | None = None,
 ) -> dict:
-    """Check a dataset folder (or ``"demo"``) completely.
+    """Check a dataset folder (or ``"demo"`` / ``"demo-hippocampus"``) completely.
 
     Returns a plain dict: ``layout``, ``n_cases`` (usable cases), ``modalities``, ``labels`` (names as
     declared), ``cases`` (shape, spacing, orientation and voxel counts per label of each usable case),
@@ -30,10 +30,10 @@ def check_dataset(
     or, with ``skip_bad``, when at least ``MIN_CASES`` usable cases remain. A folder in no known layout
     or with an unreadable ``dataset.json`` raises ``DataError``.
     """
-    if str(path) == "demo":
+    if str(path) in ("demo", "demo-hippocampus"):
         from engine.data.demo import demo_dataset_path
 
-        path = demo_dataset_path()
+        path = demo_dataset_path("brain" if str(path) == "demo" else "hippocampus")
     found = detect_layout(path)
     problems = list(found.problems)
     entries, good = {}, []

@@ -126,16 +126,16 @@ class Dataset:
 
 
 def open_dataset(path: str | os.PathLike, skip_bad: bool = False) -> Dataset:
-    """Open a dataset folder (layout detected), or ``"demo"`` for the built-in demo dataset.
+    """Open a dataset folder (layout detected), or ``"demo"`` / ``"demo-hippocampus"`` for a built-in one.
 
     Every case's headers are checked (cheap). Without ``skip_bad`` the first fatal problem raises
     ``DataError`` naming the file; with it, every voxel of every case is checked and the broken
     cases are left out (``Dataset.skipped``), as long as at least ``MIN_CASES`` remain.
     """
-    if str(path) == "demo":
+    if str(path) in ("demo", "demo-hippocampus"):
         from engine.data.demo import demo_dataset_path
 
-        path = demo_dataset_path()
+        path = demo_dataset_path("brain" if str(path) == "demo" else "hippocampus")
     root = Path(path).expanduser()
     found = detect_layout(root)
     from engine.data.validate import check_headers, inspect_case
