@@ -112,6 +112,7 @@ def register(sub) -> None:
                    help="for a model folder: run model.onnx with ONNX Runtime (default) or the network with PyTorch")
     p.add_argument("--case", action="append", metavar="A,B", help="one case's scans, one per modality in the "
                    "model's order, comma-separated (repeatable)")
-    p.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    p.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation along the axes the training mirrored "
+                        "(2x slower per axis; `emonas check` shows them)")
     p.add_argument("--keep-largest", choices=["on", "off"], default=None,
                    help="keep the largest component per class (default: on for the paper profile)")

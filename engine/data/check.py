@@ -50,7 +50,8 @@ def check_dataset(
         if progress:
             progress(i + 1, len(found.cases), case.case_id)
     fatal = [p for p in problems if p.fatal]
-    dataset = Dataset(Path(path), found.layout, found.name, good, found.modalities, found.labels, problems, sorted(bad), found.description)
+    dataset = Dataset(Path(path), found.layout, found.name, good, found.modalities, found.labels, problems, sorted(bad), found.description,
+                      found.mirror_axes)
     plan = None
     if good:
         fp = dataset_fingerprint(dataset, entries=entries)
@@ -123,7 +124,9 @@ def format_report(report: dict) -> str:
             f"patch {'x'.join(str(v) for v in plan['patch_size'])}, batch {plan['batch_size']}, "
             f"median case {'x'.join(str(v) for v in plan['median_shape'])}",
             "            normalization " + ", ".join(f"{n['modality']}: {n['scheme']}" for n in plan["normalization"]),
-        ]
+            "            mirroring (training augmentation and --mirror): "
+            + (", ".join("xyz"[a] for a in plan["mirror_axes"]) or "no axis"),
+        ] + [f"              {note}" for note in plan.get("mirror_notes", [])]
     n_f, n_w = report["n_fatal"], report["n_warnings"]
     lines.append("")
     lines.append(f"problems    {n_f} fatal, {n_w} warning(s)" + (f"; {len(report['skipped'])} case(s) unusable" if report["skipped"] else ""))

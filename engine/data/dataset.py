@@ -47,6 +47,7 @@ class Dataset:
     problems: list[Problem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     description: str = ""
+    mirror_axes: list[int] | None = None  # the dataset's explicit setting (engine.data.mirror), if any
 
     @property
     def num_classes(self) -> int:
@@ -162,4 +163,4 @@ def open_dataset(path: str | os.PathLike, skip_bad: bool = False) -> Dataset:
     if skip_bad and len(cases) < MIN_CASES:
         raise DataError(root, f"only {len(cases)} usable case(s) left after skipping {len(bad)} broken one(s)")
     return Dataset(root, found.layout, found.name, cases, found.modalities, found.labels, problems,
-                   sorted(bad), found.description)
+                   sorted(bad), found.description, found.mirror_axes)

@@ -61,6 +61,7 @@ class LayoutResult:
     labels: dict[str, int]
     problems: list[Problem] = field(default_factory=list)
     description: str = ""
+    mirror_axes: list[int] | None = None  # dataset.json's explicit "mirror_axes" (engine.data.mirror)
 
 
 def label_value(name, value, path: Path, key: str = "labels") -> int:
@@ -140,6 +141,19 @@ def _in_folder(root: Path, rel: str) -> Path:
     return (root / rel[2:]) if rel.startswith("./") else (root / rel)
 
 
+def _mirror_setting(js: Path, meta: dict) -> list[int] | None:
+    """dataset.json's "mirror_axes" (axes training may mirror), checked; None when absent."""
+    if meta.get("mirror_axes") is None:
+        return None
+    from engine.data.mirror import parse_axes
+    from engine.errors import ConfigError
+
+    try:
+        return parse_axes(meta["mirror_axes"], "mirror_axes")
+    except ConfigError as exc:
+        raise DataError(js, str(exc)) from None
+
+
 # ---------------------------------------------------------------------------------------- MSD
 
 
@@ -183,7 +197,7 @@ def _msd(root: Path, meta: dict) -> LayoutResult:
         if lab.name not in used_labels and lab.name not in images_tr:
             problems.append(Problem(str(lab), "label file with no image (not listed in dataset.json)", True))
     return LayoutResult("msd", str(meta.get("name") or root.name), cases, modalities, labels, problems,
-                        str(meta.get("description", "")))
+                        str(meta.get("description", "")), _mirror_setting(js, meta))
 
 
 # ---------------------------------------------------------------------------------------- nnU-Net v2
@@ -244,7 +258,7 @@ def _nnunet(root: Path, meta: dict) -> LayoutResult:
     if isinstance(n, int) and n != len(cases):
         problems.append(Problem(str(js), f"numTraining says {n} but imagesTr holds {len(cases)} cases", False))
     return LayoutResult("nnunet", str(meta.get("name") or root.name), cases, modalities, labels, problems,
-                        str(meta.get("description", "")))
+                        str(meta.get("description", "")), _mirror_setting(js, meta))
 
 
 # ---------------------------------------------------------------------------------------- ACDC

@@ -12,10 +12,14 @@ derived from it (versioned JSON, every field overridable):
 - ``normalization``: one entry per modality: z-score per case for MRI (inside the non-zero region
   when cropping removed much), for CT clipping to the foreground's 0.5/99.5 percentiles then
   z-score with the dataset's foreground mean and std;
-- ``patch_size``: the median case at the target spacing, rounded to the pooling of the deepest
-  network (``pool_schedule``, 4 levels; an axis is pooled while it keeps at least 4 voxels and its
+- ``patch_size``: the median case at the target spacing, rounded to the nearest multiple of the
+  pooling of the deepest network (``patch_rule`` "median"; "nnunet" rounds up, as nnU-Net does, so
+  the patch covers the median case; docs/data.md says why the nearest multiple is the default)
+  (``pool_schedule``, 4 levels; an axis is pooled while it keeps at least 4 voxels and its
   spacing is within 2x the finest), shrunk until a large network of the search space trains within
-  the memory budget; ``batch_size``: 2, more when memory allows and the batch covers under 5% of the data.
+  the memory budget; ``batch_size``: 2, more when memory allows and the batch covers under 5% of the data;
+- ``mirror_axes``: the RAS axes training may mirror, none along which the labels carry a direction
+  (``engine.data.mirror``), with ``mirror_notes`` saying why for each axis.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from engine.data.cache import cache_root, digest, file_signature, write_json_atomic
+from engine.data.mirror import decide_mirror_axes, parse_axes
 from engine.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,7 @@ MAX_LEVELS = 4
 ANISOTROPY = 3.0
 MIN_FEATURE_MAP = 4
 MAX_PATCH_AXIS = 256
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: label centroids and extents (label_moments) for the mirror test
 
 Triple = tuple
 
@@ -69,6 +74,9 @@ class Plan:
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
     dataset: str = ""
     overrides: list[str] = field(default_factory=list)
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+    mirror_notes: list[str] = field(default_factory=list)
+    patch_rule: str = "median"
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -97,6 +105,7 @@ class Plan:
         d["patch_size"] = [int(v) for v in self.patch_size]
         d["median_shape"] = [int(v) for v in self.median_shape]
         d["pool_schedule"] = [[int(v) for v in p] for p in self.pool_schedule]
+        d["mirror_axes"] = [int(v) for v in self.mirror_axes]
         return d
 
     @classmethod
@@ -123,6 +132,10 @@ class Plan:
                 memory_budget_bytes=int(data.get("memory_budget_bytes", DEFAULT_MEMORY_BUDGET)),
                 dataset=str(data.get("dataset", "")),
                 overrides=[str(o) for o in data.get("overrides", [])],
+                # plans written before the mirror decision: training mirrored every axis
+                mirror_axes=tuple(parse_axes(data.get("mirror_axes", [0, 1, 2]), "plan mirror_axes")),
+                mirror_notes=[str(n) for n in data.get("mirror_notes", [])],
+                patch_rule=str(data.get("patch_rule", "median")),
             )
         except KeyError as exc:
             raise ConfigError(f"plan lacks the field {exc.args[0]!r}") from None
@@ -141,6 +154,8 @@ class Plan:
                 raise ConfigError(f"normalization scheme must be 'zscore', 'ct' or 'none', got {n.get('scheme')!r}")
             if n["scheme"] == "ct" and not all(k in n for k in ("clip_low", "clip_high", "mean", "std")):
                 raise ConfigError("a 'ct' normalization needs clip_low, clip_high, mean and std")
+        if self.patch_rule not in PATCH_RULES:
+            raise ConfigError(f"patch_rule must be one of {', '.join(PATCH_RULES)}, got {self.patch_rule!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.resampling.get("image_order") not in (0, 1, 2, 3):
@@ -278,7 +293,9 @@ def _divisors(schedule) -> list[int]:
     return [int(np.prod([p[a] for p in schedule])) for a in range(3)]
 
 
-def _round_to(shape, schedule) -> list[int]:
+def _round_to(shape, schedule, up: bool = False) -> list[int]:
+    if up:
+        return [max(d, -(-int(s) // d) * d) for s, d in zip(shape, _divisors(schedule))]
     return [max(d, int(round(s / d)) * d) for s, d in zip(shape, _divisors(schedule))]
 
 
@@ -302,10 +319,12 @@ def _training_bytes(patch, schedule, batch, in_channels, num_classes) -> int:
                          pool_sizes=schedule).training_bytes
 
 
-def _fit_patch(median_shape, spacing, budget, in_channels, num_classes) -> tuple[list[int], list]:
+def _fit_patch(median_shape, spacing, budget, in_channels, num_classes, rule: str = "median") -> tuple[list[int], list]:
+    """The patch rule: the median shape rounded to the pooling ("median": to the nearest multiple;
+    "nnunet": up), then shrunk, largest axis relative to the median first, into the memory budget."""
     start = [min(max(1, int(round(s))), MAX_PATCH_AXIS) for s in median_shape]
     schedule = pool_schedule_for(spacing, start)
-    patch = _round_to(start, schedule)
+    patch = _round_to(start, schedule, up=rule == "nnunet")
     while _training_bytes(patch, schedule, 2, in_channels, num_classes) > budget:
         # shrink the axis that is largest relative to the median case (nnU-Net's rule)
         divs = _divisors(schedule)
@@ -354,7 +373,8 @@ def _normalization(cases: list[dict], modalities: list[str], given=None) -> list
 
 
 PLAN_FIELDS = ("target_spacing", "patch_size", "batch_size", "normalization", "resampling", "crop_to_nonzero",
-               "orientation", "memory_budget_bytes")
+               "orientation", "memory_budget_bytes", "mirror_axes", "patch_rule")
+PATCH_RULES = ("median", "nnunet")
 
 
 def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mapping[str, Any] | None = None,
@@ -387,11 +407,14 @@ def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mappin
     resampling.update(dict(overrides.get("resampling", {})))
     norm = _normalization(cases, dataset.modalities, overrides.get("normalization"))
     in_ch, n_cls = len(dataset.modalities), len(dataset.labels)
+    patch_rule = str(overrides.get("patch_rule", "median"))
+    if patch_rule not in PATCH_RULES:
+        raise ConfigError(f"patch_rule must be one of {', '.join(PATCH_RULES)}, got {patch_rule!r}")
     if "patch_size" in overrides:
         patch = list(_ints3(overrides["patch_size"], "patch_size"))
         schedule = pool_schedule_for(target, patch)
     else:
-        patch, schedule = _fit_patch(median, target, budget, in_ch, n_cls)
+        patch, schedule = _fit_patch(median, target, budget, in_ch, n_cls, patch_rule)
     if "batch_size" in overrides:
         batch = int(overrides["batch_size"])
     else:
@@ -401,6 +424,10 @@ def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mappin
         while (batch + 1) * vox <= 0.05 * total and batch < 64 and \
                 _training_bytes(patch, schedule, batch + 1, in_ch, n_cls) <= budget:
             batch += 1
+    if "mirror_axes" in overrides:
+        mirror, notes = decide_mirror_axes(cases, dataset.labels, overrides["mirror_axes"], "plan override")
+    else:
+        mirror, notes = decide_mirror_axes(cases, dataset.labels, getattr(dataset, "mirror_axes", None))
     plan = Plan(
         target_spacing=tuple(target),  # type: ignore[arg-type]
         patch_size=tuple(patch),  # type: ignore[arg-type]
@@ -416,5 +443,8 @@ def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mappin
         memory_budget_bytes=budget,
         dataset=str(getattr(dataset, "name", "")),
         overrides=sorted(overrides),
+        mirror_axes=tuple(mirror),
+        mirror_notes=notes,
+        patch_rule=patch_rule,
     )
     return plan.validate()

@@ -150,6 +150,10 @@ def inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> C
         if sum(c for name, c in counts.items() if labels[name] != 0) == 0:
             report.problems.append(Problem(str(case.label_path), "label volume is empty (background only)", False, cid))
     report.fingerprint = _fingerprint(image, label, counts, cid)
+    if label is not None:
+        from engine.data.mirror import label_moments
+
+        report.fingerprint["label_moments"] = label_moments(label, labels, image.spacing, ras_ornt(image.affine))
     return report
 
 

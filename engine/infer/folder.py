@@ -40,6 +40,20 @@ class TrainingFolder:
     doc: dict[str, Any]
 
     @property
+    def mirror_axes(self) -> list[int]:
+        """The axes training mirrored (what ``--mirror`` averages over); folders written before the
+        record: x for the paper profile, every axis for the default one, as those trainings did."""
+        from engine.data.mirror import parse_axes
+
+        given = self.doc.get("mirror_axes")
+        if given is None:
+            return [0] if self.config.get("profile") == "paper" else [0, 1, 2]
+        try:
+            return parse_axes(given, "mirror_axes")
+        except EmonasError as exc:
+            raise DataError(self.path / "training.json", str(exc)) from None
+
+    @property
     def weights_path(self) -> Path:
         return self.path / "weights.pt"
 

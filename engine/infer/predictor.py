@@ -62,14 +62,15 @@ def sliding_window_logits(
     patch: Sequence[int],
     overlap: float = 0.5,
     gaussian: bool = True,
-    mirror: bool = False,
+    mirror: bool | Sequence[int] = False,
     batch_size: int = 2,
 ) -> torch.Tensor:
     """Logits (K, X, Y, Z) of a whole volume (C, X, Y, Z) from patch-sized windows.
 
     Windows overlap by ``overlap`` and are blended with a Gaussian weight (sigma = patch / 8, as
     nnU-Net) or uniformly; a volume smaller than the patch is padded and cropped back (MONAI's
-    ``sliding_window_inference``). ``mirror`` averages over the 8 flips of the three axes. The
+    ``sliding_window_inference``). ``mirror`` averages over the flips of the given spatial axes (0, 1, 2;
+``True``: all three, 8 flips). The
     result is a float32 tensor on the device of ``image`` (CPU for numpy input).
     """
     from monai.inferers import sliding_window_inference
@@ -92,16 +93,30 @@ def sliding_window_logits(
         )
 
     with torch.inference_mode():
-        if not mirror:
+        axes = mirror_dims(mirror)
+        if not axes:
             return window(x)[0]
         total = None
-        flips = [tuple(c) for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
+        flips = [tuple(c) for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
         for dims in flips:
             t = x.flip(dims) if dims else x
             out = window(t)
             out = out.flip(dims) if dims else out
             total = out if total is None else total + out
         return (total / len(flips))[0]
+
+
+def mirror_dims(mirror: bool | Sequence[int]) -> tuple[int, ...]:
+    """The (N, C, X, Y, Z) tensor dims to flip for ``mirror``: True all three spatial axes, False none,
+    or the listed spatial axes (0, 1, 2)."""
+    if mirror is True:
+        return (2, 3, 4)
+    if not mirror:
+        return ()
+    axes = sorted({int(a) for a in mirror})  # type: ignore[union-attr]
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"mirror axes must be 0, 1 or 2, got {list(mirror)}")  # type: ignore[arg-type]
+    return tuple(a + 2 for a in axes)
 
 
 def keep_largest_component(labels: np.ndarray, classes: Iterable[int]) -> np.ndarray:
@@ -139,7 +154,7 @@ class Predictor:
         modalities: Sequence[str] | None = None,
         overlap: float = 0.5,
         gaussian: bool = True,
-        mirror: bool = False,
+        mirror: bool | Sequence[int] = False,
         keep_largest: bool = False,
         device: str | torch.device = "cpu",
     ):
@@ -160,7 +175,8 @@ class Predictor:
         """A predictor for the network of a training folder (``emonas train --out DIR``).
 
         Post-processing follows the folder's training profile (largest component kept for
-        ``paper``) unless ``keep_largest`` is given; ``mirror`` turns on mirroring TTA.
+        ``paper``) unless ``keep_largest`` is given; ``mirror=True`` turns on mirroring TTA along the
+        axes the training mirrored (``TrainingFolder.mirror_axes``), no others.
         """
         from engine.infer.folder import load_training_folder
 
@@ -168,6 +184,8 @@ class Predictor:
         dev = _resolve_device(device)
         model = tf.build_model(dev)
         options.setdefault("keep_largest", tf.config.get("profile") == "paper")
+        if options.get("mirror") is True:
+            options["mirror"] = list(tf.mirror_axes)
         return cls(
             torch_logits_fn(model, dev, amp=bool(tf.config.get("amp", False))),
             patch=tf.patch_size,

@@ -14,16 +14,31 @@ Profiles:
 - ``paper`` (EMONAS-Net's Keras ImageDataGenerator): always an in-plane rotation of +-90 degrees,
   shift up to 10 % of the patch in-plane, zoom 0.5-1.5, horizontal (x) flip with p = 0.5;
   no intensity augmentation.
-- ``default`` (nnU-Net-style): rotation +-30 degrees (about every axis, or only in-plane when the
-  spacing is more than 3x anisotropic) with p = 0.2, scaling 0.7-1.4 with p = 0.2, mirroring of
-  each axis with p = 0.5, brightness x0.75-1.25 (p = 0.15), contrast x0.75-1.25 (p = 0.15),
-  gamma 0.7-1.5 (p = 0.3), Gaussian noise of variance up to 0.1 (p = 0.1).
+- ``default`` (nnU-Net-style at full strength): rotation +-30 degrees (about every axis, or only
+  in-plane when the spacing is more than 3x anisotropic) with p = 0.2, scaling 0.7-1.4 with
+  p = 0.2, mirroring of each allowed axis with p = 0.5, brightness x0.75-1.25 (p = 0.15), contrast
+  x0.75-1.25 (p = 0.15), gamma 0.7-1.5 (p = 0.3), Gaussian noise of variance up to 0.1 (p = 0.1).
+
+What the default profile trains with (``training_augmentation``):
+
+- mirroring only along the axes the plan allows (``Plan.mirror_axes``: none along which the labels
+  carry a direction, see ``engine.data.mirror``), or the training config's ``mirror_axes``;
+- a strength that grows with the training budget (``augmentation``: "auto", the default): the
+  probabilities of rotation, scaling and the intensity changes are those above times
+  ``strength = clip((steps - LIGHT_STEPS) / (STRONG_STEPS - LIGHT_STEPS), 0, 1)``, ``steps`` being the
+  planned optimizer steps (epochs x iterations per epoch). A search candidate (tens of epochs of a
+  few dozen steps) trains "light" (mirroring only), a long final training at nnU-Net's strength.
+  Measured on the Task04-shaped set (BENCHMARKS.md, "accuracy per minute"): in 40 epochs the light
+  schedule learns faster; nnU-Net's strength pays over long schedules on varied subjects, which a
+  set of one warped anatomy cannot show. "light" and "strong" fix the strength at 0 or 1.
+
+The paper profile keeps its own fixed augmentation.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -69,6 +84,49 @@ DEFAULT = AugmentationProfile(
 )
 
 PROFILES = {"paper": PAPER, "default": DEFAULT}
+#: Planned steps at or below which the default profile trains light (mirroring only), and at or above
+#: which it trains at full strength; linear in between.
+LIGHT_STEPS = 2000
+STRONG_STEPS = 20000
+STRENGTHS = ("auto", "light", "strong")
+
+
+def strength_for(setting: str, steps: int) -> float:
+    """The augmentation strength (0 light .. 1 nnU-Net's) of ``setting`` for ``steps`` planned steps."""
+    if setting == "light":
+        return 0.0
+    if setting == "strong":
+        return 1.0
+    return float(min(1.0, max(0.0, (steps - LIGHT_STEPS) / (STRONG_STEPS - LIGHT_STEPS))))
+
+
+def scaled_profile(profile: AugmentationProfile, strength: float, flip_axes) -> AugmentationProfile:
+    """``profile`` with the probabilities of rotation, scaling and intensity changes times ``strength``
+    and mirroring of ``flip_axes`` only."""
+    s = float(strength)
+    return replace(
+        profile, flip_axes=tuple(int(a) for a in flip_axes),
+        p_rotate=profile.p_rotate * s, p_scale=profile.p_scale * s, p_brightness=profile.p_brightness * s,
+        p_contrast=profile.p_contrast * s, p_gamma=profile.p_gamma * s, p_noise=profile.p_noise * s,
+    )
+
+
+def training_augmentation(profile_name: str, setting: str, mirror_axes, plan_mirror_axes, steps: int
+                          ) -> tuple[AugmentationProfile, dict]:
+    """The augmentation a training uses and its record (for training.json): the paper profile as it
+    is; the default one scaled to the budget, mirroring ``mirror_axes`` (None: the plan's axes)."""
+    base = PROFILES[profile_name]
+    if profile_name == "paper":
+        prof, strength = base, None
+    else:
+        axes = plan_mirror_axes if mirror_axes is None else mirror_axes
+        strength = strength_for(setting, steps)
+        prof = scaled_profile(base, strength, sorted(int(a) for a in axes))
+    record = {"profile": profile_name, "setting": setting, "strength": strength, "planned_steps": int(steps),
+              "mirror_axes": list(prof.flip_axes), "p_flip": prof.p_flip, "p_rotate": prof.p_rotate,
+              "p_scale": prof.p_scale, "p_brightness": prof.p_brightness, "p_contrast": prof.p_contrast,
+              "p_gamma": prof.p_gamma, "p_noise": prof.p_noise}
+    return prof, record
 
 
 def _rotation(axis: int, angle: float) -> np.ndarray:

@@ -20,6 +20,11 @@ class TrainConfig:
     objective f1 (METHOD.md section 3), ``alpha`` and ``beta`` its weights. ``amp`` applies on CUDA
     only (bf16 where supported, else fp16 with a gradient scaler). ``num_threads`` sets torch's CPU
     threads for the run (None leaves them alone).
+
+    ``augmentation`` ("auto", "light" or "strong") and ``mirror_axes`` (None: the plan's) shape the
+    default profile's augmentation (``engine.train.augmentation``). ``val_every`` validates every that
+    many epochs; None chooses it: every epoch in the paper profile, in the default profile the
+    fewest epochs whose training costs at least 9x one validation (``validation_interval``).
     """
 
     epochs: int = 120
@@ -34,8 +39,10 @@ class TrainConfig:
     max_epochs_for_objective: int = 120
     alpha: float = 0.25
     beta: float = 0.25
-    val_every: int = 1
+    val_every: int | None = None
     num_threads: int | None = None
+    augmentation: str = "auto"
+    mirror_axes: list[int] | None = None
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_none: bool = False) -> None:
@@ -45,9 +52,9 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"train config: {name} must be a positive integer, got {v!r}")
 
-        for name in ("epochs", "patience", "max_epochs_for_objective", "val_every"):
+        for name in ("epochs", "patience", "max_epochs_for_objective"):
             positive_int(name)
-        for name in ("batch_size", "iterations_per_epoch", "num_threads"):
+        for name in ("batch_size", "iterations_per_epoch", "num_threads", "val_every"):
             positive_int(name, allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"train config: seed must be a non-negative integer, got {self.seed!r}")
@@ -66,6 +73,14 @@ class TrainConfig:
                 raise ConfigError(f"train config: patch_size must be three positive integers, got {self.patch_size!r}")
             self.patch_size = p  # type: ignore[assignment]
         self.amp = bool(self.amp)
+        from engine.train.augmentation import STRENGTHS
+
+        if self.augmentation not in STRENGTHS:
+            raise ConfigError(f"train config: augmentation must be one of {', '.join(STRENGTHS)}, got {self.augmentation!r}")
+        if self.mirror_axes is not None:
+            from engine.data.mirror import parse_axes
+
+            self.mirror_axes = parse_axes(self.mirror_axes, "train config: mirror_axes")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

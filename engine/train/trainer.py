@@ -1,6 +1,7 @@
 """Training one candidate network: an explicit loop with small hooks, and its result.
 
-``Trainer`` runs epochs of ``train_step`` calls followed by ``validate`` on whole validation volumes;
+``Trainer`` runs epochs of ``train_step`` calls followed, every ``val_every`` epochs (and after the
+last), by ``validate`` on whole validation volumes;
 ``on_epoch_start`` / ``on_epoch_end`` are the hooks a subclass overrides. Every epoch's record goes
 to one ``MetricsLogger`` (CSV file, callback, ...). ``train_candidate`` is the function the search's
 workers call.
@@ -30,7 +31,7 @@ import torch
 from engine.genome import Genome
 from engine.network import build_network, check_patch, count_parameters
 from engine.network.builder import architecture
-from engine.train.augmentation import PROFILES
+from engine.train.augmentation import training_augmentation
 from engine.train.config import TrainConfig
 from engine.train.data import TrainingData
 from engine.train.losses import make_loss, per_class_soft_dice
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 CHECK_EVERY = 5
 #: Version of training.json.
 SCHEMA_VERSION = 1
+#: Cost of one sliding-window forward pass of a patch in validation, relative to one sample's
+#: training step (sampling, augmentation, forward and backward) on the same patch; measured on CPU.
+WINDOW_COST = 0.2
+#: The default profile validates at most this share of a candidate's time.
+MAX_VALIDATION_SHARE = 0.1
 
 
 class TrainingFailed(RuntimeError):
@@ -70,6 +76,24 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def sliding_windows(shape, patch, overlap: float = 0.5) -> int:
+    """Windows MONAI's sliding window runs over a volume of ``shape`` (spatial) with ``patch``."""
+    n = 1
+    for size, p in zip(shape, patch):
+        step = max(1, int(p * (1 - overlap)))
+        n *= 1 if size <= p else math.ceil((size - p) / step) + 1
+    return n
+
+
+def validation_interval(val_shapes, patch, batch_size: int, iterations: int) -> int:
+    """Epochs between validations so that validation costs at most ``MAX_VALIDATION_SHARE`` of the
+    time: the fewest whose training steps cost at least (1 / share - 1) times one validation."""
+    windows = sum(sliding_windows(s, patch) for s in val_shapes)
+    per_epoch = batch_size * iterations
+    need = (1 / MAX_VALIDATION_SHARE - 1) * WINDOW_COST * windows
+    return max(1, math.ceil(need / max(per_epoch, 1)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,6 +153,16 @@ class Trainer:
         self.parameters = count_parameters(genome, data.in_channels, data.num_classes, self.pool_sizes)
         n_train = len(data.train)
         self.iterations = config.iterations_per_epoch or math.ceil(n_train / self.batch_size)
+        if config.val_every is not None:
+            self.val_every = config.val_every
+        elif config.profile == "paper":
+            self.val_every = 1  # the paper's f1 reads the validation loss of every epoch
+        else:
+            self.val_every = validation_interval([c.label.shape for c in data.val], self.patch, self.batch_size,
+                                                 self.iterations)
+        self.augmentation_profile, self.augmentation = training_augmentation(
+            config.profile, config.augmentation, config.mirror_axes,
+            tuple(getattr(plan, "mirror_axes", (0, 1, 2))), config.epochs * self.iterations)
         cuda = self.device.type == "cuda"
         self.amp_dtype = None
         if cuda and config.amp:
@@ -148,7 +182,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.loss_fn = make_loss(config.profile)
         self.sampler = PatchSampler(
-            data.train, self.patch, self.batch_size, data.num_classes, PROFILES[config.profile],
+            data.train, self.patch, self.batch_size, data.num_classes, self.augmentation_profile,
             np.random.default_rng(sampler_seed),
         )
         self.noise_gen = torch.Generator(device=self.device)
@@ -287,9 +321,11 @@ class Trainer:
                 if record is None:
                     break
                 step_seconds.append(record["train_seconds"] / self.iterations)
-                if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
+                if epoch % self.val_every == 0 or epoch == cfg.epochs:
                     self.model.eval()
+                    t_val = time.perf_counter()
                     record.update(self.validate(epoch))
+                    record["val_seconds"] = time.perf_counter() - t_val
                     if self._cancelled():
                         self.status = "cancelled"
                 record["seconds"] = time.perf_counter() - t0
@@ -397,6 +433,9 @@ def _write_training_files(trainer: Trainer, result: TrainResult, out: Path) -> N
         "patch_size": list(trainer.patch),
         "pool_sizes": [list(p) for p in trainer.pool_sizes] if trainer.pool_sizes else None,
         "config": trainer.config.to_dict(),
+        "augmentation": trainer.augmentation,
+        "mirror_axes": list(trainer.augmentation["mirror_axes"]),
+        "val_every": trainer.val_every,
         "dataset": data.dataset_name,
         "split": data.split,
         "metrics": summary,

@@ -131,3 +131,41 @@ def test_separate_z_overrides_and_validation(hippo):
     # a plan saved before the key existed reads back without it (its arrays stay as they were)
     del data["resampling"]["separate_z"]
     assert "separate_z" not in Plan.from_dict(data).resampling
+
+
+def _shape_fingerprint(shapes, spacing):
+    rng = np.random.default_rng(0)
+    return {"cases": [{"case_id": f"c{i}", "ras_spacing": list(spacing), "ras_shape": list(s), "crop_shape": list(s),
+                       "intensity": [{"sample": list(rng.normal(300, 80, 20))}]} for i, s in enumerate(shapes)]}
+
+
+@pytest.mark.parametrize("kind, shapes, spacing, median_rule, nnunet_rule", [
+    # Task04-like: 1 mm, median 36x50x35; nnU-Net's own Task04 plan is 40x56x40
+    ("task04", [(34, 48, 33), (36, 50, 35), (38, 52, 37)], (1.0, 1.0, 1.0), (32, 48, 32), (40, 56, 40)),
+    # demo-like: ~3.5 mm brains of 34x42x34
+    ("demo", [(33, 41, 33), (34, 42, 34), (35, 43, 35)], (3.5, 3.5, 3.5), (32, 40, 32), (40, 48, 40)),
+])
+def test_patch_rules_on_small_shapes(kind, shapes, spacing, median_rule, nnunet_rule):
+    ds = Dataset(None, "msd", kind, [], ["MRI"], {"background": 0, "a": 1, "b": 2})
+    fp = _shape_fingerprint(shapes, spacing)
+    default = make_plan(ds, fingerprint=fp)
+    nnunet = make_plan(ds, fingerprint=fp, overrides={"patch_rule": "nnunet"})
+    assert default.patch_rule == "median" and default.patch_size == median_rule
+    assert nnunet.patch_rule == "nnunet" and nnunet.patch_size == nnunet_rule
+    assert all(p >= m for p, m in zip(nnunet.patch_size, nnunet.median_shape))  # covers the median case
+
+
+def test_patch_rules_on_a_promise12_like_set_stay_in_the_memory_budget():
+    from engine.data.plan import _training_bytes
+
+    fp, _ = _promise_like_fingerprint()
+    ds = Dataset(None, "promise12", "PROMISE12", [], ["T2"], {"background": 0, "prostate": 1})
+    default = make_plan(ds, fingerprint=fp)
+    nnunet = make_plan(ds, fingerprint=fp, overrides={"patch_rule": "nnunet"})
+    for plan in (default, nnunet):
+        assert _training_bytes(plan.patch_size, plan.pool_schedule, 2, 1, 2) <= plan.memory_budget_bytes
+        # thick slices: the slice axis is pooled less than the in-plane axes
+        assert plan.pool_schedule[0][2] == 1 and plan.pool_schedule[0][:2] == (2, 2)
+    assert all(n >= d for n, d in zip(nnunet.patch_size, default.patch_size))
+    with pytest.raises(ConfigError, match="patch_rule"):
+        make_plan(ds, fingerprint=fp, overrides={"patch_rule": "largest"})

@@ -41,7 +41,7 @@ def test_demo_split_excludes_test_cases(demo_data):
 def test_short_run_on_demo_learns(demo_data):
     from engine.genome import load_genome
 
-    r = train_candidate(load_genome(GENOME), demo_data, TrainConfig(epochs=4, seed=0, device="cpu", patience=10))
+    r = train_candidate(load_genome(GENOME), demo_data, TrainConfig(epochs=4, seed=0, device="cpu", patience=10, val_every=1))
     dice = [c["val_dice_mean"] for c in r.curves]
     assert r.status == "done" and r.epochs == 4
     assert max(dice) > dice[0] + 0.15, dice

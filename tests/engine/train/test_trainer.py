@@ -14,7 +14,7 @@ from engine.train import TrainConfig, TrainingFailed, objective_f1, train_candid
 
 
 def cfg(**kw):
-    base = dict(epochs=3, seed=5, device="cpu", num_threads=2)
+    base = dict(epochs=3, seed=5, device="cpu", num_threads=2, val_every=1)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -1,0 +1,100 @@
+"""The default profile's augmentation follows the labels and the budget, validation stays a small share
+of training, and test-time mirroring uses the axes training mirrored."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.train import TrainConfig, train_candidate
+from engine.train.augmentation import (
+    DEFAULT,
+    LIGHT_STEPS,
+    PAPER,
+    STRONG_STEPS,
+    draw_spatial,
+    strength_for,
+    training_augmentation,
+)
+from engine.train.trainer import Trainer, sliding_windows, validation_interval
+
+
+def MirrorPlan():
+    """A real plan for the tiny data whose labels may be mirrored along x only."""
+    from engine.data import Plan
+
+    return Plan(target_spacing=(1.0, 1.0, 1.5), patch_size=(16, 16, 16), batch_size=2,
+                normalization=[{"modality": "MRI", "scheme": "zscore"}], pool_schedule=[(2, 2, 2)] * 4,
+                modalities=["MRI"], labels={"background": 0, "left": 1, "right": 2}, mirror_axes=(0,))
+
+
+def with_plan(data, plan):
+    return type(data)(**{**vars(data), "plan": plan})
+
+
+def test_strength_grows_with_the_planned_steps():
+    assert strength_for("auto", 15 * 20) == 0.0 == strength_for("auto", LIGHT_STEPS)
+    assert strength_for("auto", STRONG_STEPS) == 1.0 == strength_for("auto", 1000 * 250)
+    assert strength_for("auto", (LIGHT_STEPS + STRONG_STEPS) // 2) == pytest.approx(0.5)
+    assert strength_for("light", 10**6) == 0.0 and strength_for("strong", 10) == 1.0
+    light, rec = training_augmentation("default", "auto", None, (0,), 300)
+    assert (light.p_rotate, light.p_scale, light.p_gamma, light.p_noise) == (0, 0, 0, 0)
+    assert light.flip_axes == (0,) and light.p_flip == DEFAULT.p_flip and rec["strength"] == 0.0
+    strong, rec = training_augmentation("default", "auto", [1, 2], (0,), 10**6)
+    assert strong.p_rotate == DEFAULT.p_rotate and strong.p_gamma == DEFAULT.p_gamma
+    assert strong.flip_axes == (1, 2) and rec["mirror_axes"] == [1, 2]  # the config's axes win
+    paper, rec = training_augmentation("paper", "auto", None, (1,), 300)
+    assert paper == PAPER and rec["strength"] is None
+
+
+def test_only_allowed_axes_are_ever_flipped():
+    prof, _ = training_augmentation("default", "strong", None, (0,), 100)
+    rng = np.random.default_rng(0)
+    flips = np.array([draw_spatial(prof, rng, (1, 1, 1), (16, 16, 16)).flips for _ in range(400)])
+    assert flips[:, 0].any() and not flips[:, 1:].any()
+
+
+def test_trainer_mirrors_the_plans_axes_and_validates_a_small_share(tiny_data, small_genome, tmp_path):
+    data = with_plan(tiny_data, MirrorPlan())
+    t = Trainer(small_genome, data, TrainConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2))
+    assert t.augmentation_profile.flip_axes == (0,) and t.augmentation["strength"] == 0.0
+    # two 24x24x16 validation volumes, 16^3 patches: 2 x 4 windows against 2 x 2 samples per epoch
+    assert sum(sliding_windows(c.label.shape, t.patch) for c in data.val) == 8
+    assert t.val_every == validation_interval([c.label.shape for c in data.val], t.patch, 2, 2) == 4
+    r = train_candidate(small_genome, data, TrainConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2),
+                        out_dir=tmp_path)
+    validated = [c["epoch"] for c in r.curves if "val_loss" in c]
+    assert validated == [4, 5]  # every 4th epoch and the last
+    assert 0 < r.f1 < 1 and r.best_epoch in (4, 5)
+    doc = json.loads((tmp_path / "training.json").read_text())
+    assert doc["mirror_axes"] == [0] and doc["augmentation"]["mirror_axes"] == [0] and doc["val_every"] == 4
+    paper = Trainer(small_genome, data, TrainConfig(epochs=5, device="cpu", profile="paper"))
+    assert paper.val_every == 1  # the paper's f1 reads every epoch's validation loss
+    fixed = Trainer(small_genome, data, TrainConfig(epochs=5, device="cpu", val_every=2, mirror_axes=["y"]))
+    assert fixed.val_every == 2 and fixed.augmentation_profile.flip_axes == (1,)
+
+
+def test_predict_mirror_uses_the_trained_axes_only(tiny_data, small_genome, tmp_path):
+    from engine.infer.predictor import Predictor
+
+    data = with_plan(tiny_data, MirrorPlan())
+    train_candidate(small_genome, data, TrainConfig(epochs=1, device="cpu", iterations_per_epoch=1), out_dir=tmp_path)
+    calls = []
+    pred = Predictor.from_training_folder(tmp_path, mirror=True)
+    assert pred.mirror == [0]
+    inner = pred.logits_fn
+    pred.logits_fn = lambda x: calls.append(1) or inner(x)
+    image = np.asarray(data.val[0].image, np.float32)
+    mirrored = pred.predict_logits(image)
+    n_mirrored, calls[:] = len(calls), []
+    pred.mirror = False
+    plain = pred.predict_logits(image)
+    assert n_mirrored == 2 * len(calls)  # the volume and its x flip, not 8 flips
+    assert mirrored.shape == plain.shape and not torch.allclose(mirrored, plain)
+    doc = json.loads((tmp_path / "training.json").read_text())
+    del doc["mirror_axes"]  # a folder written before the record: as its training did, every axis
+    (tmp_path / "training.json").write_text(json.dumps(doc))
+    assert Predictor.from_training_folder(tmp_path, mirror=True).mirror == [0, 1, 2]
