@@ -37,6 +37,8 @@ def _train(args) -> dict:
         profile=args.profile,
         iterations_per_epoch=args.iterations_per_epoch,
         num_threads=args.threads,
+        augmentation=args.augmentation,
+        val_every=args.val_every,
     )
     with progress_bar(None, "preprocessing") as bar:
         data = prepare_training_data(
@@ -122,6 +124,13 @@ def register(sub) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="training device (default auto)")
     p.add_argument("--profile", choices=["default", "paper"], default="default",
                    help="default: Dice+CE, nnU-Net-style augmentation; paper: soft Dice, EMONAS-Net augmentation")
+    p.add_argument("--augmentation", choices=["auto", "light", "strong"], default="auto",
+                   help="default profile: auto grows rotation, scaling and intensity changes with the planned "
+                        "steps (light for short trainings, nnU-Net's strength from 20,000 steps); light: "
+                        "mirroring only; strong: nnU-Net's (mirroring only along axes the labels allow)")
+    p.add_argument("--val-every", type=int, default=None,
+                   help="validate every N epochs (default: every epoch in the paper profile, else so that "
+                        "validation costs about 10 %% of training)")
     p.add_argument("--iterations-per-epoch", type=int, default=None,
                    help="training steps per epoch (default: ceil(training cases / batch size), the paper's)")
     p.add_argument("--patch", help="patch size X,Y,Z instead of the plan's")

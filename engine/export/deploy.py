@@ -103,7 +103,9 @@ class ExportedModel:
     def predictor(self, **overrides):
         """The engine's ``Predictor`` over this network with the model's inference settings.
 
-        ``overrides`` may change ``overlap``, ``gaussian``, ``mirror`` or ``keep_largest``.
+        ``overrides`` may change ``overlap``, ``gaussian``, ``mirror`` or ``keep_largest``;
+        ``mirror=True`` averages over the axes the training mirrored (``training.mirror_axes``;
+        models exported before that record: x for the paper profile, every axis otherwise).
         """
         from engine.infer.predictor import Predictor
 
@@ -111,10 +113,16 @@ class ExportedModel:
         options = {
             "overlap": float(inf["overlap"]),
             "gaussian": bool(inf["gaussian"]),
-            "mirror": bool(inf.get("mirror_axes")),
+            "mirror": [int(a) for a in inf.get("mirror_axes") or []],
             "keep_largest": bool(inf["keep_largest_component"]),
         }
         options.update(overrides)
+        if options["mirror"] is True:
+            training = self.meta.get("training") or {}
+            trained = training.get("mirror_axes")
+            if trained is None:
+                trained = [0] if (training.get("config") or {}).get("profile") == "paper" else [0, 1, 2]
+            options["mirror"] = [int(a) for a in trained]
         return Predictor(
             self.logits_fn,
             patch=inf["patch_size"],

@@ -58,7 +58,7 @@ TRAINING_WEIGHTS = "weights.pt"
 DEFAULT_INFERENCE: dict[str, Any] = {
     "overlap": 0.5,
     "gaussian": True,
-    "mirror_axes": [],  # axes whose flips are averaged (test-time mirroring); the engine uses none or all
+    "mirror_axes": [],  # axes whose flips are averaged (test-time mirroring); none by default
     "keep_largest_component": False,
 }
 
@@ -266,7 +266,7 @@ def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = 
         },
         "metrics": metrics,
         "best_epoch": tf.meta.get("best_epoch"),
-        "training": {k: tf.meta[k] for k in ("config",) if k in tf.meta},
+        "training": {k: tf.meta[k] for k in ("config", "mirror_axes") if k in tf.meta},
         "candidate": dict(candidate) if candidate else None,
         "library_versions": library_versions(),
     }

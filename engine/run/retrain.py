@@ -50,6 +50,9 @@ def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, devi
     settings = {**train, "device": device if device in ("auto", "cpu", "cuda") else "auto"}
     if final:  # the validation cases are trained on: no early stopping, the whole budget
         settings["patience"] = max(int(settings.get("patience", 1)), int(settings["epochs"]))
+        # the final model trains with nnU-Net's augmentation strength (along the allowed axes), unless the
+        # run says otherwise: the light schedule only pays over a candidate's short training
+        settings.setdefault("augmentation", "strong")
     return train_candidate(genome, data, TrainConfig.from_dict(settings), out_dir=out_dir, callback=callback,
                            cancel=cancel)
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,3 +56,27 @@ def test_gpu_benchmark_script_runs_with_torch_and_numpy_alone(tmp_path):
     assert result["device"] == "cpu" and result["modes"]
     assert all(m["sec_per_step"] > 0 and m["tflops"] > 0 for m in result["modes"].values())
     assert result["projection"]["candidates"] == 400 and result["projection"]["hours_one_gpu"] > 0
+
+
+def test_accuracy_per_minute_help_names_the_arms():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accuracy_per_minute.py"), "run", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "peer, genome, unet, genome40" in r.stdout and "--clock" in r.stdout
+
+
+@pytest.mark.slow
+def test_accuracy_per_minute_smoke(tmp_path):
+    """Two engine arms of a few steps on the hippocampus set, then the report's table."""
+    env = dict(os.environ, EMONAS_NO_PROGRESS="1", EMONAS_CACHE_DIR=str(tmp_path / "cache"))
+    script = str(ROOT / "benchmarks" / "accuracy_per_minute.py")
+    log = tmp_path / "apm.jsonl"
+    r = subprocess.run([sys.executable, script, "run", "--arms", "genome,unet", "--budgets", "1", "--seeds", "0",
+                        "--clock", "cpu", "--threads", "1", "--log", str(log)],
+                       capture_output=True, text=True, timeout=1200, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [row["arm"] for row in rows] == ["genome", "unet"]
+    assert rows[0]["parameters"] == 109299 and rows[1]["parameters"] == 298206
+    assert all(len(row["test_dice"]) == 2 and len(row["test_cases"]) == 5 and row["steps"] >= 1 for row in rows)
+    rep = subprocess.run([sys.executable, script, "report", "--log", str(log)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0 and rep.stdout.count("| after | ") == 2

@@ -98,3 +98,17 @@ def test_predict_mirror_uses_the_trained_axes_only(tiny_data, small_genome, tmp_
     del doc["mirror_axes"]  # a folder written before the record: as its training did, every axis
     (tmp_path / "training.json").write_text(json.dumps(doc))
     assert Predictor.from_training_folder(tmp_path, mirror=True).mirror == [0, 1, 2]
+
+
+GENOME = json.dumps({"in2": 0, "in3": 1, "in4": 1, "op1": "conv3d_3x3x3", "op2": "p3d_3x3x3", "op3": "p3d_3x3x3",
+                     "op4": "conv2d_5x5x1", "n_cells": 5, "nf1": 8, "lr": 1e-3})
+
+
+def test_train_cli_refuses_a_bad_validation_interval(tmp_path, capsys):
+    from engine.cli import main
+
+    out = tmp_path / "never"
+    code = main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(out),
+                 "--val-every", "0", "--augmentation", "light"])
+    err = capsys.readouterr().err
+    assert code == 2 and "val_every must be a positive integer" in err and not out.exists()
