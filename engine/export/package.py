@@ -12,6 +12,9 @@ A model folder holds::
     model.pt2       ``torch.export`` program (format ``pt2``, optional)
     weights.pt      the state_dict, read by the engine with ``torch.load(weights_only=True)``
     MODEL_CARD.md   the same facts for people
+    labels-ColorTable.ctbl, labels-ITKSNAP.txt   label names and colours for 3D Slicer and ITK-SNAP
+    configs/metadata.json, configs/inference.json, models/model.ts
+                    a MONAI bundle (with the torchscript format): ``engine.export.bundle``
 
 ``verify_model_folder`` refuses a folder whose files do not match their checksums or whose
 ``model.json`` is malformed, with one ``ExportError`` line naming the file and the problem.
@@ -498,6 +501,11 @@ def export_model(
             name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
             for name in [WEIGHTS_FILE] + [FORMAT_FILES[f] for f in fmts]
         }
+        if "torchscript" in fmts:  # the folder is a MONAI bundle too (its network is model.ts)
+            from engine.export.bundle import write_bundle
+
+            for name in write_bundle(tmp, meta):
+                meta["files"][name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
         from engine.export.labels import write_colour_tables
 
         for f in write_colour_tables(tmp / "labels", meta["labels"], meta["label_colors"]):
@@ -571,8 +579,11 @@ def _check_schema(meta: Any, path: Path) -> None:
     for name, rgb in (meta.get("label_colors") or {}).items():
         _require(isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in rgb),
                  path, f"label_colors.{name} must be [r, g, b] in 0-255")
+    from engine.export.bundle import BUNDLE_FILES
+
     for name, info in meta["files"].items():
-        _require(isinstance(name, str) and name and "/" not in name and "\\" not in name and name not in (".", ".."),
+        _require(isinstance(name, str) and (name in BUNDLE_FILES or (
+            name and "/" not in name and "\\" not in name and name not in (".", ".."))),
                  path, f"files lists an invalid name {name!r}")
         _require(isinstance(info, dict) and isinstance(info.get("sha256"), str) and len(info["sha256"]) == 64, path,
                  f"files.{name} has no SHA-256 checksum")
@@ -597,7 +608,9 @@ def verify_model_folder(path: str | os.PathLike, *, check_files: bool = True) ->
             _require(f.is_file(), f, "listed in model.json but missing")
             _require(sha256_file(f) == info["sha256"], f,
                      "checksum mismatch with model.json (the file was changed after export); refusing to load it")
-        for f in FORMAT_FILES.values():
+        from engine.export.bundle import BUNDLE_MODEL
+
+        for f in [*FORMAT_FILES.values(), BUNDLE_MODEL]:
             _require(not (folder / f).exists() or f in meta["files"], folder / f,
                      "not listed in model.json; refusing an unverified model file")
     return meta

@@ -22,7 +22,8 @@ def test_export_checkpoint_json(training_folder, tmp_path):
     assert last["model_dir"] == str(out)
     assert last["formats"] == ["onnx", "torchscript"]
     assert set(last["files"]) == {"model.onnx", "model.ts", "weights.pt", "MODEL_CARD.md",
-                                  "labels-ColorTable.ctbl", "labels-ITKSNAP.txt"}
+                                  "labels-ColorTable.ctbl", "labels-ITKSNAP.txt",
+                                  "configs/metadata.json", "configs/inference.json", "models/model.ts"}
     assert last["onnx_vs_torch_max_abs_logit_diff"] < 1e-4
     assert verify_model_folder(out)["architecture"]["parameters"] == last["parameters"]
 

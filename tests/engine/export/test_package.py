@@ -29,7 +29,7 @@ def test_export_writes_a_complete_verified_model_folder(training_folder, tmp_pat
     meta = export_model(training_folder, out, "onnx,torchscript,pt2")
     names = {p.name for p in out.iterdir()}
     assert names == {"model.json", "model.onnx", "model.ts", "model.pt2", "weights.pt", "MODEL_CARD.md",
-                     "labels-ColorTable.ctbl", "labels-ITKSNAP.txt"}
+                     "labels-ColorTable.ctbl", "labels-ITKSNAP.txt", "configs", "models"}
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
     on_disk = verify_model_folder(out)
     assert on_disk == json.loads((out / "model.json").read_text())
