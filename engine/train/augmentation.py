@@ -27,10 +27,11 @@ What the default profile trains with (``training_augmentation``):
   probabilities of rotation, scaling and the intensity changes are those above times
   ``strength = clip((steps - LIGHT_STEPS) / (STRONG_STEPS - LIGHT_STEPS), 0, 1)``, ``steps`` being the
   planned optimizer steps (epochs x iterations per epoch). A search candidate (tens of epochs of a
-  few dozen steps) trains "light" (mirroring only), a long final training at nnU-Net's strength.
-  Measured on the Task04-shaped set (BENCHMARKS.md, "accuracy per minute"): in 40 epochs the light
-  schedule learns faster; nnU-Net's strength pays over long schedules on varied subjects, which a
-  set of one warped anatomy cannot show. "light" and "strong" fix the strength at 0 or 1.
+  few dozen steps) trains "light" (mirroring only), a long final training at nnU-Net's strength
+  (the final retraining of a run asks for "strong"). Rotation, scaling and intensity changes slow
+  down what a short training learns; they pay over long schedules on varied subjects, which a set
+  of one warped anatomy cannot show (BENCHMARKS.md, "accuracy per minute", records what was
+  measured). "light" and "strong" fix the strength at 0 or 1.
 
 The paper profile keeps its own fixed augmentation.
 """
