@@ -20,6 +20,9 @@ derived from it (versioned JSON, every field overridable):
   the memory budget; ``batch_size``: 2, more when memory allows and the batch covers under 5% of the data;
 - ``mirror_axes``: the RAS axes training may mirror, none along which the labels carry a direction
   (``engine.data.mirror``), with ``mirror_notes`` saying why for each axis.
+- ``pooling``: ``adaptive`` (the rule above) or ``paper`` (the EMONAS-Net protocol: 2x2x2 at every
+  level, the patch rounded to a multiple of 2^4 on every axis, cases smaller than it padded by the
+  sampler, batch 2).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ MAX_LEVELS = 4
 ANISOTROPY = 3.0
 MIN_FEATURE_MAP = 4
 MAX_PATCH_AXIS = 256
+POOLINGS = ("adaptive", "paper")
 FINGERPRINT_VERSION = 2  # 2: label centroids and extents (label_moments) for the mirror test
 
 Triple = tuple
@@ -77,6 +81,7 @@ class Plan:
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     mirror_notes: list[str] = field(default_factory=list)
     patch_rule: str = "median"
+    pooling: str = "adaptive"  # or "paper": 2x2x2 at every level
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -136,6 +141,7 @@ class Plan:
                 mirror_axes=tuple(parse_axes(data.get("mirror_axes", [0, 1, 2]), "plan mirror_axes")),
                 mirror_notes=[str(n) for n in data.get("mirror_notes", [])],
                 patch_rule=str(data.get("patch_rule", "median")),
+                pooling=str(data.get("pooling", "adaptive")),
             )
         except KeyError as exc:
             raise ConfigError(f"plan lacks the field {exc.args[0]!r}") from None
@@ -145,6 +151,10 @@ class Plan:
         return plan
 
     def validate(self) -> "Plan":
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"plan pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling == "paper" and any(tuple(p) != (2, 2, 2) for p in self.pool_schedule):
+            raise ConfigError("a plan with pooling 'paper' pools 2x2x2 at every level")
         if self.orientation != "RAS":
             raise ConfigError(f"plan orientation must be 'RAS', got {self.orientation!r}")
         if len(self.normalization) != len(self.modalities):
@@ -373,7 +383,7 @@ def _normalization(cases: list[dict], modalities: list[str], given=None) -> list
 
 
 PLAN_FIELDS = ("target_spacing", "patch_size", "batch_size", "normalization", "resampling", "crop_to_nonzero",
-               "orientation", "memory_budget_bytes", "mirror_axes", "patch_rule")
+               "orientation", "memory_budget_bytes", "mirror_axes", "patch_rule", "pooling")
 PATCH_RULES = ("median", "nnunet")
 
 
@@ -410,13 +420,23 @@ def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mappin
     patch_rule = str(overrides.get("patch_rule", "median"))
     if patch_rule not in PATCH_RULES:
         raise ConfigError(f"patch_rule must be one of {', '.join(PATCH_RULES)}, got {patch_rule!r}")
-    if "patch_size" in overrides:
+    pooling = str(overrides.get("pooling", "adaptive"))
+    if pooling not in POOLINGS:
+        raise ConfigError(f"plan pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling == "paper":
+        schedule = [(2, 2, 2)] * MAX_LEVELS
+        if "patch_size" in overrides:
+            patch = list(_ints3(overrides["patch_size"], "patch_size"))
+        else:  # the median case rounded to a multiple of 16 by the patch rule (smaller cases are padded)
+            patch = _round_to([min(max(1, int(round(s))), MAX_PATCH_AXIS) for s in median], schedule,
+                              up=patch_rule == "nnunet")
+    elif "patch_size" in overrides:
         patch = list(_ints3(overrides["patch_size"], "patch_size"))
         schedule = pool_schedule_for(target, patch)
     else:
         patch, schedule = _fit_patch(median, target, budget, in_ch, n_cls, patch_rule)
-    if "batch_size" in overrides:
-        batch = int(overrides["batch_size"])
+    if "batch_size" in overrides or pooling == "paper":
+        batch = int(overrides.get("batch_size", 2))
     else:
         total = float(np.sum(np.prod(sizes * spacings / np.array(target), axis=1)))
         vox = float(np.prod(patch))
@@ -446,5 +466,6 @@ def make_plan(dataset, memory_budget_bytes: int | None = None, overrides: Mappin
         mirror_axes=tuple(mirror),
         mirror_notes=notes,
         patch_rule=patch_rule,
+        pooling=pooling,
     )
     return plan.validate()

@@ -12,8 +12,9 @@ training device, on the whole batch where it can:
 
 Profiles:
 - ``paper`` (EMONAS-Net's Keras ImageDataGenerator): always an in-plane rotation of +-90 degrees,
-  shift up to 10 % of the patch in-plane, zoom 0.5-1.5, horizontal (x) flip with p = 0.5;
-  no intensity augmentation.
+  shift up to 40 % of the patch in-plane, zoom of x and y each drawn uniform in [0.5, 1.5] (Keras'
+  ``zoom_range``: the factor multiplies source coordinates, z unchanged), horizontal (x) flip with
+  p = 0.5; no intensity augmentation.
 - ``default`` (nnU-Net-style at full strength): rotation +-30 degrees (about every axis, or only
   in-plane when the spacing is more than 3x anisotropic) with p = 0.2, scaling 0.7-1.4 with
   p = 0.2, mirroring of each allowed axis with p = 0.5, brightness x0.75-1.25 (p = 0.15), contrast
@@ -68,13 +69,14 @@ class AugmentationProfile:
     gamma_range: tuple[float, float]
     p_noise: float
     max_noise_variance: float
+    keras_zoom: bool = False  # scale_range is Keras' zoom_range: x and y each times U(range), z kept
 
 
 PAPER = AugmentationProfile(
     name="paper", p_rotate=1.0, max_rotation_deg=90.0, in_plane_only=True, p_scale=1.0,
-    scale_range=(1 / 1.5, 1 / 0.5), shift_fraction=0.1, flip_axes=(0,), p_flip=0.5,
+    scale_range=(0.5, 1.5), shift_fraction=0.4, flip_axes=(0,), p_flip=0.5,
     p_brightness=0.0, brightness_range=(1.0, 1.0), p_contrast=0.0, contrast_range=(1.0, 1.0),
-    p_gamma=0.0, gamma_range=(1.0, 1.0), p_noise=0.0, max_noise_variance=0.0,
+    p_gamma=0.0, gamma_range=(1.0, 1.0), p_noise=0.0, max_noise_variance=0.0, keras_zoom=True,
 )
 
 DEFAULT = AugmentationProfile(
@@ -162,7 +164,10 @@ def draw_spatial(
             m = _rotation(axis, float(rng.uniform(-limit, limit))) @ m
         transformed = True
     if profile.p_scale and rng.random() < profile.p_scale:
-        m = m / float(rng.uniform(*profile.scale_range))
+        if profile.keras_zoom:
+            m = m @ np.diag([*rng.uniform(*profile.scale_range, 2), 1.0])
+        else:
+            m = m / float(rng.uniform(*profile.scale_range))
         transformed = True
     shift = np.zeros(3)
     if profile.shift_fraction:

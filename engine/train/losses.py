@@ -3,6 +3,7 @@
 Dice here follows METHOD.md section 3: ``C - MCDice`` is the sum over the C foreground classes of
 the per-class soft Dice loss ``1 - (2 |P.G| + s) / (|P| + |G| + s)``, computed over the whole batch
 (batch Dice, as the paper's Keras code and nnU-Net's 3D default do), with smoothing ``s = 1``.
+The paper profile uses the authors' form: ``1 - (2 |P.G| + 0.5) / (sum P^2 + sum G^2 + 0.5)``.
 """
 
 from __future__ import annotations
@@ -11,33 +12,39 @@ import torch
 import torch.nn.functional as F
 
 SMOOTH = 1.0
+#: The authors' soft Dice: smoothing 0.5, squared sums in the denominator.
+PAPER_DICE = {"smooth": 0.5, "squared": True}
 
 
-def per_class_soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH) -> torch.Tensor:
+def per_class_soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH,
+                        squared: bool = False) -> torch.Tensor:
     """Soft Dice of each foreground class over the whole batch; shape (K - 1,).
 
-    ``probs``: softmax output (N, K, X, Y, Z); ``target``: class indices (N, X, Y, Z).
+    ``probs``: softmax output (N, K, X, Y, Z); ``target``: class indices (N, X, Y, Z); ``squared``:
+    sums of squares in the denominator (the same for the one-hot target).
     """
     k = probs.shape[1]
     onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
     dims = (0, 2, 3, 4)
     inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
+    denom = (probs * probs if squared else probs).sum(dims) + onehot.sum(dims)
     return ((2 * inter + smooth) / (denom + smooth))[1:]
 
 
-def dice_loss_terms(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The summed per-class soft Dice loss ``C - MCDice`` (a scalar, between 0 and C)."""
+def dice_loss_terms(logits: torch.Tensor, target: torch.Tensor, **options) -> torch.Tensor:
+    """The summed per-class soft Dice loss ``C - MCDice`` (a scalar, between 0 and C); ``options``
+    are those of :func:`per_class_soft_dice`."""
     probs = torch.softmax(logits.float(), dim=1)
-    d = per_class_soft_dice(probs, target)
+    d = per_class_soft_dice(probs, target, **options)
     return (1 - d).sum()
 
 
 class SoftDiceLoss(torch.nn.Module):
-    """The paper's loss: ``C - MCDice``. ``forward`` returns (loss, dice_loss) for the logger."""
+    """The paper's loss: ``C - MCDice`` with the authors' smoothing and squared sums.
+    ``forward`` returns (loss, dice_loss) for the logger."""
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d = dice_loss_terms(logits, target)
+        d = dice_loss_terms(logits, target, **PAPER_DICE)
         return d, d.detach()
 
 

@@ -34,7 +34,7 @@ from engine.network.builder import architecture
 from engine.train.augmentation import training_augmentation
 from engine.train.config import TrainConfig
 from engine.train.data import TrainingData
-from engine.train.losses import make_loss, per_class_soft_dice
+from engine.train.losses import PAPER_DICE, make_loss, per_class_soft_dice
 from engine.train.objectives import objective_f1, objective_f2
 from engine.train.sampling import BatchLoader, PatchSampler
 from engine.train.sinks import CallbackSink, CsvSink, MetricsLogger
@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 
 #: Steps between host syncs (NaN check, cancellation, "step" progress events).
 CHECK_EVERY = 5
+#: The paper profile's callbacks, as the authors' Keras code sets them (Search/SaMEA_Algorithm.py):
+#: EarlyStopping(monitor val_loss, min_delta 0.001, patience = TrainConfig.patience) and
+#: ReduceLROnPlateau(monitor training loss, factor 0.5, patience 30, min_lr 1e-7; Keras' min_delta 1e-4).
+PAPER_MIN_DELTA = 0.001
+PAPER_PLATEAU = {"factor": 0.5, "patience": 30, "min_lr": 1e-7, "min_delta": 1e-4}
+#: Keras' InstanceNormalization (keras-contrib) epsilon.
+PAPER_NORM_EPS = 1e-3
 #: Version of training.json.
 SCHEMA_VERSION = 1
 #: Cost of one sliding-window forward pass of a patch in validation, relative to one sample's
@@ -95,6 +102,18 @@ def validation_interval(val_shapes, patch, batch_size: int, iterations: int) -> 
     per_epoch = batch_size * iterations
     need = (1 / MAX_VALIDATION_SHARE - 1) * WINDOW_COST * windows
     return max(1, math.ceil(need / max(per_epoch, 1)))
+
+
+def keras_init(model: torch.nn.Module) -> None:
+    """The Keras defaults of the authors' code: Glorot-uniform kernels, zero biases, and the
+    instance norms' epsilon 1e-3 (keras-contrib's InstanceNormalization)."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+            torch.nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.InstanceNorm3d):
+            m.eps = PAPER_NORM_EPS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -170,17 +189,29 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.channels_last = cuda
 
+        self.paper = config.profile == "paper"
+        self.dice_options = PAPER_DICE if self.paper else {}
         # every random stream derives from the config's seed
         ss = np.random.SeedSequence(config.seed)
         sampler_seed, torch_seed, noise_seed = ss.spawn(3)
         with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
             torch.manual_seed(int(torch_seed.generate_state(1)[0]))
             self.model = build_network(genome, data.in_channels, data.num_classes, self.pool_sizes)
+            if self.paper:
+                keras_init(self.model)
         self.model = self.model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=genome.lr)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.plateau = None
+        if self.paper:  # torch reduces after patience + 1 bad epochs, Keras after patience
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=PAPER_PLATEAU["factor"], patience=PAPER_PLATEAU["patience"] - 1,
+                threshold=PAPER_PLATEAU["min_delta"], threshold_mode="abs", min_lr=PAPER_PLATEAU["min_lr"])
+        self.best_val_loss = math.inf  # paper profile: e_max and the kept weights are the argmin of val_loss
+        self._stop_best = math.inf  # paper profile: early stopping's reference (improvements > min_delta)
+        self._stop_wait = 0
         self.loss_fn = make_loss(config.profile)
         self.sampler = PatchSampler(
             data.train, self.patch, self.batch_size, data.num_classes, self.augmentation_profile,
@@ -235,7 +266,7 @@ class Trainer:
             label = torch.from_numpy(np.array(case.label)).to(self.device).long()
             logits = sliding_window_logits(fn, image, self.patch, overlap=0.5, gaussian=True)
             probs = torch.softmax(logits, 0)[None]
-            losses.append((1 - per_class_soft_dice(probs, label[None])).sum())
+            losses.append((1 - per_class_soft_dice(probs, label[None], **self.dice_options)).sum())
             pred = logits.argmax(0)
             inter = torch.bincount(pred[pred == label], minlength=k)[1:].float()
             sizes = (torch.bincount(pred.reshape(-1), minlength=k) + torch.bincount(label.reshape(-1), minlength=k))[1:].float()
@@ -248,7 +279,19 @@ class Trainer:
     def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
         """Hook: after validation; logs the record and keeps the best weights."""
         val = record.get("val_dice")
-        if val:
+        if val and self.paper:
+            mean = float(np.mean(list(val.values())))
+            record["val_dice_mean"] = mean
+            loss = record["val_loss"]
+            if loss < self.best_val_loss:
+                self.best_val_loss, self.best_dice, self.best_epoch = loss, mean, epoch
+                self.best_per_label = dict(val)
+                self._keep_best()
+            if loss < self._stop_best - PAPER_MIN_DELTA:
+                self._stop_best, self._stop_wait = loss, 0
+            else:
+                self._stop_wait += 1
+        elif val:
             mean = float(np.mean(list(val.values())))
             record["val_dice_mean"] = mean
             if mean > self.best_dice:
@@ -333,7 +376,12 @@ class Trainer:
                 self.on_epoch_end(epoch, record)
                 if self.status == "cancelled":
                     break
-                if self.best_epoch and epoch - self.best_epoch >= cfg.patience:
+                if self.plateau is not None:
+                    self.plateau.step(record["train_loss"])
+                if self.paper and self._stop_wait >= cfg.patience:
+                    log.info("early stop at epoch %d (validation loss flat for %d epochs)", epoch, self._stop_wait)
+                    break
+                if not self.paper and self.best_epoch and epoch - self.best_epoch >= cfg.patience:
                     log.info("early stop at epoch %d (best %d)", epoch, self.best_epoch)
                     break
         if self.best_state is not None:
