@@ -1,4 +1,8 @@
-"""The search configuration: typed sections ``space``, ``samea``, ``training``, ``resources``.
+"""The search configuration: a ``profile`` and typed sections ``space``, ``samea``, ``training``, ``resources``.
+
+``profile = "paper"`` sets the defaults of the authors' protocol (batch 2, 2x2x2 pooling at every
+level, their early stopping, learning-rate schedule, augmentation and loss; docs/paper_profile.md);
+``profile = "default"`` (the default) this project's. A key given explicitly wins over the profile.
 
 Read from and written to TOML (``resources/default_search.toml`` holds every key with its default).
 Every number of the method is a key here. A bad key or value raises ``ConfigError`` naming it, e.g.
@@ -27,6 +31,14 @@ CONFIG_VERSION = 1
 STRATEGY_NAMES = ("samea", "moead", "random")
 EXECUTOR_NAMES = ("inprocess", "local", "ray")
 EARLY_STOP_RULES = ("off", "median", "halving")
+PROFILE_NAMES = ("default", "paper")
+#: What each profile sets where the configuration does not say (section -> key -> value; ``plan``
+#: merges key by key). The training behaviour itself (loss, augmentation, early stopping, schedule)
+#: follows ``engine.train.TrainConfig.profile``, which the run's training settings carry.
+PROFILE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "paper": {"training": {"plan": {"pooling": "paper"}}},  # the plan: 2x2x2 at every level, batch 2
+}
 
 
 @dataclass
@@ -115,6 +127,7 @@ class SearchConfig:
 
     seed: int = 0
     dataset: str = ""
+    profile: str = "default"  # default or paper: see PROFILE_DEFAULTS
     space: SpaceConfig = field(default_factory=SpaceConfig)
     samea: SamEAConfig = field(default_factory=SamEAConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -131,6 +144,7 @@ class SearchConfig:
         version = data.pop("schema_version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise ConfigError(f"{source}: schema_version {version} is not supported (expected {CONFIG_VERSION})")
+        data = _with_profile_defaults(data, source)
         cfg = cls()
         sections = ("space", "samea", "training", "resources")
         for key, value in data.items():
@@ -170,6 +184,28 @@ class SearchConfig:
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(self.to_toml(), encoding="utf-8")
 
+    def with_profile(self, profile: str) -> "SearchConfig":
+        """A copy under ``profile``: every key still at the current profile's default takes the new
+        profile's default; keys set to anything else stay (explicit keys win)."""
+        if profile not in PROFILE_NAMES:
+            raise ConfigError(f"profile must be one of {', '.join(PROFILE_NAMES)}, got {profile!r}")
+        d, base = self.to_dict(), SearchConfig().to_dict()
+        old, new = PROFILE_DEFAULTS[self.profile], PROFILE_DEFAULTS[profile]
+        for section in set(old) | set(new):
+            o, n = old.get(section, {}), new.get(section, {})
+            for key in set(o) | set(n):
+                if key == "plan":
+                    plan = d[section]["plan"]
+                    for pk in set(o.get("plan", {})) | set(n.get("plan", {})):
+                        if plan.get(pk) == o.get("plan", {}).get(pk):
+                            plan.pop(pk, None)
+                            if pk in n.get("plan", {}):
+                                plan[pk] = n["plan"][pk]
+                elif d[section][key] == o.get(key, base[section][key]):
+                    d[section][key] = n.get(key, base[section][key])
+        d["profile"] = profile
+        return SearchConfig.from_dict(d, "profile")
+
     def replace(self, **sections: Mapping[str, Any]) -> "SearchConfig":
         """A copy with some keys changed, e.g. ``replace(samea={"population": 4}, seed=1)``; validated."""
         d = self.to_dict()
@@ -186,6 +222,8 @@ class SearchConfig:
             return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
 
         s, t, r = self.samea, self.training, self.resources
+        if self.profile not in PROFILE_NAMES:
+            raise bad("profile", "one of " + ", ".join(PROFILE_NAMES), self.profile)
         if s.strategy not in STRATEGY_NAMES:
             raise bad("samea.strategy", "one of " + ", ".join(STRATEGY_NAMES), s.strategy)
         checks = [
@@ -272,6 +310,42 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     return None
 
 
+def _with_profile_defaults(data: dict, source: str) -> dict:
+    """``data`` with its profile's defaults filled in where it gives no value.
+
+    A configuration written before ``profile`` was a top-level key names it in ``training.extra``:
+    it is moved up, and no default is filled in (such runs planned and trained without them).
+    """
+    training = data.get("training")
+    extra = training.get("extra") if isinstance(training, Mapping) else None
+    legacy = isinstance(extra, Mapping) and "profile" in extra
+    if legacy:
+        training, extra = dict(training), dict(extra)
+        old = extra.pop("profile")
+        if "profile" in data and data["profile"] != old:
+            raise ConfigError(f"{source}: profile {data['profile']!r} and training.extra.profile {old!r} disagree; "
+                              "keep the top-level profile key only")
+        training["extra"] = extra
+        data["training"] = training
+        if "profile" not in data:
+            data["profile"] = old
+            if old == "paper":  # it planned with the default pooling: keep it so
+                training["plan"] = {"pooling": "adaptive", **dict(training.get("plan") or {})}
+            return data
+    profile = data.get("profile", "default")
+    if profile not in PROFILE_NAMES:
+        raise ConfigError(f"{source}: profile must be one of {', '.join(PROFILE_NAMES)}, got {profile!r}")
+    for section, defaults in PROFILE_DEFAULTS[profile].items():
+        given = data.get(section, {})
+        if not isinstance(given, Mapping):
+            continue  # reported by from_dict
+        merged = {**defaults, **given}
+        if "plan" in defaults and isinstance(given.get("plan"), Mapping):
+            merged["plan"] = {**defaults["plan"], **given["plan"]}
+        data[section] = merged
+    return data
+
+
 def _set(obj: Any, key: str, value: Any, prefix: str, source: str) -> None:
     """Set one key with a type check against the dataclass default; NaN and infinity are refused."""
     names = {f.name: f for f in fields(obj)}
@@ -303,6 +377,13 @@ def _set(obj: Any, key: str, value: Any, prefix: str, source: str) -> None:
     if where is not None:
         raise ConfigError(f"{source}: {prefix}{key}{where} must be a finite number, got {value!r}")
     setattr(obj, key, value)
+
+
+def run_profile(config: Mapping[str, Any] | None) -> str:
+    """The profile of a stored configuration (plain data), older runs included."""
+    config = config or {}
+    extra = (config.get("training") or {}).get("extra") or {}
+    return str(config.get("profile") or extra.get("profile") or "default")
 
 
 def default_config_path() -> Path:

@@ -205,7 +205,9 @@ class SearchSetupForm(QWidget):
         f.addRow("", self.amp)
         self.profile = QComboBox()
         self.profile.addItems(["default", "paper"])
-        self.profile.setToolTip("paper: soft Dice and the paper's augmentation; default: Dice + CE, nnU-Net-style augmentation")
+        self.profile.setToolTip("paper: the authors' protocol (batch 2, 2x2x2 pooling at every level, early stopping on the "
+                                "validation loss, plateau LR schedule, their augmentation, soft Dice); "
+                                "default: Dice + CE, nnU-Net-style augmentation, the plan's pooling and batch")
         f.addRow("Profile", self.profile)
         return box
 
@@ -273,7 +275,7 @@ class SearchSetupForm(QWidget):
             sp.setEnabled(bool(patch))
         self.batch.setValue(int(t.batch_size or 0))
         self.amp.setChecked(bool(t.extra.get("amp", True)))
-        self.profile.setCurrentText(str(t.extra.get("profile", "default")))
+        self.profile.setCurrentText(cfg.profile)
         dev = r.device if r.device in ("auto", "cpu", "cuda") else r.device
         if self.device.findText(dev) < 0:
             self.device.addItem(dev)
@@ -305,8 +307,8 @@ class SearchSetupForm(QWidget):
         # a gene keeping all of the paper's values is written as [] (the TOML's "no restriction")
         space = {g: (v if v != full[g] else []) for g, v in self.space().to_dict().items()}
         extra = dict(self._base.training.extra)
-        extra.update({"amp": self.amp.isChecked(), "profile": self.profile.currentText()})
-        return self._base.replace(
+        extra["amp"] = self.amp.isChecked()
+        return self._base.with_profile(self.profile.currentText()).replace(
             seed=self.seed.value(),
             space=space,
             samea={

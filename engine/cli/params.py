@@ -18,6 +18,22 @@ def parse_triple(text: str, what: str = "patch") -> tuple[int, int, int]:
     return vals  # type: ignore[return-value]
 
 
+def pooling(genome, profile: str, patch=None) -> list[tuple[int, int, int]]:
+    """Per-level pooling of ``genome``'s network: 2x2x2 at every level in the paper profile (the patch
+    must divide by 2^levels), the plan's rule on an isotropic ``patch`` in the default profile."""
+    from engine.data.plan import pool_schedule_for
+
+    levels = genome.n_levels
+    if profile == "paper" or patch is None:
+        pools = [(2, 2, 2)] * levels
+        if patch is not None and any(p % 2**levels for p in patch):
+            rounded = ",".join(str(max(2**levels, round(p / 2**levels) * 2**levels)) for p in patch)
+            raise ConfigError(f"--patch {','.join(map(str, patch))}: the paper profile pools 2x2x2 {levels} times, "
+                              f"so every axis must divide by {2**levels}; try --patch {rounded}")
+        return pools
+    return [tuple(p) for p in pool_schedule_for((1.0, 1.0, 1.0), patch, levels)]
+
+
 def _run(args) -> dict:
     from engine.genome import load_genome
     from engine.network.cost import count_parameters, estimate_cost  # torch: only when needed
@@ -27,12 +43,17 @@ def _run(args) -> dict:
         raise ConfigError(f"--in-channels must be at least 1, got {args.in_channels}")
     if args.classes < 2:
         raise ConfigError(f"--classes counts the background and must be at least 2, got {args.classes}")
-    params = count_parameters(genome, args.in_channels, args.classes)
-    out = {"parameters": params, "log_parameters": math.log(params), "genome": genome.to_dict()}
-    lines = [f"genome      {genome.to_json()}", f"parameters  {params:,} ({params / 1e6:.2f} M)"]
-    if args.patch:
-        patch = parse_triple(args.patch)
-        cost = estimate_cost(genome, args.in_channels, args.classes, patch, batch=args.batch)
+    patch = parse_triple(args.patch) if args.patch else None
+    pools = pooling(genome, args.profile, patch)
+    params = count_parameters(genome, args.in_channels, args.classes, pools)
+    out = {"parameters": params, "log_parameters": math.log(params), "genome": genome.to_dict(),
+           "profile": args.profile, "pool_sizes": [list(p) for p in pools]}
+    lines = [f"genome      {genome.to_json()}", f"profile     {args.profile}; pooling per level "
+             + " ".join("x".join(map(str, p)) for p in pools)
+             + ("" if patch or args.profile == "paper" else " (the plan's on a 1 mm patch; give --patch)"),
+             f"parameters  {params:,} ({params / 1e6:.2f} M)"]
+    if patch:
+        cost = estimate_cost(genome, args.in_channels, args.classes, patch, batch=args.batch, pool_sizes=pools)
         out.update(cost.to_dict())
         out["patch"] = list(patch)
         out["batch"] = args.batch
@@ -53,3 +74,6 @@ def register(sub) -> None:
     p.add_argument("--classes", type=int, default=2, help="output classes including background (binary: 2)")
     p.add_argument("--patch", help="patch size X,Y,Z for compute and memory estimates")
     p.add_argument("--batch", type=int, default=2, help="batch size for the estimates (default 2)")
+    p.add_argument("--profile", choices=["default", "paper"], default="default",
+                   help="paper: 2x2x2 pooling at every level (the patch must divide by 2^levels); default: the "
+                        "plan's pooling rule on the patch (2x2x2 at every level without --patch)")

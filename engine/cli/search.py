@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.cli._common import progress_bar, subcommand
 from engine.cli.params import parse_triple
-from engine.config import SearchConfig, current_generation
+from engine.config import PROFILE_NAMES, SearchConfig, current_generation, run_profile
 from engine.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 def _config_from_args(args) -> SearchConfig:
     cfg = SearchConfig.load(args.config) if args.config else SearchConfig()
+    if args.profile:
+        cfg = cfg.with_profile(args.profile)
     samea, training, resources, top = {}, {}, {}, {}
     if args.population is not None:
         samea["population"] = args.population
@@ -121,13 +123,15 @@ def _front(args) -> dict:
 
     with RunStore.open_readonly(args.run) as store:
         rows = _front_rows(store)
+        profile = run_profile(store.get_meta("config"))
     if not args.json:
+        print(f"profile {profile}")
         print(f"{'id':>5}  {'f1':>7}  {'f2':>6}  {'parameters':>11}  dice per label / genome")
         for r in rows:
             dice = ", ".join(f"{k} {v:.3f}" for k, v in r["dice"].items())
             print(f"{r['id']:>5}  {r['f1']:7.4f}  {r['f2']:6.4f}  {r['parameters']:>11,}  {dice}")
             print(f"{'':>35}{json.dumps(r['genome'])}")
-    return {"run": args.run, "front": rows}
+    return {"run": args.run, "profile": profile, "front": rows}
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -157,6 +161,7 @@ def run_info(path: Path) -> dict:
     cfg = meta.get("config", {})
     generations = cfg.get("samea", {}).get("generations")
     return {"run": str(path), "status": status, "active": live, "strategy": cfg.get("samea", {}).get("strategy"),
+            "profile": run_profile(cfg),
             "dataset": cfg.get("dataset"), "generation": state.get("generation", 0), "generations": generations,
             "counts": counts}
 
@@ -177,7 +182,7 @@ def _runs(args) -> dict:
         for r in runs:
             if "counts" in r:
                 c = r["counts"]
-                print(f"{r['run']}  {r['status']:<9} {r['strategy']}  generation {r['generation']}/{r['generations']}  "
+                print(f"{r['run']}  {r['status']:<9} {r['strategy']} ({r['profile']} profile)  generation {r['generation']}/{r['generations']}  "
                       f"{c['done']} done, {c['failed']} failed, {c['queued'] + c['running']} waiting")
             else:
                 print(f"{r['run']}  {r['status']}  {r['error']}")
@@ -207,7 +212,7 @@ def _report(args) -> dict:
 
     result = write_report(args.run, args.out, device=args.device, baseline=not args.no_baseline)
     if not args.json:
-        for k in ("metrics_csv", "summary_csv", "figure_svg", "figure_png"):
+        for k in ("profile", "metrics_csv", "summary_csv", "figure_svg", "figure_png"):
             print(f"{k:<12} {result[k]}")
     return result
 
@@ -227,6 +232,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--patch", help="training patch X,Y,Z (default: the plan's)")
+    p.add_argument("--profile", choices=PROFILE_NAMES,
+                   help="paper: the authors' protocol (docs/paper_profile.md); default: this project's; "
+                        "keys the config sets explicitly win")
 
     p = subcommand(sub, "resume", _resume, "continue a stopped or killed search run")
     p.add_argument("run", help="run directory")

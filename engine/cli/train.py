@@ -9,6 +9,7 @@ from engine.genome import load_genome
 
 
 def _train(args) -> dict:
+    from engine.config import PROFILE_DEFAULTS
     from engine.data import open_dataset
     from engine.outputs import Source, check_output, check_training_out, dataset_sources
 
@@ -22,7 +23,7 @@ def _train(args) -> dict:
 
     from engine.train import TrainConfig, prepare_training_data, train_candidate
 
-    overrides = {}
+    overrides = dict(PROFILE_DEFAULTS[args.profile].get("training", {}).get("plan", {}))  # paper: 2x2x2 pooling, batch 2
     if args.patch:
         overrides["patch_size"] = list(parse_triple(args.patch))
     if args.batch is not None:
@@ -123,7 +124,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling and weights (default 0)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="training device (default auto)")
     p.add_argument("--profile", choices=["default", "paper"], default="default",
-                   help="default: Dice+CE, nnU-Net-style augmentation; paper: soft Dice, EMONAS-Net augmentation")
+                   help="default: Dice+CE, nnU-Net-style augmentation, the plan's pooling and batch; paper: the "
+                        "authors' protocol (batch 2, 2x2x2 pooling, their early stopping, LR schedule, augmentation, "
+                        "soft Dice; docs/paper_profile.md)")
     p.add_argument("--augmentation", choices=["auto", "light", "strong"], default="auto",
                    help="default profile: auto grows rotation, scaling and intensity changes with the planned "
                         "steps (light for short trainings, nnU-Net's strength from 20,000 steps); light: "

@@ -404,6 +404,7 @@ def write_model_card(meta: Mapping[str, Any]) -> str:
         "",
         f"- genome: `{json.dumps(g)}`",
         f"- {arch['parameters']:,} trainable parameters; pooling per level {arch['pool_sizes']}",
+        f"- training profile: {((meta.get('training') or {}).get('config') or {}).get('profile', 'default')}",
     ]
     metrics = meta.get("metrics") or {}
     if metrics:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.config import run_profile
 from engine.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
 
     tmp = temp_dir_near(out)  # every file is written here, then moved in: no half file under its name
     try:
-        result = _write_files(tmp, out, run_dir, cases, models, everything, front)
+        result = _write_files(tmp, out, run_dir, cases, models, everything, front, run_profile(ctx["config"]))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -175,7 +176,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     return result
 
 
-def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front) -> dict[str, Any]:
+def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front, profile: str) -> dict[str, Any]:
     """Write the report's files into ``tmp``; the paths returned are those they get in ``out``."""
     from engine.infer.metrics import summarize
 
@@ -199,7 +200,7 @@ def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front
                             f"{v['hd95']['mean']:.4f}", f"{v['hd95']['std']:.4f}", v["dice"]["n"]])
                 summary.append({"model": m["model"], "label": label, "dice_mean": v["dice"]["mean"], "hd95_mean": v["hd95"]["mean"]})
     svg, png = pareto_figure(everything, front, tmp)
-    result = {"run": str(run_dir), "out": str(out), "test_cases": [cid for cid, _ in cases], "models": [
+    result = {"run": str(run_dir), "profile": profile, "out": str(out), "test_cases": [cid for cid, _ in cases], "models": [
         {k: m[k] for k in ("model", "candidate", "parameters", "summary")} for m in models],
         **{k: str(out / p.name) for k, p in (("metrics_csv", per_case_csv), ("summary_csv", summary_csv),
                                               ("figure_svg", svg), ("figure_png", png))}}

@@ -194,7 +194,8 @@ class SearchSession:
         d = {
             "epochs": t.epochs, "patience": t.patience, "alpha": t.alpha, "beta": t.beta,
             "max_epochs_for_objective": t.epochs, "seed": int(self.config.seed),
-            "batch_size": t.batch_size or None, "patch_size": list(t.patch_size) or None, **t.extra,
+            "batch_size": t.batch_size or None, "patch_size": list(t.patch_size) or None,
+            "profile": self.config.profile, **t.extra,
         }
         from engine.train.config import TrainConfig
 

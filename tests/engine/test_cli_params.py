@@ -78,3 +78,37 @@ def test_an_unexpected_file_or_memory_failure_is_still_one_line(exc, line, capsy
     out = capsys.readouterr()
     assert code == 2 and out.err == f"emonas: error: {line}\n"
     assert json.loads(out.out.strip().splitlines()[-1]) == {"error": line}
+
+
+@pytest.mark.parametrize("name, published", [("prostate", 5.9e6), ("hippocampus", 7.0e6)])
+def test_paper_profile_prints_the_published_sizes(name, published):
+    r = emonas("params", "--profile", "paper", "--genome", PAPER_GENOMES[name].to_json(), "--classes", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["profile"] == "paper" and out["pool_sizes"] == [[2, 2, 2]] * 3
+    assert out["parameters"] == pytest.approx(published, rel=0.02)
+
+
+def test_cardiac_size_matches_the_published_one_with_in_plane_pooling():
+    """7.28 M with 2x2x2 pooling; 7.11 M, the published 7.1 M, when the three levels pool 2x2x1 (the
+    thick-slice ACDC volumes): the transposed convolutions then have 2x2x1 kernels."""
+    from engine.network import count_parameters
+
+    g = PAPER_GENOMES["cardiac"]
+    assert count_parameters(g, 1, 4) == pytest.approx(7.28e6, rel=0.002)
+    assert count_parameters(g, 1, 4, [(2, 2, 1)] * 3) == pytest.approx(7.1e6, rel=0.002)
+
+
+def test_paper_profile_patch_must_divide_by_two_to_the_levels():
+    g = PAPER_GENOMES["hippocampus"].replace(n_cells=9).to_json()
+    r = emonas("params", "--profile", "paper", "--genome", g, "--classes", "3", "--patch", "35,50,35")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "emonas: error: --patch 35,50,35: the paper profile pools 2x2x2 4 times, so every axis must divide by 16; "
+        "try --patch 32,48,32"]
+    ok = emonas("params", "--profile", "paper", "--genome", g, "--classes", "3", "--patch", "32,48,32", "--json")
+    paper = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert paper["pool_sizes"] == [[2, 2, 2]] * 4
+    default = json.loads(emonas("params", "--genome", g, "--classes", "3", "--patch", "32,48,32", "--json")
+                         .stdout.strip().splitlines()[-1])
+    assert default["pool_sizes"][3] == [1, 1, 1] and default["parameters"] < paper["parameters"]

@@ -104,3 +104,24 @@ def test_cost_estimate_uses_the_plans_pooling_and_explains_unpoolable_patches():
     # with 2x2x2 pooling the 8-slice patch cannot go 4 levels deep: said, not raised
     est = search_cost(cfg, 1, 3, patch=(64, 64, 8), batch=2)
     assert est.memory_bytes is None and "skips them" in est.text()
+
+
+def test_profile_selector_writes_the_top_level_key(qtbot, tmp_path):
+    form = SearchSetupForm()
+    qtbot.addWidget(form)
+    form.load_toml(default_config_path())
+    assert form.profile.currentText() == "default"
+    form.profile.setCurrentText("paper")
+    path = tmp_path / "paper.toml"
+    form.save_toml(path)
+    assert 'profile = "paper"' in path.read_text().splitlines()
+    cfg = SearchConfig.load(path)
+    assert cfg.profile == "paper" and "profile" not in cfg.training.extra
+    assert cfg.training.plan == {"pooling": "paper"}
+    form.profile.setCurrentText("default")  # back: the paper's plan default goes with it
+    assert form.config().training.plan == {} and form.config().profile == "default"
+    # a run configured before the key (profile in [training.extra]) opens in the form as it was
+    old = tmp_path / "old.toml"
+    old.write_text('[training.extra]\nprofile = "paper"\n')
+    form.load_toml(old)
+    assert form.profile.currentText() == "paper" and form.config().training.plan == {"pooling": "adaptive"}

@@ -48,6 +48,7 @@ def test_export_writes_a_complete_verified_model_folder(training_folder, tmp_pat
     card = (out / "MODEL_CARD.md").read_text()
     assert "white matter" in card and f"{on_disk['architecture']['parameters']:,}" in card
     assert on_disk["files"]["model.onnx"]["sha256"] in card
+    assert "- training profile: default" in card.splitlines()  # the folder's config names no profile
     assert meta["files"] == on_disk["files"]
 
 

@@ -147,6 +147,7 @@ def test_retrain_and_report(searched, tmp_path, capsys):
     assert len(doc["split"]["train"]) == 5  # the training and the validation cases
 
     rep = last_json(cli(capsys, "report", run, "--out", tmp_path / "report", "--json"))
+    assert rep["profile"] == "default"
     models = {m["model"] for m in rep["models"]}
     assert models == {f"emonas#{f['id']}" for f in summary["front"]} | {"unet_baseline"}
     import csv
