@@ -50,7 +50,7 @@ def _run(args) -> dict:
            "profile": args.profile, "pool_sizes": [list(p) for p in pools]}
     lines = [f"genome      {genome.to_json()}", f"profile     {args.profile}; pooling per level "
              + " ".join("x".join(map(str, p)) for p in pools)
-             + ("" if patch or args.profile == "paper" else " (the plan's on a 1 mm patch; give --patch)"),
+             + ("" if patch or args.profile == "paper" else " (without --patch; the plan pools by the patch)"),
              f"parameters  {params:,} ({params / 1e6:.2f} M)"]
     if patch:
         cost = estimate_cost(genome, args.in_channels, args.classes, patch, batch=args.batch, pool_sizes=pools)
