@@ -13,7 +13,8 @@ reproducible split with seed 0: 36 training, 9 validation and 5 test cases). Arm
   volumes padded to 40x56x40, batch 2, Dice+CE, Adam 1e-3, x-flip), given the engine's split
   (``PEER_EVAL`` = test cases, ``PEER_EXCLUDE`` = validation cases); only its seeds are changed;
 - ``genome``: the engine's ``Trainer`` with its default training on the small genome (the paper's
-  hippocampus cell, nf1 8, 5 cells, lr 1e-3, 109 k parameters), stopped at the wall-time budget;
+  hippocampus cell, nf1 8, 5 cells, lr 1e-3, 109 k parameters): 120 epochs, stopped at the budget
+  (or at the 120th epoch, whichever comes first);
 - ``unet``: the same ``Trainer`` with the minimal loop's own network (same MONAI UNet, Adam 1e-3);
 - ``genome40``: the small genome trained 40 epochs (no time budget); its best validation Dice.
 
@@ -130,7 +131,9 @@ def worker(spec: dict) -> dict:
     data = prepare_training_data(ds, seed=SPLIT_SEED, split=split, plan_overrides=plan_over)
     if "augment" in variant:
         A.PROFILES["default"] = dataclasses.replace(A.PROFILES["default"], **variant["augment"])
-    epochs = spec.get("epochs") or 100000
+    # the engine's default training: 120 epochs (what its augmentation strength and validation interval
+    # are planned for), stopped by the budget or by the epochs, whichever comes first; no early stop
+    epochs = spec.get("epochs") or TrainConfig().epochs
     cfg = TrainConfig(**{"epochs": epochs, "patience": 100000, "seed": spec["seed"], "device": "cpu",
                          "num_threads": threads, "max_epochs_for_objective": max(epochs, 1),
                          **variant.get("train", {})})
@@ -163,7 +166,8 @@ def worker(spec: dict) -> dict:
         "budget_s": spec.get("budget"), "clock": spec.get("clock", "wall"), "threads": threads,
         "epochs_asked": spec.get("epochs"), "seconds": round(seconds, 1), "clock_s": round(clock_s, 1),
         "train_seconds": round(train_s, 1), "val_seconds": round(sum(r.get("val_seconds", 0.0) for r in trainer.curves), 1),
-        "val_every": getattr(trainer, "val_every", 1), "steps": int(getattr(trainer, "_step_count", 0)),
+        "val_every": getattr(trainer, "val_every", 1),
+        "augmentation": getattr(trainer, "augmentation", None), "steps": int(getattr(trainer, "_step_count", 0)),
         "epochs": len(trainer.curves), "validations": len(validated), "parameters": int(trainer.parameters),
         "patch": list(trainer.patch), "batch": trainer.batch_size,
         "best_val_dice": round(float(trainer.best_dice), 4), "best_epoch": result.best_epoch,
