@@ -283,7 +283,7 @@ def report(args) -> None:
     for (tag, arm, variant, budget), rs in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
         dice = np.mean([r["test_dice"] for r in rs], axis=0)
         per_seed = [float(np.mean(r["test_dice"])) for r in rs]
-        val = [r["best_val_dice"] for r in rs if "best_val_dice" in r]
+        val = [r["best_val_dice"] for r in rs if r.get("best_val_dice", -1) >= 0]  # -1: never validated
         clock = rs[0].get("clock", "wall")
         share = [r["val_seconds"] / r["seconds"] for r in rs if r.get("val_seconds") is not None and r.get("seconds")]
         vals = f"{np.mean([r.get('validations', 0) for r in rs]):.0f}" if arm != "peer" else "-"

@@ -52,10 +52,12 @@ PAPER_PLATEAU = {"factor": 0.5, "patience": 30, "min_lr": 1e-7, "min_delta": 1e-
 PAPER_NORM_EPS = 1e-3
 #: Version of training.json.
 SCHEMA_VERSION = 1
-#: Cost of one sliding-window forward pass of a patch in validation, relative to one sample's
-#: training step (sampling, augmentation, forward and backward) on the same patch. Measured on CPU on
-#: the hippocampus set: 0.24 for MONAI's UNet, 0.32 for the small genome (nf1 8, 5 cells).
-WINDOW_COST = 0.35
+#: Cost of validating one volume, in units of one sample's training step (sampling, augmentation,
+#: forward and backward of one patch): ``VOLUME_COST + WINDOW_COST * windows``. Measured on CPU on the
+#: hippocampus set with the small genome (nf1 8, 5 cells): 2.5 for 8 windows of 32x48x32, 1.3 for one
+#: window of 40x56x40 (the whole volume: softmax, soft Dice and counts on it cost about one step).
+WINDOW_COST = 0.2
+VOLUME_COST = 1.2
 #: The default profile validates at most this share of a candidate's time.
 MAX_VALIDATION_SHARE = 0.1
 
@@ -98,9 +100,9 @@ def sliding_windows(shape, patch, overlap: float = 0.5) -> int:
 def validation_interval(val_shapes, patch, batch_size: int, iterations: int) -> int:
     """Epochs between validations so that validation costs at most ``MAX_VALIDATION_SHARE`` of the
     time: the fewest whose training steps cost at least (1 / share - 1) times one validation."""
-    windows = sum(sliding_windows(s, patch) for s in val_shapes)
+    cost = sum(VOLUME_COST + WINDOW_COST * sliding_windows(s, patch) for s in val_shapes)
     per_epoch = batch_size * iterations
-    need = (1 / MAX_VALIDATION_SHARE - 1) * WINDOW_COST * windows
+    need = (1 / MAX_VALIDATION_SHARE - 1) * cost
     return max(1, math.ceil(need / max(per_epoch, 1)))
 
 
