@@ -42,10 +42,10 @@ class Source:
 
 def image_sources(path: str | os.PathLike, what: str = "input scan") -> list[Source]:
     """The files reading an image opens (header, detached data files, a DICOM folder) as sources."""
-    from engine.data.io import image_files
+    from engine.data.io import image_files, split_series
 
-    path = Path(path)
-    files = [path] if path.is_dir() else image_files(path)
+    folder = split_series(path)[0]  # a DICOM folder, or FOLDER#SERIES_UID: the whole folder
+    files = [folder] if folder.is_dir() else image_files(path)
     return [Source(p, what) for p in files]
 
 

@@ -80,6 +80,7 @@ def check_prediction_outputs(cases, out_dir, model=None) -> None:
     map to one output name."""
     from pathlib import Path
 
+    from engine.data.io import split_series
     from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
     from engine.infer.folder import output_name
     from engine.outputs import Source, check_distinct_names, check_output, image_sources
@@ -95,7 +96,8 @@ def check_prediction_outputs(cases, out_dir, model=None) -> None:
         label_map = output_name(Path(case[0]))
         stem = label_map[: -len(".nii.gz")]
         names += [(label_map, case[0]), (stem + SLICER_SUFFIX, case[0]), (stem + ITKSNAP_SUFFIX, case[0])]
-    names += [(f"{Path(case[0]).name}_seg.dcm", case[0]) for case in cases if Path(case[0]).is_dir()]
+        if split_series(case[0])[0].is_dir():  # a DICOM series: its DICOM-SEG too
+            names.append((f"{stem}_seg.dcm", case[0]))
     check_distinct_names(names, option="-o")
     for name, _ in names:
         check_output(out_dir / name, sources, option="-o")

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 from engine.data.dataset import MIN_CASES, Dataset
-from engine.data.layouts import detect_layout
+from engine.data.layouts import Problem, detect_layout
 from engine.data.plan import dataset_fingerprint, make_plan
+from engine.data.preprocess import resampled_shape
 from engine.data.validate import inspect_case
+from engine.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,23 @@ def check_dataset(
                 good.append(case)
         if progress:
             progress(i + 1, len(found.cases), case.case_id)
-    fatal = [p for p in problems if p.fatal]
-    dataset = Dataset(Path(path), found.layout, found.name, good, found.modalities, found.labels, problems, sorted(bad), found.description,
-                      found.mirror_axes)
     plan = None
-    if good:
+    while good:
+        dataset = Dataset(Path(path), found.layout, found.name, good, found.modalities, found.labels, problems,
+                          sorted(bad), found.description, found.mirror_axes)
         fp = dataset_fingerprint(dataset, entries=entries)
         plan_obj = make_plan(dataset, memory_budget_bytes=memory_budget_bytes, fingerprint=fp)
-        plan = plan_obj.to_dict()
-        plan["spacing"] = plan["target_spacing"]
+        too_big = _too_big_when_resampled(good, entries, plan_obj)
+        if not too_big:
+            plan = plan_obj.to_dict()
+            plan["spacing"] = plan["target_spacing"]
+            break
+        problems.extend(too_big)  # left out, and the plan made again from the others
+        bad.update(p.case_id for p in too_big)
+        good = [c for c in good if c.case_id not in bad]
+        for cid in bad:
+            entries.pop(cid, None)
+    fatal = [p for p in problems if p.fatal]
     ok = (not fatal) or (skip_bad and len(good) >= MIN_CASES)
     return {
         "root": str(path),
@@ -78,6 +88,20 @@ def check_dataset(
         "plan": plan,
         "ok": bool(ok),
     }
+
+
+def _too_big_when_resampled(cases, entries: dict, plan) -> list[Problem]:
+    """Cases whose array at the plan's spacing would exceed the voxel limit of its memory budget."""
+    out = []
+    for case in cases:
+        e = entries[case.case_id]
+        shape = e["crop_shape"] if plan.crop_to_nonzero else e["ras_shape"]
+        try:
+            resampled_shape(shape, e["ras_spacing"], plan.target_spacing, case.image_paths[0],
+                            len(plan.modalities), plan.memory_budget_bytes)
+        except DataError as exc:
+            out.append(Problem(exc.path or str(case.image_paths[0]), exc.problem, True, case.case_id))
+    return out
 
 
 def _range(rows: list, fmt: str) -> str:

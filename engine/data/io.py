@@ -158,7 +158,7 @@ def check_voxels(path, shape, channels: int = 1, what: str = "image", memory_bud
         dims = "x".join(f"{int(s)}" if np.isfinite(float(s)) and abs(float(s)) < 1e15 else f"{float(s):.3g}" for s in shape)
         budget = (memory_budget_bytes or DEFAULT_MEMORY_BUDGET) / 2**30
         raise DataError(path, f"{what} of {dims} voxels x {channels} channel(s) exceeds the limit of {limit:,} voxels "
-                              f"(memory budget {budget:.3g} GiB / {BYTES_PER_VOXEL} bytes per voxel); not read")
+                              f"(memory budget {budget:.3g} GiB / {BYTES_PER_VOXEL} bytes per voxel); refused")
 
 
 def _check_size(path: Path, shape: tuple[int, ...], channels: int) -> None:
@@ -395,6 +395,13 @@ def _dicom_series(folder: Path, uid: str | None) -> _Series:
     else:
         files = next(iter(groups.values()))
     return _check_series(folder, files)
+
+
+def dicom_series_files(path: str | os.PathLike) -> list[Path]:
+    """The slice files of the DICOM series at ``path`` (a folder or ``FOLDER#SERIES_UID``), checked as
+    :func:`read_image` checks them, sorted along the slice normal."""
+    folder, uid = split_series(path)
+    return [Path(f) for f in _dicom_series(folder, uid).files]
 
 
 def _floats(ds, tag: str, n: int):

@@ -410,7 +410,7 @@ def _confine(root: Path, result: LayoutResult) -> None:
             if path is None:
                 continue
             try:  # the header and every data file it names (a MetaImage's .raw, an NRRD's data file)
-                files = image_files(path) if Path(path).exists() else [Path(path)]
+                files = image_files(path) if split_series(path)[0].exists() else [Path(path)]
             except (DataError, OSError):  # unreadable: the reader reports it with the case
                 files = [Path(path)]
             for f in files:

@@ -37,14 +37,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from engine.data.cache import cache_root, digest, file_signature, write_json_atomic
+from engine.data.io import DEFAULT_MEMORY_BUDGET, max_voxels
 from engine.data.mirror import decide_mirror_axes, parse_axes
 from engine.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-#: Default memory budget of one training step (bytes): a common 8 GiB GPU, or that much RAM on CPU.
-DEFAULT_MEMORY_BUDGET = 8 * 2**30
 MAX_LEVELS = 4
 ANISOTROPY = 3.0
 MIN_FEATURE_MAP = 4
@@ -129,7 +128,7 @@ class Plan:
                 normalization=[dict(n) for n in data["normalization"]],
                 pool_schedule=[tuple(int(v) for v in p) for p in data["pool_schedule"]],  # type: ignore[misc]
                 modalities=[str(m) for m in data["modalities"]],
-                labels={str(k): int(v) for k, v in data["labels"].items()},
+                labels=_labels(data["labels"]),
                 orientation=str(data.get("orientation", "RAS")),
                 resampling=dict(data.get("resampling", {"image_order": 3, "label": "linear_per_label"})),
                 crop_to_nonzero=bool(data.get("crop_to_nonzero", True)),
@@ -166,8 +165,22 @@ class Plan:
                 raise ConfigError("a 'ct' normalization needs clip_low, clip_high, mean and std")
         if self.patch_rule not in PATCH_RULES:
             raise ConfigError(f"patch_rule must be one of {', '.join(PATCH_RULES)}, got {self.patch_rule!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        for i, n in enumerate(self.normalization):
+            for key in ("clip_low", "clip_high", "mean", "std", "clip_sigma"):
+                v = n.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
+                    raise ConfigError(f"normalization[{i}].{key} must be a finite number, got {v!r}")
+            if n["scheme"] == "ct" and (n["std"] <= 0 or n["clip_low"] > n["clip_high"]):
+                raise ConfigError(f"normalization[{i}] needs std > 0 and clip_low <= clip_high, got {n!r}")
+        if not 1 <= self.batch_size <= 4096:
+            raise ConfigError(f"batch_size must be between 1 and 4096, got {self.batch_size}")
+        if self.memory_budget_bytes <= 0:
+            raise ConfigError(f"memory_budget_bytes must be positive, got {self.memory_budget_bytes}")
+        patch_voxels = int(np.prod([int(v) for v in self.patch_size], dtype=object)) * self.batch_size
+        if patch_voxels * (len(self.modalities) + len(self.labels)) > max_voxels(self.memory_budget_bytes):
+            raise ConfigError(f"patch_size {list(self.patch_size)} x batch {self.batch_size} exceeds the limit of "
+                              f"{max_voxels(self.memory_budget_bytes):,} voxels over all channels (memory budget "
+                              f"{self.memory_budget_bytes / 2**30:.3g} GiB / 16 bytes per voxel)")
         if self.resampling.get("image_order") not in (0, 1, 2, 3):
             raise ConfigError(f"resampling image_order must be 0..3, got {self.resampling.get('image_order')!r}")
         if self.resampling.get("label") not in ("nearest", "linear_per_label"):
@@ -204,6 +217,16 @@ class Plan:
             raise DataError(path, f"plan is not valid JSON (line {exc.lineno}: {exc.msg})") from None
         except ConfigError as exc:
             raise DataError(path, str(exc)) from None
+
+
+def _labels(raw: Mapping) -> dict[str, int]:
+    """A plan's {name: value} labels; a value that is not an integer in 0..255 is refused, never rounded."""
+    out = {}
+    for name, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
+            raise ConfigError(f"labels: label {name!r} has value {v!r}; label values are integers in 0..255")
+        out[str(name)] = v
+    return out
 
 
 def _floats3(v, name) -> tuple[float, float, float]:

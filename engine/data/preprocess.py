@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from engine.data.cache import cache_root, digest, file_signature, publish_dir, temp_dir_near
-from engine.data.io import Image, as_image, same_geometry
+from engine.data.io import Image, as_image, check_voxels, same_geometry
 from engine.data.plan import ANISOTROPY
 from engine.data.validate import nonzero_bbox, ras_ornt, ras_spacing_shape
 from engine.errors import DataError
@@ -168,6 +168,19 @@ def _normalize(arr: np.ndarray, mask: np.ndarray, plan) -> np.ndarray:
     return out
 
 
+def resampled_shape(shape, spacing, target, path=None, channels: int = 1,
+                    memory_budget_bytes: int | None = None) -> list[int]:
+    """The shape of a ``shape`` grid at ``spacing`` resampled to ``target`` spacing; a DataError naming
+    ``path`` when it would exceed the voxel limit of the memory budget (checked before any array is made)."""
+    exact = [float(n) * float(s) / float(t) for n, s, t in zip(shape, spacing, target)]
+    where = f"resampled from {'x'.join(f'{float(s):.3g}' for s in spacing)} mm to the plan's " \
+            f"{'x'.join(f'{float(t):.3g}' for t in target)} mm, the image"
+    if not all(np.isfinite(exact)):
+        raise DataError(path, f"{where} would have no finite size (voxel size {list(spacing)} mm)")
+    check_voxels(path, exact, channels, where, memory_budget_bytes)
+    return [max(1, int(round(v))) for v in exact]
+
+
 def preprocess_images(images, plan) -> tuple[np.ndarray, dict]:
     """Preprocess one scan (one Image or path per modality, or one multi-channel Image) by ``plan``.
 
@@ -183,7 +196,7 @@ def preprocess_images(images, plan) -> tuple[np.ndarray, dict]:
     data = data[sl]
     cropped = [hi - lo for lo, hi in box]
     target = plan.target_spacing
-    shape = [max(1, int(round(n * s / t))) for n, s, t in zip(cropped, spacing, target)]
+    shape = resampled_shape(cropped, spacing, target, img.path, len(plan.modalities), plan.memory_budget_bytes)
     order = int(plan.resampling.get("image_order", 3))
     # plans saved before separate_z existed lack the key: every axis alike, as they were trained
     axis = slice_axis(spacing, target) if plan.resampling.get("separate_z", False) else None
@@ -262,6 +275,13 @@ def _load_entry(folder: Path, case_id: str) -> PreprocessedCase:
 
 
 def _preprocess_case(case, plan, folder: Path) -> None:
+    try:
+        _preprocess_case_files(case, plan, folder)
+    except MemoryError:
+        raise DataError(case.image_paths[0], f"out of memory preprocessing case {case.case_id!r}") from None
+
+
+def _preprocess_case_files(case, plan, folder: Path) -> None:
     from engine.data.io import read_label
     from engine.data.validate import read_case_images
 

@@ -111,7 +111,17 @@ def read_case_images(case: Case) -> Image:
 
 
 def inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> CaseReport:
-    """Read every voxel of ``case``: its problems and, when usable, its fingerprint entry."""
+    """Read every voxel of ``case``: its problems and, when usable, its fingerprint entry.
+
+    Running out of memory on a case is a fatal problem of that case, naming its file."""
+    try:
+        return _inspect_case(case, modalities, labels)
+    except MemoryError:
+        return CaseReport(case.case_id, [Problem(str(case.image_paths[0]), "out of memory reading this case", True,
+                                                 case.case_id)])
+
+
+def _inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> CaseReport:
     cid = case.case_id
     report = CaseReport(cid, check_headers(case, len(modalities)))
     if report.fatal:

@@ -236,17 +236,15 @@ def write_dicom_seg(
 
     from engine import __version__
     from engine.errors import DataError
+    from engine.data.io import dicom_series_files
     from engine.export.labels import SH_LIMIT, SPECIFIC_CHARACTER_SET, dicom_text, resolve_label_info
 
-    series_dir = Path(series_dir)
     datasets = []
-    for f in sorted(p for p in series_dir.iterdir() if p.is_file()):
-        try:
-            ds = pydicom.dcmread(f)
-        except Exception:  # not every file in a series folder is DICOM (DICOMDIR, notes)
-            continue
+    for f in dicom_series_files(series_dir):  # the series' slices only, as they were read
+        ds = pydicom.dcmread(f)
         if "ImagePositionPatient" in ds and "PixelData" in ds:
             datasets.append(ds)
+    series_dir = Path(series_dir)
     if not datasets:
         raise DataError(series_dir, "no DICOM image with a position found for the DICOM-SEG")
     inv = np.linalg.inv(np.asarray(affine, float))
@@ -332,15 +330,15 @@ def write_case_dicom_segs(cases: Sequence[Sequence[str | os.PathLike]], written:
     ``label_codes`` and ``label_colors`` (``ExportedModel.label_info()``).
     """
     label_info = label_info or {}
-    from engine.data.io import read_label
+    from engine.data.io import read_label, split_series, strip_suffix
 
     out: dict[Path, Path] = {}
     for paths, label_path in zip(cases, written):
-        series = Path(paths[0])
-        if not series.is_dir():
+        series = paths[0]
+        if not split_series(series)[0].is_dir():
             continue
         labels_arr, label_img = read_label(label_path)
-        seg_path = Path(out_dir) / f"{series.name}_seg.dcm"
+        seg_path = Path(out_dir) / f"{strip_suffix(label_path)}_seg.dcm"
         out[Path(label_path)] = write_dicom_seg(labels_arr, label_img.affine, series, seg_path, labels,
                                                 label_codes=label_info.get("label_codes"),
                                                 label_colors=label_info.get("label_colors"))

@@ -38,7 +38,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from engine.errors import EmonasError, ExportError
+from engine.data.io import check_voxels
+from engine.errors import DataError, EmonasError, ExportError
 from engine.genome import Genome
 
 log = logging.getLogger(__name__)
@@ -564,6 +565,10 @@ def _check_schema(meta: Any, path: Path) -> None:
     patch = inf.get("patch_size")
     _require(isinstance(patch, list) and len(patch) == 3 and all(isinstance(p, int) and p > 0 for p in patch),
              path, f"inference.patch_size must be three positive integers, got {patch!r}")
+    try:
+        check_voxels(path, patch, arch["in_channels"] + arch["num_classes"], "inference.patch_size")
+    except DataError as exc:
+        raise ExportError(str(exc)) from None
     ov = inf.get("overlap")
     _require(isinstance(ov, (int, float)) and 0 <= ov < 1, path, f"inference.overlap must be in [0, 1), got {ov!r}")
     sp = meta["preprocessing"].get("target_spacing")

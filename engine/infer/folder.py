@@ -80,6 +80,8 @@ class TrainingFolder:
 def load_training_folder(folder: str | Path) -> TrainingFolder:
     """Read ``folder/training.json``; raises ``DataError`` naming the file and the problem."""
     from engine.data import Plan
+    from engine.data.io import check_voxels
+    from engine.data.layouts import label_value
     from engine.genome import Genome
 
     folder = Path(folder)
@@ -100,7 +102,7 @@ def load_training_folder(folder: str | Path) -> TrainingFolder:
     try:
         genome = Genome.from_dict(doc["genome"])
         plan = Plan.from_dict(doc["plan"])
-        labels = {str(k): int(v) for k, v in doc["labels"].items()}
+        labels = {str(k): label_value(k, v, meta) for k, v in doc["labels"].items()}
         tf = TrainingFolder(
             path=folder,
             genome=genome,
@@ -118,8 +120,9 @@ def load_training_folder(folder: str | Path) -> TrainingFolder:
         raise DataError(meta, f"missing field {exc.args[0]!r}") from None
     except EmonasError as exc:
         raise DataError(meta, str(exc)) from None
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise DataError(meta, f"malformed field ({exc})") from None
+    check_voxels(meta, tf.patch_size, tf.in_channels + tf.num_classes, "patch_size")
     if len(tf.labels) != tf.num_classes:
         raise DataError(meta, f"{len(tf.labels)} labels for {tf.num_classes} classes")
     return tf
@@ -128,8 +131,11 @@ def load_training_folder(folder: str | Path) -> TrainingFolder:
 def output_name(first_input: Path) -> str:
     """The output file name of a case: its first input's name as NIfTI (``scan.mha`` gives
     ``scan.nii.gz``, a DICOM folder ``NAME`` gives ``NAME.nii.gz``)."""
-    from engine.data.io import image_suffix, strip_suffix
+    from engine.data.io import image_suffix, split_series, strip_suffix
 
+    folder, uid = split_series(first_input)
+    if uid is not None:  # FOLDER#SERIES_UID: one of several series in a folder
+        return f"{folder.name}_{uid}.nii.gz"
     if first_input.is_dir() or image_suffix(first_input) is None:
         return first_input.name + ".nii.gz"
     return strip_suffix(first_input) + ".nii.gz"
@@ -141,9 +147,12 @@ def predict_case_files(predictor, paths: list[Path], out_dir: Path) -> Path:
 
     if predictor.plan is None:
         raise DataError(None, "this predictor has no plan: it cannot preprocess scans")
-    images = [read_image(p) for p in paths]
-    array, props = preprocess_images(images, predictor.plan)
-    labels = predictor.predict_array(array)
+    try:
+        images = [read_image(p) for p in paths]
+        array, props = preprocess_images(images, predictor.plan)
+        labels = predictor.predict_array(array)
+    except MemoryError:
+        raise DataError(paths[0], "out of memory segmenting this scan") from None
     restored = restore_label(labels, props)
     out = out_dir / output_name(paths[0])
     written = write_label(out, restored, images[0])
@@ -154,10 +163,13 @@ def predict_case_files(predictor, paths: list[Path], out_dir: Path) -> Path:
 def case_inputs(inputs: list[str | Path], n_modalities: int) -> list[list[Path]]:
     """Group command-line inputs into cases: with one modality each input is a case; with more,
     consecutive groups of ``n_modalities`` paths, in the training's modality order."""
+    from engine.data.io import read_header, split_series
+
     paths = [Path(p) for p in inputs]
     for p in paths:
-        if not p.exists():
+        if not split_series(p)[0].exists():
             raise DataError(p, "input does not exist")
+        read_header(p)  # every input checked (DICOM series included) before anything is written
     n = max(1, int(n_modalities))
     if n == 1:
         return [[p] for p in paths]

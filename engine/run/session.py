@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.config import SearchConfig
-from engine.errors import ConfigError, RunError
+from engine.errors import ConfigError, EmonasError, RunError
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
 from engine.run.faults import fault
@@ -213,7 +213,12 @@ class SearchSession:
         spec = {"dataset": ds, "seed": int(self.config.seed), "cache_dir": str((self.run_dir / "cache").resolve())}
         if self.config.training.plan:
             spec["plan_overrides"] = dict(self.config.training.plan)
-        td = training_data(spec)
+        try:
+            td = training_data(spec)
+        except ConfigError as exc:  # from the plan: its overrides are the config's [training.plan]
+            if self.config.training.plan and not str(exc).startswith("training.plan"):
+                raise ConfigError(f"training.plan: {exc}") from None
+            raise
         spec = pin_plan(spec, td)
         spec["split"] = {"train": list(td.split.get("train", [])), "val": list(td.split.get("val", []))} if td.split else None
         if spec["split"] is None:
@@ -277,8 +282,31 @@ class SearchSession:
         """Run (or continue) the search until done, the wall-clock budget, or ``cancel``/``stop()``.
 
         Returns the run summary (status, counts, front, metrics). Raises ``RunError`` when another
-        process writes this run.
+        process writes this run. A new run refused for its configuration or data before any
+        candidate was queued leaves no folder behind, so the same command runs once they are fixed.
         """
+        fresh = not self._resume and not self.run_dir.exists()
+        try:
+            return self._run(callback, cancel)
+        except EmonasError:
+            if fresh:
+                self._discard_unstarted()
+            raise
+
+    def _discard_unstarted(self) -> None:
+        """Remove the folder of a new run that stopped before any candidate was queued."""
+        if not self.run_dir.is_dir():
+            return
+        if is_run(self.run_dir):
+            try:
+                with RunStore.open_readonly(self.run_dir) as ro:
+                    if any(ro.counts().values()):
+                        return
+            except EmonasError:
+                return
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _run(self, callback, cancel) -> dict:
         user_cancel = cancel
         stop = AnyFlag(self._cancel, user_cancel)
         device = resolve_device(self.config.resources.device)

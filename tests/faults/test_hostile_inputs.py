@@ -422,15 +422,25 @@ CASES = [
     plain_folder_link_out_of_root, nnunet_link_out_of_root,
 ]
 
+#: Seconds one case may take before it counts as hung (a FIFO opened, a resampling without end).
+CASE_SECONDS = 60
+
 DRIVER = textwrap.dedent(
     """
-    import contextlib, io, json, resource, sys, traceback
+    import contextlib, io, json, resource, signal, sys, time, traceback
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
     sys.argv = ["emonas", "--json"]  # the parser's error path looks at sys.argv for --json
     from engine.cli import main
+
+    def hung(signum, frame):
+        raise TimeoutError("case ran over {seconds} s")
+
+    signal.signal(signal.SIGALRM, hung)
     out = {{}}
     for name, argv in json.load(open({jobs!r})).items():
         so, se = io.StringIO(), io.StringIO()
+        signal.alarm({seconds})
+        t0 = time.monotonic()
         with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
             try:
                 rc = main(argv)
@@ -439,7 +449,8 @@ DRIVER = textwrap.dedent(
             except BaseException:
                 rc = "crash"
                 traceback.print_exc()
-        out[name] = {{"rc": rc, "stdout": so.getvalue(), "stderr": se.getvalue()}}
+        signal.alarm(0)
+        out[name] = {{"rc": rc, "stdout": so.getvalue(), "stderr": se.getvalue(), "seconds": time.monotonic() - t0}}
     json.dump(out, open({result!r}, "w"))
     """
 )
@@ -465,7 +476,7 @@ def corpus_results(tmp_path_factory):
         digests[build.__name__] = (root, _tree_digest(root), needle)
     jobs_file, result_file = base / "jobs.json", base / "results.json"
     jobs_file.write_text(json.dumps(jobs))
-    code = DRIVER.format(limit=ADDRESS_LIMIT, jobs=str(jobs_file), result=str(result_file))
+    code = DRIVER.format(limit=ADDRESS_LIMIT, jobs=str(jobs_file), result=str(result_file), seconds=CASE_SECONDS)
     env = dict(os.environ, EMONAS_CACHE_DIR=str(base / "cache"), EMONAS_NO_PROGRESS="1")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
