@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.io import IMAGE_SUFFIXES, image_files, image_suffix, strip_suffix
+from engine.data.io import IMAGE_SUFFIXES, image_files, image_suffix, split_series, strip_suffix
 from engine.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def _msd(root: Path, meta: dict) -> LayoutResult:
             raise DataError(js, f"training entry {i} ({entry['image']}) repeats the case id {cid!r}; two cases with "
                                 "one id would be merged: remove or rename one")
         used_labels.add(lab.name)
-        if not img.exists():
+        if not split_series(img)[0].exists():  # a file, a DICOM folder or FOLDER#SERIES_UID
             problems.append(Problem(str(img), "image listed in dataset.json not found", True, cid))
         if not lab.exists():
             problems.append(Problem(str(lab), "label listed in dataset.json not found", True, cid))

@@ -120,3 +120,28 @@ def test_macos_resource_forks_are_ignored(tmp_path, make):
         (root / sub / "._junk_0000.nii.gz").write_bytes(b"\x00\x05\x16\x07 resource fork")
     ds = open_dataset(root)
     assert not any(c.case_id.startswith(".") for c in ds.cases) and ds.problems == []
+
+
+def test_msd_entry_chooses_one_series_of_a_dicom_folder(tmp_path):
+    import numpy as np
+
+    from engine.data import read_image, write_label
+
+    root = tmp_path / "msd"
+    uids = {}
+    for i in range(2):
+        folder = root / "imagesTr" / f"mr{i}"
+        write_dicom_series(folder, n=8, prefix="a", series_uid=f"1.2.826.0.1.3680043.8.498.{i}1")
+        write_dicom_series(folder, n=5, gap=3.0, prefix="b", series_uid=f"1.2.826.0.1.3680043.8.498.{i}2")
+        uids[i] = f"./imagesTr/mr{i}#1.2.826.0.1.3680043.8.498.{i}2"
+        img = read_image(root / uids[i])
+        lab = np.zeros(img.shape, np.uint8)
+        lab[20:40, 20:40, 1:4] = 1
+        write_label(root / "labelsTr" / f"mr{i}.nii.gz", lab, img)
+    (root / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "MR"}, "labels": {"0": "background", "1": "organ"},
+        "training": [{"image": uids[i], "label": f"./labelsTr/mr{i}.nii.gz"} for i in range(2)]}))
+    ds = open_dataset(root)
+    assert len(ds.cases) == 2 and read_image(ds.cases[0].image_paths[0]).shape == (64, 64, 5)
+    with pytest.raises(DataError, match="holds 2 DICOM series"):
+        read_image(root / "imagesTr" / "mr0")
