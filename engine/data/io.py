@@ -353,9 +353,6 @@ class _Series:
 def _dicom_series(folder: Path, uid: str | None) -> _Series:
     """The one image series of ``folder`` (or series ``uid``), checked: image objects only, one grid,
     evenly spaced slices; files sorted along the slice normal."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     base = folder.resolve()
     groups: dict[str, list[tuple[Path, object]]] = {}
     non_image: list[tuple[Path, str, str]] = []
@@ -365,9 +362,8 @@ def _dicom_series(folder: Path, uid: str | None) -> _Series:
         regular_file(f, "DICOM file")
         if not f.resolve().is_relative_to(base):
             raise DataError(f, f"links out of the DICOM folder {folder}; refused")
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        ds = _dicom_dataset(f)
+        if ds is None:
             continue  # not DICOM: notes, thumbnails
         sop = str(getattr(ds, "SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
         if sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
@@ -395,6 +391,26 @@ def _dicom_series(folder: Path, uid: str | None) -> _Series:
     else:
         files = next(iter(groups.values()))
     return _check_series(folder, files)
+
+
+def _dicom_dataset(path: Path):
+    """The header of a DICOM file (without pixels), or None for a file that is not DICOM. Files
+    without the 128-byte preamble (older exports) are read too when they hold an SOP class or rows."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    errors = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, defer_size="1 KB")
+    except InvalidDicomError:
+        pass
+    except errors:
+        return None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="1 KB", force=True)
+        return ds if ("SOPClassUID" in ds or "Rows" in ds) else None
+    except errors:
+        return None
 
 
 def dicom_series_files(path: str | os.PathLike) -> list[Path]:
