@@ -150,3 +150,56 @@ def test_absurd_metaimage_header_is_refused(tmp_path):
     with pytest.raises(DataError, match="absurd") as exc:
         read_image(path)
     assert str(path) in str(exc.value)
+
+
+def test_image_files_lists_the_data_files_a_header_names(tmp_path):
+    from engine.data.io import image_files
+
+    (tmp_path / "one.mhd").write_text("NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = one.raw\n")
+    (tmp_path / "list.mhd").write_text("NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\n"
+                                       "ElementDataFile = LIST 2D\nz0.raw\nz1.raw\n")
+    (tmp_path / "pat.mhd").write_text("NDims = 3\nDimSize = 2 2 3\nElementType = MET_UCHAR\n"
+                                      "ElementDataFile = s%02d.raw 1 5 2 2\n")
+    (tmp_path / "d.nhdr").write_text("NRRD0004\ntype: uchar\ndimension: 3\nsizes: 2 2 2\nencoding: raw\ndata file: d.raw\n")
+    assert [p.name for p in image_files(tmp_path / "one.mhd")] == ["one.mhd", "one.raw"]
+    assert [p.name for p in image_files(tmp_path / "list.mhd")] == ["list.mhd", "z0.raw", "z1.raw"]
+    assert [p.name for p in image_files(tmp_path / "pat.mhd")] == ["pat.mhd", "s01.raw", "s03.raw", "s05.raw"]
+    assert [p.name for p in image_files(tmp_path / "d.nhdr")] == ["d.nhdr", "d.raw"]
+
+
+def test_a_detached_data_file_is_read_from_the_headers_folder_only(tmp_path):
+    write_image(tmp_path / "a" / "scan.mhd", np.arange(60, dtype=np.float32).reshape(3, 4, 5), np.eye(4))
+    assert read_image(tmp_path / "a" / "scan.mhd").array.sum() == sum(range(60))
+    (tmp_path / "b").mkdir()
+    import re
+
+    text = (tmp_path / "a" / "scan.mhd").read_text()
+    (tmp_path / "b" / "scan.mhd").write_text(re.sub(r"ElementDataFile = (\S+)", r"ElementDataFile = ../a/\1", text))
+    with pytest.raises(DataError, match="outside the folder of its header"):
+        read_image(tmp_path / "b" / "scan.mhd")
+
+
+def test_a_fifo_is_never_opened(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "scan.nii.gz")
+    with pytest.raises(DataError, match="FIFO"):
+        read_image(tmp_path / "scan.nii.gz")  # would block forever if opened
+
+
+def test_dicom_files_without_a_preamble_are_read(tmp_path):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    folder = write_dicom_series(tmp_path / "MR", n=5)
+    ref = read_image(folder)
+    for p in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(p)
+        ds.preamble = None
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        pydicom.dcmwrite(p, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    (folder / "notes.txt").write_text("not DICOM\n" * 20)
+    img = read_image(folder)
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
+    np.testing.assert_array_equal(img.array, ref.array)
