@@ -64,6 +64,13 @@ def file_signature(path: str | os.PathLike) -> list:
     return sig
 
 
+def content_hashes(path: str | os.PathLike) -> list:
+    """[name, content hash] of every file reading the image at ``path`` opens (no sizes, no times)."""
+    from engine.data.io import image_files
+
+    return [[s[0], s[3]] for s in (_one_signature(p) for p in image_files(path))]
+
+
 def _one_signature(path: Path) -> list:
     try:
         st = path.stat()

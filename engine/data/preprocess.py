@@ -308,6 +308,21 @@ def _preprocess_case_files(case, plan, folder: Path) -> None:
     publish_dir(tmp, folder)
 
 
+def case_cache_key(case) -> str:
+    """The cache key of a case: its id and the signature of every file reading it opens (detached
+    data files and DICOM slices included), so a changed file is preprocessed again."""
+    return digest([case.case_id, [file_signature(p) for p in case.image_paths],
+                   file_signature(case.label_path) if case.label_path else None])
+
+
+def case_content_digest(case) -> str:
+    """A digest of the contents of every file of a case (names and bytes; not times): what a run pins."""
+    from engine.data.cache import content_hashes
+
+    return digest([[content_hashes(p) for p in case.image_paths],
+                   content_hashes(case.label_path) if case.label_path else None], n=32)
+
+
 def preprocess_dataset(
     dataset,
     plan,
@@ -326,8 +341,7 @@ def preprocess_dataset(
     out: dict[str, PreprocessedCase] = {}
     for i, cid in enumerate(ids):
         case = dataset.case(cid)
-        key = digest([cid, [file_signature(p) for p in case.image_paths],
-                      file_signature(case.label_path) if case.label_path else None])
+        key = case_cache_key(case)
         folder = plan_dir / f"{cid}-{key}"
         if not (folder / "properties.json").exists():
             log.info("preprocessing %s", cid)

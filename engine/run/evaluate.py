@@ -39,7 +39,7 @@ def training_data(spec: dict):
         _DATA_CACHE.clear()  # one dataset per worker at a time
         _DATA_CACHE[key] = prepare_training_data(
             spec["dataset"], seed=int(spec.get("seed", 0)), plan_overrides=spec.get("plan_overrides"),
-            cache_dir=spec.get("cache_dir"), split=spec.get("split"),
+            cache_dir=spec.get("cache_dir"), split=spec.get("split"), plan=spec.get("plan"),
         )
     return _DATA_CACHE[key]
 

@@ -32,12 +32,14 @@ BASELINE_LR = 1e-3
 
 
 def _test_cases(problem: dict):
-    """The run's test cases, preprocessed with its plan; the split is recomputed from the same seed."""
+    """The run's test cases (pinned when it started; recomputed from its seed for older runs),
+    preprocessed with its plan."""
     from engine import data as D
 
     spec = problem["data"]
     ds = D.open_dataset(spec["dataset"])
-    test = list(ds.split(int(spec.get("seed", 0))).test)
+    pinned = (spec.get("split") or {}).get("test")  # the run's own test cases, whatever was added since
+    test = list(pinned) if pinned is not None else list(ds.split(int(spec.get("seed", 0))).test)
     if not test:
         raise RunError(f"{spec['dataset']}: the dataset's split has no test case to report on")
     plan = D.Plan.from_dict(problem["plan"])
@@ -82,7 +84,7 @@ def _train_baseline(problem: dict, train: dict, target_params: int, device: str)
 
     spec = problem["data"]
     data = prepare_training_data(spec["dataset"], seed=int(spec.get("seed", 0)), plan_overrides=spec.get("plan_overrides"),
-                                 cache_dir=spec.get("cache_dir"), split=spec.get("split"))
+                                 cache_dir=spec.get("cache_dir"), split=spec.get("split"), plan=spec.get("plan"))
     net, n, _ = _baseline_unet(data.in_channels, data.num_classes, target_params)
     # the trainer is built for the smallest genome of two levels (patch and pooling checks), then its
     # network and optimizer are replaced by the U-Net's: same loop, sampling, loss, validation, budget

@@ -46,7 +46,7 @@ def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, devi
     if final and split:
         split = {"train": list(split["train"]) + list(split["val"]), "val": list(split["val"])}
     data = prepare_training_data(spec["dataset"], seed=int(spec.get("seed", 0)), plan_overrides=spec.get("plan_overrides"),
-                                 cache_dir=spec.get("cache_dir"), split=split)
+                                 cache_dir=spec.get("cache_dir"), split=split, plan=spec.get("plan"))
     settings = {**train, "device": device if device in ("auto", "cpu", "cuda") else "auto"}
     if final:  # the validation cases are trained on: no early stopping, the whole budget
         settings["patience"] = max(int(settings.get("patience", 1)), int(settings["epochs"]))

@@ -97,6 +97,56 @@ class SearchEvent:
     status: str = "running"
 
 
+def _pinned_ids(data: dict) -> list[str]:
+    split = data.get("split") or {}
+    return [str(c) for k in ("train", "val", "test") for c in split.get(k, [])]
+
+
+def pinned_case_digests(data: dict) -> dict[str, str]:
+    """{case id: digest of its files' contents} for the cases a run's data spec pins (train, val, test)."""
+    ids = _pinned_ids(data)
+    if not ids or not data.get("dataset"):
+        return {}
+    from engine.data import open_dataset
+    from engine.data.preprocess import case_content_digest
+
+    ds = open_dataset(data["dataset"])
+    return {cid: case_content_digest(ds.case(cid)) for cid in ids if cid in ds.case_ids}
+
+
+def check_pinned_dataset(run_dir: Path, problem: Problem, pinned: dict | None) -> None:
+    """Before a resumed run trains again: its pinned cases are all there, unchanged, with the same labels
+    and modalities; otherwise ``RunError``, one line naming what changed. Cases added since are left
+    out (the run goes on with its own cases and plan)."""
+    data = problem.data or {}
+    ids = _pinned_ids(data)
+    if not ids or not data.get("dataset"):
+        return
+    from engine.data import open_dataset
+    from engine.data.preprocess import case_content_digest
+
+    where = f"{run_dir}: the dataset {data['dataset']} changed since the run started"
+    advice = "; restore it to resume this run, or start a new run"
+    try:
+        ds = open_dataset(data["dataset"])
+    except EmonasError as exc:  # a dataset that no longer opens
+        raise RunError(f"{where}: {exc}{advice}") from None
+    if problem.labels and dict(ds.labels) != dict(problem.labels):
+        raise RunError(f"{where}: labels {dict(ds.labels)} instead of {dict(problem.labels)}{advice}")
+    if problem.modalities and list(ds.modalities) != list(problem.modalities):
+        raise RunError(f"{where}: modalities {list(ds.modalities)} instead of {list(problem.modalities)}{advice}")
+    missing = [c for c in ids if c not in ds.case_ids]
+    if missing:
+        raise RunError(f"{where}: case(s) {', '.join(missing[:5])} removed{advice}")
+    changed = [c for c in ids if pinned and c in pinned and case_content_digest(ds.case(c)) != pinned[c]]
+    if changed:
+        raise RunError(f"{where}: the files of case(s) {', '.join(changed[:5])} changed{advice}")
+    added = [c for c in ds.case_ids if c not in set(ids)]
+    if added:
+        log.warning("%s: %d case(s) added since the run started (%s) are not used by this run; it continues with "
+                    "its own %d cases and plan", data["dataset"], len(added), ", ".join(added[:5]), len(ids))
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -166,8 +216,10 @@ class SearchSession:
             config = SearchConfig.from_dict(ro.get_meta("config"), f"{run_dir}/run.db")
             stored_problem = ro.get_meta("problem")
         self = cls.__new__(cls)
-        self._setup(run_dir, config, evaluator, problem or (Problem.from_dict(stored_problem) if stored_problem else None),
-                    resume=True)
+        problem = problem or (Problem.from_dict(stored_problem) if stored_problem else None)
+        if problem is not None and problem.data and "plan" not in problem.data and problem.plan:
+            problem.data = {**problem.data, "plan": problem.plan}  # runs begun before plans were pinned
+        self._setup(run_dir, config, evaluator, problem, resume=True)
         return self
 
     def _setup(self, run_dir: Path, config: SearchConfig, evaluator, problem, resume: bool) -> None:
@@ -220,7 +272,9 @@ class SearchSession:
                 raise ConfigError(f"training.plan: {exc}") from None
             raise
         spec = pin_plan(spec, td)
-        spec["split"] = {"train": list(td.split.get("train", [])), "val": list(td.split.get("val", []))} if td.split else None
+        # the run keeps its cases and its plan: cases added to the dataset later never re-plan it halfway
+        spec["plan"] = td.plan.to_dict()
+        spec["split"] = {k: list(td.split.get(k, [])) for k in ("train", "val", "test")} if td.split else None
         if spec["split"] is None:
             spec.pop("split")
         self._setup_s += time.perf_counter() - t0
@@ -311,6 +365,10 @@ class SearchSession:
         stop = AnyFlag(self._cancel, user_cancel)
         device = resolve_device(self.config.resources.device)
         if self._resume:
+            if self.problem is not None:  # before anything is written: a changed dataset leaves the run as it is
+                with RunStore.open_readonly(self.run_dir) as ro:
+                    pinned = ro.get_meta("pinned_cases")
+                check_pinned_dataset(self.run_dir, self.problem, pinned)
             store = RunStore.open_writer(self.run_dir)
         else:
             train = self._train_dict()
@@ -349,7 +407,8 @@ class SearchSession:
         if self.problem is None:
             self.problem = self._prepare_problem()
         if store.get_meta("problem") is None:
-            store.set_meta(problem=self.problem.to_dict(), plan=self.problem.plan)
+            store.set_meta(problem=self.problem.to_dict(), plan=self.problem.plan,
+                           pinned_cases=pinned_case_digests(self.problem.data))
         self.strategy = strategy = self._build_strategy(self.problem, device)
         state = store.latest_state()
         if state is not None:

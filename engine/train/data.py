@@ -52,12 +52,14 @@ def prepare_training_data(
     cache_dir: str | Path | None = None,
     split=None,
     progress: Callable[[int, int, str], None] | None = None,
+    plan=None,
 ) -> TrainingData:
     """Open ``dataset`` ("demo", a folder or a ``Dataset``), plan and preprocess its train and val cases.
 
     The split is the dataset's reproducible ``split(seed)`` unless ``split`` (an object with
     ``train``/``val`` lists of case ids, or a dict of them) is given; test cases are never loaded.
-    ``progress(done, total, case_id)`` follows the preprocessing.
+    ``progress(done, total, case_id)`` follows the preprocessing. ``plan`` (a Plan or its dict), when
+    given, is used instead of planning from the dataset: a run keeps the plan it started with.
     """
     from engine import data as D
     from engine.errors import DataError
@@ -72,7 +74,10 @@ def prepare_training_data(
         raise DataError(getattr(ds, "root", None), "the split leaves no training case")
     if not val_ids:
         raise DataError(getattr(ds, "root", None), "the split leaves no validation case")
-    plan = D.make_plan(ds, overrides=dict(plan_overrides or {}))
+    if plan is None:
+        plan = D.make_plan(ds, overrides=dict(plan_overrides or {}))
+    elif not isinstance(plan, D.Plan):
+        plan = D.Plan.from_dict(plan)  # a run's pinned plan: used as it is, whatever the dataset holds now
     cases = D.preprocess_dataset(ds, plan, case_ids=train_ids + val_ids, cache_dir=cache_dir, progress=progress)
     log.info("training data: %d train, %d val cases", len(train_ids), len(val_ids))
     return TrainingData(
