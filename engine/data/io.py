@@ -135,13 +135,35 @@ def affine_orientation(affine: np.ndarray) -> str:
     return "".join(nib.aff2axcodes(np.asarray(affine)))
 
 
-def same_geometry(a: np.ndarray, b: np.ndarray, shape_a, shape_b, tol: float = 1e-3) -> bool:
-    """Whether two grids coincide: same shape and affines equal within ``tol`` (mm)."""
+#: Largest difference between two grids taken as the same grid, as a fraction of the voxel size
+#: (float32 headers and rounded DICOM positions differ by far less; a real shift by far more).
+GRID_TOLERANCE = 1e-2
+
+
+def grid_mismatch(a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart two voxel-to-world affines are, in voxels: the largest difference of an axis step
+    (a column) or of the origin, divided by the voxel size along it (the smallest one for the origin).
+    Independent of where the origin lies, so large scanner coordinates do not loosen it."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    size = np.maximum(np.minimum(np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)), 1e-12)
+    steps = np.linalg.norm(a[:3, :3] - b[:3, :3], axis=0) / size
+    origin = np.linalg.norm(a[:3, 3] - b[:3, 3]) / size.min()
+    return float(max(steps.max(), origin))
+
+
+def same_geometry(a: np.ndarray, b: np.ndarray, shape_a, shape_b, tol: float = GRID_TOLERANCE) -> bool:
+    """Whether two grids coincide: same shape and affines within ``tol`` voxels (:func:`grid_mismatch`)."""
     if tuple(shape_a) != tuple(shape_b):
         return False
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    scale = max(1.0, float(np.abs(a[:3, 3]).max(initial=0.0)))
-    return bool(np.allclose(a[:3, :3], b[:3, :3], atol=tol) and np.allclose(a[:3, 3], b[:3, 3], atol=tol * scale))
+    return grid_mismatch(a, b) <= tol
+
+
+def describe_grid(shape, affine: np.ndarray) -> str:
+    """``shape 36x41x34, spacing 1x1x1.2 mm, origin (-90, -126, -72) mm, RAS``: a grid in one line."""
+    sp = affine_spacing(affine)
+    o = np.asarray(affine, float)[:3, 3]
+    return (f"shape {'x'.join(str(int(n)) for n in shape)}, spacing {'x'.join(f'{v:.4g}' for v in sp)} mm, "
+            f"origin ({', '.join(f'{v:.4g}' for v in o)}) mm, {affine_orientation(affine)}")
 
 
 # ---------------------------------------------------------------------------------------- headers

@@ -208,6 +208,11 @@ def _label_files(folder: Path, what: str) -> dict[str, Path]:
 
 def read_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A label map as an integer array (X, Y, Z) and its spacing in mm; raises ``DataError``."""
+    arr, img = _read_label_image(path)
+    return arr, tuple(float(s) for s in img.spacing)  # type: ignore[return-value]
+
+
+def _read_label_image(path: str | Path):
     from engine.data.io import read_label
 
     arr, img = read_label(path)
@@ -215,7 +220,34 @@ def read_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, float, fl
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise DataError(path, "label map holds non-integer values")
         arr = arr.astype(np.int32)
-    return arr, tuple(float(s) for s in img.spacing)  # type: ignore[return-value]
+    return arr, img
+
+
+def in_one_frame(pred, ref, pred_array: np.ndarray | None = None, ref_array: np.ndarray | None = None,
+                 tol: float | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Two label maps on one voxel grid, compared in world space: ``(pred, ref, spacing)`` as (X, Y, Z)
+    arrays on the reference's grid and its spacing (mm).
+
+    ``pred`` and ``ref`` are :class:`engine.data.io.Image` (their arrays, or ``pred_array``/``ref_array``
+    on their grids). The prediction's axes are permuted and flipped to the reference's (a map stored
+    LPS and one stored RAS hold the same labels); then both must cover the same world grid within
+    ``tol`` voxels (:data:`engine.data.io.GRID_TOLERANCE`), else ``DataError`` names both geometries.
+    Nothing is resampled: metrics on an interpolated map would not be the prediction's.
+    """
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+    from engine.data.io import GRID_TOLERANCE, describe_grid, same_geometry
+
+    p = np.asarray(pred.array[0] if pred_array is None else pred_array)
+    r = np.asarray(ref.array[0] if ref_array is None else ref_array)
+    p_aff, r_aff = np.asarray(pred.affine, float), np.asarray(ref.affine, float)
+    t = ornt_transform(io_orientation(p_aff), io_orientation(r_aff))
+    moved = apply_orientation(p, t)
+    moved_aff = p_aff @ inv_ornt_aff(t, p.shape)
+    if not same_geometry(moved_aff, r_aff, moved.shape, r.shape, GRID_TOLERANCE if tol is None else tol):
+        raise DataError(pred.path, f"not on the reference's world grid ({describe_grid(p.shape, p_aff)}; reference "
+                                   f"{ref.path}: {describe_grid(r.shape, r_aff)}); resample one onto the other first")
+    return np.ascontiguousarray(moved), r, tuple(float(v) for v in ref.spacing)  # type: ignore[return-value]
 
 
 def labels_from_file(path: str | Path) -> dict[str, int]:
@@ -254,7 +286,8 @@ def evaluate_folders(
     Files pair by name without extension (``case_001.nii.gz`` ~ ``case_001.nii.gz``); a prediction
     without a reference, or a reference without a prediction, is a ``DataError``. ``labels`` maps
     class names to values; by default every non-zero value found in the references, named by value.
-    Spacing comes from the reference; the shapes must match.
+    Each pair is compared in world space (:func:`in_one_frame`): a prediction stored with other axis
+    order or flips is reoriented; one on another grid is refused. Spacing comes from the reference.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     preds = _label_files(pred_dir, "prediction")
@@ -267,11 +300,9 @@ def evaluate_folders(
         raise DataError(ref_dir, f"no reference for predicted case(s) {', '.join(extra[:5])}")
     loaded = {}
     for name in sorted(refs):
-        ref, spacing = read_label_map(refs[name])
-        pred, _ = read_label_map(preds[name])
-        if pred.shape != ref.shape:
-            raise DataError(preds[name], f"shape {pred.shape} differs from the reference's {ref.shape}")
-        loaded[name] = (pred, ref, spacing)
+        ref, ref_img = _read_label_image(refs[name])
+        pred, pred_img = _read_label_image(preds[name])
+        loaded[name] = in_one_frame(pred_img, ref_img, pred, ref)  # world space: axis order and flips agree
     if labels is None:
         values = sorted({int(v) for _, ref, _ in loaded.values() for v in np.unique(ref) if v != 0})
         if not values:
