@@ -390,13 +390,16 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
     Returns ``{"model_dir", "files", "parameters", "retrained_in"}``.
     """
     from engine.export.package import export_candidate, export_model
+    from engine.outputs import check_output, run_sources
 
     out = Path(out_dir)
+    check_output(out, run_sources(run_dir), option="output folder")  # never into the run, before any work
     retrained_in = None
     if retrain:
         from engine.run.retrain import retrain_candidate, retrain_epochs
 
         retrained_in = out.parent / f"{out.name}.training"
+        check_output(retrained_in, run_sources(run_dir), option="retraining folder")
         callback({"event": "stage", "text": f"retraining candidate {candidate_id} on the training and validation cases"})
         total = retrain_epochs(run_dir, epochs)
 
@@ -416,7 +419,7 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
         if control.stopped:  # cancelled during or right after the retraining
             raise EmonasError("export cancelled")
         callback({"event": "stage", "text": "exporting the retrained network"})
-        meta = export_model(retrained_in, out, formats)
+        meta = export_model(retrained_in, out, formats, sources=run_sources(run_dir))
     else:
         callback({"event": "stage", "text": f"exporting candidate {candidate_id}"})
         meta = export_candidate(run_dir, int(candidate_id), out, formats)
@@ -432,8 +435,10 @@ def predict_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | P
     Returns ``{"written": [label map paths], "scans": [...], "labels": {name: value}}``.
     """
     from engine.export.package import is_model_folder
+    from engine.outputs import check_prediction_outputs
 
     out = Path(out_dir)
+    check_prediction_outputs([[Path(s)] for s in scans], out, model_dir, option="output folder")  # before any work
     written: list[Path] = []
     if is_model_folder(model_dir):
         from engine.export.deploy import load_model

@@ -26,7 +26,7 @@ from engine.errors import ConfigError
 
 __all__ = ["Source", "check_output", "check_distinct_names", "check_training_out", "atomic_file", "publish_files",
            "replace_dir", "temp_dir_near", "image_sources", "dataset_sources",
-           "run_sources"]
+           "run_sources", "check_prediction_outputs"]
 
 
 class Source:
@@ -151,6 +151,32 @@ def check_distinct_names(outputs: Mapping[str, Sequence[str | os.PathLike]] | Se
             raise ConfigError(f"{seen[key]} and {src} would both be written as {key} in the {option} folder; "
                               "give them distinct names or separate runs")
         seen.setdefault(key, str(src))
+
+
+def check_prediction_outputs(cases, out_dir, model=None, option: str = "-o") -> None:
+    """Before any work: ``out_dir`` and every file predicting ``cases`` (lists of scan paths) writes
+    there must be neither a source (an input scan or its data files, the model folder) nor hold one,
+    and no two cases may map to one output name (label map, colour tables, DICOM-SEG)."""
+    from engine.data.io import split_series
+    from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
+    from engine.infer.folder import output_name
+
+    sources = [Source(model, "model folder")] if model is not None else []
+    for case in cases:
+        for p in case:
+            sources += image_sources(p)
+    out_dir = Path(out_dir)
+    check_output(out_dir, sources, option=option)
+    names = []
+    for case in cases:
+        label_map = output_name(Path(case[0]))
+        stem = label_map[: -len(".nii.gz")]
+        names += [(label_map, case[0]), (stem + SLICER_SUFFIX, case[0]), (stem + ITKSNAP_SUFFIX, case[0])]
+        if split_series(case[0])[0].is_dir():  # a DICOM series: its DICOM-SEG too
+            names.append((f"{stem}_seg.dcm", case[0]))
+    check_distinct_names(names, option=option)
+    for name, _ in names:
+        check_output(out_dir / name, sources, option=option)
 
 
 def temp_dir_near(final: Path) -> Path:

@@ -9,6 +9,7 @@ def _predict(args) -> dict:
     from engine.errors import ConfigError
     from engine.export.package import is_model_folder
     from engine.infer.folder import case_inputs
+    from engine.outputs import check_prediction_outputs
 
     options = {"mirror": args.mirror} if args.mirror else {}
     if args.keep_largest is not None:
@@ -72,35 +73,6 @@ def _declared_modalities(folder) -> list[str]:
             except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as exc:
                 raise DataError(path, f"cannot read ({type(exc).__name__})") from None
     raise DataError(folder, "not a model folder (emonas export) or training folder (emonas train)")
-
-
-def check_prediction_outputs(cases, out_dir, model=None) -> None:
-    """Before any work: ``out_dir`` and every file predicting ``cases`` writes there must be neither a
-    source (an input scan or its data files, the model folder) nor hold one, and no two cases may
-    map to one output name."""
-    from pathlib import Path
-
-    from engine.data.io import split_series
-    from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
-    from engine.infer.folder import output_name
-    from engine.outputs import Source, check_distinct_names, check_output, image_sources
-
-    sources = [Source(model, "model folder")] if model is not None else []
-    for case in cases:
-        for p in case:
-            sources += image_sources(p)
-    out_dir = Path(out_dir)
-    check_output(out_dir, sources, option="-o")
-    names = []
-    for case in cases:
-        label_map = output_name(Path(case[0]))
-        stem = label_map[: -len(".nii.gz")]
-        names += [(label_map, case[0]), (stem + SLICER_SUFFIX, case[0]), (stem + ITKSNAP_SUFFIX, case[0])]
-        if split_series(case[0])[0].is_dir():  # a DICOM series: its DICOM-SEG too
-            names.append((f"{stem}_seg.dcm", case[0]))
-    check_distinct_names(names, option="-o")
-    for name, _ in names:
-        check_output(out_dir / name, sources, option="-o")
 
 
 def register(sub) -> None:

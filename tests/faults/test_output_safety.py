@@ -261,3 +261,28 @@ def test_a_label_map_write_that_fails_half_way_leaves_no_file(tmp_path, monkeypa
     with pytest.raises(Exception, match="No space left"):
         io.write_label(tmp_path / "new.nii.gz", np.zeros((4, 4, 4), np.uint8), img)
     assert not (tmp_path / "new.nii.gz").exists() and tree(tmp_path) == kept
+
+
+# ------------------------------------------------------------------------------ the app's Segment, Export
+
+
+def test_the_apps_segment_and_export_jobs_follow_the_same_rule(world, fake_run):
+    """The jobs behind the app's Segment and Export buttons (run off the GUI thread; an error becomes a
+    dialog): refused before any work, the same way as the command line."""
+    from emonas_gui.jobcore import JobControl
+    from emonas_gui.workers import export_candidate_job, predict_job
+    from engine.errors import ConfigError
+
+    scans, trained = world["scans"], world["trained"]
+    inputs = sorted(scans.iterdir())
+    before = tree(scans, trained, fake_run)
+    events = []
+    with pytest.raises(ConfigError, match="contains the input scan"):
+        predict_job(trained, inputs, scans, events.append, JobControl())
+    with pytest.raises(ConfigError, match="is the model folder"):
+        predict_job(trained, inputs, trained, events.append, JobControl())
+    for retrain in (False, True):
+        with pytest.raises(ConfigError, match="is the run"):
+            export_candidate_job(fake_run, 1, fake_run, ["onnx"], retrain, 1, events.append, JobControl())
+    assert tree(scans, trained, fake_run) == before
+    assert events == []  # nothing started
