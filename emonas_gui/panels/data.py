@@ -106,15 +106,17 @@ def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None
         log.warning("%s: NaN or infinite intensities shown as 0", image_paths[0])
     labels = None
     if label_path is not None:
+        from engine.infer.metrics import in_one_frame
+
         raw, lab_img = read_label(label_path)
-        if tuple(raw.shape) != ref.shape:
-            raise DataError(label_path, f"label map shape {tuple(raw.shape)} differs from the scan's {ref.shape}")
+        # in world space: a label map stored with other axis order or flips is shown where it belongs;
+        # one on another grid is refused, both geometries named
+        raw, _, _ = in_one_frame(lab_img, ref, raw, ref.array[0])
         if raw.dtype.kind == "f":
             if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
                 raise DataError(label_path, "label map holds non-integer values")
         small = raw.size == 0 or (raw.min() >= 0 and raw.max() <= 255)
-        labels, _ = _to_ras(raw.astype(np.uint8 if small else np.int32, copy=False),
-                            lab_img.affine, lab_img.spacing)
+        labels, _ = _to_ras(raw.astype(np.uint8 if small else np.int32, copy=False), ref.affine, ref.spacing)
     values = []
     if labels is not None:
         values = [int(v) for v in np.flatnonzero(np.bincount(labels.ravel().astype(np.intp, copy=False))) if v]

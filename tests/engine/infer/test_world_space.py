@@ -115,3 +115,26 @@ def test_grid_tolerance_is_relative_to_the_voxel_not_the_origin():
     assert same_geometry(fine, moved, (4, 4, 4), (4, 4, 4))
     moved[:3, 3] += 2 * GRID_TOLERANCE * 0.1
     assert not same_geometry(fine, moved, (4, 4, 4), (4, 4, 4))
+
+
+def test_the_apps_label_overlay_is_placed_in_world_space(reference, tmp_path, monkeypatch):
+    """The Data step shows a label map stored with a flipped axis where it belongs, and refuses one
+    on another grid (the scan and the map named) instead of overlaying it shifted."""
+    pytest.importorskip("PySide6")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    from emonas_gui.panels.data import load_case
+    from engine.data.demo import demo_dataset_path
+    from engine.errors import DataError
+
+    scan = sorted((demo_dataset_path() / "imagesTr").iterdir())[0]
+    labels, img = read_label(reference)
+    shown = load_case("case", [scan], reference).labels
+    arr, aff = _same_world(labels, img.affine, flip=2)
+    nib.save(nib.Nifti1Image(arr.astype(np.uint8), aff), str(tmp_path / "flipped.nii.gz"))
+    np.testing.assert_array_equal(load_case("case", [scan], tmp_path / "flipped.nii.gz").labels, shown)
+    moved = np.asarray(img.affine, float).copy()
+    moved[:3, 3] += moved[:3, 1]  # one voxel along the second axis
+    nib.save(nib.Nifti1Image(labels.astype(np.uint8), moved), str(tmp_path / "moved.nii.gz"))
+    with pytest.raises(DataError, match="not on the reference's world grid") as err:
+        load_case("case", [scan], tmp_path / "moved.nii.gz")
+    assert str(scan) in str(err.value) and str(tmp_path / "moved.nii.gz") in str(err.value)
