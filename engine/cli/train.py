@@ -19,6 +19,8 @@ def _train(args) -> dict:
     if not args.genome.lstrip().startswith("{"):
         sources.append(Source(args.genome, "genome file"))
     check_output(args.out, sources, option="--out")
+    if args.cache_dir:
+        check_output(args.cache_dir, sources, option="--cache-dir")
     check_training_out(args.out, genome.to_dict(), str(dataset.name), args.force)
 
     from engine.train import TrainConfig, prepare_training_data, train_candidate

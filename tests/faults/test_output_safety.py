@@ -195,6 +195,8 @@ def test_train_into_a_model_folder_its_dataset_or_its_genome_is_refused(world, t
     refused(emonas("train", "--dataset", data, "--out", model, "--force", *common), "not a training folder of this genome")
     refused(emonas("train", "--dataset", data, "--out", data, "--force", *common), "is the dataset")
     refused(emonas("train", "--dataset", data, "--out", data / "imagesTr" / "run", *common), "inside the dataset")
+    refused(emonas("train", "--dataset", data, "--out", tmp_path / "t", "--cache-dir", data / "cache", *common),
+            "--cache-dir lies inside the dataset")
     refused(emonas("train", "--dataset", data, "--out", genome_file, "--genome", genome_file, "--epochs", 1),
             "is the genome file")
     # an existing training folder of another genome: refused with or without --force

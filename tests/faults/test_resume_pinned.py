@@ -133,7 +133,7 @@ def _emonas(*args, fault=None, env=None):
     if fault:
         e["EMONAS_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=900, env=e)
+                          timeout=2400, env=e)
 
 
 @pytest.mark.slow
@@ -145,7 +145,7 @@ def test_cli_resume_of_a_killed_search_after_cases_were_added(tmp_path):
     config.write_text(CONFIG)
     run = tmp_path / "run"
     env = {"EMONAS_CACHE_DIR": str(tmp_path / "cache")}
-    args = ["--population", 2, "--generations", 2, "--epochs", 1, "--seed", 2, "--device", "cpu"]
+    args = ["--population", 2, "--generations", 1, "--epochs", 1, "--seed", 2, "--device", "cpu"]
     p = _emonas("search", "--dataset", data, "--config", config, "--out", run, *args,
                 fault="candidate.after_commit:1:kill", env=env)
     assert p.returncode == -9, p.stderr[-2000:]
@@ -159,7 +159,7 @@ def test_cli_resume_of_a_killed_search_after_cases_were_added(tmp_path):
     assert files(data) == before
     with RunStore.open_readonly(run) as s:
         done = [c for c in s.candidates() if c["status"] == "done"]
-    assert len(done) >= 3
+    assert len(done) == 2
     for c in done:
         doc = json.loads((run / "candidates" / str(c["id"]) / "training.json").read_text())
         assert doc["plan"] == problem["plan"], c["id"]
