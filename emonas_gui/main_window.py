@@ -152,6 +152,9 @@ class MainWindow(QMainWindow):
                                      "Open the built-in demo dataset (brain MRI tissue labels)")
         self.act_open_run = self._action("Open &run\u2026", self._choose_run, "Ctrl+R",
                                          "Open a search run directory (also one started from the CLI)")
+        self.act_open_log = self._action("Open run &log", self.open_run_log, None,
+                                         "Open the current run's search.log in the system's text viewer")
+        self.act_open_log.setEnabled(self.state.run_dir is not None)
         self.act_save_views = self._action("Save &views as PNG\u2026", self.data_panel.choose_save_folder,
                                            std.Save, "Save each view of the scan as a PNG file")
         self.act_screenshot = self._action("Save window &screenshot\u2026", self._choose_screenshot,
@@ -174,7 +177,7 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
         for act in (self.act_open_dataset, self.act_open_scans, self.act_open_labels, self.act_demo,
-                    self.act_open_run):
+                    self.act_open_run, self.act_open_log):
             file_menu.addAction(act)
         self.recent_datasets_menu = file_menu.addMenu("Recent &datasets")
         self.recent_runs_menu = file_menu.addMenu("Recent r&uns")
@@ -306,6 +309,22 @@ class MainWindow(QMainWindow):
 
     def _on_run_changed(self, run_dir) -> None:
         self.run_label.setText(f"run: {Path(run_dir).name}" if run_dir else "no run")
+        self.act_open_log.setEnabled(run_dir is not None)
+
+    def open_run_log(self) -> Path | None:
+        """Open the current run's ``search.log`` with the desktop's viewer; a dialog if there is none."""
+        from engine.run.runlog import log_path
+
+        if self.state.run_dir is None:
+            self.show_error("no run is open: open or start a run first")
+            return None
+        path = log_path(self.state.run_dir)
+        if not path.is_file():
+            self.show_error(f"{path}: no log yet (the run writes it once it starts)")
+            return None
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.show_error(f"{path}: no program to open it with; open it in a text editor")
+        return path
 
     def show_error(self, message: str) -> None:
         """Show a one-line error in a (non-modal) dialog; the app keeps working."""

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,7 +67,9 @@ def print_json(result: dict) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the chosen handler; user errors become one line and exit code 2."""
+    global _quiet
     json_mode = getattr(args, "json", False)
+    _quiet = bool(json_mode)
     try:
         result = args.handler(args)
     except EmonasError as exc:
@@ -119,13 +122,67 @@ def show_progress() -> bool:
     return sys.stderr.isatty() and os.environ.get("EMONAS_NO_PROGRESS") != "1"
 
 
+#: Set by ``run_command`` for ``--json``: its output stays the one JSON object, no progress lines.
+_quiet = False
+
+
 def progress_bar(total: int | None, desc: str):
-    """A tqdm bar on a terminal; a no-op object otherwise."""
+    """A tqdm bar on a terminal; plain timestamped lines on stderr when it is not a terminal (nohup,
+    SLURM, a pipe); nothing with ``--json`` or ``EMONAS_NO_PROGRESS=1``."""
     if show_progress():
         from tqdm import tqdm
 
         return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
-    return _NullBar()
+    if _quiet or os.environ.get("EMONAS_NO_PROGRESS") == "1":
+        return _NullBar()
+    return PlainProgress(total, desc)
+
+
+class PlainProgress:
+    """Progress as whole lines, for logs: ``2026-01-31 12:00:00 predicting 3/10 (30%), ...``.
+
+    A line at the first step, whenever a tenth more is done, at least every ``every_s`` seconds
+    otherwise, and at the end; never a carriage return or an escape sequence.
+    """
+
+    def __init__(self, total: int | None, desc: str, stream=None, every_s: float = 30.0):
+        self.total, self.desc, self.n = total, desc, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.every_s = every_s
+        self.postfix = ""
+        self._last_t: float | None = None
+        self._last_tenth = -1
+        self._last_n = 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        tenth = int(10 * self.n / self.total) if self.total else -1
+        if self._last_t is None or now - self._last_t >= self.every_s or tenth > self._last_tenth:
+            self._emit(now, tenth)
+
+    def _emit(self, now: float, tenth: int) -> None:
+        done = f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self.desc} {done}" + (f", {self.postfix}" if self.postfix else "")
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed log must not stop the work
+            pass
+        self._last_t, self._last_tenth, self._last_n = now, tenth, self.n
+
+    def set_postfix_str(self, s: str) -> None:
+        self.postfix = s
+
+    def close(self) -> None:
+        if self.n != self._last_n:
+            self._emit(time.monotonic(), self._last_tenth)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _NullBar:

@@ -50,19 +50,19 @@ def _config_from_args(args) -> SearchConfig:
 
 
 class _Display:
-    """Terminal-only progress: generation, candidates done, best front, ETA."""
+    """Progress: generation, candidates done, best front, ETA (a bar on a terminal, lines otherwise)."""
 
     def __init__(self, total: int):
         self.bar = progress_bar(total, "search")
 
     def __call__(self, ev) -> None:
-        if ev.kind == "candidate_finished":
-            self.bar.update(1)
         if ev.kind in ("candidate_finished", "step"):
             best = min((f[1] for f in ev.front), default=math.nan)
             eta = f", ETA {ev.eta_seconds / 60:.0f} min" if ev.eta_seconds else ""
             gen = current_generation(ev.generation, ev.generations)
             self.bar.set_postfix_str(f"generation {gen}/{ev.generations}, front {len(ev.front)}, best f1 {best:.3f}{eta}")
+        if ev.kind == "candidate_finished":  # after the postfix: a plain progress line carries it
+            self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()

@@ -31,6 +31,7 @@ from engine.errors import ConfigError, EmonasError, RunError
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
 from engine.run.faults import fault
+from engine.run.runlog import logging_events, run_log
 from engine.run.store import RunStore, is_run, write_errors
 from engine.search import STRATEGIES, Evaluation
 
@@ -386,8 +387,8 @@ class SearchSession:
         self._exec = None
         t_start = time.time()
         try:
-            with write_errors(self.run_dir):  # a full or read-only disk: one line, resume later
-                return self._loop(store, callback, stop, device, t_start)
+            with write_errors(self.run_dir), run_log(self.run_dir):  # RUN/search.log while it runs
+                return self._loop(store, logging_events(callback), stop, device, t_start)
         except BaseException as exc:
             try:  # Ctrl-C pauses; anything else marks the run failed (resume continues either)
                 store.set_meta(status="paused" if isinstance(exc, KeyboardInterrupt) else "failed")

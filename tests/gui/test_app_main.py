@@ -355,3 +355,53 @@ def test_scans_are_shown_in_ras_whatever_their_orientation_on_disk(tmp_path):
     assert case.image.shape == (1, 6, 8, 5) and case.spacing == pytest.approx((0.8, 0.9, 2.5))
     assert case.image[0, 5, 7, 0] == 100.0  # in RAS order: highest x (right), highest y (anterior)
     assert case.labels[5, 7, 0] == 1 and case.label_values == [1]
+
+
+class _UrlCatcher:
+    """Stands in for the desktop's file opener (QDesktopServices.setUrlHandler) and records the URLs."""
+
+    def __init__(self):
+        from PySide6.QtCore import QObject, Slot
+
+        class Catcher(QObject):
+            def __init__(self):
+                super().__init__()
+                self.urls = []
+
+            @Slot(QUrl)
+            def open(self, url):
+                self.urls.append(url)
+
+        self.obj = Catcher()
+
+    def __enter__(self):
+        from PySide6.QtGui import QDesktopServices
+
+        QDesktopServices.setUrlHandler("file", self.obj, "open")
+        return self.obj.urls
+
+    def __exit__(self, *exc):
+        from PySide6.QtGui import QDesktopServices
+
+        QDesktopServices.unsetUrlHandler("file")
+
+
+def test_open_log_opens_the_runs_search_log(window, tmp_path):
+    import logging
+
+    from engine.run.runlog import run_log
+
+    assert not window.act_open_log.isEnabled()  # no run yet
+    assert window.open_run_log() is None and "no run is open" in window.errors[-1]
+    run = tmp_path / "run"
+    run.mkdir()
+    window.state.set_run(run)
+    assert window.act_open_log.isEnabled()
+    assert window.open_run_log() is None and "no log yet" in window.errors[-1]
+    with run_log(run):
+        logging.getLogger("engine.run.session").info("candidate 1 done")
+    with _UrlCatcher() as urls:
+        window.act_open_log.trigger()
+    assert [Path(u.toLocalFile()) for u in urls] == [run / "search.log"]
+    assert "candidate 1 done" in (run / "search.log").read_text()
+    assert "Open run &log" in [a.text() for a in window.menuBar().actions()[0].menu().actions()]

@@ -8,6 +8,7 @@ validation case next to the reference, export a model, and segment a scan with i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,15 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     assert win.panels["search"].monitor.details.candidate.id == ids[-1]
     win.panels["search"].show_candidate([9999])
     assert win_errors and "candidate 9999 is not a candidate" in win_errors[-1]
+    # File > Open run log: the search the app ran (paused, then resumed) wrote RUN/search.log
+    from test_app_main import _UrlCatcher
+
+    with _UrlCatcher() as urls:
+        win.act_open_log.trigger()
+    assert [Path(u.toLocalFile()) for u in urls] == [run_dir / "search.log"]
+    text = (run_dir / "search.log").read_text()
+    assert "search paused" in text and "search finished" in text
+    assert len(set(re.findall(r"candidate (\d+) done", text))) == counts["done"]
     win.close()
 
 

@@ -1,6 +1,7 @@
 """End to end with real training: `emonas search`, `front`, `runs`, `resume` on a small demo dataset."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -273,3 +274,15 @@ def test_killed_real_search_resumes_without_retraining(small_demo, tmp_path):
         rows = s.candidates()
     assert len({json.dumps(r["genome"]) for r in rows}) == len(rows) == 8
     assert all(r["finished_at"] == kept[r["id"]] for r in rows if r["id"] in kept)
+
+
+def test_the_run_writes_search_log(searched):
+    run, summary = searched
+    text = (run / "search.log").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) ", line) for line in lines), lines[:3]
+    with RunStore.open_readonly(run) as store:
+        done = {c["id"] for c in store.candidates() if c["status"] == "done"}
+    assert {int(i) for i in re.findall(r"candidate (\d+) done", text)} == done
+    assert any(re.search(r"generation \d+/2 done: front \d+, best f1 0\.\d{4}", line) for line in lines)
+    assert "search finished" in lines[-1]
