@@ -192,9 +192,25 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+#: Import names of the packages of the ``gui`` extra (PySide6, pyqtgraph, VTK).
+GUI_MODULES = ("PySide6", "pyqtgraph", "vtkmodules")
+
+
+def missing_gui_packages() -> list[str]:
+    """The app's packages that are not installed (a headless install has none of them)."""
+    import importlib.util
+
+    return [m for m in GUI_MODULES if importlib.util.find_spec(m) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start EMONAS Studio (``emonas-studio`` / ``python main.py``)."""
     args = parse_args(argv)
+    missing = missing_gui_packages()
+    if missing:
+        sys.stderr.write(f"emonas-studio: error: the app needs {', '.join(missing)}, not installed here; "
+                         "install them with: pip install 'emonas-studio[gui]' (the emonas command line works without)\n")
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not has_display():
         if not args.screenshot:

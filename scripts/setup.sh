@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up EMONAS Studio on a fresh Debian/Ubuntu machine: system libraries for Qt and VTK, a virtual
-# environment in .venv, the CPU build of PyTorch, the project with its test and Ray extras.
+# environment in .venv, the CPU build of PyTorch, the project with its app (gui), test and Ray extras.
 # GPU machines: set TORCH_SPEC (e.g. TORCH_SPEC="torch" for the default CUDA build) before running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +17,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"   # CPU build by default: no multi-GB CUDA download
-.venv/bin/pip install -q -e ".[test,ray]"
+.venv/bin/pip install -q -e ".[gui,test,ray]"
 echo "EMONAS Studio is installed in .venv"
