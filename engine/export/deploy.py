@@ -136,14 +136,21 @@ class ExportedModel:
 
     def predict_files(self, cases: Sequence[Sequence[str | os.PathLike]], out_dir: str | os.PathLike,
                       progress: Callable[[int, int], None] | None = None, **overrides) -> list[Path]:
-        """Label maps for ``cases`` (one path per modality, in the model's order) written to ``out_dir``."""
+        """Label maps for ``cases`` (one path per modality, in the model's order) written to ``out_dir``,
+        each with its 3D Slicer colour table and ITK-SNAP label description next to it."""
+        from engine.export.labels import write_colour_tables
+
         for paths in cases:
             if len(paths) != len(self.modalities):
                 raise ConfigError(
                     f"{paths[0]}: the model expects {len(self.modalities)} modalities "
                     f"({', '.join(self.modalities)}) per case, got {len(paths)}"
                 )
-        return self.predictor(**overrides).predict_files(cases, out_dir, progress=progress)
+        written = self.predictor(**overrides).predict_files(cases, out_dir, progress=progress)
+        colors = self.label_info()["label_colors"]
+        for path in written:
+            write_colour_tables(path, self.labels, colors)
+        return written
 
 
 def _onnx_logits_fn(path: Path, device: str) -> Callable:
