@@ -80,3 +80,14 @@ def test_accuracy_per_minute_smoke(tmp_path):
     assert all(len(row["test_dice"]) == 2 and len(row["test_cases"]) == 5 and row["steps"] >= 1 for row in rows)
     rep = subprocess.run([sys.executable, script, "report", "--log", str(log)], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0 and rep.stdout.count("| after | ") == 2
+
+
+def test_preprocess_benchmark_smoke(tmp_path):
+    env = dict(os.environ, EMONAS_NO_PROGRESS="1", EMONAS_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "preprocess_bench.py"), "--cases", "4",
+                        "--shape", "24,24,12", "--rounds", "1", "--json"],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["same_cache_bytes"] is True  # one process and two write the same cache
+    assert len(result["one_process_s"]) == len(result["two_processes_s"]) == 1 and result["speedup"] > 0

@@ -22,6 +22,7 @@ from engine.data import (
 )
 from engine.data import preprocess as pre_mod
 from engine.data.io import write_image
+from engine.errors import DataError
 from engine.data.plan import pool_schedule_for
 
 LABELS = {"background": 0, "a": 1, "b": 2}
@@ -107,7 +108,8 @@ def test_preprocess_dataset_caches_and_reads_memory_mapped(tmp_path, monkeypatch
     cache = tmp_path / "cache"
     calls = []
     first = preprocess_dataset(ds, plan, cache_dir=cache, progress=lambda d, t, c: calls.append((d, t, c)))
-    assert calls[-1] == (3, 3, "case_002")
+    assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)]  # cases finish in any order in parallel
+    assert sorted(c[2] for c in calls) == ["case_000", "case_001", "case_002"]
     c0 = first["case_000"]
     assert c0.image.dtype == np.float32 and c0.image.ndim == 4 and c0.label.dtype == np.uint8
     assert c0.label.shape == c0.image.shape[1:] and len(c0.spacing) == 3
@@ -115,15 +117,15 @@ def test_preprocess_dataset_caches_and_reads_memory_mapped(tmp_path, monkeypatch
     def boom(*a, **k):
         raise AssertionError("preprocessed again although cached")
 
-    monkeypatch.setattr(pre_mod, "_preprocess_case", boom)
-    again = preprocess_dataset(ds, plan, cache_dir=cache)
+    monkeypatch.setattr(pre_mod, "_preprocess_case", boom)  # reaches this process only: workers=1 below
+    again = preprocess_dataset(ds, plan, cache_dir=cache, workers=1)
     assert isinstance(again["case_000"].image, np.memmap)
     np.testing.assert_array_equal(again["case_001"].label, first["case_001"].label)
     # a different patch size shares the cache; a different spacing does not
     other = Plan.from_dict({**plan.to_dict(), "patch_size": [8, 8, 8], "batch_size": 4})
-    preprocess_dataset(ds, other, case_ids=["case_000"], cache_dir=cache)
+    preprocess_dataset(ds, other, case_ids=["case_000"], cache_dir=cache, workers=1)
     with pytest.raises(AssertionError, match="again"):
-        preprocess_dataset(ds, make_plan(ds, overrides={"target_spacing": [2, 2, 2]}), cache_dir=cache)
+        preprocess_dataset(ds, make_plan(ds, overrides={"target_spacing": [2, 2, 2]}), cache_dir=cache, workers=1)
 
 
 def test_replaced_file_is_never_served_stale(tmp_path):
@@ -269,3 +271,41 @@ def test_preprocessing_key_follows_separate_z(tmp_path):
     off = Plan.from_dict({**old.to_dict(), "resampling": {**old.resampling, "separate_z": False}})
     assert len({old.preprocessing_key(), on.preprocessing_key(), off.preprocessing_key()}) == 3
     assert Plan.from_dict(old.to_dict()).preprocessing_key() == old.preprocessing_key()
+
+
+def test_parallel_preprocessing_writes_the_same_cache_as_one_process(tmp_path):
+    import hashlib
+
+    ds = open_dataset(make_msd(tmp_path / "T", n=4))
+    plan = make_plan(ds)
+
+    def entries(cache):
+        return {str(p.relative_to(cache)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(cache.rglob("*")) if p.is_file()}
+
+    one = preprocess_dataset(ds, plan, cache_dir=tmp_path / "c1", workers=1)
+    two = preprocess_dataset(ds, plan, cache_dir=tmp_path / "c2", workers=2)
+    assert entries(tmp_path / "c1") == entries(tmp_path / "c2") and len(entries(tmp_path / "c1")) == 12
+    for cid in ds.case_ids:
+        np.testing.assert_array_equal(one[cid].image, two[cid].image)
+        assert one[cid].properties == two[cid].properties
+    assert not [p for p in (tmp_path / "c2").rglob("*") if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_parallel_preprocessing_reports_the_first_bad_case_and_keeps_the_good_ones(tmp_path):
+    root = make_msd(tmp_path / "T", n=4)
+    ds = open_dataset(root)
+    plan = make_plan(ds)
+    bad = [ds.case(c).label_path for c in ("case_001", "case_003")]
+    for path in bad:  # a label map with a fractional value: refused while preprocessing
+        img = nib.load(str(path))
+        lab = np.asarray(img.dataobj).astype(np.float32)
+        lab[0, 0, 0] = 0.5
+        nib.save(nib.Nifti1Image(lab, img.affine, img.header), str(path))
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as info:
+        preprocess_dataset(ds, plan, cache_dir=cache, workers=2)
+    assert str(info.value) == f"{bad[0]}: non-integer label values"
+    done = preprocess_dataset(ds, plan, case_ids=["case_000", "case_002"], cache_dir=cache, workers=1)
+    assert set(done) == {"case_000", "case_002"}
+    assert len(list(cache.rglob("properties.json"))) == 2
