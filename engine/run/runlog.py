@@ -74,8 +74,8 @@ def describe_event(ev) -> str | None:
         return f"candidate {cand.get('id')} started (generation {cand.get('generation')})"
     if ev.kind == "candidate_finished":
         f1, f2 = cand.get("f1"), cand.get("f2")
-        what = (f"f1 {f1:.4f}, f2 {f2:.4f}" if isinstance(f1, float) and isinstance(f2, float) and math.isfinite(f1)
-                else f"{cand.get('status')}: {cand.get('error') or ''}".rstrip(": "))
+        ok = cand.get("status") == "done" and isinstance(f1, float) and isinstance(f2, float)
+        what = f"f1 {f1:.4f}, f2 {f2:.4f}" if ok else (cand.get("error") or "no result")
         secs = cand.get("seconds")
         took = f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
         return f"candidate {cand.get('id')} {cand.get('status', 'finished')}{took}: {what}; front {len(ev.front)}"

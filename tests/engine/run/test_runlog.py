@@ -52,3 +52,19 @@ def test_commands_print_progress_lines_when_not_on_a_terminal(tmp_path):
     quiet = subprocess.run([sys.executable, "-m", "engine.cli", "check", "demo", "--json"], capture_output=True,
                            text=True, timeout=600, env=env)
     assert quiet.returncode == 0 and "checking cases" not in quiet.stderr  # --json: the JSON object only
+
+
+def test_search_events_become_log_lines():
+    from engine.run.session import SearchEvent
+
+    def ev(kind, cand=None, status="running"):
+        return SearchEvent(kind, 1, 3, 0.5, {"done": 4}, [(1, 0.41234, 0.3, 10)], None, cand, status)
+
+    assert runlog.describe_event(ev("candidate_finished", {"id": 4, "status": "done", "f1": 0.41234, "f2": 0.3,
+                                                           "seconds": 4.2})) == \
+        "candidate 4 done in 4 s: f1 0.4123, f2 0.3000; front 1"
+    assert runlog.describe_event(ev("candidate_finished", {"id": 5, "status": "failed", "f1": 1.0, "f2": 1.0,
+                                                           "seconds": 2.0, "error": "out of memory"})) == \
+        "candidate 5 failed in 2 s: out of memory; front 1"
+    assert runlog.describe_event(ev("step")) == "generation 1/3 done: front 1, best f1 0.4123"
+    assert runlog.describe_event(ev("finished", status="paused")) == "search paused: {'done': 4}"
