@@ -285,7 +285,9 @@ def report(args) -> None:
         per_seed = [float(np.mean(r["test_dice"])) for r in rs]
         val = [r["best_val_dice"] for r in rs if r.get("best_val_dice", -1) >= 0]  # -1: never validated
         clock = rs[0].get("clock", "wall")
-        share = [r["val_seconds"] / r["seconds"] for r in rs if r.get("val_seconds") is not None and r.get("seconds")]
+        # code that records no validation time (before it was recorded) reports 0: left out
+        share = [r["val_seconds"] / r["seconds"] for r in rs
+                 if r.get("seconds") and (r.get("val_seconds") or not r.get("validations"))]
         vals = f"{np.mean([r.get('validations', 0) for r in rs]):.0f}" if arm != "peer" else "-"
         if share:
             vals += f" ({100 * np.mean(share):.0f} %)"
