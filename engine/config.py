@@ -39,6 +39,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
     "paper": {"training": {"plan": {"pooling": "paper"}}},  # the plan: 2x2x2 at every level, batch 2
 }
+OBJECTIVES = ("parameters", "flops", "latency")
+LATENCY_TARGETS = ("cpu", "cuda")
 
 
 @dataclass
@@ -83,6 +85,15 @@ class SamEAConfig:
     pick_min_f1: bool = True
     pick_max_std: bool = True
     max_resample: int = 2000
+    # the second objective: log parameter count (the paper's), log inference FLOPs of one patch, or
+    # the log of the measured latency of segmenting the plan's median volume on latency_target
+    objective: str = "parameters"
+    latency_target: str = "cpu"  # cpu: ONNX Runtime with latency_threads threads; cuda: PyTorch, bf16
+    latency_threads: int = 1
+    latency_runs: int = 5  # timed runs after one warm-up; their median is kept
+    # measure every trained candidate's latency whatever the objective (always on for objective
+    # latency and resources.max_latency_ms); off, a parameters or flops run shows latency where measured
+    measure_latency: bool = False
 
 
 @dataclass
@@ -112,6 +123,8 @@ class ResourcesConfig:
     gpus_per_candidate: float = 0.0  # Ray: fractional GPUs per candidate
     max_memory_mb: float = 0.0  # per training step; 0: the device's default budget
     max_gflops_per_step: float = 0.0  # 0: the device's default budget
+    max_parameters: int = 0  # genomes with more parameters are never trained; 0: no limit
+    max_latency_ms: float = 0.0  # genomes slower on samea.latency_target are never trained; 0: no limit
     wall_clock_hours: float = 0.0  # 0: no limit for the whole search
     disk_budget_mb: float = 0.0  # 0: keep every candidate's weights
     early_stopping: str = "off"  # off, median, halving
@@ -226,6 +239,10 @@ class SearchConfig:
             raise bad("profile", "one of " + ", ".join(PROFILE_NAMES), self.profile)
         if s.strategy not in STRATEGY_NAMES:
             raise bad("samea.strategy", "one of " + ", ".join(STRATEGY_NAMES), s.strategy)
+        if s.objective not in OBJECTIVES:
+            raise bad("samea.objective", "one of " + ", ".join(OBJECTIVES), s.objective)
+        if s.latency_target not in LATENCY_TARGETS:
+            raise bad("samea.latency_target", "one of " + ", ".join(LATENCY_TARGETS), s.latency_target)
         checks = [
             ("samea.population", s.population, s.population >= 2, "an integer >= 2"),
             ("samea.generations", s.generations, s.generations >= 1, "an integer >= 1"),
@@ -241,6 +258,8 @@ class SearchConfig:
             ("samea.surrogate_trees", s.surrogate_trees, s.surrogate_trees >= 1, "an integer >= 1"),
             ("samea.surrogate_min_samples_split", s.surrogate_min_samples_split, s.surrogate_min_samples_split >= 2, "an integer >= 2"),
             ("samea.max_resample", s.max_resample, s.max_resample >= 1, "an integer >= 1"),
+            ("samea.latency_threads", s.latency_threads, s.latency_threads >= 1, "an integer >= 1"),
+            ("samea.latency_runs", s.latency_runs, s.latency_runs >= 1, "an integer >= 1"),
             ("training.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
             ("training.patience", t.patience, t.patience >= 1, "an integer >= 1"),
             ("training.alpha", t.alpha, t.alpha >= 0, "a number >= 0"),
@@ -252,6 +271,8 @@ class SearchConfig:
             ("resources.gpus_per_candidate", r.gpus_per_candidate, r.gpus_per_candidate >= 0, "a number >= 0"),
             ("resources.max_memory_mb", r.max_memory_mb, r.max_memory_mb >= 0, "a number >= 0"),
             ("resources.max_gflops_per_step", r.max_gflops_per_step, r.max_gflops_per_step >= 0, "a number >= 0"),
+            ("resources.max_parameters", r.max_parameters, r.max_parameters >= 0, "an integer >= 0"),
+            ("resources.max_latency_ms", r.max_latency_ms, r.max_latency_ms >= 0, "a number >= 0"),
             ("resources.wall_clock_hours", r.wall_clock_hours, r.wall_clock_hours >= 0, "a number >= 0"),
             ("resources.disk_budget_mb", r.disk_budget_mb, r.disk_budget_mb >= 0, "a number >= 0"),
             ("resources.early_stopping_min_epochs", r.early_stopping_min_epochs, r.early_stopping_min_epochs >= 1, "an integer >= 1"),
@@ -287,7 +308,7 @@ class SearchConfig:
 _UPPER_BOUNDS = (
     ("samea.population", 10_000), ("samea.generations", 100_000), ("samea.learning_generations", 100_000),
     ("samea.surrogate_trees", 100_000), ("samea.surrogate_min_samples_split", 100_000),
-    ("samea.max_resample", 10_000_000), ("training.epochs", 1_000_000), ("training.patience", 1_000_000),
+    ("samea.max_resample", 10_000_000), ("samea.latency_threads", 1024), ("samea.latency_runs", 1000), ("training.epochs", 1_000_000), ("training.patience", 1_000_000),
     ("training.batch_size", 4096), ("resources.workers", 4096), ("resources.ray_num_cpus", 1_000_000),
     ("resources.early_stopping_min_epochs", 1_000_000), ("seed", 2**63 - 1),
 )

@@ -28,6 +28,14 @@ def _config_from_args(args) -> SearchConfig:
         samea["generations"] = args.generations
     if args.strategy:
         samea["strategy"] = args.strategy
+    if args.objective:
+        samea["objective"] = args.objective
+    if args.latency_target:
+        samea["latency_target"] = args.latency_target
+    if args.max_parameters is not None:
+        resources["max_parameters"] = args.max_parameters
+    if args.max_latency_ms is not None:
+        resources["max_latency_ms"] = args.max_latency_ms
     if args.epochs is not None:
         training["epochs"] = args.epochs
     if args.patch:
@@ -89,9 +97,21 @@ def _print_summary(summary: dict) -> None:
     if summary.get("surrogate_spearman") is not None:
         print(f"surrogate   Spearman {summary['surrogate_spearman']:.3f} on {summary['surrogate_predictions']} held-out candidates")
     print(f"time        algorithm {summary['algorithm_seconds']:.1f} s, training {summary['training_seconds']:.1f} s")
-    print(f"front       {len(summary['front'])} candidates, hypervolume {summary['hypervolume']:.4f}")
+    print(f"front       {len(summary['front'])} candidates, hypervolume {summary['hypervolume']:.4f} "
+          f"(objectives f1 and {summary.get('objective', 'parameters')})")
     for f in summary["front"]:
-        print(f"  #{f['id']:<5} f1 {f['f1']:.4f}  f2 {f['f2']:.4f}  {f['parameters']:,} parameters")
+        print(f"  #{f['id']:<5} f1 {f['f1']:.4f}  f2 {f['f2']:.4f}  {f['parameters']:,} parameters"
+              f"{_cost_text(f)}")
+
+
+def _cost_text(row: dict) -> str:
+    """``, 0.42 GFLOPs, 13.1 ms`` (``~`` marks a predicted latency) for a front row."""
+    out = ""
+    if row.get("gflops") is not None:
+        out += f", {row['gflops']:.3g} GFLOPs"
+    if row.get("latency_ms") is not None:
+        out += f", {'~' if row.get('latency_predicted') else ''}{row['latency_ms']:.1f} ms"
+    return out
 
 
 def _search(args) -> dict:
@@ -100,7 +120,19 @@ def _search(args) -> dict:
     cfg = _config_from_args(args)
     if not cfg.dataset:
         raise ConfigError("--dataset is required (a dataset folder or demo)")
+    if args.estimate:
+        return _estimate(cfg, args)
     return _run_session(SearchSession(args.out, cfg), args)
+
+
+def _estimate(cfg: SearchConfig, args) -> dict:
+    """Print the expected wall time of the search (a calibration, cached; nothing is written to --out)."""
+    from engine.run.estimate import estimate_search
+
+    est = estimate_search(cfg, recalibrate=args.recalibrate)
+    if not args.json:
+        print(est.text())
+    return est.to_dict()
 
 
 def _resume(args) -> dict:
@@ -114,6 +146,8 @@ def _front_rows(store) -> list[dict]:
     for c in store.front():
         m = c.get("metrics") or {}
         rows.append({"id": c["id"], "genome": c["genome"], "f1": c["f1"], "f2": c["f2"], "parameters": c["parameters"],
+                     "gflops": c.get("gflops"), "latency_ms": c.get("latency_ms"),
+                     "latency_predicted": bool(c.get("latency_predicted")),
                      "dice": m.get("dice", {}), "generation": c["generation"], "phase": c["phase"]})
     return rows
 
@@ -124,14 +158,21 @@ def _front(args) -> dict:
     with RunStore.open_readonly(args.run) as store:
         rows = _front_rows(store)
         profile = run_profile(store.get_meta("config"))
+        objective = store.get_meta("objective") or {"name": "parameters"}
     if not args.json:
         print(f"profile {profile}")
-        print(f"{'id':>5}  {'f1':>7}  {'f2':>6}  {'parameters':>11}  dice per label / genome")
+        lat = objective.get("latency") or {}
+        where = f" (latency: {lat.get('target')}, {lat.get('hardware')}, {lat.get('threads')} thread(s); ~ predicted)" \
+            if lat else " (latency not measured: samea.measure_latency)"
+        print(f"objectives: f1 and {objective.get('name', 'parameters')}{where}")
+        print(f"{'id':>5}  {'f1':>7}  {'f2':>6}  {'parameters':>11}  {'GFLOPs':>8}  {'latency':>10}  dice per label / genome")
         for r in rows:
             dice = ", ".join(f"{k} {v:.3f}" for k, v in r["dice"].items())
-            print(f"{r['id']:>5}  {r['f1']:7.4f}  {r['f2']:6.4f}  {r['parameters']:>11,}  {dice}")
-            print(f"{'':>35}{json.dumps(r['genome'])}")
-    return {"run": args.run, "profile": profile, "front": rows}
+            gf = "-" if r["gflops"] is None else f"{r['gflops']:.3g}"
+            ms = "-" if r["latency_ms"] is None else f"{'~' if r['latency_predicted'] else ''}{r['latency_ms']:.1f} ms"
+            print(f"{r['id']:>5}  {r['f1']:7.4f}  {r['f2']:6.4f}  {r['parameters']:>11,}  {gf:>8}  {ms:>10}  {dice}")
+            print(f"{'':>57}{json.dumps(r['genome'])}")
+    return {"run": args.run, "profile": profile, "objective": objective, "front": rows}
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -235,6 +276,14 @@ def register(sub) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES,
                    help="paper: the authors' protocol (docs/paper_profile.md); default: this project's; "
                         "keys the config sets explicitly win")
+    p.add_argument("--objective", choices=("parameters", "flops", "latency"),
+                   help="second objective: parameter count (default), inference FLOPs or measured latency")
+    p.add_argument("--latency-target", choices=("cpu", "cuda"), help="where latency is measured (default cpu)")
+    p.add_argument("--max-parameters", type=int, help="never train networks with more parameters")
+    p.add_argument("--max-latency-ms", type=float, help="never train networks slower than this (ms)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the expected wall time (a short calibration, cached) and exit without searching")
+    p.add_argument("--recalibrate", action="store_true", help="with --estimate: calibrate again, ignoring the cache")
 
     p = subcommand(sub, "resume", _resume, "continue a stopped or killed search run")
     p.add_argument("run", help="run directory")

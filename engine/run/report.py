@@ -5,8 +5,14 @@ MONAI U-Net of similar size, trained with the same settings, segment the test ca
 saw (preprocessed with the run's plan). Written to OUT:
 
     metrics_per_case.csv   model, candidate, parameters, case, label, dice, hd95_mm
-    metrics_summary.csv    model, candidate, parameters, label, dice mean/std, hd95_mm mean/std, cases
-    pareto.svg, pareto.png all evaluated candidates and the front (f1 against parameters)
+    metrics_summary.csv    model, candidate, parameters, gflops, latency_ms, label, dice mean/std,
+                           hd95_mm mean/std, cases
+    pareto.svg, pareto.png all evaluated candidates and the front (f1 against the run's objective:
+                           parameters, GFLOPs or latency)
+
+Every front network carries its parameters, inference GFLOPs of one patch and latency: the one the run
+measured, else measured here as the run would (``engine.run.latency``, its target and thread count,
+or the CPU with one thread).
     report.json            the same numbers as plain data
 """
 
@@ -100,26 +106,33 @@ def _train_baseline(problem: dict, train: dict, target_params: int, device: str)
     return trainer.model.eval(), n, trainer.patch, trainer.device
 
 
-def pareto_figure(candidates: list[dict], front: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    """f1 against parameters (log scale) for every finished candidate, the front highlighted."""
+_AXES = {"parameters": ("parameters", "trainable parameters", "size"),
+          "flops": ("gflops", "inference GFLOPs of one patch", "compute"),
+          "latency": ("latency_ms", "latency (ms)", "latency")}
+
+
+def pareto_figure(candidates: list[dict], front: list[dict], out_dir: Path, objective: str = "parameters"
+                  ) -> tuple[Path, Path]:
+    """f1 against the objective (log scale) for every finished candidate, the front highlighted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key, xlabel, what = _AXES.get(objective, _AXES["parameters"])
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
-    done = [c for c in candidates if c["status"] == "done"]
-    ax.scatter([c["parameters"] for c in done], [c["f1"] for c in done], s=18, c="#9aa5b1", label="evaluated")
-    fr = sorted(front, key=lambda c: c["parameters"])
-    # the front as the staircase it attains: each network is the best one up to the next's size
-    ax.plot([c["parameters"] for c in fr], [c["f1"] for c in fr], "-o", c="#d1495b", ms=5, drawstyle="steps-post",
+    done = [c for c in candidates if c["status"] == "done" and c.get(key)]
+    ax.scatter([c[key] for c in done], [c["f1"] for c in done], s=18, c="#9aa5b1", label="evaluated")
+    fr = sorted((c for c in front if c.get(key)), key=lambda c: c[key])
+    # the front as the staircase it attains: each network is the best one up to the next's cost
+    ax.plot([c[key] for c in fr], [c["f1"] for c in fr], "-o", c="#d1495b", ms=5, drawstyle="steps-post",
             label="Pareto front")
     for c in fr:
-        ax.annotate(f"#{c['id']}", (c["parameters"], c["f1"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.annotate(f"#{c['id']}", (c[key], c["f1"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("f1 (normalized expected segmentation error)")
-    ax.set_title("EMONAS search: accuracy against size")
+    ax.set_title(f"EMONAS search: accuracy against {what}")
     ax.grid(True, alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()
@@ -128,6 +141,36 @@ def pareto_figure(candidates: list[dict], front: list[dict], out_dir: Path) -> t
     fig.savefig(png)
     plt.close(fig)
     return svg, png
+
+
+def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: list[dict]) -> None:
+    """Fill in GFLOPs and a measured latency for the front candidates that lack them (in place)."""
+    from engine.genome import Genome
+    from engine.run.latency import measure_latency, reference_shape
+    from engine.run.session import Problem
+    from engine.search.objective import inference_flops
+
+    p = Problem.from_dict(problem)
+    lat = (objective or {}).get("latency") or {}
+    target, threads = lat.get("target", "cpu"), int(lat.get("threads") or 1)
+    if target == "cuda":
+        import torch
+
+        target = target if torch.cuda.is_available() else "cpu"
+    measured = {json.dumps(r["genome"]) if not isinstance(r["genome"], str) else r["genome"]: r["latency_ms"]
+                for r in latencies}
+    shape = reference_shape((p.plan or {}).get("median_shape"), p.patch_size)
+    for c in front:
+        g = Genome.from_dict(c["genome"])
+        pools = p.pools(g.n_levels)
+        if c.get("gflops") is None:
+            c["gflops"] = inference_flops(g, p.in_channels, p.num_classes, p.patch_size, pools) / 1e9
+        if c.get("latency_ms") is None or c.get("latency_predicted"):
+            known = measured.get(json.dumps(g.to_dict(), sort_keys=True))
+            c["latency_ms"] = known if known is not None else measure_latency(
+                g, p.in_channels, p.num_classes, pools, p.patch_size, shape, target, threads,
+                int(lat.get("runs") or 5))["latency_ms"]
+            c["latency_predicted"] = 0
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto", baseline: bool = True) -> dict[str, Any]:
@@ -150,8 +193,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     with RunStore.open_readonly(run_dir) as store:
         front = store.front()
         everything = store.candidates()
+        objective = store.get_meta("objective") or {"name": "parameters"}
+        latencies = store.latencies()
     if not front:
         raise RunError(f"{run_dir}: no finished candidate yet; nothing to report")
+    _front_costs(front, problem, objective, latencies)
     dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     cases, _ = _test_cases(problem)
     labels = problem["labels"]
@@ -161,16 +207,19 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     for c in front:
         tf = load_training_folder(candidate_folder(run_dir, c["id"], device))
         per_case = _evaluate_model(tf.build_model(dev), tf.patch_size, tf.num_classes, classes, cases, dev)
-        models.append({"model": f"emonas#{c['id']}", "candidate": c["id"], "parameters": c["parameters"], "per_case": per_case})
+        models.append({"model": f"emonas#{c['id']}", "candidate": c["id"], "parameters": c["parameters"],
+                       "gflops": c["gflops"], "latency_ms": c["latency_ms"], "per_case": per_case})
     if baseline:
         target = int(np.median([c["parameters"] for c in front]))
         net, n, patch, bdev = _train_baseline(problem, train, target, device)
         per_case = _evaluate_model(net, patch, len(labels), classes, cases, bdev)
-        models.append({"model": "unet_baseline", "candidate": None, "parameters": n, "per_case": per_case})
+        models.append({"model": "unet_baseline", "candidate": None, "parameters": n, "gflops": None, "latency_ms": None,
+                       "per_case": per_case})
 
     tmp = temp_dir_near(out)  # every file is written here, then moved in: no half file under its name
     try:
-        result = _write_files(tmp, out, run_dir, cases, models, everything, front, run_profile(ctx["config"]))
+        result = _write_files(tmp, out, run_dir, cases, models, everything, front, run_profile(ctx["config"]),
+                              objective.get("name", "parameters"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -178,7 +227,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     return result
 
 
-def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front, profile: str) -> dict[str, Any]:
+def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front, profile: str,
+                 objective: str) -> dict[str, Any]:
     """Write the report's files into ``tmp``; the paths returned are those they get in ``out``."""
     from engine.infer.metrics import summarize
 
@@ -193,17 +243,23 @@ def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front
     summary = []
     with summary_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["model", "candidate", "parameters", "label", "dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "cases"])
+        w.writerow(["model", "candidate", "parameters", "gflops", "latency_ms", "label", "dice_mean", "dice_std",
+                    "hd95_mm_mean", "hd95_mm_std", "cases"])
         for m in models:
             s = summarize(m["per_case"])
             m["summary"] = s
+            gf = "" if m["gflops"] is None else f"{m['gflops']:.4f}"
+            ms = "" if m["latency_ms"] is None else f"{m['latency_ms']:.2f}"
             for label, v in s.items():
-                w.writerow([m["model"], m["candidate"], m["parameters"], label, f"{v['dice']['mean']:.6f}", f"{v['dice']['std']:.6f}",
+                w.writerow([m["model"], m["candidate"], m["parameters"], gf, ms, label,
+                            f"{v['dice']['mean']:.6f}", f"{v['dice']['std']:.6f}",
                             f"{v['hd95']['mean']:.4f}", f"{v['hd95']['std']:.4f}", v["dice"]["n"]])
                 summary.append({"model": m["model"], "label": label, "dice_mean": v["dice"]["mean"], "hd95_mean": v["hd95"]["mean"]})
-    svg, png = pareto_figure(everything, front, tmp)
-    result = {"run": str(run_dir), "profile": profile, "out": str(out), "test_cases": [cid for cid, _ in cases], "models": [
-        {k: m[k] for k in ("model", "candidate", "parameters", "summary")} for m in models],
+    svg, png = pareto_figure(everything, front, tmp, objective)
+    result = {"run": str(run_dir), "profile": profile, "out": str(out), "test_cases": [cid for cid, _ in cases],
+              "objective": objective,
+              "models": [{k: m[k] for k in ("model", "candidate", "parameters", "gflops", "latency_ms", "summary")}
+                         for m in models],
         **{k: str(out / p.name) for k, p in (("metrics_csv", per_case_csv), ("summary_csv", summary_csv),
                                               ("figure_svg", svg), ("figure_png", png))}}
     (tmp / "report.json").write_text(json.dumps(result, indent=1, allow_nan=True))

@@ -234,6 +234,13 @@ class SearchSession:
         self._setup_s = 0.0  # time in _prepare_problem this session
         self.store: RunStore | None = None
         self.strategy = None
+        self.latency = None  # LatencyBook of the run when it measures latency
+        self.flops_of: Callable[[Genome], int] | None = None
+        self.objective_bounds: tuple[float, float] | None = None
+        # the ETA's time model: any object with candidate_seconds(genome) and observe(genome, seconds);
+        # None: the cached calibration of this device and plan (engine.run.estimate), else measured means
+        self.eta_model = None
+        self._eta_sample: list[Genome] = []
 
     def stop(self) -> None:
         """Ask ``run()`` to stop soon; the run can be resumed later."""
@@ -282,28 +289,50 @@ class SearchSession:
         return Problem.from_training_data(td, self.config.training, spec)
 
     def _build_strategy(self, problem: Problem, device: str):
-        from engine.network.cost import count_parameters, estimate_cost
+        from engine.network.cost import count_parameters
+        from engine.search.objective import inference_flops
 
         space: SearchSpace = self.config.space.search_space()
         cin, ncls = problem.in_channels, problem.num_classes
-        max_bytes, max_flops = device_budget(device, self.config.resources, self._per_device())
+        s, r = self.config.samea, self.config.resources
 
         def parameters(g: Genome) -> int:
             return count_parameters(g, cin, ncls, problem.pools(g.n_levels))
 
-        def feasible(g: Genome) -> bool:
-            try:
-                cost = estimate_cost(g, cin, ncls, problem.patch_size, problem.batch_size, problem.pools(g.n_levels))
-            except ConfigError:
-                return False  # the patch cannot be pooled that deep
-            return cost.training_bytes <= max_bytes and cost.train_step_flops <= max_flops
+        def flops(g: Genome) -> int:
+            return inference_flops(g, cin, ncls, problem.patch_size, problem.pools(g.n_levels))
 
+        feasible = self.within_budgets(problem, device)
+        self.flops_of = flops
         lo, hi = space.extreme_genomes()
-        bounds = (parameters(lo), parameters(hi))
-        s = self.config.samea
+        bounds: tuple[float, float] = (parameters(lo), parameters(hi))
+        cost = None
+        self.latency = None
+        if self.measures_latency:
+            from engine.run.latency import LatencyBook
+
+            self.latency = LatencyBook(self.store, problem, flops, s.latency_target, s.latency_threads,
+                                       s.latency_runs, int(self.config.seed))
+        if s.objective != "parameters" or r.max_latency_ms:
+            small, large = self._bound_genomes(space, feasible, lo, hi, flops)
+            if s.objective == "flops":
+                bounds, cost = (flops(small), flops(large)), flops
+            if self.latency is not None:  # the extremes measured first: bounds and the first points of the model
+                measured = (self.latency.measure(small), self.latency.measure(large))
+                if s.objective == "latency":
+                    bounds, cost = measured, self.latency.value
+            lo_b, hi_b = sorted(bounds)
+            bounds = (lo_b, hi_b if hi_b > lo_b else lo_b * 1.01)
+        if r.max_latency_ms:
+            within_budget, book, most = feasible, self.latency, r.max_latency_ms
+
+            def feasible(g: Genome) -> bool:  # noqa: F811 - the budgets, then the predicted latency
+                return within_budget(g) and book.value(g) <= most
+
+        self.objective_bounds = bounds
         rng = np.random.default_rng(np.random.SeedSequence(int(self.config.seed)))
         common = dict(space=space, rng=rng, parameters=parameters, f2_bounds=bounds, feasible=feasible,
-                      population=s.population, generations=s.generations, max_resample=s.max_resample)
+                      population=s.population, generations=s.generations, max_resample=s.max_resample, cost=cost)
         if s.strategy == "random":
             return STRATEGIES["random"](**common)
         kw = {k: getattr(s, k) for k in (
@@ -311,6 +340,112 @@ class SearchSession:
             "mutation_scale", "subproblem_epsilon", "value_epsilon", "surrogate_trees", "surrogate_min_samples_split",
             "prescreen", "pick_front", "pick_min_f1", "pick_max_std")}
         return STRATEGIES[s.strategy](**common, **kw, surrogate_seed=int(self.config.seed))
+
+    def within_budgets(self, problem: Problem, device: str) -> Callable[[Genome], bool]:
+        """Whether a genome fits the memory and compute budgets of ``device`` and resources.max_parameters."""
+        from engine.network.cost import estimate_cost
+
+        cin, ncls, r = problem.in_channels, problem.num_classes, self.config.resources
+        max_bytes, max_flops = device_budget(device, r, self._per_device())
+
+        def feasible(g: Genome) -> bool:
+            try:
+                cost = estimate_cost(g, cin, ncls, problem.patch_size, problem.batch_size, problem.pools(g.n_levels))
+            except ConfigError:
+                return False  # the patch cannot be pooled that deep
+            if r.max_parameters and cost.parameters > r.max_parameters:
+                return False
+            return cost.training_bytes <= max_bytes and cost.train_step_flops <= max_flops
+
+        return feasible
+
+    def parallel_slots(self) -> int:
+        """Candidates trained at the same time."""
+        r = self.config.resources
+        return 1 if r.executor == "inprocess" else max(1, r.workers)
+
+    def time_model(self, device: str, calibrate_now: bool = False, recalibrate: bool = False, step_fn=None):
+        """(time model, sampled genomes, calibration was cached, notes) for this run's problem on ``device``.
+
+        Uses the cached calibration of this device and plan; with ``calibrate_now`` it calibrates when
+        there is none (or ``recalibrate``). Without a calibration: ``MeanTimeModel`` of measured times.
+        """
+        from engine.network.cost import estimate_cost
+        from engine.run import estimate as est
+        from engine.run.latency import hardware_name
+
+        problem, cfg = self.problem, self.config
+        space = cfg.space.search_space()
+        feasible = self.within_budgets(problem, device)
+        train = self._train_dict()
+        cin, ncls = problem.in_channels, problem.num_classes
+
+        def costs(g: Genome) -> tuple[float, float]:
+            c = estimate_cost(g, cin, ncls, problem.patch_size, problem.batch_size, problem.pools(g.n_levels))
+            return float(c.train_step_flops), float(c.forward_flops / problem.batch_size)
+
+        hardware = hardware_name(device)
+        key = est.calibration_key(device, hardware, problem, train)
+        cal = None if recalibrate else est.load_calibration(key)
+        cached = cal is not None
+        if cal is None and not calibrate_now:
+            return est.MeanTimeModel(), [], False, []
+        sample = est.sample_genomes(space, feasible, 64, int(cfg.seed))
+        if not sample:
+            raise ConfigError("no genome of the search space fits the budgets; widen the space or raise them")
+        if cal is None:
+            picks = est.calibration_genomes(sample, lambda g: costs(g)[0])
+            cal = est.calibrate(problem, train, device, picks, costs, hardware, key, step_fn=step_fn)
+            est.save_calibration(cal)
+        from engine.run.evaluate import training_data
+
+        split = (problem.data or {}).get("split")
+        n_train = len(split["train"]) if split else len(training_data(problem.data).train)
+        n_val = len(split["val"]) if split else len(training_data(problem.data).val)
+        iterations = int(train.get("iterations_per_epoch") or math.ceil(n_train / problem.batch_size))
+        notes = []
+        extra = None
+        if self.measures_latency:
+            runs = cfg.samea.latency_runs + 1
+
+            def extra(g: Genome) -> float:  # one volume about as long as one validation case, + the export
+                return 1.0 + runs * model.val.predict(costs(g)[1]) / max(n_val, 1)
+
+            notes.append("includes measuring each candidate's latency")
+        if cfg.resources.max_latency_ms:
+            notes.append("genomes over max_latency_ms, not trained, are counted as trained")
+        if cfg.training.patience < cfg.training.epochs or cfg.resources.early_stopping != "off":
+            notes.append("assumes every candidate trains all epochs; early stopping makes it shorter")
+        model = est.TimeModel(cal, costs, cfg.training.epochs, iterations, int(train.get("val_every") or 1), extra)
+        return model, sample, cached, notes
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether this run measures each trained candidate's latency."""
+        s, r = self.config.samea, self.config.resources
+        return s.objective == "latency" or bool(r.max_latency_ms) or s.measure_latency
+
+    def _bound_genomes(self, space: SearchSpace, feasible, lo: Genome, hi: Genome, flops) -> tuple[Genome, Genome]:
+        """The cheapest and dearest genomes by FLOPs among the space's extremes and a seeded sample,
+        keeping only those within the run's budgets: they set the normalization bounds."""
+        rng = np.random.default_rng(np.random.SeedSequence([int(self.config.seed), 1]))
+        cards = space.cardinalities
+        pool = [lo, hi] + [space.decode([int(rng.integers(k)) for k in cards]) for _ in range(256)]
+        ok = [g for g in pool if feasible(g)]
+        if not ok:
+            raise ConfigError("no genome of the search space fits the budgets (resources.max_memory_mb, "
+                              "max_gflops_per_step, max_parameters); widen the space or raise them")
+        ranked = sorted(ok, key=lambda g: (flops(g), g.to_json()))
+        return ranked[0], ranked[-1]
+
+    def cost_value(self, genome: Genome, parameters: int, latency_ms: float | None = None) -> float:
+        """The raw second objective of a genome: parameter count, inference FLOPs or latency in ms."""
+        objective = self.config.samea.objective
+        if objective == "flops":
+            return float(self.flops_of(genome))
+        if objective == "latency":
+            return float(latency_ms if latency_ms is not None else self.latency.value(genome))
+        return float(parameters)
 
     def _per_device(self) -> float:
         r = self.config.resources
@@ -411,6 +546,8 @@ class SearchSession:
             store.set_meta(problem=self.problem.to_dict(), plan=self.problem.plan,
                            pinned_cases=pinned_case_digests(self.problem.data))
         self.strategy = strategy = self._build_strategy(self.problem, device)
+        store.set_meta(objective=self._objective_meta())
+        self._start_eta(device)
         state = store.latest_state()
         if state is not None:
             strategy.load_state_dict(state)
@@ -482,6 +619,12 @@ class SearchSession:
             if hit is not None:
                 results[cid] = self._take_reused(cid, hit)
                 continue
+            if self.latency is not None:  # before training, with nothing else training in this process
+                ms = self.latency.measure(g)
+                most = self.config.resources.max_latency_ms
+                if most and ms > most:
+                    results[cid] = self._refuse(cid, g, ms)
+                    continue
             tasks.append({
                 "candidate_id": cid, "genome": g.to_dict(), "out_dir": str(store.candidate_dir(cid)),
                 "data": self.problem.data, "train": train, "stop_below": stop_below,
@@ -504,9 +647,36 @@ class SearchSession:
         out = []
         for g, cid in zip(genomes, ids):
             r = results[cid]
-            out.append(Evaluation(g, r["f1"] if r["status"] == "done" else math.nan, int(r["parameters"] or 0),
-                                  r["status"], cid))
+            params = int(r["parameters"] or 0)
+            cost = self.cost_value(g, params, r.get("latency_ms")) if r["status"] == "done" else None
+            out.append(Evaluation(g, r["f1"] if r["status"] == "done" else math.nan, params, r["status"], cid,
+                                  cost=cost))
         return out
+
+    def _costs(self, genome: Genome) -> dict:
+        """The candidate's GFLOPs and latency columns (latency measured, or predicted and flagged so)."""
+        cols: dict[str, Any] = {}
+        try:
+            cols["gflops"] = self.flops_of(genome) / 1e9
+        except ConfigError:
+            pass
+        if self.latency is not None:
+            known = self.latency.known(genome)
+            if known is not None:
+                cols.update(latency_ms=known, latency_predicted=0)
+            elif self.latency.model.ready:
+                cols.update(latency_ms=self.latency.predicted(genome), latency_predicted=1)
+        return cols
+
+    def _refuse(self, cid: int, genome: Genome, ms: float) -> dict:
+        """A genome measured slower than resources.max_latency_ms: recorded as failed, never trained."""
+        most = self.config.resources.max_latency_ms
+        params = int(self.strategy.params_of(self.strategy.space.encode(genome)))
+        self.store.update_candidate(
+            cid, status="failed", f1=1.0, f2=1.0, parameters=params, finished_at=time.time(), seconds=0.0,
+            error=f"not trained: {ms:.1f} ms on {self.latency.target} is over resources.max_latency_ms ({most:g} ms)",
+            **self._costs(genome))
+        return self.store.candidate(cid)
 
     def _commit(self, task: dict, result: dict) -> dict:
         """Write one finished candidate (done or failed) to the database at once."""
@@ -523,16 +693,20 @@ class SearchSession:
         cols = dict(
             status="done" if ok else "failed",
             f1=float(result["f1"]) if ok else 1.0,
-            f2=strategy.f2_of(params) if ok else 1.0,
+            f2=strategy.f2_of(self.cost_value(genome, params)) if ok else 1.0,
             f1_raw=result.get("f1_raw") if ok else None,
             parameters=params,
             metrics=result.get("metrics"), curves=result.get("curves"),
             started_at=result.get("started_at"), finished_at=result.get("finished_at") or time.time(),
             seconds=result.get("seconds"), device=result.get("device") or task.get("device"),
             error=None if ok else (result.get("error") or "failed"),
+            **self._costs(genome),
         )
         store.update_candidate(cid, **cols)
         fault("candidate.after_commit")
+        if ok and self.eta_model is not None and result.get("seconds"):
+            self.eta_model.observe(genome, float(result["seconds"]))
+        store.set_meta(eta_s=self._eta())  # for readers of the run (the app's monitor)
         if self.config.resources.disk_budget_mb:
             self._prune()
         return store.candidate(cid)
@@ -583,9 +757,11 @@ class SearchSession:
         if src.is_dir():
             shutil.copytree(src, self.store.candidate_dir(cid), dirs_exist_ok=True)
         keep = ("f1", "f1_raw", "parameters", "metrics", "curves", "seconds", "device")
+        genome = Genome.from_dict(hit["genome"])
         self.store.update_candidate(
-            cid, status="done", f2=self.strategy.f2_of(int(hit["parameters"])), finished_at=time.time(),
-            reused_from=f"{hit['run']}#{hit['id']}", **{k: hit[k] for k in keep},
+            cid, status="done", f2=self.strategy.f2_of(self.cost_value(genome, int(hit["parameters"]))),
+            finished_at=time.time(), reused_from=f"{hit['run']}#{hit['id']}", **{k: hit[k] for k in keep},
+            **self._costs(genome),
         )
         return self.store.candidate(cid)
 
@@ -626,8 +802,47 @@ class SearchSession:
             "hypervolume": hypervolume_2d(f, (1.0, 1.0)) if len(f) else 0.0,
             "early_stopped": sum(bool((c.get("metrics") or {}).get("early_stopped")) for c in done),
             "reused": sum(bool(c["reused_from"]) for c in done),
-            "front": [{"id": c["id"], "f1": c["f1"], "f2": c["f2"], "parameters": c["parameters"]} for c in front],
+            "objective": self.config.samea.objective,
+            "latency_seconds": self.latency.measure_seconds if self.latency is not None else 0.0,
+            "front": [{"id": c["id"], "f1": c["f1"], "f2": c["f2"], "parameters": c["parameters"],
+                       "gflops": c.get("gflops"), "latency_ms": c.get("latency_ms"),
+                       "latency_predicted": bool(c.get("latency_predicted"))} for c in front],
         }
+
+    def _start_eta(self, device: str) -> None:
+        """Set up the ETA's time model and feed it the candidates this run trained before."""
+        from engine.run.estimate import MeanTimeModel
+
+        if self.eta_model is None:
+            try:
+                self.eta_model, self._eta_sample = self.time_model(device)[:2]
+            except Exception:  # noqa: BLE001 - the ETA is a display; a search never fails for it
+                log.debug("no calibrated time model", exc_info=True)
+                self.eta_model = MeanTimeModel()
+        for c in self.store.candidates("done"):
+            if c["seconds"] and not c["reused_from"]:
+                self.eta_model.observe(Genome.from_dict(c["genome"]), c["seconds"])
+
+    def _eta(self) -> float | None:
+        """Seconds left: the candidates still expected x the time model's mean, over the parallel slots."""
+        from engine.run.estimate import expected_evaluations
+
+        if self.eta_model is None:
+            return None
+        sample = self._eta_sample or [Genome.from_dict(c["genome"]) for c in self.store.candidates("done")]
+        if not sample:
+            return None
+        per = float(np.mean([self.eta_model.candidate_seconds(g) for g in sample]))
+        if not math.isfinite(per):
+            return None
+        c = self.store.counts()
+        left = max(0, expected_evaluations(self.config.samea)[1] - c["done"] - c["failed"])
+        return left * per / self.parallel_slots()
+
+    def _objective_meta(self) -> dict:
+        """The run's second objective, its bounds and where latency is measured (stored in the run)."""
+        return {"name": self.config.samea.objective, "bounds": list(self.objective_bounds or ()),
+                "latency": self.latency.describe() if self.latency is not None else None}
 
     def _emit(self, callback, kind: str, candidate: dict | None = None, status: str = "running") -> None:
         if callback is None or self.store is None or self.strategy is None:
@@ -635,13 +850,7 @@ class SearchSession:
         store, s = self.store, self.strategy
         counts = store.counts()
         front = [(c["id"], c["f1"], c["f2"], c["parameters"]) for c in store.front()]
-        finished = [c for c in store.candidates() if c["status"] in ("done", "failed") and c["seconds"]]
-        eta = None
-        if finished and s.progress > 0:
-            per = float(np.mean([c["seconds"] for c in finished]))
-            expected = s.population * s.generations
-            slots = max(1, self.config.resources.workers)
-            eta = max(0.0, (expected - len(finished)) * per / slots)
+        eta = self._eta()
         try:
             callback(SearchEvent(kind, s.generation, s.generations, s.progress, counts, front, eta, candidate, status))
         except Exception:  # noqa: BLE001 - a broken display must not stop the search

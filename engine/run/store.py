@@ -3,7 +3,8 @@
 Layout of a run directory::
 
     RUN/run.db            meta (schema_version, config, plan, status, summary), strategy state per
-                          step, candidates (one row per genome, never two rows for one genome)
+                          step, candidates (one row per genome, never two rows for one genome),
+                          latency (measured inference times per genome, target and hardware)
     RUN/run.lock          pid and host of the writer; held with fcntl.flock while it writes
     RUN/candidates/ID/    the training folder of candidate ID (training.json, weights.pt, ...)
 
@@ -31,7 +32,7 @@ from engine.run.faults import fault
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "run.db"
 LOCK_NAME = "run.lock"
 STATUSES = ("queued", "running", "done", "failed")
@@ -49,14 +50,28 @@ CREATE TABLE IF NOT EXISTS candidates (
     predicted_f1 REAL, predicted_std REAL,
     metrics TEXT, curves TEXT,
     queued_at REAL, started_at REAL, finished_at REAL, seconds REAL,
-    device TEXT, error TEXT, reused_from TEXT, pruned INTEGER NOT NULL DEFAULT 0);
+    device TEXT, error TEXT, reused_from TEXT, pruned INTEGER NOT NULL DEFAULT 0,
+    gflops REAL, latency_ms REAL, latency_predicted INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
+CREATE TABLE IF NOT EXISTS latency (
+    genome TEXT NOT NULL, target TEXT NOT NULL, threads INTEGER NOT NULL, hardware TEXT NOT NULL,
+    shape TEXT NOT NULL, latency_ms REAL NOT NULL, runs_ms TEXT NOT NULL, flops REAL, measured_at REAL NOT NULL,
+    PRIMARY KEY (genome, target, threads, hardware, shape));
 """
+
+#: Statements that bring a database of schema version N to N + 1 (run by the writer on opening).
+_MIGRATIONS = {
+    1: [
+        "ALTER TABLE candidates ADD COLUMN gflops REAL",
+        "ALTER TABLE candidates ADD COLUMN latency_ms REAL",
+        "ALTER TABLE candidates ADD COLUMN latency_predicted INTEGER NOT NULL DEFAULT 0",
+    ],
+}
 
 CANDIDATE_COLUMNS = (
     "id", "genome", "status", "generation", "phase", "subproblem", "f1", "f2", "f1_raw", "parameters",
     "predicted_f1", "predicted_std", "metrics", "curves", "queued_at", "started_at", "finished_at",
-    "seconds", "device", "error", "reused_from", "pruned",
+    "seconds", "device", "error", "reused_from", "pruned", "gflops", "latency_ms", "latency_predicted",
 )
 _JSON_COLUMNS = ("genome", "metrics", "curves")
 
@@ -232,6 +247,7 @@ class RunStore:
         self.conn = conn
         self.lock = lock
         self.readonly = readonly
+        self.schema_version = SCHEMA_VERSION  # of the database as opened (older runs read as they are)
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
@@ -274,6 +290,7 @@ class RunStore:
             conn = cls._connect(db_path(run_dir), readonly=False)
             store = cls(run_dir, conn, lock, readonly=False)
             store._check_version()
+            store._migrate()
             with write_errors(run_dir), conn:
                 conn.executescript(_SCHEMA)
             warning = network_filesystem_warning(run_dir)
@@ -314,8 +331,27 @@ class RunStore:
             v = self.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise RunError(f"{db_path(self.run_dir)}: not a run database ({exc})") from None
-        if v != SCHEMA_VERSION:
-            raise RunError(f"{db_path(self.run_dir)}: run database schema_version {v} is not supported (expected {SCHEMA_VERSION})")
+        if not isinstance(v, int) or not 1 <= v <= SCHEMA_VERSION:
+            raise RunError(f"{db_path(self.run_dir)}: run database schema_version {v} is not supported "
+                           f"(expected 1 to {SCHEMA_VERSION}; a newer EMONAS Studio wrote it)")
+        self.schema_version = v
+
+    def _migrate(self) -> None:
+        """Bring an older run's database to ``SCHEMA_VERSION`` (one transaction per version step).
+
+        Readers need no migration: rows of older runs simply lack the newer columns.
+        """
+        v = self.get_meta("schema_version")
+        while v < SCHEMA_VERSION:
+            with self._tx("migrate") as c:
+                for statement in _MIGRATIONS[v]:
+                    c.execute(statement)
+                for statement in filter(None, (t.strip() for t in _SCHEMA.split(";"))):
+                    c.execute(statement)
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (json.dumps(v + 1),))
+            log.info("%s: run database migrated from schema version %d to %d", self.run_dir, v, v + 1)
+            v += 1
+        self.schema_version = v
 
     def close(self) -> None:
         try:
@@ -444,6 +480,35 @@ class RunStore:
             return []
         idx = pareto_front([[c["f1"], c["f2"]] for c in done])
         return sorted((done[i] for i in idx), key=lambda c: (c["f1"], c["f2"]))
+
+    # ---- latency -------------------------------------------------------------------------------
+    def add_latency(self, genome: str, target: str, threads: int, hardware: str, shape, latency_ms: float,
+                    runs_ms, flops: float | None) -> None:
+        """Record one genome's measured latency (kept; a second measurement of the same key replaces it)."""
+        with self._tx("latency") as c:
+            c.execute("INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (genome, target, int(threads), hardware, json.dumps(list(shape)), float(latency_ms),
+                       json.dumps(list(runs_ms)), flops, time.time()))
+
+    def latencies(self, target: str | None = None, threads: int | None = None, hardware: str | None = None,
+                  shape=None) -> list[dict]:
+        """Measured latencies, optionally only those of one target, thread count, hardware and shape."""
+        if self.schema_version < 2:
+            return []
+        q, args = "SELECT * FROM latency WHERE 1", []
+        for col, val in (("target", target), ("threads", threads), ("hardware", hardware)):
+            if val is not None:
+                q += f" AND {col} = ?"
+                args.append(val)
+        if shape is not None:
+            q += " AND shape = ?"
+            args.append(json.dumps(list(shape)))
+        out = []
+        for r in self.conn.execute(q + " ORDER BY measured_at", args):
+            d = dict(r)
+            d["shape"], d["runs_ms"] = json.loads(d["shape"]), json.loads(d["runs_ms"])
+            out.append(d)
+        return out
 
     def candidate_dir(self, cid: int) -> Path:
         return self.run_dir / "candidates" / str(int(cid))

@@ -68,8 +68,9 @@ class SaMEA(BaseStrategy):
         pick_max_std: bool = True,
         surrogate_seed: int = 0,
         max_resample: int = 2000,
+        cost=None,
     ):
-        super().__init__(space, rng, parameters, f2_bounds, feasible, population, generations, max_resample)
+        super().__init__(space, rng, parameters, f2_bounds, feasible, population, generations, max_resample, cost)
         if not 2 <= neighbourhood <= population:
             raise ConfigError(f"samea.neighbourhood must be in 2..population ({population}), got {neighbourhood}")
         self.weights = moead.weight_vectors(population, weight_start, weight_end)
@@ -152,7 +153,7 @@ class SaMEA(BaseStrategy):
             return
         mean, std = self._predict([c for c, _ in children])
         for (child, sp), m, s in zip(children, mean, std):
-            f = np.array([m, self.f2_of(self.params_of(child))])
+            f = np.array([m, self.f2_of(self.cost_of(child))])
             meta = dict(generation=g, phase=phase, subproblem=sp, predicted_f1=float(m), predicted_std=float(s))
             if self._beats_a_neighbour(f, sp):
                 self._pend(child, **meta)
@@ -180,7 +181,7 @@ class SaMEA(BaseStrategy):
         if pick_front:
             arch = self.archive_objectives()
             front = arch[pareto.pareto_front(arch)] if len(arch) else np.zeros((0, 2))
-            pred = np.array([[p["predicted_f1"], self.f2_of(self.params_of(p["genes"]))] for p in pool])
+            pred = np.array([[p["predicted_f1"], self.f2_of(self.cost_of(p["genes"]))] for p in pool])
             both = np.vstack([front, pred])
             nd = pareto.pareto_front(both)
             chosen = [int(i - len(front)) for i in nd if i >= len(front)]

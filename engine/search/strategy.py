@@ -29,8 +29,9 @@ STATE_VERSION = 1
 class Evaluation:
     """The outcome of training one genome, as a strategy needs it.
 
-    ``f1`` is the normalized expected segmentation error in [0, 1]; ``parameters`` the exact count.
-    A failed candidate (``status="failed"``) counts with the worst objectives (1, 1).
+    ``f1`` is the normalized expected segmentation error in [0, 1]; ``parameters`` the exact count;
+    ``cost`` the value of the second objective when it is not the parameter count (FLOPs, measured
+    latency in ms). A failed candidate (``status="failed"``) counts with the worst objectives (1, 1).
     """
 
     genome: Genome
@@ -39,6 +40,7 @@ class Evaluation:
     status: str = "done"
     candidate_id: int | None = None
     extra: dict = field(default_factory=dict)
+    cost: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -59,6 +61,11 @@ class Strategy(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
+    def _told_cost(self, ev: Evaluation, pending: dict) -> float:
+        if self._cost is None:
+            return ev.parameters or pending["parameters"]
+        return ev.cost if ev.cost is not None else self.cost_of(pending["genes"])
+
     @property
     def done(self) -> bool: ...
 
@@ -72,7 +79,9 @@ class BaseStrategy(ABC):
     Injected parts (not part of the state; the session rebuilds them on resume):
       - ``parameters(genome) -> int``: exact parameter count for the run's channels and classes;
       - ``feasible(genome) -> bool``: False for genomes over the device budget (they are re-sampled);
-      - ``f2_bounds``: (smallest, largest) parameter count of the space, normalizing log(params).
+      - ``f2_bounds``: (smallest, largest) parameter count of the space, normalizing log(params);
+      - ``cost(genome) -> float``: the second objective when it is not the parameter count (FLOPs,
+        latency: measured, or predicted for a genome not measured yet); ``f2_bounds`` are then its bounds.
     """
 
     name = "base"
@@ -87,6 +96,7 @@ class BaseStrategy(ABC):
         population: int = 10,
         generations: int = 40,
         max_resample: int = 2000,
+        cost: Callable[[Genome], float] | None = None,
     ):
         if population < 2:
             raise ConfigError(f"samea.population must be at least 2, got {population}")
@@ -110,6 +120,7 @@ class BaseStrategy(ABC):
         self._seen: set[tuple[int, ...]] = set()
         self._feasible_cache: dict[tuple[int, ...], bool] = {}
         self._params_cache: dict[tuple[int, ...], int] = {}
+        self._cost = cost
 
     # ---- helpers ---------------------------------------------------------------------------
     def decode(self, genes: Sequence[int]) -> Genome:
@@ -121,9 +132,16 @@ class BaseStrategy(ABC):
             self._params_cache[key] = int(self._parameters(self.decode(key)))
         return self._params_cache[key]
 
-    def f2_of(self, parameters: int) -> float:
+    def cost_of(self, genes: Sequence[int]) -> float:
+        """The second objective's raw value (parameter count unless a ``cost`` was given)."""
+        if self._cost is None:
+            return float(self.params_of(genes))
+        return float(self._cost(self.decode(genes)))
+
+    def f2_of(self, value: float) -> float:
+        """The normalized second objective of a raw value (parameter count, FLOPs or ms)."""
         lo, hi = self.log_bounds
-        return (math.log(parameters) - lo) / (hi - lo)
+        return (math.log(max(value, 1e-12)) - lo) / (hi - lo)
 
     def is_feasible(self, genes: Sequence[int]) -> bool:
         key = tuple(int(g) for g in genes)
@@ -188,7 +206,7 @@ class BaseStrategy(ABC):
             entry = dict(p)
             entry.update(
                 f1=1.0 if failed else float(min(max(ev.f1, 0.0), 1.0)),
-                f2=1.0 if failed else self.f2_of(ev.parameters or p["parameters"]),
+                f2=1.0 if failed else self.f2_of(self._told_cost(ev, p)),
                 status="failed" if failed else "done",
                 candidate_id=ev.candidate_id,
             )
@@ -197,6 +215,11 @@ class BaseStrategy(ABC):
             told.append(entry)
         self.pending = []
         self._absorb(told)
+
+    def _told_cost(self, ev: Evaluation, pending: dict) -> float:
+        if self._cost is None:
+            return ev.parameters or pending["parameters"]
+        return ev.cost if ev.cost is not None else self.cost_of(pending["genes"])
 
     @property
     def done(self) -> bool:

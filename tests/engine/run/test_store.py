@@ -11,7 +11,7 @@ import time
 import pytest
 
 from engine.errors import RunError
-from engine.run.store import RunStore
+from engine.run.store import SCHEMA_VERSION, RunStore
 
 
 def _hold_lock(run_dir, ready_file):
@@ -48,7 +48,7 @@ def test_schema_candidates_and_state(tmp_path):
         with pytest.raises(sqlite3.IntegrityError):
             s.update_candidate(ids[0], status="bogus")
     ro = RunStore.open_readonly(run)
-    assert ro.get_meta("schema_version") == 1 and ro.get_meta("config") == {"seed": 1}
+    assert ro.get_meta("schema_version") == SCHEMA_VERSION and ro.get_meta("config") == {"seed": 1}
     with pytest.raises(RunError, match="read-only"):
         ro.set_meta(x=1)
     ro.close()

@@ -1,0 +1,352 @@
+"""How long a search will take on this device, said before it starts, and the time model of its ETA.
+
+A short calibration trains a few genomes sampled from the configured space (the cheapest, the median
+and the dearest of a seeded sample by training FLOPs) for a few real steps each on the run's data,
+and records per genome: seconds per training step (warm), seconds of one validation pass (one case
+timed), and the fixed cost of a candidate (building, warm-up, final metrics). It stops starting new
+genomes after ``CALIBRATION_BUDGET_S`` and is cached per device and plan (``$EMONAS_CACHE_DIR``).
+
+``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs, see
+``engine.search.objective.PowerLaw``); ``observe()`` corrects it by the median ratio of measured to
+predicted times, so the in-search ETA uses the same model updated with what the run measures.
+``estimate_search`` multiplies by the evaluations the chosen strategy will train (a range for SaMEA,
+whose surrogate keeps some children untrained).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from engine.genome import Genome, SearchSpace
+from engine.search.objective import PowerLaw
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_VERSION = 1
+CALIBRATION_BUDGET_S = 30.0
+CALIBRATION_STEPS = 3  # training steps per calibration epoch
+CACHE_NAME = "calibration.json"
+
+
+@dataclass
+class CalibrationPoint:
+    """What one calibrated genome cost: per warm training step, per validation pass, once per candidate."""
+
+    genome: dict
+    train_flops: float  # one training step (forward + backward, the batch)
+    infer_flops: float  # forward of one patch
+    step_s: float
+    val_s: float
+    overhead_s: float
+
+
+@dataclass
+class Calibration:
+    """Calibration of one device and plan (plain data, cached)."""
+
+    key: str
+    device: str
+    hardware: str
+    points: list[CalibrationPoint]
+    seconds: float  # how long calibrating took
+    created: float = field(default_factory=time.time)
+    version: int = CALIBRATION_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        d = dict(d)
+        d["points"] = [CalibrationPoint(**p) for p in d["points"]]
+        return cls(**d)
+
+
+class TimeModel:
+    """Seconds one candidate takes to train, from a calibration; swappable (any object with
+    ``candidate_seconds(genome)`` and ``observe(genome, seconds)`` serves the ETA).
+
+    ``costs(genome) -> (train_flops, infer_flops)``; ``epochs`` x (``iterations`` steps + a validation
+    every ``val_every`` epochs) + the fixed cost, + ``extra_s(genome)`` (latency measurement).
+    """
+
+    def __init__(self, calibration: Calibration, costs: Callable[[Genome], tuple[float, float]], epochs: int,
+                 iterations: int, val_every: int = 1, extra_s: Callable[[Genome], float] | None = None):
+        self.calibration = calibration
+        self.costs = costs
+        self.epochs, self.iterations, self.val_every = int(epochs), int(iterations), max(1, int(val_every))
+        self.step = PowerLaw((p.train_flops, p.step_s) for p in calibration.points)
+        self.val = PowerLaw((p.infer_flops, p.val_s) for p in calibration.points)
+        self.overhead = float(statistics.median(p.overhead_s for p in calibration.points))
+        self.extra_s = extra_s or (lambda g: 0.0)
+        self.ratios: list[float] = []
+
+    def raw_seconds(self, genome: Genome) -> float:
+        """The calibration's prediction for one candidate, uncorrected."""
+        train_flops, infer_flops = self.costs(genome)
+        validations = math.ceil(self.epochs / self.val_every)
+        return (self.overhead + self.epochs * self.iterations * self.step.predict(train_flops)
+                + validations * self.val.predict(infer_flops) + self.extra_s(genome))
+
+    @property
+    def correction(self) -> float:
+        """Median measured/predicted ratio of the candidates observed so far (1 before any)."""
+        return float(statistics.median(self.ratios)) if self.ratios else 1.0
+
+    def candidate_seconds(self, genome: Genome) -> float:
+        return self.raw_seconds(genome) * self.correction
+
+    def observe(self, genome: Genome, seconds: float) -> None:
+        """A candidate's measured training time: later predictions are scaled by the median ratio."""
+        raw = self.raw_seconds(genome)
+        if seconds and seconds > 0 and raw > 0:
+            self.ratios.append(float(seconds) / raw)
+
+
+class MeanTimeModel:
+    """Without a calibration: the mean measured time of the candidates finished so far."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def candidate_seconds(self, genome: Genome) -> float:
+        return float(np.mean(self.seconds)) if self.seconds else math.nan
+
+    def observe(self, genome: Genome, seconds: float) -> None:
+        if seconds and seconds > 0:
+            self.seconds.append(float(seconds))
+
+
+def expected_evaluations(samea) -> tuple[int, int, int]:
+    """(fewest, expected, most) candidates the strategy of ``samea`` (a SamEAConfig) will train.
+
+    Random search and MOEA/D train every child: population x generations. SaMEA trains the initial
+    population and every child of the learning generations; in each exploitation generation its
+    surrogate trains between the end-of-generation picks (the lowest predicted f1 and the highest
+    spread, when on) and the whole population; expected: halfway.
+    """
+    n, g = int(samea.population), int(samea.generations)
+    if samea.strategy != "samea" or not samea.prescreen:
+        return n * g, n * g, n * g
+    learning = min(int(samea.learning_generations), g - 1)
+    exploit = g - 1 - learning
+    fixed = n + learning * n
+    least = min(n, int(samea.pick_min_f1) + int(samea.pick_max_std))
+    return fixed + exploit * least, fixed + round(exploit * (least + n) / 2), fixed + exploit * n
+
+
+def calibration_key(device: str, hardware: str, problem, train: dict) -> str:
+    """Calibrations are kept per device, hardware and plan (with the training settings that change a step)."""
+    keep = {k: train.get(k) for k in ("batch_size", "patch_size", "profile", "amp", "num_threads")}
+    doc = {"device": device, "hardware": hardware, "plan": problem.plan, "patch": problem.patch_size,
+           "batch": problem.batch_size, "in": problem.in_channels, "classes": problem.num_classes,
+           "train": keep, "dataset": problem.data.get("dataset"), "version": CALIBRATION_VERSION}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _cache_path() -> Path:
+    from engine.data.cache import cache_root
+
+    return cache_root() / CACHE_NAME
+
+
+def load_calibration(key: str) -> Calibration | None:
+    try:
+        entry = json.loads(_cache_path().read_text()).get(key)
+        return None if entry is None else Calibration.from_dict(entry)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def save_calibration(cal: Calibration) -> None:
+    path = _cache_path()
+    try:
+        doc = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        doc = {}
+    doc[cal.key] = cal.to_dict()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+def sample_genomes(space: SearchSpace, feasible: Callable[[Genome], bool], n: int, seed: int) -> list[Genome]:
+    """Up to ``n`` distinct genomes drawn uniformly (seeded) among those within the budgets."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    found: dict[str, Genome] = {}
+    for _ in range(n * 20):
+        g = space.decode([int(rng.integers(k)) for k in space.cardinalities])
+        if g.to_json() not in found and feasible(g):
+            found[g.to_json()] = g
+            if len(found) >= n:
+                break
+    return list(found.values())
+
+
+def calibration_genomes(sample: Sequence[Genome], train_flops: Callable[[Genome], float], k: int = 3) -> list[Genome]:
+    """The cheapest, the median and the dearest of ``sample`` by training FLOPs (``k`` evenly spread)."""
+    ranked = sorted(sample, key=train_flops)
+    if len(ranked) <= k:
+        return ranked
+    idx = sorted({round(i * (len(ranked) - 1) / (k - 1)) for i in range(k)})
+    return [ranked[i] for i in idx]
+
+
+def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> tuple[float, float, float]:
+    """Real training steps of ``genome`` on the run's data: (seconds per warm step, seconds of one whole
+    validation pass, fixed seconds of a candidate).
+
+    One warm-up step, then ``CALIBRATION_STEPS`` timed ones; one validation case timed and scaled to the
+    validation set. The fixed cost is building the network, the warm-up's excess and the final metrics
+    pass (about one more validation).
+    """
+    import torch
+
+    from engine.run.evaluate import training_data
+    from engine.train.config import TrainConfig
+    from engine.train.sampling import BatchLoader
+    from engine.train.trainer import Trainer, _torch_settings
+
+    data = training_data(problem.data)
+    cfg = TrainConfig.from_dict({**train, "epochs": 1, "iterations_per_epoch": CALIBRATION_STEPS + 1, "device": device})
+    t0 = time.perf_counter()
+    trainer = Trainer(genome, data, cfg)
+    build = time.perf_counter() - t0
+    times = []
+    with _torch_settings(trainer.device, cfg.num_threads), BatchLoader(trainer.sampler, prefetch=0) as loader:
+        trainer.model.train()
+        for _ in range(CALIBRATION_STEPS + 1):
+            t = time.perf_counter()
+            images, labels = loader.next().to_device(trainer.device, trainer.patch, trainer.noise_gen)
+            loss, _ = trainer.train_step(images, labels)
+            float(loss)  # wait for the device
+            times.append(time.perf_counter() - t)
+        trainer.model.eval()
+        val_cases = list(data.val)
+        trainer.data = _OneCase(data, val_cases[:1])
+        t = time.perf_counter()
+        with torch.inference_mode():
+            trainer.validate(1)
+        one_val = time.perf_counter() - t
+        trainer.data = data
+    step = float(statistics.median(times[1:]))
+    val = one_val * max(len(val_cases), 1)
+    return step, val, build + max(times[0] - step, 0.0) + val
+
+
+class _OneCase:
+    """The training data with its validation set cut to some cases (calibration times one)."""
+
+    def __init__(self, data, val):
+        self._data, self.val = data, val
+
+    def __getattr__(self, name):
+        return getattr(self._data, name)
+
+
+def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], costs, hardware: str, key: str,
+              budget_s: float = CALIBRATION_BUDGET_S, step_fn=None) -> Calibration:
+    """Time ``genomes`` (cheapest first) until ``budget_s`` is spent; ``step_fn`` as ``real_calibration_step``."""
+    step_fn = step_fn or real_calibration_step
+    t0 = time.perf_counter()
+    points = []
+    for g in genomes:
+        if points and time.perf_counter() - t0 > budget_s:
+            break
+        step, val, overhead = step_fn(g, problem, train, device)
+        tf, inf = costs(g)
+        points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead)))
+    return Calibration(key, device, hardware, points, time.perf_counter() - t0)
+
+
+@dataclass
+class SearchEstimate:
+    """The expected wall time of a search, as a range."""
+
+    device: str
+    hardware: str
+    strategy: str
+    evaluations: tuple[int, int, int]  # fewest, expected, most
+    candidate_s: tuple[float, float, float]  # lower quartile, mean, upper quartile over sampled genomes
+    total_s: tuple[float, float, float]  # low, expected, high
+    calibration_s: float
+    calibrated_genomes: int
+    cached: bool
+    workers: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> str:
+        lo, mid, hi = self.total_s
+        e = self.evaluations
+        c = self.candidate_s
+        evals = f"{e[1]}" if e[0] == e[2] else f"{e[1]} (between {e[0]} and {e[2]})"
+        lines = [
+            f"expected wall time  {_duration(mid)} (range {_duration(lo)} to {_duration(hi)}) on {self.device} "
+            f"({self.hardware})",
+            f"candidates trained  {evals} by {self.strategy}, {self.workers} at a time",
+            f"per candidate       {c[1]:.1f} s on average (quartiles {c[0]:.1f} to {c[2]:.1f} s)",
+            f"calibration         {self.calibrated_genomes} genomes, {self.calibration_s:.1f} s"
+            + (" (cached)" if self.cached else ""),
+        ]
+        lines += [f"note                {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _duration(s: float) -> str:
+    if not math.isfinite(s):
+        return "unknown"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: int, device: str,
+                    notes: Sequence[str] = (), cached: bool = False) -> SearchEstimate:
+    """The arithmetic: per-candidate seconds over ``sample`` x the strategy's evaluations / workers.
+
+    Low: fewest evaluations x the lower quartile; expected: expected evaluations x the mean; high:
+    most evaluations x the upper quartile (a search drifting to dearer or cheaper networks).
+    """
+    per = np.array([model.candidate_seconds(g) for g in sample], dtype=float)
+    q1, mean, q3 = float(np.quantile(per, 0.25)), float(per.mean()), float(np.quantile(per, 0.75))
+    ev = expected_evaluations(samea)
+    w = max(1, int(workers))
+    total = (ev[0] * q1 / w, ev[1] * mean / w, ev[2] * q3 / w)
+    cal = model.calibration
+    return SearchEstimate(device, cal.hardware, samea.strategy, ev, (q1, mean, q3), total, cal.seconds,
+                          len(cal.points), cached, w, list(notes))
+
+
+def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None) -> SearchEstimate:
+    """Estimate the wall time of searching with ``cfg`` on this device (calibrating unless cached).
+
+    Prepares the dataset in a temporary folder (nothing is written where the run will go).
+    """
+    from engine.run.latency import hardware_name
+    from engine.run.session import SearchSession, resolve_device
+
+    device = resolve_device(cfg.resources.device)
+    with tempfile.TemporaryDirectory(prefix="emonas-estimate-") as tmp:
+        session = SearchSession(Path(tmp) / "run", cfg, problem=problem)
+        if session.problem is None:
+            session.problem = session._prepare_problem()
+        problem = session.problem
+        model, sample, cached, notes = session.time_model(device, calibrate_now=True, recalibrate=recalibrate,
+                                                          step_fn=step_fn)
+    return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, notes, cached)

@@ -1,0 +1,220 @@
+"""Cost-aware search: the second objective stored and resumed, latency measured once and reused,
+predicted latencies for untrained children, older run databases migrated, and the wall-time
+estimate's arithmetic against a run of the stand-in evaluator."""
+
+import json
+import math
+import sqlite3
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from engine.config import SearchConfig
+from engine.errors import ConfigError
+from engine.genome import Genome, SearchSpace
+from engine.run import RunStore, SearchSession
+from engine.run import estimate as est
+from engine.run.latency import LatencyBook
+from engine.search.objective import PowerLaw, inference_flops, normalized
+from search_fakes import PROBLEM, fake_evaluate
+
+# the smallest networks of the space, on a tiny patch: latency is really measured, in well under a second
+SMALL = {"nf1": [8], "n_cells": [5], "op1": ["conv3d_1x1x1", "conv2d_3x3x1", "identity"],
+         "op2": ["conv3d_1x1x1", "conv3d_3x3x3"], "op3": ["identity", "conv2d_3x3x1"], "op4": ["conv3d_1x1x1"]}
+TINY = replace(PROBLEM, patch_size=[16, 16, 16], plan={"median_shape": [16, 16, 16]},
+               data={"split": {"train": [f"c{i}" for i in range(8)], "val": ["v0", "v1"]}})
+
+
+def config(objective: str, **samea) -> SearchConfig:
+    s = {"population": 4, "generations": 3, "learning_generations": 1, "surrogate_trees": 10, "objective": objective,
+         "latency_runs": 1, **samea}
+    return SearchConfig().replace(space=SMALL, samea=s, training={"epochs": 3}, seed=5)
+
+
+def flops_of(g: Genome) -> int:
+    return inference_flops(g, TINY.in_channels, TINY.num_classes, TINY.patch_size)
+
+
+@pytest.fixture(autouse=True)
+def _no_identity_failures(monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_FAIL_IDENTITY", "0")
+    monkeypatch.setenv("EMONAS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_objective_flops_is_stored_and_survives_resume(tmp_path):
+    run = tmp_path / "run"
+    stop = threading.Event()
+
+    def pause_after_first(ev):
+        if ev.kind == "step":
+            stop.set()
+
+    first = SearchSession(run, config("flops"), fake_evaluate, TINY).run(callback=pause_after_first, cancel=stop)
+    assert first["status"] == "paused"
+    resumed = SearchSession.open(run, fake_evaluate, TINY)
+    assert resumed.config.samea.objective == "flops"  # from the run's database, not a default
+    summary = resumed.run()
+    assert summary["status"] == "finished" and summary["objective"] == "flops"
+    with RunStore.open_readonly(run) as s:
+        meta = s.get_meta("objective")
+        rows = s.candidates("done")
+    assert meta["name"] == "flops" and meta["latency"] is None
+    bounds = tuple(meta["bounds"])
+    assert len(rows) >= 8
+    for r in rows:  # f2 is the normalized log FLOPs, with the bounds set at the run's start
+        g = Genome.from_dict(r["genome"])
+        assert r["gflops"] == pytest.approx(flops_of(g) / 1e9)
+        assert r["f2"] == pytest.approx(normalized(flops_of(g), bounds))
+        assert r["latency_ms"] is None  # not measured unless asked
+    front = {f["id"] for f in summary["front"]}
+    assert all(f["gflops"] for f in summary["front"]) and front
+
+
+@pytest.fixture(scope="module")
+def latency_run(tmp_path_factory):
+    """One search with objective latency (latency really measured), shared by the tests reading it."""
+    tmp = tmp_path_factory.mktemp("latency")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAKE_FAIL_IDENTITY", "0")
+        mp.setenv("EMONAS_CACHE_DIR", str(tmp / "cache"))
+        session = SearchSession(tmp / "run", config("latency", population=3, neighbourhood=2), fake_evaluate, TINY)
+        summary = session.run()
+    return session, summary, tmp / "run"
+
+
+def test_latency_is_measured_once_per_genome_and_reused(latency_run):
+    _, summary, run = latency_run
+    with RunStore.open_readonly(run) as s:
+        lat = s.latencies()
+        rows = s.candidates("done")
+        meta = s.get_meta("objective")
+    keys = [r["genome"] for r in lat]
+    assert len(keys) == len(set(keys))  # one measurement per genome
+    measured = {r["genome"]: r for r in lat}
+    assert meta["latency"]["target"] == "cpu" and meta["latency"]["threads"] == 1 and meta["latency"]["hardware"]
+    assert all(r["hardware"] == meta["latency"]["hardware"] and r["threads"] == 1 for r in lat)
+    lo, hi = meta["bounds"]
+    for r in rows:
+        key = json.dumps(r["genome"], sort_keys=True)
+        assert key in measured and r["latency_ms"] == measured[key]["latency_ms"] and not r["latency_predicted"]
+        assert r["f2"] == pytest.approx(normalized(r["latency_ms"], (lo, hi)))
+    assert summary["front"] and all(f["latency_ms"] for f in summary["front"])
+    # the bounds are the two extreme genomes, measured at the start: both are in the table
+    assert {lo, hi} <= {r["latency_ms"] for r in lat} | {hi / 1.01}
+    # a second book on the same run knows every genome without measuring any again
+    with RunStore.open_writer(run) as s:
+        book = LatencyBook(s, TINY, flops_of, runs=1)
+        for r in rows:
+            assert book.measure(Genome.from_dict(r["genome"])) == r["latency_ms"]
+        assert book.measure_seconds == 0.0 and len(s.latencies()) == len(lat)
+    # resuming a finished run measures nothing new either
+    SearchSession.open(run, fake_evaluate, TINY).run()
+    with RunStore.open_readonly(run) as s:
+        assert [r["measured_at"] for r in s.latencies()] == [r["measured_at"] for r in lat]
+
+
+def test_untrained_children_get_latencies_predicted_from_flops(latency_run):
+    session, _, run = latency_run
+    book, strategy = session.latency, session.strategy
+    with RunStore.open_readonly(run) as s:
+        lat = s.latencies()
+    model = PowerLaw((r["flops"], r["latency_ms"]) for r in lat)
+    space = SearchSpace.from_dict(SMALL)
+    seen = {json.dumps(r["genome"], sort_keys=True) for r in lat}
+    unmeasured = [g for g in (space.decode(v) for v in np.ndindex(*space.cardinalities))
+                  if json.dumps(g.to_dict(), sort_keys=True) not in seen]
+    assert unmeasured
+    for g in unmeasured[:5]:
+        predicted = model.predict(flops_of(g))
+        assert book.known(g) is None and book.value(g) == pytest.approx(predicted)
+        # what SaMEA's pre-screening and end-of-generation picks use for a child it has not trained
+        genes = space.encode(g)
+        assert strategy.cost_of(genes) == pytest.approx(predicted)
+        assert strategy.f2_of(strategy.cost_of(genes)) == pytest.approx(normalized(predicted, session.objective_bounds))
+    with RunStore.open_readonly(run) as s:
+        assert len(s.latencies()) == len(lat)  # predicting measured nothing
+
+
+def test_max_latency_refuses_slow_genomes_without_training(tmp_path):
+    run = tmp_path / "run"
+    session = SearchSession(run, config("parameters", generations=2), fake_evaluate, TINY)
+    session.config = session.config.replace(resources={"max_latency_ms": 1e-6})
+    with pytest.raises(ConfigError, match="no new genome"):
+        session.run()  # every genome is predicted slower than 1 ns: none is ever trained
+    with RunStore.open_readonly(run) as s:
+        assert s.candidates("done") == [] and len(s.latencies()) == 2  # the two extremes, measured
+
+
+def test_an_older_run_database_opens_and_is_migrated(tmp_path):
+    run = tmp_path / "run"
+    SearchSession(run, config("parameters", generations=1), fake_evaluate, TINY).run()
+    conn = sqlite3.connect(run / "run.db")  # make it a schema-1 run as an older version wrote it
+    for col in ("gflops", "latency_ms", "latency_predicted"):
+        conn.execute(f"ALTER TABLE candidates DROP COLUMN {col}")
+    conn.execute("DROP TABLE latency")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.execute("DELETE FROM meta WHERE key = 'objective'")
+    conn.commit()
+    conn.close()
+    with RunStore.open_readonly(run) as s:  # readers take it as it is
+        assert s.schema_version == 1 and s.latencies() == [] and "gflops" not in s.candidates()[0]
+    with RunStore.open_writer(run) as s:
+        assert s.schema_version == 2 and s.get_meta("schema_version") == 2
+        assert s.candidates()[0]["gflops"] is None and s.latencies() == []
+
+
+def fake_step(genome, problem, train, device):
+    """Calibration stand-in: seconds per step proportional to FLOPs, fixed validation and set-up."""
+    from engine.network.cost import estimate_cost
+
+    c = estimate_cost(genome, problem.in_channels, problem.num_classes, problem.patch_size, problem.batch_size)
+    return c.train_step_flops * 1e-11, 0.5, 2.0
+
+
+def fake_timed_evaluate(task, cancel=None):
+    """The stand-in evaluator, reporting the training time the fake calibration implies."""
+    from engine.network.cost import estimate_cost
+
+    out = fake_evaluate(task, cancel)
+    g = Genome.from_dict(task["genome"])
+    c = estimate_cost(g, TINY.in_channels, TINY.num_classes, TINY.patch_size, TINY.batch_size)
+    out["seconds"] = 2.0 + 3 * 4 * c.train_step_flops * 1e-11 + 3 * 0.5  # 3 epochs x 4 steps
+    return out
+
+
+def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
+    cfg = config("parameters", generations=4, learning_generations=1)
+    e = est.estimate_search(cfg, step_fn=fake_step, problem=TINY)
+    assert e.evaluations == est.expected_evaluations(cfg.samea) == (4 + 4 + 2 * 2, 4 + 4 + 2 * 3, 4 + 4 + 2 * 4)
+    assert not e.cached and e.calibrated_genomes == 3
+    session = SearchSession(tmp_path / "run", cfg, fake_timed_evaluate, TINY)
+    model, sample, cached, _ = session.time_model("cpu")
+    assert cached  # the estimate's calibration, kept for this device and plan
+    per = []
+    for g in sample:  # 8 training cases at batch 2: 4 steps per epoch
+        c = fake_step(g, TINY, {}, "cpu")
+        per.append(2.0 + 3 * 4 * c[0] + 3 * c[1])
+        assert model.candidate_seconds(g) == pytest.approx(per[-1], rel=1e-6)
+    lo, mid, hi = e.total_s
+    assert mid == pytest.approx(e.evaluations[1] * np.mean(per), rel=1e-6)
+    assert lo == pytest.approx(e.evaluations[0] * np.quantile(per, 0.25), rel=1e-6)
+    assert hi == pytest.approx(e.evaluations[2] * np.quantile(per, 0.75), rel=1e-6)
+    session.eta_model = model
+    summary = session.run()
+    trained = summary["counts"]["done"] + summary["counts"]["failed"]
+    assert e.evaluations[0] <= trained <= e.evaluations[2]
+    assert lo <= summary["training_seconds"] <= hi
+    assert model.correction == pytest.approx(1.0)  # measured times matched the model exactly
+    assert "expected wall time" in e.text() and "calibration         3 genomes" in e.text()
+
+
+def test_objective_keys_are_validated():
+    with pytest.raises(ConfigError, match="samea.objective must be one of parameters, flops, latency"):
+        SearchConfig().replace(samea={"objective": "speed"})
+    with pytest.raises(ConfigError, match="resources.max_latency_ms must be a number >= 0"):
+        SearchConfig().replace(resources={"max_latency_ms": -1.0})
+    with pytest.raises(ConfigError, match="samea.latency_threads must be an integer >= 1"):
+        SearchConfig().replace(samea={"latency_threads": 0})
+    assert math.isnan(PowerLaw().a)
