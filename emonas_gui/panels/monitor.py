@@ -99,6 +99,13 @@ class MonitorPanel(QWidget):
         top.addWidget(self.eta_label)
         top.addWidget(QLabel("colour by"))
         top.addWidget(self.colour_by)
+        self.x_axis = QComboBox()
+        for label, key in (("parameters", "parameters"), ("GFLOPs", "gflops"), ("latency", "latency_ms")):
+            self.x_axis.addItem(label, key)
+        self.x_axis.setToolTip("x-axis of the Pareto plot: parameter count, inference GFLOPs of one patch, or "
+                               "latency (candidates whose latency was not measured are left out)")
+        top.addWidget(QLabel("x-axis"))
+        top.addWidget(self.x_axis)
         lay.addLayout(top)
 
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -120,6 +127,7 @@ class MonitorPanel(QWidget):
         lay.addWidget(split, 1)
 
         self.colour_by.currentTextChanged.connect(self.pareto.set_colour_by)
+        self.x_axis.currentIndexChanged.connect(lambda _i: self.pareto.set_x_axis(self.x_axis.currentData()))
         self.pareto.candidate_clicked.connect(self.open_candidate)
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
@@ -177,6 +185,8 @@ class MonitorPanel(QWidget):
         self.in_channels = int(problem.get("in_channels") or 1)
         nc = problem.get("num_classes")
         self.num_classes = int(nc) if nc else None
+        axis = {"flops": "gflops", "latency": "latency_ms"}.get(s.get("objective", "parameters"), "parameters")
+        self.x_axis.setCurrentIndex(max(0, self.x_axis.findData(axis)))  # the run's objective first
 
     def refresh(self) -> None:
         """Read the store once and update every view."""
@@ -247,6 +257,12 @@ class MonitorPanel(QWidget):
             return "finished"
         if not starts or not ends or n_done == 0:
             return "ETA: after the first candidate"
+        try:  # the search's own time model (calibrated, updated with measured times) when it has one
+            eta = self._store.get_meta("eta_s") if self._store is not None else None
+        except Exception:  # noqa: BLE001 - a busy database: fall back to the simple figure
+            eta = None
+        if isinstance(eta, (int, float)) and math.isfinite(eta) and status == "running":
+            return f"ETA: about {_fmt_seconds(eta)}"
         per = (max(ends) - min(starts)) / n_done
         return f"ETA: about {_fmt_seconds(per * max(0, total - n_done))} (at most)"
 

@@ -67,6 +67,17 @@ def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, pa
     return EngineJob(fn, "cost-estimate", parent)
 
 
+def time_job(config: SearchConfig, parent=None) -> EngineJob:
+    """A job that estimates the wall time of ``config`` (``engine.run.estimate.estimate_search``)."""
+
+    def fn(callback, control) -> Any:
+        from engine.run.estimate import estimate_search
+
+        return estimate_search(config)
+
+    return EngineJob(fn, "time-estimate", parent)
+
+
 class SearchPanel(QWidget):
     """Search setup, controls and live monitor."""
 
@@ -102,6 +113,16 @@ class SearchPanel(QWidget):
         self.cost_label = QLabel("Estimated cost: \u2026")
         self.cost_label.setWordWrap(True)
         ll.addWidget(self.cost_label)
+        self.time_button = QPushButton("Estimate wall time")
+        self.time_button.setToolTip("how long the search will take on this device: a short calibration (real "
+                                    "training steps of a few sampled networks, under 30 s, cached per device and "
+                                    "plan) times the steps per candidate times the candidates the strategy trains")
+        self.time_label = QLabel("")
+        self.time_label.setWordWrap(True)
+        ll.addWidget(self.time_button)
+        ll.addWidget(self.time_label)
+        self.time_button.clicked.connect(self.estimate_time)
+        self._time_job: EngineJob | None = None
 
         self.dataset_label = QLabel()
         ll.addWidget(self.dataset_label)
@@ -209,6 +230,27 @@ class SearchPanel(QWidget):
         job.done.connect(self._cost_done)
         self._cost_job = job
         self.cost_label.setText("Estimated cost: computing\u2026")
+        job.start()
+
+    def estimate_time(self) -> None:
+        """Calibrate (unless cached) and estimate the search's wall time, off the GUI thread."""
+        if self._time_job is not None and self._time_job.is_running():
+            return
+        try:
+            cfg = self.form.config()
+        except EmonasError as exc:
+            self.time_label.setText(f"Wall time: {exc}")
+            return
+        ref = self.dataset_ref()
+        if not ref:
+            self.time_label.setText("Wall time: choose a dataset first")
+            return
+        cfg = cfg.replace(dataset=ref)
+        job = time_job(cfg, self)
+        job.finished.connect(lambda est: self.time_label.setText(est.text()))
+        job.failed.connect(lambda msg: self.time_label.setText(f"Wall time: {msg}"))
+        self._time_job = job
+        self.time_label.setText("Wall time: calibrating on this device (under a minute)\u2026")
         job.start()
 
     def _cost_done(self) -> None:

@@ -81,14 +81,24 @@ class CostEstimate:
     patch: tuple[int, int, int] | None
     batch: int | None
     note: str = ""
+    excluded_by_parameters: float | None = None  # share of the space over resources.max_parameters
+    max_latency_ms: float = 0.0
+    wall_time: str = ""  # the calibrated estimate (engine.run.estimate), when computed
 
     def text(self) -> str:
         mem = ("unknown until the plan is known" if not self.note else "unknown") if self.memory_bytes is None else \
             f"{self.memory_bytes / 2**20:,.0f} MiB per candidate (largest network, patch " \
             f"{'x'.join(map(str, self.patch or ()))}, batch {self.batch})"
+        limits = ""
+        if self.excluded_by_parameters is not None:
+            limits += f" The parameter limit excludes {100 * self.excluded_by_parameters:.0f} % of the space."
+        if self.max_latency_ms:
+            limits += (f" The latency limit ({self.max_latency_ms:g} ms) excludes the genomes predicted slower from "
+                       "the extremes measured at the search's start; its share is logged then.")
         return (f"At most {self.candidates} candidates trained; networks of "
                 f"{self.min_parameters:,} to {self.max_parameters:,} parameters; training memory up to {mem}."
-                + (f" Note: {self.note}." if self.note else ""))
+                + limits + (f" Note: {self.note}." if self.note else "")
+                + (f"\nWall time: {self.wall_time}" if self.wall_time else ""))
 
 
 class SearchSetupForm(QWidget):
@@ -177,6 +187,19 @@ class SearchSetupForm(QWidget):
         f.addRow("beta", self.beta)
         self.seed = _spin(0, 2**31 - 1, 0, "seed of every random choice; the same seed gives the same search")
         f.addRow("Seed", self.seed)
+        self.objective = QComboBox()
+        for label, key in (("parameters (the paper's)", "parameters"), ("inference FLOPs", "flops"),
+                           ("measured latency", "latency")):
+            self.objective.addItem(label, key)
+        self.objective.setToolTip(
+            "second objective beside segmentation error: log parameter count (the paper's), log inference FLOPs "
+            "of one patch, or log latency measured segmenting the plan's median volume on the latency target")
+        f.addRow("Second objective", self.objective)
+        self.latency_target = QComboBox()
+        self.latency_target.addItems(["cpu", "cuda"])
+        self.latency_target.setToolTip("where latency is measured: cpu (ONNX Runtime, fixed threads) or cuda "
+                                       "(PyTorch, bf16); used by the latency objective and the latency limit")
+        f.addRow("Latency target", self.latency_target)
         return box
 
     def _training_box(self) -> QGroupBox:
@@ -225,6 +248,14 @@ class SearchSetupForm(QWidget):
         self.ray_address.setToolTip("address of a running Ray cluster, e.g. 10.0.0.5:6379 (only with the Ray executor)")
         f.addRow("Ray address", self.ray_address)
         self.executor.currentTextChanged.connect(self._sync_resources)
+        self.max_parameters = _spin(0, 2**31 - 1, 0, "never train networks with more parameters; 0 = no limit")
+        self.max_parameters.setSpecialValueText("no limit")
+        self.max_parameters.setSingleStep(10000)
+        f.addRow("Max parameters", self.max_parameters)
+        self.max_latency = _dspin(0.0, 1e7, 0.0, 1, 10.0, "never train networks slower than this on the latency "
+                                  "target (ms; measured before training); 0 = no limit")
+        self.max_latency.setSpecialValueText("no limit")
+        f.addRow("Max latency (ms)", self.max_latency)
         return box
 
     def _sync_resources(self, *_: Any) -> None:
@@ -263,6 +294,10 @@ class SearchSetupForm(QWidget):
         self.surrogate.setChecked(bool(s.prescreen))
         self.theta.setValue(s.theta)
         self.seed.setValue(cfg.seed)
+        self.objective.setCurrentIndex(max(0, self.objective.findData(s.objective)))
+        self.latency_target.setCurrentText(s.latency_target)
+        self.max_parameters.setValue(int(min(cfg.resources.max_parameters, 2**31 - 1)))
+        self.max_latency.setValue(float(cfg.resources.max_latency_ms))
         self.alpha.setValue(t.alpha)
         self.beta.setValue(t.beta)
         self.epochs.setValue(t.epochs)
@@ -319,6 +354,8 @@ class SearchSetupForm(QWidget):
                 "neighbourhood": self.neighbours.value(),
                 "prescreen": self.surrogate.isChecked(),
                 "theta": self.theta.value(),
+                "objective": self.objective.currentData(),
+                "latency_target": self.latency_target.currentText(),
             },
             training={
                 "epochs": self.epochs.value(),
@@ -334,6 +371,8 @@ class SearchSetupForm(QWidget):
                 "workers": self.workers.value(),
                 "device": self.device.currentText(),
                 "ray_address": self.ray_address.text().strip(),
+                "max_parameters": self.max_parameters.value(),
+                "max_latency_ms": self.max_latency.value(),
             },
         )
 
@@ -388,7 +427,13 @@ def search_cost(cfg: SearchConfig, in_channels: int = 1, num_classes: int = 2,
                                 pool_sizes=pooling(large)).training_bytes
         except EmonasError as exc:
             note = f"the deepest networks cannot pool this patch ({exc}); the search skips them"
+    excluded = None
+    if cfg.resources.max_parameters:
+        excluded = excluded_share(space, lambda g: count_parameters(g, in_channels, num_classes, pooling(g))
+                                  > cfg.resources.max_parameters)
     return CostEstimate(
+        excluded_by_parameters=excluded,
+        max_latency_ms=cfg.resources.max_latency_ms,
         candidates=cfg.samea.population * cfg.samea.generations,
         min_parameters=count_parameters(small, in_channels, num_classes, pooling(small)),
         max_parameters=count_parameters(large, in_channels, num_classes, pooling(large)),
@@ -397,3 +442,13 @@ def search_cost(cfg: SearchConfig, in_channels: int = 1, num_classes: int = 2,
         batch=batch,
         note=note,
     )
+
+
+def excluded_share(space: SearchSpace, over: Callable, n: int = 2000, seed: int = 0) -> float:
+    """The share of the space's genomes for which ``over(genome)`` holds, from a seeded uniform sample."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cards = space.cardinalities
+    hits = sum(bool(over(space.decode([int(rng.integers(k)) for k in cards]))) for _ in range(n))
+    return hits / n

@@ -77,6 +77,14 @@ class Candidate:
     seconds: float | None = None
     device: str | None = None
     error: str | None = None
+    gflops: float | None = None  # inference GFLOPs of one patch
+    latency_ms: float | None = None  # measured (or predicted, see latency_predicted) on the run's target
+    latency_predicted: bool = False
+
+    def cost(self, axis: str) -> float | None:
+        """The value on the Pareto plot's x-axis: ``parameters``, ``gflops`` or ``latency_ms``."""
+        v = {"parameters": self.parameters, "gflops": self.gflops, "latency_ms": self.latency_ms}.get(axis)
+        return float(v) if v else None
 
     @property
     def ok(self) -> bool:
@@ -120,7 +128,13 @@ class Candidate:
             seconds=seconds,
             device=_get(row, "device"),
             error=_get(row, "error"),
+            gflops=_float(_get(row, "gflops")),
+            latency_ms=_float(_get(row, "latency_ms")),
+            latency_predicted=bool(_get(row, "latency_predicted") or False),
         )
+
+    def _latency_text(self) -> str:
+        return f"{self.latency_ms:.1f} ms" + (" (predicted)" if self.latency_predicted else "")
 
     def choice_text(self, on_front: bool = False) -> str:
         """One line for a candidate picker; ``*`` marks the Pareto front."""
@@ -135,6 +149,10 @@ class Candidate:
             lines.append(f"error f1 = {self.f1:.4f}")
         if self.parameters:
             lines.append(f"parameters = {self.parameters:,}")
+        if self.gflops is not None:
+            lines.append(f"GFLOPs = {self.gflops:.3g}")
+        if self.latency_ms is not None:
+            lines.append(f"latency = {self._latency_text()}")
         if self.dice:
             lines.append("Dice " + ", ".join(f"{k} {v:.3f}" for k, v in self.dice.items()))
         if self.genome is not None:
@@ -237,9 +255,11 @@ class CandidateView(QWidget):
         if cand.f1 is not None:
             rows.append(("f1 (segmentation error, normalized)", f"{cand.f1:.4f}"))
         if cand.f2 is not None:
-            rows.append(("f2 (log parameters)", f"{cand.f2:.4f}"))
+            rows.append(("f2 (second objective, normalized)", f"{cand.f2:.4f}"))
         if cand.parameters:
             rows.append(("parameters", f"{cand.parameters:,}"))
+        rows.append(("inference GFLOPs (one patch)", "-" if cand.gflops is None else f"{cand.gflops:.3g}"))
+        rows.append(("latency", "not measured" if cand.latency_ms is None else cand._latency_text()))
         for name, v in cand.dice.items():
             rows.append((f"validation Dice {name}", f"{v:.4f}"))
         for key in ("epochs", "best_epoch", "f1_raw"):

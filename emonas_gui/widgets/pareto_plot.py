@@ -1,4 +1,4 @@
-"""The live Pareto scatter: segmentation error (f1) against parameters (log axis).
+"""The live Pareto scatter: segmentation error (f1) against parameters, GFLOPs or latency (log axis).
 
 ``ParetoPlot(parent=None)``:
 - ``set_candidates(candidates, front_ids)`` queues an update; a single-shot ``QTimer`` applies it
@@ -6,7 +6,9 @@
   plot, updated with setData, throttled by a timer);
 - the front is highlighted (larger, outlined points) and connected by a step line;
 - points are coloured by generation (or phase, ``set_colour_by("phase")``); each point's ``data``
-  is its candidate id, hovering shows a summary, clicking emits ``candidate_clicked(int)``.
+  is its candidate id, hovering shows a summary, clicking emits ``candidate_clicked(int)``;
+- ``set_x_axis("parameters" | "gflops" | "latency_ms")`` chooses the x-axis; candidates without that
+  value (latency not measured) are left out of the drawing, the front still being the run's.
 """
 
 from __future__ import annotations
@@ -26,14 +28,24 @@ _PHASE_COLOURS = {"init": (120, 120, 220), "learning": (60, 170, 90), "exploitat
 
 
 class ParameterAxis(pg.AxisItem):
-    """A bottom axis over log10(parameters) whose ticks read as parameter counts (16k, 1.2M)."""
+    """A bottom axis over log10(value) whose ticks read as counts (16k, 1.2M) or plain numbers."""
+
+    plain = False  # GFLOPs and milliseconds read better as 0.5, 12, 340
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
         out = []
         for v in values:
             n = 10 ** v
-            out.append(f"{n / 1e6:.3g}M" if n >= 1e6 else (f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.3g}"))
+            if self.plain:
+                out.append(f"{n:.3g}")
+            else:
+                out.append(f"{n / 1e6:.3g}M" if n >= 1e6 else (f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.3g}"))
         return out
+
+
+#: x-axis choices: candidate field -> axis label
+X_AXES = {"parameters": "parameters (log scale)", "gflops": "inference GFLOPs of one patch (log scale)",
+          "latency_ms": "latency in ms (log scale)"}
 
 
 def _generation_colour(gen: int, max_gen: int) -> tuple[int, int, int]:
@@ -52,8 +64,10 @@ class ParetoPlot(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        # x holds log10(parameters); the axis labels its ticks as parameter counts
-        self.plot = pg.PlotWidget(title="Pareto front", axisItems={"bottom": ParameterAxis("bottom")})
+        # x holds log10(parameters, GFLOPs or ms); the axis labels its ticks as such
+        self.axis = ParameterAxis("bottom")
+        self.x_axis = "parameters"
+        self.plot = pg.PlotWidget(title="Pareto front", axisItems={"bottom": self.axis})
         lay.addWidget(self.plot)
         self.plot.setLabel("bottom", "parameters (log scale)")
         self.plot.setLabel("left", "segmentation error f1")
@@ -72,6 +86,8 @@ class ParetoPlot(QWidget):
         self.scatter.sigClicked.connect(self._on_clicked)
         self._candidates: dict[int, Candidate] = {}
         self._front: list[int] = []
+        self._all: dict[int, Candidate] = {}
+        self._front_all: list[int] = []
         self._colour_by = "generation"
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -98,7 +114,16 @@ class ParetoPlot(QWidget):
     def set_colour_by(self, what: str) -> None:
         """``"generation"`` or ``"phase"``."""
         self._colour_by = "phase" if what == "phase" else "generation"
-        self._pending = self._pending or (list(self._candidates.values()), list(self._front))
+        self._pending = self._pending or (list(self._all.values()), list(self._front_all))
+        self.flush()
+
+    def set_x_axis(self, axis: str) -> None:
+        """Plot f1 against ``parameters``, ``gflops`` or ``latency_ms``."""
+        self.x_axis = axis if axis in X_AXES else "parameters"
+        self.axis.plain = self.x_axis != "parameters"
+        self.plot.setLabel("bottom", X_AXES[self.x_axis])
+        self._autoranged = False
+        self._pending = self._pending or (list(self._all.values()), list(self._front_all))
         self.flush()
 
     def clear(self) -> None:
@@ -106,6 +131,7 @@ class ParetoPlot(QWidget):
         self._pending = None
         self._candidates.clear()
         self._front = []
+        self._all, self._front_all = {}, []
         self.scatter.setData([])
         self.front_line.setData([], [])
 
@@ -124,7 +150,7 @@ class ParetoPlot(QWidget):
         """Where candidate ``cid`` sits in the plot widget's viewport (for clicks)."""
         c = self._candidates[cid]
         vb = self.plot.getPlotItem().vb
-        scene = vb.mapViewToScene(QPointF(math.log10(c.parameters or 1), c.f1 or 0.0))
+        scene = vb.mapViewToScene(QPointF(math.log10(c.cost(self.x_axis) or 1), c.f1 or 0.0))
         return self.plot.mapFromScene(scene)
 
     # ---- internals ---------------------------------------------------------------------------
@@ -133,9 +159,11 @@ class ParetoPlot(QWidget):
             return
         cands, front = self._pending
         self._pending = None
-        cands = [c for c in cands if c.ok]
+        self._all = {c.id: c for c in cands if c.ok}  # kept for another x-axis choice
+        cands = [c for c in cands if c.ok and c.cost(self.x_axis)]
         self._candidates = {c.id: c for c in cands}
         self._front = [i for i in front if i in self._candidates]
+        self._front_all = [i for i in front if i in self._all]
         front_set = set(self._front)
         max_gen = max((c.generation or 0 for c in cands), default=0)
         spots = []
@@ -147,7 +175,7 @@ class ParetoPlot(QWidget):
                 rgb = _generation_colour(c.generation or 0, max_gen)
             on_front = c.id in front_set
             spots.append({
-                "pos": (math.log10(c.parameters), c.f1),
+                "pos": (math.log10(c.cost(self.x_axis)), c.f1),
                 "data": c.id,
                 "brush": pg.mkBrush(*rgb, 230),
                 "pen": pg.mkPen((220, 40, 40), width=2) if on_front else pg.mkPen(40, 40, 40, 160),
@@ -159,7 +187,7 @@ class ParetoPlot(QWidget):
             self.plot.getPlotItem().enableAutoRange()  # from the placeholder range to the data
             self._autoranged = True
         self.plot.setTitle(self._legend(max_gen, [str(c.phase) for c in cands]))
-        pts = sorted(((math.log10(self._candidates[i].parameters), self._candidates[i].f1) for i in self._front))
+        pts = sorted(((math.log10(self._candidates[i].cost(self.x_axis)), self._candidates[i].f1) for i in self._front))
         if pts:
             xs, ys = zip(*pts)
             self.front_line.setData(np.array(xs), np.array(ys), stepMode=None)
@@ -183,7 +211,7 @@ class ParetoPlot(QWidget):
 
     def _tip(self, x: float, y: float, data) -> str:
         c = self._candidates.get(int(data)) if data is not None else None
-        return c.summary() if c is not None else f"parameters {10 ** x:,.0f}\nf1 {y:.4f}"
+        return c.summary() if c is not None else f"{self.x_axis} {10 ** x:,.3g}\nf1 {y:.4f}"
 
     def _on_clicked(self, item, points, ev=None) -> None:
         if len(points) == 0:
