@@ -3,8 +3,9 @@
 A short calibration trains a few genomes sampled from the configured space (the cheapest, the median
 and the dearest of a seeded sample by training FLOPs) for a few real steps each on the run's data,
 and records per genome: seconds per training step (warm), seconds of one validation pass (one case
-timed), and the fixed cost of a candidate (building, warm-up, final metrics). It stops starting new
-genomes after ``CALIBRATION_BUDGET_S`` and is cached per device and plan (``$EMONAS_CACHE_DIR``).
+timed), and the fixed cost of a candidate (building, warm-up, final metrics). It starts no new genome
+after ``CALIBRATION_BUDGET_S`` once two are done, and is cached per device and plan
+(``$EMONAS_CACHE_DIR``).
 
 ``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs, see
 ``engine.search.objective.PowerLaw``); ``observe()`` corrects it by the median ratio of measured to
@@ -33,7 +34,7 @@ from engine.search.objective import PowerLaw
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 CALIBRATION_BUDGET_S = 30.0
 CALIBRATION_STEPS = 3  # training steps per calibration epoch
 CACHE_NAME = "calibration.json"
@@ -195,12 +196,13 @@ def sample_genomes(space: SearchSpace, feasible: Callable[[Genome], bool], n: in
 
 
 def calibration_genomes(sample: Sequence[Genome], train_flops: Callable[[Genome], float], k: int = 3) -> list[Genome]:
-    """The cheapest, the median and the dearest of ``sample`` by training FLOPs (``k`` evenly spread)."""
+    """The cheapest and the dearest of ``sample`` by training FLOPs, then the rest of ``k`` evenly spread
+    between them: the first two span the range, so a calibration cut short by its budget still fits a slope."""
     ranked = sorted(sample, key=train_flops)
-    if len(ranked) <= k:
+    if len(ranked) <= 2:
         return ranked
-    idx = sorted({round(i * (len(ranked) - 1) / (k - 1)) for i in range(k)})
-    return [ranked[i] for i in idx]
+    idx = [0, len(ranked) - 1] + [round(i * (len(ranked) - 1) / (k - 1)) for i in range(1, k - 1)]
+    return [ranked[i] for i in dict.fromkeys(idx)]
 
 
 def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> tuple[float, float, float]:
@@ -262,8 +264,8 @@ def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], cost
     t0 = time.perf_counter()
     points = []
     for g in genomes:
-        if points and time.perf_counter() - t0 > budget_s:
-            break
+        if len(points) >= 2 and time.perf_counter() - t0 > budget_s:
+            break  # two genomes at least: one point cannot tell fixed costs from those growing with FLOPs
         step, val, overhead = step_fn(g, problem, train, device)
         tf, inf = costs(g)
         points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead)))

@@ -61,8 +61,8 @@ class PowerLaw:
             self.a, self.b = float(np.mean(ly - lx)), 1.0
             return
         b, a = np.polyfit(lx, ly, 1)
-        if not b > 0:  # noise on few points can tilt the line the wrong way: cost never falls with FLOPs
-            self.a, self.b = float(np.mean(ly - lx)), 1.0
+        if not b > 1e-9:  # flat, or tilted the wrong way by noise: a cost never falls with FLOPs
+            self.a, self.b = float(np.mean(ly)), 0.0
         else:
             self.a, self.b = float(a), float(b)
 
