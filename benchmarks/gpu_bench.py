@@ -6,6 +6,8 @@ Measures, for networks of the search space on the Task04-sized patch (32x48x32, 
 - GPU utilization sampled by nvidia-smi while the loop runs;
 - several small candidates trained at once on one GPU (processes) against one after another;
 - sliding-window style inference of a 128x128x64 volume in fp32 and bf16;
+- latency of segmenting Task04's median volume (sliding window, bf16 on CUDA, median of 5 runs) for
+  the small genome and the paper's hippocampus network, as the latency objective measures it;
 and projects the wall time of a full paper-sized hippocampus search (population 10, 40 generations,
 at most 120 epochs, ~35x50x35 volumes, 260 cases).
 
@@ -164,6 +166,49 @@ def inference(genome: Genome, device, dtype: str) -> float:
     return time.perf_counter() - t
 
 
+#: the median case of Task04 (hippocampus) at its 1 mm spacing: the reference volume of a latency
+REFERENCE_VOLUME = (36, 50, 35)
+
+
+def _starts(size: int, patch: int) -> list[int]:
+    if size <= patch:
+        return [0]
+    step = max(1, patch // 2)  # 50 % overlap, as the engine's predictor
+    starts = list(range(0, size - patch + 1, step))
+    return starts if starts[-1] == size - patch else starts + [size - patch]
+
+
+def latency(genome: Genome, device, dtype: str, runs: int = 5) -> dict:
+    """Median ms of segmenting REFERENCE_VOLUME with PATCH windows (50 % overlap, batch 1, the logits
+    averaged), the way ``samea.objective = "latency"`` measures on ``cuda`` (bf16 autocast)."""
+    net = build_network(genome, 1, CLASSES).to(device).eval()
+    shape = [max(v, p) for v, p in zip(REFERENCE_VOLUME, PATCH)]
+    vol = torch.randn(1, 1, *shape, device=device)
+    amp = dtype == "bf16" and device.type == "cuda"
+    windows = [(x, y, z) for x in _starts(shape[0], PATCH[0]) for y in _starts(shape[1], PATCH[1])
+               for z in _starts(shape[2], PATCH[2])]
+
+    def segment():
+        out = torch.zeros(1, CLASSES, *shape, device=device)
+        count = torch.zeros(1, 1, *shape, device=device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            for x, y, z in windows:
+                sl = (slice(None), slice(None), slice(x, x + PATCH[0]), slice(y, y + PATCH[1]), slice(z, z + PATCH[2]))
+                out[sl] += net(vol[sl]).float()
+                count[sl] += 1
+        return (out / count).argmax(1)
+
+    segment()  # warm-up
+    times = []
+    for _ in range(runs):
+        sync(device)
+        t = time.perf_counter()
+        segment()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"median_ms": float(np.median(times)), "runs_ms": times, "windows": len(windows), "volume": shape}
+
+
 def projected_search(sec_per_step_mean: float, val_fraction: float = 0.1) -> dict:
     """Hours for the paper's hippocampus search: N=10, G=40, <=120 epochs, 260 cases, batch 2."""
     n_train = int(260 * 0.7)
@@ -237,6 +282,12 @@ def main(argv=None) -> int:
         s = inference(small if a.smoke else hippo, device, dt)
         result[f"inference_128x128x64_{dt}_s"] = s
         print(f"  inference 128x128x64 hippocampus network {dt}: {s * 1e3:.1f} ms")
+    for label, genome in networks:
+        for dt in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
+            r = latency(genome, device, dt, runs=1 if a.smoke else 5)
+            result[f"latency_{'small' if genome is small else 'hippocampus'}_{dt}"] = r
+            print(f"  latency {label:24s} {dt}: {r['median_ms']:.2f} ms (median of {len(r['runs_ms'])}, "
+                  f"{r['windows']} windows of {'x'.join(map(str, PATCH))} over {'x'.join(map(str, r['volume']))})")
     if a.json:
         print(json.dumps(jsonable(result)))
     return 0

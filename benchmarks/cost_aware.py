@@ -1,0 +1,204 @@
+"""Cost-aware search: objective latency (CPU) against parameters, and the wall-time estimate against reality.
+
+Part ``fronts``: for each seed, two searches with the same seed, population, generations and epochs,
+one with ``samea.objective = "latency"`` (target cpu) and one with ``"parameters"``, run by the real
+CLI. Both fronts are then re-measured side by side in this process: validation Dice (mean over the
+labels, as each candidate's training recorded it) and CPU latency (ONNX Runtime, one thread, the
+median of ``--latency-runs`` runs on the plan's median volume). Printed per seed: the hypervolume of
+each front in (1 - Dice, latency) against the fixed reference point (Dice 0, 2x the slowest network's
+latency of the two fronts), their ratio (latency / parameters), and per search the fastest network
+within 0.02 Dice of its best.
+
+Part ``estimate``: for three differently sized searches, ``emonas search --estimate`` (the calibration
+is cached by the first), then the search itself; printed: predicted range and expected wall time
+against the measured wall time of the search command.
+
+    python benchmarks/cost_aware.py --out /tmp/cost_aware [--part fronts|estimate|all] [--seeds 0 1 2]
+
+Small by default (demo data at 6 mm, 5-cell nf1 8 networks, 2 epochs of 2 steps) so that it runs on
+a shared 2-core machine; latency figures on a loaded machine are noisy, hence medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONFIG = """
+[space]
+nf1 = [8]
+n_cells = [5]
+
+[samea]
+population = {population}
+generations = {generations}
+learning_generations = 1
+neighbourhood = 2
+latency_runs = {latency_runs}
+latency_threads = 1
+
+[training]
+epochs = {epochs}
+patience = 100
+plan = {{ target_spacing = [{spacing}, {spacing}, {spacing}] }}
+
+[training.extra]
+iterations_per_epoch = {iterations}
+"""
+
+
+def cli(*args: str, timeout: float = 7200) -> tuple[dict, float]:
+    """Run ``emonas ARGS --json``; (its JSON result, wall seconds)."""
+    t0 = time.perf_counter()
+    env = {**os.environ, "EMONAS_NO_PROGRESS": "1"}
+    p = subprocess.run([sys.executable, "-m", "engine.cli", *args, "--json"], capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT, env=env)
+    seconds = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"emonas {' '.join(args)} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1]), seconds
+
+
+def write_config(path: Path, a, population: int, generations: int) -> Path:
+    path.write_text(CONFIG.format(population=population, generations=generations, epochs=a.epochs,
+                                  iterations=a.iterations, spacing=a.spacing, latency_runs=a.latency_runs))
+    return path
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (both coordinates minimized) up to ``ref``."""
+    pts = sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1])
+    hv, best_y = 0.0, ref[1]
+    for x, y in pts:
+        if y < best_y:
+            hv += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return hv
+
+
+def remeasure(run: Path, runs: int) -> list[dict]:
+    """The run's front with validation Dice and a CPU latency measured now (one thread)."""
+    from engine.genome import Genome
+    from engine.run.latency import measure_latency, reference_shape
+    from engine.run.session import Problem
+    from engine.run.store import RunStore
+
+    with RunStore.open_readonly(run) as store:
+        front = store.front()
+        problem = Problem.from_dict(store.get_meta("problem"))
+    shape = reference_shape(problem.plan.get("median_shape"), problem.patch_size)
+    out = []
+    for c in front:
+        g = Genome.from_dict(c["genome"])
+        dice = statistics.mean((c.get("metrics") or {}).get("dice", {}).values() or [0.0])
+        ms = measure_latency(g, problem.in_channels, problem.num_classes, problem.pools(g.n_levels),
+                             problem.patch_size, shape, "cpu", 1, runs)["latency_ms"]
+        out.append({"id": c["id"], "dice": float(dice), "latency_ms": ms, "parameters": c["parameters"],
+                    "stored_latency_ms": c.get("latency_ms")})
+    return out
+
+
+def status(run: Path) -> str:
+    from engine.run.store import RunStore
+
+    with RunStore.open_readonly(run) as store:
+        return str(store.get_meta("status"))
+
+
+def fastest_within(front: list[dict], tol: float = 0.02) -> dict:
+    best = max(f["dice"] for f in front)
+    return min((f for f in front if f["dice"] >= best - tol), key=lambda f: f["latency_ms"])
+
+
+def part_fronts(a, out: Path) -> list[dict]:
+    cfg = write_config(out / "fronts.toml", a, a.population, a.generations)
+    rows = []
+    for seed in a.seeds:
+        runs = {}
+        for objective in ("latency", "parameters"):
+            run = out / f"{a.dataset_name}_{objective}_s{seed}"
+            if not (run / "run.db").exists():
+                _, secs = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg),
+                              "--seed", str(seed), "--objective", objective)
+                print(f"seed {seed} {objective:<10} search {secs:.0f} s", flush=True)
+            elif status(run) != "finished":  # stopped earlier: finish it first
+                _, secs = cli("resume", str(run))
+                print(f"seed {seed} {objective:<10} resumed {secs:.0f} s", flush=True)
+            runs[objective] = run
+        fronts = {k: remeasure(v, a.latency_runs) for k, v in runs.items()}
+        slowest = max(f["latency_ms"] for fr in fronts.values() for f in fr)
+        ref = (1.0, 2 * slowest)
+        hv = {k: hypervolume([(1 - f["dice"], f["latency_ms"]) for f in fr], ref) for k, fr in fronts.items()}
+        row = {"seed": seed, "reference": ref, "hv_latency": hv["latency"], "hv_parameters": hv["parameters"],
+               "ratio": hv["latency"] / hv["parameters"] if hv["parameters"] else float("inf"),
+               "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()}}
+        rows.append(row)
+        print(f"seed {seed}: hypervolume latency-run {hv['latency']:.1f}, parameters-run {hv['parameters']:.1f}, "
+              f"ratio {row['ratio']:.2f} (reference Dice 0, {ref[1]:.0f} ms)", flush=True)
+        for k, f in row["fastest"].items():
+            print(f"  {k:<10} front {len(fronts[k])}: fastest within 0.02 Dice of best: #{f['id']} "
+                  f"Dice {f['dice']:.3f}, {f['latency_ms']:.1f} ms, {f['parameters']:,} parameters", flush=True)
+    ratios = [r["ratio"] for r in rows]
+    print(f"hypervolume ratio (latency / parameters): median {statistics.median(ratios):.2f}, "
+          f"per seed {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+    return rows
+
+
+def part_estimate(a, out: Path) -> list[dict]:
+    rows = []
+    for population, generations in a.sizes:
+        cfg = write_config(out / f"estimate_{population}x{generations}.toml", a, population, generations)
+        run = out / f"{a.dataset_name}_estimate_{population}x{generations}"
+        est, est_s = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg), "--estimate")
+        _, wall = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg))
+        lo, mid, hi = est["total_s"]
+        row = {"population": population, "generations": generations, "evaluations": est["evaluations"],
+               "predicted_s": mid, "range_s": [lo, hi], "measured_s": wall, "error": (mid - wall) / wall,
+               "estimate_command_s": est_s, "calibration_s": est["calibration_s"], "cached": est["cached"]}
+        rows.append(row)
+        print(f"search {population}x{generations}: predicted {mid:.0f} s (range {lo:.0f}-{hi:.0f}), measured {wall:.0f} s, "
+              f"error {100 * row['error']:+.0f} % (estimate took {est_s:.0f} s, calibration "
+              f"{est['calibration_s']:.0f} s{', cached' if est['cached'] else ''})", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--part", choices=("fronts", "estimate", "all"), default="all")
+    ap.add_argument("--dataset", default="demo")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--population", type=int, default=4)
+    ap.add_argument("--generations", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=2, help="training steps per epoch")
+    ap.add_argument("--spacing", type=float, default=6.0, help="target spacing in mm (coarse keeps it small)")
+    ap.add_argument("--latency-runs", type=int, default=3)
+    ap.add_argument("--sizes", default="2x1,3x2,4x3", help="estimate part: population x generations, comma-separated")
+    a = ap.parse_args()
+    a.sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
+    a.dataset_name = Path(a.dataset).name or "demo"
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"cost_aware benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    result = {}
+    if a.part in ("fronts", "all"):
+        result["fronts"] = part_fronts(a, out)
+    if a.part in ("estimate", "all"):
+        result["estimate"] = part_estimate(a, out)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
+    (out / f"result_{a.part}.json").write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
