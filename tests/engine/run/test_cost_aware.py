@@ -218,3 +218,42 @@ def test_objective_keys_are_validated():
     with pytest.raises(ConfigError, match="samea.latency_threads must be an integer >= 1"):
         SearchConfig().replace(samea={"latency_threads": 0})
     assert math.isnan(PowerLaw().a)
+
+
+def _cli(*args, env=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_refuses_an_unknown_objective_in_one_line(tmp_path):
+    p = _cli("search", "--dataset", "demo", "--out", str(tmp_path / "run"), "--objective", "speed")
+    assert p.returncode == 2 and "invalid choice: 'speed'" in p.stderr and "Traceback" not in p.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[resources]\nmax_latency_ms = -5.0\n")
+    before = bad.read_bytes()
+    p = _cli("search", "--dataset", "demo", "--out", str(tmp_path / "run"), "--config", str(bad), "--estimate")
+    assert p.returncode == 2 and "resources.max_latency_ms must be a number >= 0" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and bad.read_bytes() == before
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_cli_estimate_prints_a_range_writes_no_run_and_caches_its_calibration(tmp_path):
+    import os
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[space]\nnf1 = [8]\nn_cells = [5]\n[samea]\npopulation = 2\ngenerations = 1\nneighbourhood = 2\n'
+                   '[training]\nepochs = 1\nplan = { target_spacing = [6.0, 6.0, 6.0] }\n')
+    env = {**os.environ, "EMONAS_CACHE_DIR": str(tmp_path / "cache"), "EMONAS_NO_PROGRESS": "1"}
+    args = ("search", "--dataset", "demo", "--out", str(tmp_path / "run"), "--config", str(cfg), "--estimate", "--json")
+    first = _cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout.strip().splitlines()[-1])
+    lo, mid, hi = doc["total_s"]
+    assert 0 < lo <= mid <= hi and doc["evaluations"] == [2, 2, 2] and not doc["cached"]
+    assert doc["calibrated_genomes"] >= 2
+    assert not (tmp_path / "run").exists()  # the estimate prints; it does not start the run
+    again = json.loads(_cli(*args, env=env).stdout.strip().splitlines()[-1])
+    assert again["cached"] and again["total_s"] == doc["total_s"]
