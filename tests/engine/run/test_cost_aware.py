@@ -142,9 +142,8 @@ def test_max_latency_refuses_slow_genomes_without_training(tmp_path):
     session = SearchSession(run, config("parameters", generations=2), fake_evaluate, TINY)
     session.config = session.config.replace(resources={"max_latency_ms": 1e-6})
     with pytest.raises(ConfigError, match="no new genome"):
-        session.run()  # every genome is predicted slower than 1 ns: none is ever trained
-    with RunStore.open_readonly(run) as s:
-        assert s.candidates("done") == [] and len(s.latencies()) == 2  # the two extremes, measured
+        session.run()  # every genome is predicted slower than 1 ns (from the extremes measured): none is trained
+    assert not (run / "run.db").exists()  # a refused search leaves no run behind
 
 
 def test_an_older_run_database_opens_and_is_migrated(tmp_path):
