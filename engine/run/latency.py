@@ -36,6 +36,10 @@ def hardware_name(target: str) -> str:
     if target.startswith("cuda"):
         import torch
 
+        if not torch.cuda.is_available():
+            from engine.errors import ConfigError
+
+            raise ConfigError("samea.latency_target is cuda, but this machine has no CUDA device; use cpu")
         idx = int(target.split(":")[1]) if ":" in target else 0
         return torch.cuda.get_device_name(idx)
     try:
