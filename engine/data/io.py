@@ -19,6 +19,7 @@ the file.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -145,6 +146,8 @@ def grid_mismatch(a: np.ndarray, b: np.ndarray) -> float:
     (a column) or of the origin, divided by the voxel size along it (the smallest one for the origin).
     Independent of where the origin lies, so large scanner coordinates do not loosen it."""
     a, b = np.asarray(a, float), np.asarray(b, float)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.inf  # a NaN or infinite affine places no voxel anywhere: never the same grid
     size = np.maximum(np.minimum(np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)), 1e-12)
     steps = np.linalg.norm(a[:3, :3] - b[:3, :3], axis=0) / size
     origin = np.linalg.norm(a[:3, 3] - b[:3, 3]) / size.min()

@@ -109,6 +109,9 @@ def test_grid_tolerance_is_relative_to_the_voxel_not_the_origin():
     assert same_geometry(far, rounding, (8, 8, 8), (8, 8, 8))
     assert not same_geometry(far, shifted, (8, 8, 8), (8, 8, 8))
     assert grid_mismatch(far, shifted) == pytest.approx(0.4)
+    broken = far.copy()
+    broken[0, 3] = np.nan  # a NaN origin is no grid at all, not a match
+    assert not same_geometry(far, broken, (8, 8, 8), (8, 8, 8)) and grid_mismatch(far, broken) == np.inf
     fine = np.diag([0.1, 0.1, 0.1, 1.0])
     moved = fine.copy()
     moved[:3, 3] += 0.5 * GRID_TOLERANCE * 0.1
