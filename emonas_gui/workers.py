@@ -430,32 +430,35 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
 
 def predict_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | Path,
                 callback: Callable[[dict], None], control: JobControl) -> dict:
-    """Segment ``scans`` (one file per case) with a model folder (or a training folder).
+    """Segment ``scans`` (files, one per case, or folders of them: nnU-Net's ``CASE_0000`` files or
+    DICOM series) with a model folder (or a training folder); label maps are named by case id.
 
-    Returns ``{"written": [label map paths], "scans": [...], "labels": {name: value}}``.
+    Returns ``{"written": [label map paths], "scans": [each case's first scan], "labels": {name: value}}``.
     """
     from engine.export.package import is_model_folder
+    from engine.infer.folder import gather_cases
     from engine.outputs import check_prediction_outputs
 
     out = Path(out_dir)
-    check_prediction_outputs([[Path(s)] for s in scans], out, model_dir, option="output folder")  # before any work
     written: list[Path] = []
     if is_model_folder(model_dir):
         from engine.export.deploy import load_model
 
         model = load_model(model_dir)
-        labels = model.labels
-        predict = model.predict_files
+        labels, modalities, predict = model.labels, model.modalities, model.predict_files
     else:
         from engine.infer.predictor import Predictor
 
         predictor = Predictor.from_training_folder(model_dir)
-        labels = dict(predictor.labels)
-        predict = predictor.predict_files
-    for i, scan in enumerate(scans):
+        labels, modalities, predict = dict(predictor.labels), predictor.modalities, predictor.predict_files
+    cases = gather_cases(scans, max(1, len(modalities)))
+    check_prediction_outputs([paths for _, paths in cases], out, model_dir, option="output folder",
+                             names=[cid for cid, _ in cases])  # before anything is written
+    for i, (case_id, paths) in enumerate(cases):
         if control.is_set():
             break
-        callback({"event": "progress", "done": i, "total": len(scans), "text": f"segmenting {Path(scan).name}"})
-        written.extend(predict([[Path(scan)]], out))
-    callback({"event": "progress", "done": len(written), "total": len(scans), "text": "done"})
-    return {"written": [str(p) for p in written], "scans": [str(s) for s in scans[:len(written)]], "labels": labels}
+        callback({"event": "progress", "done": i, "total": len(cases), "text": f"segmenting {case_id}"})
+        written.extend(predict([paths], out, names=[case_id]))
+    callback({"event": "progress", "done": len(written), "total": len(cases), "text": "done"})
+    return {"written": [str(p) for p in written], "scans": [str(paths[0]) for _, paths in cases[:len(written)]],
+            "labels": labels}

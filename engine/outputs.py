@@ -153,10 +153,12 @@ def check_distinct_names(outputs: Mapping[str, Sequence[str | os.PathLike]] | Se
         seen.setdefault(key, str(src))
 
 
-def check_prediction_outputs(cases, out_dir, model=None, option: str = "-o") -> None:
+def check_prediction_outputs(cases, out_dir, model=None, option: str = "-o", names=None,
+                             probabilities: bool = False) -> None:
     """Before any work: ``out_dir`` and every file predicting ``cases`` (lists of scan paths) writes
     there must be neither a source (an input scan or its data files, the model folder) nor hold one,
-    and no two cases may map to one output name (label map, colour tables, DICOM-SEG)."""
+    and no two cases may map to one output name (label map, colour tables, DICOM-SEG, and with
+    ``probabilities`` the ``.npz``). ``names`` are the cases' output names (default: their first scan's)."""
     from engine.data.io import split_series
     from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
     from engine.infer.folder import output_name
@@ -167,15 +169,15 @@ def check_prediction_outputs(cases, out_dir, model=None, option: str = "-o") -> 
             sources += image_sources(p)
     out_dir = Path(out_dir)
     check_output(out_dir, sources, option=option)
-    names = []
-    for case in cases:
-        label_map = output_name(Path(case[0]))
-        stem = label_map[: -len(".nii.gz")]
-        names += [(label_map, case[0]), (stem + SLICER_SUFFIX, case[0]), (stem + ITKSNAP_SUFFIX, case[0])]
+    outputs = []
+    for i, case in enumerate(cases):
+        stem = names[i] if names is not None else output_name(Path(case[0]))[: -len(".nii.gz")]
+        suffixes = [".nii.gz", SLICER_SUFFIX, ITKSNAP_SUFFIX] + ([".npz"] if probabilities else [])
+        outputs += [(stem + suffix, case[0]) for suffix in suffixes]
         if split_series(case[0])[0].is_dir():  # a DICOM series: its DICOM-SEG too
-            names.append((f"{stem}_seg.dcm", case[0]))
-    check_distinct_names(names, option=option)
-    for name, _ in names:
+            outputs.append((f"{stem}_seg.dcm", case[0]))
+    check_distinct_names(outputs, option=option)
+    for name, _ in outputs:
         check_output(out_dir / name, sources, option=option)
 
 

@@ -130,12 +130,15 @@ class ExportPanel(QWidget):
         mrow.addWidget(self.model_browse)
         pf.addRow("Model", mrow)
         self.scans = QListWidget()
-        self.scans.setToolTip("scans to segment (NIfTI, MetaImage, NRRD), one per case")
+        self.scans.setToolTip("scans to segment (NIfTI, MetaImage, NRRD), one per case, or folders of them "
+                              "(nnU-Net's CASE_0000.nii.gz files, DICOM series)")
         self.scans.setMaximumHeight(110)
         srow = QHBoxLayout()
         self.add_scans = QPushButton("Add scans\u2026")
+        self.add_folder = QPushButton("Add folder\u2026")
         self.clear_scans = QPushButton("Clear")
         srow.addWidget(self.add_scans)
+        srow.addWidget(self.add_folder)
         srow.addWidget(self.clear_scans)
         pf.addRow(self.scans)
         pf.addRow(srow)
@@ -171,6 +174,7 @@ class ExportPanel(QWidget):
         self.open_folder.clicked.connect(self._show_folder)
         self.model_browse.clicked.connect(self._ask_model)
         self.add_scans.clicked.connect(self._ask_scans)
+        self.add_folder.clicked.connect(self._ask_scan_folder)
         self.clear_scans.clicked.connect(self.scans.clear)
         self.pred_browse.clicked.connect(self._ask_pred_out)
         self.predict_button.clicked.connect(self.predict)
@@ -301,6 +305,11 @@ class ExportPanel(QWidget):
                                                 "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)")
         self.add_scan_files(paths)
 
+    def _ask_scan_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of scans to segment (CASE_0000.nii.gz ..., or a DICOM series)")
+        if path:
+            self.add_scan_files([path])
+
     def add_scan_files(self, paths) -> None:
         for p in paths:
             self.scans.addItem(str(p))
@@ -340,6 +349,8 @@ class ExportPanel(QWidget):
         return True
 
     def _on_predict_event(self, ev: dict) -> None:
+        if "total" in ev:  # a folder's cases are counted once the job has listed them
+            self.predict_progress.setMaximum(int(ev["total"]))
         if "done" in ev:
             self.predict_progress.setValue(int(ev["done"]))
         if ev.get("text"):

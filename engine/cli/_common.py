@@ -36,6 +36,17 @@ def add_common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def device_arg(value: str) -> str:
+    """An argparse ``type`` for ``--device``: auto, cpu, cuda or cuda:N (a usage error otherwise)."""
+    from engine.device import check_device_name
+    from engine.errors import ConfigError
+
+    try:
+        return check_device_name(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def subcommand(sub, name: str, handler: Callable[[argparse.Namespace], dict | None], help: str, **kw):
     """Add a subcommand with the common flags; ``handler(args)`` returns the result dict."""
     p = sub.add_parser(name, help=help, description=help, **kw)

@@ -135,9 +135,11 @@ class ExportedModel:
         )
 
     def predict_files(self, cases: Sequence[Sequence[str | os.PathLike]], out_dir: str | os.PathLike,
-                      progress: Callable[[int, int], None] | None = None, **overrides) -> list[Path]:
-        """Label maps for ``cases`` (one path per modality, in the model's order) written to ``out_dir``,
-        each with its 3D Slicer colour table and ITK-SNAP label description next to it."""
+                      progress: Callable[[int, int], None] | None = None, names: Sequence[str] | None = None,
+                      **overrides) -> list[Path]:
+        """Label maps for ``cases`` (one path per modality, in the model's order) written to ``out_dir``
+        (as ``NAME.nii.gz`` with ``names``), each with its 3D Slicer colour table and ITK-SNAP label
+        description next to it."""
         from engine.export.labels import write_colour_tables
 
         for paths in cases:
@@ -146,7 +148,7 @@ class ExportedModel:
                     f"{paths[0]}: the model expects {len(self.modalities)} modalities "
                     f"({', '.join(self.modalities)}) per case, got {len(paths)}"
                 )
-        written = self.predictor(**overrides).predict_files(cases, out_dir, progress=progress)
+        written = self.predictor(**overrides).predict_files(cases, out_dir, progress=progress, names=names)
         colors = self.label_info()["label_colors"]
         for path in written:
             write_colour_tables(path, self.labels, colors)
@@ -165,13 +167,9 @@ def _onnx_logits_fn(path: Path, device: str) -> Callable:
 
 
 def _torch_logits_fn(folder: Path, meta: dict[str, Any], device: str) -> Callable:
-    import torch
-
     from engine.infer.predictor import torch_logits_fn
     from engine.network import build_network
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
     arch = meta["architecture"]
     net = build_network(Genome.from_dict(meta["genome"]), int(arch["in_channels"]), int(arch["num_classes"]),
                         [tuple(p) for p in arch["pool_sizes"]])
@@ -196,10 +194,14 @@ def load_model(path: str | os.PathLike, backend: str = "onnxruntime", device: st
     """Verify the model folder at ``path`` and prepare ``backend`` (``onnxruntime`` or ``torch``) on ``device``."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if device == "auto":
+    if backend == "torch":  # the engine's resolver: auto, cpu, cuda, cuda:N
+        from engine.device import resolve_device_name
+
+        device = resolve_device_name(device)
+    elif device == "auto":
         device = "cuda" if _cuda_available(backend) else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be cpu, cuda or auto, got {device!r}")
+    if backend != "torch" and device not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu, cuda or auto for ONNX Runtime, got {device!r}")
     folder = Path(path)
     meta = verify_model_folder(folder)
     if backend == "onnxruntime":

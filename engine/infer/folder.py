@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from engine.errors import DataError, EmonasError
 
@@ -141,23 +144,214 @@ def output_name(first_input: Path) -> str:
     return strip_suffix(first_input) + ".nii.gz"
 
 
-def predict_case_files(predictor, paths: list[Path], out_dir: Path) -> Path:
-    """Read one case (a path per modality), predict, write its label map in the source geometry."""
+def predict_case_files(predictor, paths: list[Path], out_dir: Path, name: str | None = None,
+                       save_probabilities: bool = False) -> Path:
+    """Read one case (a path per modality), predict, write its label map in the source geometry.
+
+    The output is ``out_dir/NAME.nii.gz`` (``name`` defaults to the first input's, see
+    :func:`output_name`). With ``save_probabilities``, ``NAME.npz`` beside it holds ``probabilities``,
+    float16 (classes, X, Y, Z) on the scan's own grid, and the label map is their argmax (before the
+    largest-component post-processing, as nnU-Net's probabilities are)."""
     from engine.data import preprocess_images, read_image, restore_label, write_label
 
     if predictor.plan is None:
         raise DataError(None, "this predictor has no plan: it cannot preprocess scans")
+    out = out_dir / (f"{name}.nii.gz" if name is not None else output_name(paths[0]))
     try:
         images = [read_image(p) for p in paths]
         array, props = preprocess_images(images, predictor.plan)
-        labels = predictor.predict_array(array)
+        if save_probabilities:
+            probs = restore_probabilities(predictor.predict_probabilities(array), props)
+        else:
+            labels = predictor.predict_array(array)
     except MemoryError:
         raise DataError(paths[0], "out of memory segmenting this scan") from None
-    restored = restore_label(labels, props)
-    out = out_dir / output_name(paths[0])
+    if save_probabilities:
+        values = np.asarray(props["label_values"])
+        restored = values.astype(np.uint8 if values.max() <= 255 else np.int16)[predictor.postprocess(
+            probs.argmax(0).astype(np.uint8))]
+        _save_npz(probability_path(out), probs)
+    else:
+        restored = restore_label(labels, props)
     written = write_label(out, restored, images[0])
     log.info("%s -> %s", paths[0], written)
     return Path(written)
+
+
+def probability_path(label_path: Path) -> Path:
+    """``CASE.npz`` beside the label map ``CASE.nii.gz``."""
+    from engine.data.io import strip_suffix
+
+    return Path(label_path).with_name(strip_suffix(label_path) + ".npz")
+
+
+def _save_npz(path: Path, probs: np.ndarray) -> None:
+    from engine.outputs import atomic_file
+
+    with atomic_file(path) as tmp:  # never half a file under the final name
+        np.savez_compressed(tmp, probabilities=probs)
+
+
+def restore_probabilities(probs: np.ndarray, properties: dict) -> np.ndarray:
+    """Class probabilities (K, X, Y, Z) at the plan's spacing back on the source scan's grid, float16.
+
+    Each class is resampled linearly (within slices only across a thick-slice axis), the cropped
+    border is background, and the reorientation is undone: the inverse of the preprocessing, as
+    :func:`engine.data.restore_label` does for label maps."""
+    from engine.data.preprocess import _inverse_ornt, _reorient, _resample
+
+    probs = np.asarray(probs, np.float32)
+    if tuple(probs.shape[1:]) != tuple(properties["shape"]):
+        raise DataError(None, f"probabilities of shape {probs.shape[1:]} do not match the grid {tuple(properties['shape'])}")
+    box = tuple(slice(lo, hi) for lo, hi in properties["bbox"])
+    inverse = _inverse_ornt(np.asarray(properties["ornt"]))
+    out = []
+    for k, channel in enumerate(probs):
+        full = np.full(properties["ras_shape"], 1.0 if k == 0 else 0.0, np.float32)
+        full[box] = _resample(channel, properties["cropped_shape"], 1, properties.get("separate_z_axis"))
+        out.append(_reorient(full, inverse))
+    restored = np.stack(out).astype(np.float16)
+    assert tuple(restored.shape[1:]) == tuple(properties["source_shape"])
+    return restored
+
+
+def output_complete(label_path: Path, first_input: Path, num_classes: int, probabilities: bool) -> bool:
+    """Whether a case's outputs exist whole: the label map reads back in full on its scan's grid, and
+    with ``probabilities`` its ``.npz`` holds float16 ``probabilities`` (classes x that grid)."""
+    from engine.data.io import read_header, read_label
+
+    try:
+        shape = tuple(read_header(first_input).shape)
+        labels, _ = read_label(label_path)  # reads every voxel: a truncated file fails here
+        if tuple(labels.shape) != shape:
+            return False
+        if probabilities:
+            with np.load(probability_path(label_path)) as npz:
+                p = npz["probabilities"]
+                return p.dtype == np.float16 and tuple(p.shape) == (num_classes, *shape)
+    except Exception:  # noqa: BLE001 - unreadable, missing or foreign: predicted again
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: files, folders of files (nnU-Net's CASE_XXXX naming) and DICOM series folders
+# ---------------------------------------------------------------------------------------------
+_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
+
+
+def is_dicom_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds DICOM files, judged by content (the ``DICM`` marker after the
+    128-byte preamble) on its first few files, not by their names."""
+    if not folder.is_dir():
+        return False
+    checked = 0
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        try:
+            with open(p, "rb") as fh:
+                fh.seek(128)
+                if fh.read(4) == b"DICM":
+                    return True
+        except OSError:
+            pass
+        checked += 1
+        if checked >= 8:
+            break
+    return False
+
+
+def folder_cases(folder: Path, n_modalities: int) -> list[tuple[str, list[Path]]]:
+    """The cases of a folder: (case id, one path per modality).
+
+    A folder of DICOM files is one case named by the folder. Otherwise its scans (NIfTI, MetaImage,
+    NRRD) group by nnU-Net's modality suffix (``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... one per
+    modality, in channel order); with a one-modality model, scans without the suffix are one case each,
+    named by the file. Sub-folders of DICOM files are one case each. Other files are left alone.
+    """
+    from engine.data.io import image_suffix, strip_suffix
+
+    if is_dicom_folder(folder):
+        return [(folder.name, [folder])]
+    n = max(1, int(n_modalities))
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    scans = [p for p in entries if p.is_file() and image_suffix(p)]
+    series = [p for p in entries if p.is_dir() and is_dicom_folder(p)]
+    if series and n > 1:
+        raise DataError(series[0], f"a DICOM series folder is one modality; the model expects {n}: give each case "
+                                   "with --case SERIES_A,SERIES_B")
+    cases: list[tuple[str, list[Path]]] = [(p.name, [p]) for p in series]
+    parsed = [(p, _CHANNEL.match(strip_suffix(p))) for p in scans]
+    suffixed = [(p, m) for p, m in parsed if m]
+    if n == 1 and {m.group(1) for _, m in suffixed} != {m.group(1) for _, m in suffixed if int(m.group(2)) == 0}:
+        suffixed = []  # names like scan_2019 without a scan_0000: not modality numbers for a one-modality model
+    if not suffixed:
+        if n > 1 and scans:
+            raise DataError(scans[0], f"the model expects {n} modalities: name each case's files CASE_0000, "
+                                      f"CASE_0001 ... CASE_{n - 1:04d} (nnU-Net's naming), or give --case A,B")
+        return cases + [(strip_suffix(p), [p]) for p in scans]
+    plain = [p for p, m in parsed if not m or (p, m) not in suffixed]
+    if plain:
+        raise DataError(plain[0], "does not follow CASE_XXXX naming like the other scans of the folder")
+    grouped: dict[str, dict[int, Path]] = {}
+    for p, m in suffixed:
+        channels = grouped.setdefault(m.group(1), {})
+        channel = int(m.group(2))
+        if channel in channels:
+            raise DataError(p, f"case {m.group(1)} has channel {channel:04d} twice ({channels[channel].name})")
+        channels[channel] = p
+    for cid, channels in sorted(grouped.items()):
+        if sorted(channels) != list(range(n)):
+            missing = [f"{cid}_{c:04d}" for c in range(n) if c not in channels]
+            extra = [channels[c].name for c in sorted(channels) if c >= n]
+            what = f"misses {', '.join(missing)}" if missing else f"has {', '.join(extra)} beyond them"
+            raise DataError(folder, f"case {cid}: the model expects {n} modalities (channels 0000..{n - 1:04d}); it {what}")
+        cases.append((cid, [channels[c] for c in range(n)]))
+    return cases
+
+
+def gather_cases(inputs: Sequence[str | Path], n_modalities: int,
+                 groups: Sequence[Sequence[str | Path]] = ()) -> list[tuple[str, list[Path]]]:
+    """Cases named by id from command-line inputs: each folder's cases (:func:`folder_cases`), the
+    files between them grouped as :func:`case_inputs` does, and the explicit ``groups`` (one path per
+    modality each); loose files and groups are named like their first file. Two cases with one name
+    are refused before anything is predicted."""
+    from engine.data.io import read_header, split_series
+
+    cases: list[tuple[str, list[Path]]] = []
+    loose: list[Path] = []
+    folder_paths: list[Path] = []
+
+    def named(group: list[Path]) -> tuple[str, list[Path]]:
+        return (output_name(group[0])[: -len(".nii.gz")], group)
+
+    def flush() -> None:
+        cases.extend(named(g) for g in (case_inputs(loose, n_modalities) if loose else []))
+        loose.clear()
+
+    for raw in inputs:
+        p = Path(raw)
+        if not split_series(p)[0].exists():
+            raise DataError(p, "input does not exist")
+        if p.is_dir() and not is_dicom_folder(p):
+            flush()
+            found = folder_cases(p, n_modalities)
+            if not found:
+                raise DataError(p, "folder holds no scans (NIfTI, MetaImage, NRRD) and no DICOM series")
+            folder_paths += [q for _, paths in found for q in paths]
+            cases += found
+        else:
+            loose.append(p)
+    flush()
+    for group in groups:
+        cases.append(named(case_inputs(list(group), len(group))[0]))
+    seen: dict[str, Path] = {}
+    for cid, paths in cases:
+        if cid in seen:
+            raise DataError(paths[0], f"gives case {cid} like {seen[cid]}: both would write {cid}.nii.gz")
+        seen[cid] = paths[0]
+    return cases
 
 
 def case_inputs(inputs: list[str | Path], n_modalities: int) -> list[list[Path]]:

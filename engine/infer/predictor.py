@@ -171,7 +171,7 @@ class Predictor:
         self.device = torch.device(device)
 
     @classmethod
-    def from_training_folder(cls, folder: str | Path, device: str = "cpu", **options) -> "Predictor":
+    def from_training_folder(cls, folder: str | Path, device: str = "auto", **options) -> "Predictor":
         """A predictor for the network of a training folder (``emonas train --out DIR``).
 
         Post-processing follows the folder's training profile (largest component kept for
@@ -180,8 +180,10 @@ class Predictor:
         """
         from engine.infer.folder import load_training_folder
 
+        from engine.device import resolve_device
+
         tf = load_training_folder(folder)
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         model = tf.build_model(dev)
         options.setdefault("keep_largest", tf.config.get("profile") == "paper")
         if options.get("mirror") is True:
@@ -215,33 +217,31 @@ class Predictor:
         labels = logits.argmax(0).to(torch.uint8).cpu().numpy()
         return self.postprocess(labels)
 
+    def predict_probabilities(self, image: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Softmax class probabilities (K, X, Y, Z) float32 of a preprocessed volume (C, X, Y, Z)."""
+        return torch.softmax(self.predict_logits(image).float(), dim=0).cpu().numpy()
+
     # ---- files -------------------------------------------------------------------------------
     def predict_files(
         self,
         paths_per_case: Sequence[Sequence[str | Path]],
         out_dir: str | Path,
         progress: Callable[[int, int], None] | None = None,
+        names: Sequence[str] | None = None,
+        save_probabilities: bool = False,
     ) -> list[Path]:
         """Predict each case (one image path per modality, in the training's modality order) and
-        write its label map into ``out_dir`` named like the case's first image; returns the paths."""
+        write its label map into ``out_dir`` as ``NAME.nii.gz`` (``names``, by default the case's
+        first image's name); with ``save_probabilities`` also ``NAME.npz`` (float16 class
+        probabilities on the scan's grid). Returns the label maps' paths."""
         from engine.infer.folder import predict_case_files
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for i, paths in enumerate(paths_per_case):
-            written.append(predict_case_files(self, [Path(p) for p in paths], out_dir))
+            name = names[i] if names is not None else None
+            written.append(predict_case_files(self, [Path(p) for p in paths], out_dir, name, save_probabilities))
             if progress is not None:
                 progress(i + 1, len(paths_per_case))
         return written
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from engine.errors import ConfigError
-
-        raise ConfigError("device cuda was asked for but no CUDA device is available")
-    return dev

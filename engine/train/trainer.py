@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engine.device import resolve_device
 from engine.genome import Genome
 from engine.network import build_network, check_patch, count_parameters
 from engine.network.builder import architecture
@@ -116,12 +117,6 @@ def keras_init(model: torch.nn.Module) -> None:
                 torch.nn.init.zeros_(m.bias)
         elif isinstance(m, torch.nn.InstanceNorm3d):
             m.eps = PAPER_NORM_EPS
-
-
-def resolve_device(name: str) -> torch.device:
-    from engine.infer.predictor import _resolve_device
-
-    return _resolve_device(name)
 
 
 @contextlib.contextmanager
@@ -269,7 +264,8 @@ class Trainer:
             logits = sliding_window_logits(fn, image, self.patch, overlap=0.5, gaussian=True)
             probs = torch.softmax(logits, 0)[None]
             losses.append((1 - per_class_soft_dice(probs, label[None], **self.dice_options)).sum())
-            pred = logits.argmax(0)
+            keep = label < k  # the ignore label's voxels (index k) count for no class
+            pred, label = logits.argmax(0)[keep], label[keep]
             inter = torch.bincount(pred[pred == label], minlength=k)[1:].float()
             sizes = (torch.bincount(pred.reshape(-1), minlength=k) + torch.bincount(label.reshape(-1), minlength=k))[1:].float()
             # both empty -> 1 (see engine.infer.metrics)
@@ -432,12 +428,13 @@ def validation_metrics(trainer: Trainer) -> dict[str, Any]:
         device=trainer.device,
     )
     classes = trainer.data.foreground
+    ignore = trainer.num_classes if getattr(trainer.data, "ignore_label", None) is not None else None
     per_case = {}
     for i, case in enumerate(trainer.data.val):
         labels = pred.predict_array(np.asarray(case.image, dtype=np.float32))
         ids = trainer.data.split.get("val") or []
         cid = str(getattr(case, "case_id", None) or (ids[i] if i < len(ids) else f"val_{i}"))
-        per_case[cid] = case_metrics(labels, np.asarray(case.label), case.spacing, classes)
+        per_case[cid] = case_metrics(labels, np.asarray(case.label), case.spacing, classes, ignore=ignore)
     return {"per_case": per_case, "summary": summarize(per_case)}
 
 
