@@ -141,6 +141,8 @@ class SearchConfig:
     seed: int = 0
     dataset: str = ""
     profile: str = "default"  # default or paper: see PROFILE_DEFAULTS
+    splits: str = ""  # a split file (nnU-Net's splits_final.json or {"train","val","test"}); empty: the seed's split
+    fold: int = 0  # the fold of a splits_final.json
     space: SpaceConfig = field(default_factory=SpaceConfig)
     samea: SamEAConfig = field(default_factory=SamEAConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -260,6 +262,7 @@ class SearchConfig:
             ("samea.max_resample", s.max_resample, s.max_resample >= 1, "an integer >= 1"),
             ("samea.latency_threads", s.latency_threads, s.latency_threads >= 1, "an integer >= 1"),
             ("samea.latency_runs", s.latency_runs, s.latency_runs >= 1, "an integer >= 1"),
+            ("fold", self.fold, self.fold >= 0, "an integer >= 0"),
             ("training.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
             ("training.patience", t.patience, t.patience >= 1, "an integer >= 1"),
             ("training.alpha", t.alpha, t.alpha >= 0, "a number >= 0"),

@@ -54,6 +54,10 @@ def _config_from_args(args) -> SearchConfig:
         top["seed"] = args.seed
     if args.dataset:
         top["dataset"] = args.dataset
+    if args.splits:
+        top["splits"] = str(Path(args.splits).resolve())
+    if args.fold is not None:
+        top["fold"] = args.fold
     return cfg.replace(samea=samea, training=training, resources=resources, **top)
 
 
@@ -230,9 +234,15 @@ def _runs(args) -> dict:
     return {"runs": runs}
 
 
+def _fold_needs_splits(args) -> None:
+    if args.fold is not None and not args.splits:
+        raise ConfigError("--fold needs --splits FILE (the split file whose fold to use)")
+
+
 def _retrain(args) -> dict:
     from engine.run.retrain import retrain_candidate, retrain_epochs
 
+    _fold_needs_splits(args)
     with progress_bar(retrain_epochs(args.run, args.epochs), f"retraining candidate {args.candidate}") as bar:
 
         def on_event(event: dict) -> None:
@@ -241,7 +251,7 @@ def _retrain(args) -> dict:
                 bar.set_postfix_str(f"loss {event['train_loss']:.3f}")
 
         result = retrain_candidate(args.run, args.candidate, args.out, epochs=args.epochs, device=args.device,
-                                   callback=on_event)
+                                   callback=on_event, splits=args.splits, fold=args.fold)
     if not args.json:
         print(f"retrained candidate {args.candidate} for {result['epochs']} epochs: f1 {result['f1']:.4f}, "
               f"dice {result['dice']} -> {args.out}")
@@ -251,11 +261,19 @@ def _retrain(args) -> dict:
 def _report(args) -> dict:
     from engine.run.report import write_report
 
-    result = write_report(args.run, args.out, device=args.device, baseline=not args.no_baseline)
+    _fold_needs_splits(args)
+    result = write_report(args.run, args.out, device=args.device, baseline=not args.no_baseline,
+                          splits=args.splits, fold=args.fold)
     if not args.json:
         for k in ("profile", "metrics_csv", "summary_csv", "figure_svg", "figure_png"):
             print(f"{k:<12} {result[k]}")
     return result
+
+
+def _split_args(p) -> None:
+    p.add_argument("--splits", metavar="FILE", help="split file: nnU-Net's splits_final.json (with --fold) or "
+                   "{\"train\": [...], \"val\": [...], \"test\": [...]} of case ids")
+    p.add_argument("--fold", type=int, default=None, help="fold of a splits_final.json (default 0)")
 
 
 def register(sub) -> None:
@@ -284,6 +302,7 @@ def register(sub) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="print the expected wall time (a short calibration, cached) and exit without searching")
     p.add_argument("--recalibrate", action="store_true", help="with --estimate: calibrate again, ignoring the cache")
+    _split_args(p)
 
     p = subcommand(sub, "resume", _resume, "continue a stopped or killed search run")
     p.add_argument("run", help="run directory")
@@ -300,9 +319,11 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, help="epochs (default: the search's)")
     p.add_argument("--out", required=True, help="training folder to write")
     p.add_argument("--device", default="auto")
+    _split_args(p)
 
     p = subcommand(sub, "report", _report, "test-split metrics of the front, a U-Net baseline, the Pareto figure")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", required=True, help="folder for the CSV files and figures")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-baseline", action="store_true", help="skip training the U-Net baseline")
+    _split_args(p)

@@ -126,19 +126,27 @@ class Dataset:
         }
 
 
-def open_dataset(path: str | os.PathLike, skip_bad: bool = False) -> Dataset:
+def open_dataset(path: str | os.PathLike, skip_bad: bool = False, test: bool = False) -> Dataset:
     """Open a dataset folder (layout detected), or ``"demo"`` / ``"demo-hippocampus"`` for a built-in one.
 
     Every case's headers are checked (cheap). Without ``skip_bad`` the first fatal problem raises
     ``DataError`` naming the file; with it, every voxel of every case is checked and the broken
-    cases are left out (``Dataset.skipped``), as long as at least ``MIN_CASES`` remain.
+    cases are left out (``Dataset.skipped``), as long as at least ``MIN_CASES`` remain. ``test``
+    opens the labelled test cases instead (``imagesTs`` with ``labelsTs`` of an MSD or nnU-Net folder).
     """
     if str(path) in ("demo", "demo-hippocampus"):
         from engine.data.demo import demo_dataset_path
 
         path = demo_dataset_path("brain" if str(path) == "demo" else "hippocampus")
     root = Path(path).expanduser()
-    found = detect_layout(root)
+    if test:
+        from engine.data.layouts import detect_test_layout
+
+        found = detect_test_layout(root)
+        if found is None:
+            raise DataError(root, "has no imagesTs/ with labelsTs/ (an MSD or nnU-Net folder's labelled test cases)")
+    else:
+        found = detect_layout(root)
     from engine.data.validate import check_headers, inspect_case
 
     problems = list(found.problems)

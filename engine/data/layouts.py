@@ -92,7 +92,23 @@ def _sorted_labels(labels: dict[str, int], path: Path) -> dict[str, int]:
         raise DataError(path, "label values must lie in 0..255")
     if len(values) < 2:
         raise DataError(path, "labels must declare at least one foreground label")
+    if IGNORE_LABEL in labels and labels[IGNORE_LABEL] != max(values):
+        raise DataError(path, f"the '{IGNORE_LABEL}' label must have the highest value, as nnU-Net v2 requires "
+                              f"(it has {labels[IGNORE_LABEL]}, another {max(values)})")
+    if IGNORE_LABEL in labels and len(values) < 3:
+        raise DataError(path, f"labels must declare a foreground label besides '{IGNORE_LABEL}'")
     return dict(sorted(labels.items(), key=lambda kv: kv[1]))
+
+
+#: nnU-Net v2's ignore label: the highest label value, named exactly so; its voxels are unannotated.
+IGNORE_LABEL = "ignore"
+
+
+def split_ignore(labels: dict[str, int]) -> tuple[dict[str, int], int | None]:
+    """``labels`` without nnU-Net's ``ignore`` label, and its value (None without one)."""
+    if IGNORE_LABEL not in labels:
+        return dict(labels), None
+    return {k: v for k, v in labels.items() if k != IGNORE_LABEL}, int(labels[IGNORE_LABEL])
 
 
 #: Public dataset.json files are at most a few megabytes; a larger one is refused before parsing.
@@ -203,7 +219,8 @@ def _msd(root: Path, meta: dict) -> LayoutResult:
 # ---------------------------------------------------------------------------------------- nnU-Net v2
 
 
-def _nnunet(root: Path, meta: dict) -> LayoutResult:
+def _nnunet(root: Path, meta: dict, images: str = "imagesTr", labels_dir: str = "labelsTr") -> LayoutResult:
+    """The cases of ``images``/``labels_dir`` (imagesTr/labelsTr, or imagesTs/labelsTs for a test set)."""
     js = root / "dataset.json"
     channels = meta.get("channel_names")
     if not isinstance(channels, dict) or not channels:
@@ -218,14 +235,15 @@ def _nnunet(root: Path, meta: dict) -> LayoutResult:
     labels = {}
     for name, v in raw.items():
         if isinstance(v, (list, tuple)):
-            raise DataError(js, f"label {name!r} is a region (list of values); region-based labels are not supported")
+            raise DataError(js, f"label {name!r} is a region (list of values {list(v)}); region-based training "
+                                "(nnU-Net's overlapping regions) is not supported: give each structure one value")
         labels[str(name)] = label_value(name, v, js)
     labels = _sorted_labels(labels, js)
     ending = str(meta.get("file_ending", ".nii.gz"))
     pat = re.compile(r"^(.*)_(\d{4})" + re.escape(ending) + r"$")
     by_case: dict[str, dict[int, Path]] = {}
     problems = []
-    for p in sorted((root / "imagesTr").iterdir()) if (root / "imagesTr").is_dir() else []:
+    for p in sorted((root / images).iterdir()) if (root / images).is_dir() else []:
         if p.name.startswith("."):
             continue
         m = pat.match(p.name)
@@ -235,27 +253,27 @@ def _nnunet(root: Path, meta: dict) -> LayoutResult:
             continue
         by_case.setdefault(m.group(1), {})[int(m.group(2))] = p
     if not by_case:
-        raise DataError(root / "imagesTr", f"no images named CASE_0000{ending}")
+        raise DataError(root / images, f"no images named CASE_0000{ending}")
     cases = []
     for cid, chans in sorted(by_case.items()):
-        lab = root / "labelsTr" / f"{cid}{ending}"
+        lab = root / labels_dir / f"{cid}{ending}"
         missing = [c for c in range(len(modalities)) if c not in chans]
         extra = [c for c in chans if c >= len(modalities)]
         if missing:
-            problems.append(Problem(str(root / "imagesTr" / f"{cid}_{missing[0]:04d}{ending}"),
+            problems.append(Problem(str(root / images / f"{cid}_{missing[0]:04d}{ending}"),
                                     f"channel file missing ({len(modalities)} channels declared in dataset.json)", True, cid))
         if extra:
             problems.append(Problem(str(chans[extra[0]]), f"channel {extra[0]} beyond the {len(modalities)} declared", True, cid))
         if not lab.exists():
             problems.append(Problem(str(lab), "label file not found for this case", True, cid))
-        paths = [chans.get(c, root / "imagesTr" / f"{cid}_{c:04d}{ending}") for c in range(len(modalities))]
+        paths = [chans.get(c, root / images / f"{cid}_{c:04d}{ending}") for c in range(len(modalities))]
         cases.append(Case(cid, paths, lab))
     known = {f"{cid}{ending}" for cid in by_case}
-    for lab in [p for p in _image_files(root / "labelsTr") if p.name.endswith(ending)]:
+    for lab in [p for p in _image_files(root / labels_dir) if p.name.endswith(ending)]:
         if lab.name not in known:
             problems.append(Problem(str(lab), "label file with no image", True))
     n = meta.get("numTraining")
-    if isinstance(n, int) and n != len(cases):
+    if images == "imagesTr" and isinstance(n, int) and n != len(cases):
         problems.append(Problem(str(js), f"numTraining says {n} but imagesTr holds {len(cases)} cases", False))
     return LayoutResult("nnunet", str(meta.get("name") or root.name), cases, modalities, labels, problems,
                         str(meta.get("description", "")), _mirror_setting(js, meta))
@@ -399,6 +417,28 @@ def detect_layout(root: Path) -> LayoutResult:
     """Read a dataset folder in whichever known layout it has; every case file must lie inside it."""
     result = _detect(Path(root))
     _confine(Path(root), result)
+    return result
+
+
+def detect_test_layout(root: Path) -> LayoutResult | None:
+    """The labelled test cases of an MSD or nnU-Net folder (``imagesTs`` with ``labelsTs``), or None
+    when it has no ``labelsTs``; the modalities and labels are the training cases'."""
+    root = Path(root)
+    if not (root / "imagesTs").is_dir() or not (root / "labelsTs").is_dir():
+        return None
+    train = detect_layout(root)
+    if train.layout == "nnunet":
+        result = _nnunet(root, _read_json(root / "dataset.json"), "imagesTs", "labelsTs")
+    elif train.layout == "msd":
+        labels = {strip_suffix(p): p for p in _image_files(root / "labelsTs")}
+        cases = [Case(strip_suffix(p), [p], labels[strip_suffix(p)]) for p in _image_files(root / "imagesTs")
+                 if strip_suffix(p) in labels]
+        result = LayoutResult("msd", train.name, cases, train.modalities, train.labels)
+    else:
+        return None
+    if not result.cases:
+        raise DataError(root / "labelsTs", "no label file matches an image of imagesTs")
+    _confine(root, result)
     return result
 
 

@@ -38,16 +38,23 @@ BASELINE_LR = 1e-3
 
 
 def _test_cases(problem: dict):
-    """The run's test cases (pinned when it started; recomputed from its seed for older runs),
-    preprocessed with its plan."""
+    """The run's test cases, preprocessed with its plan: those of its split file (the listed ids, or the
+    dataset's imagesTs with labelsTs), else those pinned when it started (recomputed from its seed for
+    older runs)."""
     from engine import data as D
 
     spec = problem["data"]
-    ds = D.open_dataset(spec["dataset"])
-    pinned = (spec.get("split") or {}).get("test")  # the run's own test cases, whatever was added since
-    test = list(pinned) if pinned is not None else list(ds.split(int(spec.get("seed", 0))).test)
+    split = spec.get("split") or {}
+    if split.get("test_folder"):
+        ds = D.open_dataset(spec["dataset"], test=True)
+        test = list(ds.case_ids)
+    else:
+        ds = D.open_dataset(spec["dataset"])
+        pinned = split.get("test")  # the run's own test cases, whatever was added since
+        test = list(pinned) if pinned is not None else list(ds.split(int(spec.get("seed", 0))).test)
     if not test:
-        raise RunError(f"{spec['dataset']}: the dataset's split has no test case to report on")
+        where = f"the split file {split['source']}" if split.get("source") else "the dataset's split"
+        raise RunError(f"{spec['dataset']}: {where} has no test case to report on (and the dataset no imagesTs/labelsTs)")
     plan = D.Plan.from_dict(problem["plan"])
     cases = D.preprocess_dataset(ds, plan, case_ids=test, cache_dir=spec.get("cache_dir"))
     return [(cid, cases[cid]) for cid in test], plan
@@ -61,7 +68,8 @@ def _evaluate_model(model, patch, num_classes, classes: dict, cases, device) -> 
     per_case = {}
     for cid, case in cases:
         labels = pred.predict_array(np.asarray(case.image, dtype=np.float32))
-        per_case[cid] = case_metrics(labels, np.asarray(case.label), case.spacing, classes)
+        # class index num_classes in a reference is nnU-Net's ignore label (no other value maps there)
+        per_case[cid] = case_metrics(labels, np.asarray(case.label), case.spacing, classes, ignore=num_classes)
     return per_case
 
 
@@ -173,8 +181,14 @@ def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: l
             c["latency_predicted"] = 0
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto", baseline: bool = True) -> dict[str, Any]:
-    """Evaluate the run's front and a U-Net baseline on the test split; write CSVs and figures to ``out_dir``."""
+def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto", baseline: bool = True,
+                 splits: str | Path | None = None, fold: int | None = None) -> dict[str, Any]:
+    """Evaluate the run's front and a U-Net baseline on the test split; write CSVs and figures to ``out_dir``.
+
+    ``splits`` (a split file, fold ``fold``) replaces the run's split: the baseline trains on its
+    training and validation cases, and its test cases (or the dataset's imagesTs with labelsTs) are
+    reported on; test cases the search trained or validated on are refused."""
+    from engine.device import resolve_device
     from engine.infer.folder import load_training_folder
     from engine.outputs import check_output, publish_files, run_sources, temp_dir_near
     from engine.run.retrain import candidate_folder, run_context
@@ -183,13 +197,20 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     out = Path(out_dir)
     ctx = run_context(run_dir)  # a folder that is not a run is named before anything is written
     check_output(out, run_sources(run_dir, ctx["problem"].get("data")), option="--out")
-    import torch
-
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"{out}: cannot create the report folder ({exc.strerror or exc})") from None
     problem, train = ctx["problem"], ctx["train"]
+    if splits:
+        from engine.run.retrain import with_split_file
+
+        seen = problem["data"].get("split") or {}
+        problem = {**problem, "data": with_split_file(problem["data"], splits, fold)}
+        new = problem["data"]["split"]
+        leak = sorted(set(new["test"]) & (set(seen.get("train", [])) | set(seen.get("val", [])))) if seen else []
+        if leak:
+            raise RunError(f"{splits}: test case(s) {', '.join(leak[:5])} were trained or validated on by the search")
     with RunStore.open_readonly(run_dir) as store:
         front = store.front()
         everything = store.candidates()
@@ -198,7 +219,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     if not front:
         raise RunError(f"{run_dir}: no finished candidate yet; nothing to report")
     _front_costs(front, problem, objective, latencies)
-    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     cases, _ = _test_cases(problem)
     labels = problem["labels"]
     names = [n for n, _ in sorted(labels.items(), key=lambda kv: kv[1])]

@@ -24,6 +24,16 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
     return {"problem": problem, "train": dict(train), "config": config}
 
 
+def with_split_file(data_spec: dict, splits: str | Path | None, fold: int | None = None) -> dict:
+    """``data_spec`` with its split replaced by the one of the split file ``splits`` (unchanged when None)."""
+    if not splits:
+        return dict(data_spec)
+    from engine.data import open_dataset
+    from engine.data.splits import split_for_dataset
+
+    return {**data_spec, "split": split_for_dataset(open_dataset(data_spec["dataset"]), splits, fold)}
+
+
 def candidate_row(run_dir: str | Path, candidate_id: int) -> dict:
     from engine.run.store import RunStore
 
@@ -82,8 +92,10 @@ def retrain_epochs(run_dir: str | Path, epochs: int | None = None) -> int:
 
 
 def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Path, epochs: int | None = None,
-                      device: str = "auto", callback=None, cancel=None) -> dict:
-    """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model).
+                      device: str = "auto", callback=None, cancel=None, splits: str | Path | None = None,
+                      fold: int | None = None) -> dict:
+    """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model);
+    with ``splits`` (a split file, fold ``fold``) on that file's instead of the run's.
 
     ``callback(event)`` gets the trainer's "epoch" and "step" events; ``cancel.is_set()`` is polled
     every few steps, and a cancelled retraining raises :class:`RunError` (its folder is incomplete).
@@ -99,8 +111,8 @@ def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Pat
     train = dict(ctx["train"])
     if epochs is not None:
         train["epochs"] = retrain_epochs(run_dir, epochs)
-    result = train_genome(genome, ctx["problem"]["data"], train, out_dir, device, final=True, callback=callback,
-                          cancel=cancel)
+    spec = with_split_file(ctx["problem"]["data"], splits, fold)
+    result = train_genome(genome, spec, train, out_dir, device, final=True, callback=callback, cancel=cancel)
     if result.status == "cancelled":
         raise RunError(f"{out_dir}: retraining of candidate {candidate_id} cancelled")
     return {"candidate": int(candidate_id), "genome": genome.to_dict(), "out": str(out_dir), "epochs": result.epochs,

@@ -149,14 +149,10 @@ def check_pinned_dataset(run_dir: Path, problem: Problem, pinned: dict | None) -
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
+    """The search's device as text (``auto`` resolved); the engine's one resolver decides."""
+    from engine.device import resolve_device_name
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except Exception:  # noqa: BLE001
-        return "cpu"
+    return resolve_device_name(device)
 
 
 def device_budget(device: str, resources, candidates_per_device: float = 1.0) -> tuple[float, float]:
@@ -273,6 +269,11 @@ class SearchSession:
         spec = {"dataset": ds, "seed": int(self.config.seed), "cache_dir": str((self.run_dir / "cache").resolve())}
         if self.config.training.plan:
             spec["plan_overrides"] = dict(self.config.training.plan)
+        if self.config.splits:  # the user's split file: kept whole (its test part is the report's)
+            from engine.data import open_dataset
+            from engine.data.splits import split_for_dataset
+
+            spec["split"] = split_for_dataset(open_dataset(ds), self.config.splits, self.config.fold)
         try:
             td = training_data(spec)
         except ConfigError as exc:  # from the plan: its overrides are the config's [training.plan]
@@ -282,9 +283,10 @@ class SearchSession:
         spec = pin_plan(spec, td)
         # the run keeps its cases and its plan: cases added to the dataset later never re-plan it halfway
         spec["plan"] = td.plan.to_dict()
-        spec["split"] = {k: list(td.split.get(k, [])) for k in ("train", "val", "test")} if td.split else None
-        if spec["split"] is None:
-            spec.pop("split")
+        if not self.config.splits:  # a split file's split is kept whole (its test part is the report's)
+            spec["split"] = {k: list(td.split.get(k, [])) for k in ("train", "val", "test")} if td.split else None
+            if spec["split"] is None:
+                spec.pop("split")
         self._setup_s += time.perf_counter() - t0
         return Problem.from_training_data(td, self.config.training, spec)
 
