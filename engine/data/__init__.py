@@ -17,7 +17,7 @@ from engine.data.check import check_dataset, format_report
 from engine.data.dataset import Dataset, Split, open_dataset
 from engine.data.demo import demo_dataset_path, write_demo_dataset
 from engine.data.io import Image, ImageHeader, read_header, read_image, read_label, write_image, write_label
-from engine.data.layouts import Case, Problem, detect_layout
+from engine.data.layouts import IGNORE_LABEL, Case, Problem, detect_layout, split_ignore
 from engine.data.plan import SCHEMA_VERSION, Plan, dataset_fingerprint, make_plan
 from engine.data.preprocess import (
     PreprocessedCase,
@@ -28,6 +28,7 @@ from engine.data.preprocess import (
 )
 
 __all__ = [
+    "IGNORE_LABEL",
     "Case",
     "Dataset",
     "Image",
@@ -45,6 +46,7 @@ __all__ = [
     "format_report",
     "make_plan",
     "open_dataset",
+    "split_ignore",
     "preprocess_dataset",
     "preprocess_images",
     "preprocess_label",

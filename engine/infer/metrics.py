@@ -95,17 +95,21 @@ def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) 
 
 
 def case_metrics(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], classes: Mapping[str, int] | Sequence[int]
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], classes: Mapping[str, int] | Sequence[int],
+    ignore: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of one case for each foreground class: ``{class name: {"dice", "hd", "hd95", "asd"}}``.
 
     ``classes`` maps names to the label values to compare (or is a list of values, named by
-    their string). Label maps are integer arrays of the same shape.
+    their string). Label maps are integer arrays of the same shape. ``ignore`` is the value of
+    nnU-Net's ``ignore`` label in ``ref``: its voxels belong to no class in either map, so what the
+    prediction holds there changes no metric.
     """
     items = classes.items() if isinstance(classes, Mapping) else ((str(v), v) for v in classes)
     pred = np.asarray(pred)
     ref = np.asarray(ref)
-    return {str(name): binary_metrics(pred == value, ref == value, spacing) for name, value in items}
+    keep = ref != ignore if ignore is not None else True
+    return {str(name): binary_metrics((pred == value) & keep, (ref == value) & keep, spacing) for name, value in items}
 
 
 def summarize(per_case: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -288,7 +292,11 @@ def evaluate_folders(
     class names to values; by default every non-zero value found in the references, named by value.
     Each pair is compared in world space (:func:`in_one_frame`): a prediction stored with other axis
     order or flips is reoriented; one on another grid is refused. Spacing comes from the reference.
+    A label named ``ignore`` (nnU-Net v2) is no class: its voxels in the references are left out of
+    every metric.
     """
+    from engine.data.layouts import split_ignore
+
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     preds = _label_files(pred_dir, "prediction")
     refs = _label_files(ref_dir, "reference")
@@ -308,6 +316,6 @@ def evaluate_folders(
         if not values:
             raise DataError(ref_dir, "references hold no foreground label")
         labels = {str(v): v for v in values}
-    labels = {str(k): int(v) for k, v in labels.items()}
-    per_case = {name: case_metrics(p, r, s, labels) for name, (p, r, s) in loaded.items()}
+    labels, ignore = split_ignore({str(k): int(v) for k, v in labels.items()})
+    per_case = {name: case_metrics(p, r, s, labels, ignore) for name, (p, r, s) in loaded.items()}
     return FolderEvaluation(per_case=per_case, summary=summarize(per_case), labels=labels)

@@ -15,7 +15,10 @@ class TrainingData:
     """Preprocessed training and validation cases plus what a trained network must remember.
 
     ``labels`` maps label names to their values in the source label maps (background included);
-    class index i of the network is the i-th label in ascending value order.
+    class index i of the network is the i-th label in ascending value order. ``ignore_label`` is
+    the value of nnU-Net's ``ignore`` label (None without one): it is not among ``labels`` nor the
+    network's classes, and its voxels carry class index ``num_classes`` in the preprocessed labels,
+    which the loss, the patch sampling and the metrics leave out.
     """
 
     train: list
@@ -25,6 +28,7 @@ class TrainingData:
     modalities: list[str]
     dataset_name: str = ""
     split: dict[str, list[str]] = field(default_factory=dict)
+    ignore_label: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,11 +84,13 @@ def prepare_training_data(
         plan = D.Plan.from_dict(plan)  # a run's pinned plan: used as it is, whatever the dataset holds now
     cases = D.preprocess_dataset(ds, plan, case_ids=train_ids + val_ids, cache_dir=cache_dir, progress=progress)
     log.info("training data: %d train, %d val cases", len(train_ids), len(val_ids))
+    labels, ignore = D.split_ignore(dict(ds.labels))  # the ignore value is the highest: index num_classes
     return TrainingData(
         train=[cases[c] for c in train_ids],
         val=[cases[c] for c in val_ids],
         plan=plan,
-        labels=dict(ds.labels),
+        labels=labels,
+        ignore_label=ignore,
         modalities=list(ds.modalities),
         dataset_name=str(getattr(ds, "name", "")),
         split={"train": train_ids, "val": val_ids, "test": test_ids},

@@ -22,9 +22,13 @@ def per_class_soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float
 
     ``probs``: softmax output (N, K, X, Y, Z); ``target``: class indices (N, X, Y, Z); ``squared``:
     sums of squares in the denominator (the same for the one-hot target).
+    Voxels of index K or more (nnU-Net's ``ignore`` label) count for no class, as nnU-Net masks them.
     """
     k = probs.shape[1]
-    onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
+    target = target.long()
+    valid = (target < k)[:, None].to(probs.dtype)  # masked always: no host sync to ask whether to
+    probs = probs * valid
+    onehot = F.one_hot(target.clamp(max=k - 1), k).movedim(-1, 1).to(probs.dtype) * valid
     dims = (0, 2, 3, 4)
     inter = (probs * onehot).sum(dims)
     denom = (probs * probs if squared else probs).sum(dims) + onehot.sum(dims)
@@ -37,6 +41,14 @@ def dice_loss_terms(logits: torch.Tensor, target: torch.Tensor, **options) -> to
     probs = torch.softmax(logits.float(), dim=1)
     d = per_class_soft_dice(probs, target, **options)
     return (1 - d).sum()
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the voxels of a class index below K (the ``ignore`` label's are left out)."""
+    target = target.long()
+    valid = target < logits.shape[1]
+    total = F.cross_entropy(logits.float(), target.masked_fill(~valid, -100), ignore_index=-100, reduction="sum")
+    return total / valid.sum().clamp(min=1)  # only ignored voxels: 0, not NaN
 
 
 class SoftDiceLoss(torch.nn.Module):
@@ -57,7 +69,7 @@ class DiceCELoss(torch.nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = logits.shape[1] - 1
         d = dice_loss_terms(logits, target)
-        ce = F.cross_entropy(logits.float(), target.long())
+        ce = cross_entropy(logits, target)
         return d / c + ce, d.detach()
 
 
