@@ -111,6 +111,12 @@ def _csv_target(args):
         raise ConfigError(f"--csv {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise ConfigError(f"--csv {path}: is a folder, not a CSV file")
+    from engine.infer.metrics import _csv_stem
+    from engine.outputs import Source, check_output
+
+    sources = [Source(p, "label map") for d in (args.pred, args.ref) if Path(d).is_dir() for p in Path(d).iterdir()]
+    for target in (path, path.with_name(_csv_stem(path) + "_summary.csv")):
+        check_output(target, sources, option="--csv")
     return path
 
 
