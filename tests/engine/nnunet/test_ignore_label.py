@@ -14,7 +14,7 @@ from engine.errors import DataError
 from engine.infer.metrics import case_metrics
 from engine.train.losses import DiceCELoss, SoftDiceLoss
 from engine.train.sampling import foreground_locations
-from test_search_cli import cli, emonas, last_json
+from test_search_cli import cli, last_json
 
 GENOME = ('{"in2": 0, "in3": 1, "in4": 2, "op1": "conv3d_3x3x3", "op2": "conv3d_3x3x3", "op3": "conv3d_1x1x1", '
           '"op4": "identity", "n_cells": 5, "nf1": 8, "lr": 0.003}')
@@ -73,9 +73,9 @@ def test_training_leaves_the_ignore_label_out_of_the_network(ignore_dataset, tmp
     ds = open_dataset(ignore_dataset)
     assert ds.labels["ignore"] == 4
     out = tmp_path / "trained"
-    result = last_json(emonas("train", "--dataset", ignore_dataset, "--genome", GENOME, "--out", out, "--epochs", 1,
-                              "--iterations-per-epoch", 1, "--patch", "16,16,16", "--device", "cpu",
-                              "--cache-dir", tmp_path / "cache", "--json"))
+    result = last_json(cli(capsys, "train", "--dataset", ignore_dataset, "--genome", GENOME, "--out", out, "--epochs", 1,
+                           "--iterations-per-epoch", 1, "--patch", "32,32,32", "--batch", 1, "--device", "cpu",
+                           "--cache-dir", tmp_path / "cache", "--json"))
     assert set(result["dice"]) == {"grey matter", "white matter", "CSF"}
     assert set(result["validation"]) == {"grey matter", "white matter", "CSF"}
     meta = json.loads((out / "training.json").read_text())
