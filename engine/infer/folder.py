@@ -346,11 +346,9 @@ def gather_cases(inputs: Sequence[str | Path], n_modalities: int,
     flush()
     for group in groups:
         cases.append(named(case_inputs(list(group), len(group))[0]))
-    seen: dict[str, Path] = {}
-    for cid, paths in cases:
-        if cid in seen:
-            raise DataError(paths[0], f"gives case {cid} like {seen[cid]}: both would write {cid}.nii.gz")
-        seen[cid] = paths[0]
+    from engine.outputs import check_distinct_names
+
+    check_distinct_names([(f"{cid}.nii.gz", paths[0]) for cid, paths in cases], option="-o")
     return cases
 
 

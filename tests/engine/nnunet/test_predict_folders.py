@@ -104,7 +104,7 @@ def test_two_modality_folder_and_probabilities(tmp_path, capsys):
 
 
 def test_folder_naming_rules(tmp_path):
-    from engine.errors import DataError
+    from engine.errors import ConfigError, DataError
     from engine.infer.folder import folder_cases, gather_cases
 
     d = tmp_path / "scans"
@@ -129,7 +129,7 @@ def test_folder_naming_rules(tmp_path):
     (plain / "mixed_0000.nii.gz").write_bytes(b"")  # scan_2019 has no scan_0000: each file is a case
     assert [c for c, _ in folder_cases(plain, 1)] == ["mixed_0000", "other", "scan_2019"]
     (plain / "mixed_0000.nii.gz").unlink()
-    with pytest.raises(DataError, match="both would write x.nii.gz"):
+    with pytest.raises(ConfigError, match="would both be written as x.nii.gz"):
         gather_cases([dup], 1)
     dicom = tmp_path / "series"
     dicom.mkdir()
