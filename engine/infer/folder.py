@@ -241,8 +241,11 @@ _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 
 
 def is_dicom_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds DICOM files, judged by content (the ``DICM`` marker after the
-    128-byte preamble) on its first few files, not by their names."""
+    """Whether ``folder`` holds DICOM files, judged by content on its first few files, not by their
+    names: the ``DICM`` marker after the 128-byte preamble, or (older exports without a preamble) a
+    file that is no scan format and that the DICOM reader accepts."""
+    from engine.data.io import _dicom_dataset, image_suffix
+
     if not folder.is_dir():
         return False
     checked = 0
@@ -256,6 +259,8 @@ def is_dicom_folder(folder: Path) -> bool:
                     return True
         except OSError:
             pass
+        if image_suffix(p) is None and _dicom_dataset(p) is not None:
+            return True
         checked += 1
         if checked >= 8:
             break
@@ -349,6 +354,8 @@ def gather_cases(inputs: Sequence[str | Path], n_modalities: int,
     from engine.outputs import check_distinct_names
 
     check_distinct_names([(f"{cid}.nii.gz", paths[0]) for cid, paths in cases], option="-o")
+    for q in folder_paths:  # every scan checked before anything is written (loose ones by case_inputs)
+        read_header(q)
     return cases
 
 
