@@ -53,8 +53,10 @@ SMALL_GENOME = {"in2": 0, "in3": 1, "in4": 1, "op1": "conv3d_3x3x3", "op2": "p3d
 SPLIT_SEED = 0
 
 #: Changes from a code's defaults, one factor at a time. ``augment`` replaces fields of the default
-#: augmentation profile object (works on any version of the engine); ``train`` sets TrainConfig
-#: fields; ``plan`` sets plan overrides ("nnunet" as patch_size: the median shape rounded up).
+#: augmentation profile object (for code before the mirror decision; newer code takes the mirrored
+#: axes from the plan and scales the probabilities with the budget, so use ``train`` there);
+#: ``train`` sets TrainConfig fields; ``plan`` sets plan overrides ("nnunet" as patch_size: the
+#: median shape rounded up to the pooling).
 VARIANTS: dict[str, dict] = {
     "default": {},
     "flip-x": {"augment": {"flip_axes": (0,)}},
