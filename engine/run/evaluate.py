@@ -102,8 +102,9 @@ def _evaluate(task: dict, cancel, progress, started: float) -> dict:
         device = "cuda"
     genome = Genome.from_dict(task["genome"])
     data = training_data(task["data"])
-    config = TrainConfig.from_dict({**task["train"], "device": device})
     stop_below = {int(k): float(v) for k, v in (task.get("stop_below") or {}).items()}
+    # the rule's checkpoints are validated epochs, however rarely the trainer validates otherwise
+    config = TrainConfig.from_dict({**task["train"], "device": device, "validate_at": sorted(stop_below) or None})
     early = threading.Event()
     best = [-math.inf]
 

@@ -25,6 +25,8 @@ class TrainConfig:
     default profile's augmentation (``engine.train.augmentation``). ``val_every`` validates every that
     many epochs; None chooses it: every epoch in the paper profile, in the default profile the
     fewest epochs whose training costs at least 9x one validation (``validation_interval``).
+    ``validate_at`` lists epochs validated whatever ``val_every`` says: the checkpoints of the
+    search's early-stopping rule, which must read a validated Dice.
     """
 
     epochs: int = 120
@@ -43,6 +45,7 @@ class TrainConfig:
     num_threads: int | None = None
     augmentation: str = "auto"
     mirror_axes: list[int] | None = None
+    validate_at: list[int] | None = None
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_none: bool = False) -> None:
@@ -77,6 +80,11 @@ class TrainConfig:
 
         if self.augmentation not in STRENGTHS:
             raise ConfigError(f"train config: augmentation must be one of {', '.join(STRENGTHS)}, got {self.augmentation!r}")
+        if self.validate_at is not None:
+            at = list(self.validate_at)
+            if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in at):
+                raise ConfigError(f"train config: validate_at must list positive integers, got {self.validate_at!r}")
+            self.validate_at = sorted(set(at))
         if self.mirror_axes is not None:
             from engine.data.mirror import parse_axes
 

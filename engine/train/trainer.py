@@ -363,7 +363,7 @@ class Trainer:
                 if record is None:
                     break
                 step_seconds.append(record["train_seconds"] / self.iterations)
-                if epoch % self.val_every == 0 or epoch == cfg.epochs:
+                if epoch % self.val_every == 0 or epoch == cfg.epochs or epoch in (cfg.validate_at or ()):
                     self.model.eval()
                     t_val = time.perf_counter()
                     record.update(self.validate(epoch))

@@ -47,6 +47,16 @@ def test_early_stopping_ends_a_hopeless_candidate(task_data, tmp_path):
     json.dumps(r)  # plain data, fit for a process pool or Ray
 
 
+def test_the_early_stopping_checkpoints_are_validated_whatever_the_interval(task_data, tmp_path):
+    # validating every 3rd epoch only, a checkpoint at epoch 2 still reads a validated Dice: the
+    # candidate is neither stopped unread nor failed for want of a validated epoch
+    t = task(task_data, tmp_path / "c3", stop_below={"2": 0.0})
+    t["train"] = {**t["train"], "val_every": 3, "epochs": 4, "max_epochs_for_objective": 4}
+    r = evaluate_candidate(t)
+    assert r["status"] == "done" and r["metrics"]["early_stopped"] is False
+    assert ["val_loss" in c for c in r["curves"]] == [False, True, True, True]
+
+
 def test_a_broken_task_is_a_failed_result_not_an_exception(task_data, tmp_path):
     bad = task(task_data, tmp_path / "c2")
     bad["data"] = {**task_data, "dataset": str(tmp_path / "missing")}
