@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.config import SearchConfig
-from engine.errors import ConfigError, EmonasError, RunError
+from engine.errors import ConfigError, DataError, EmonasError, GenomeError, RunError
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
 from engine.run.faults import fault
@@ -480,7 +480,9 @@ class SearchSession:
         fresh = not self._resume and not self.run_dir.exists()
         try:
             return self._run(callback, cancel)
-        except EmonasError:
+        except (ConfigError, DataError, GenomeError):
+            # only a refusal of the configuration or the data: a run stopped by its disk (full,
+            # read-only) keeps its folder, since its message tells the user to resume it
             if fresh:
                 self._discard_unstarted()
             raise

@@ -47,7 +47,7 @@ def test_sqlite_running_out_of_pages_stops_cleanly_and_resume_finishes(tmp_path,
         conn = connect(path, readonly)
         if not readonly:  # a "disk" a few pages larger than the database: SQLite answers SQLITE_FULL
             pages = conn.execute("PRAGMA page_count").fetchone()[0]
-            conn.execute(f"PRAGMA max_page_count = {pages + 6}")
+            conn.execute(f"PRAGMA max_page_count = {pages + 12}")
         return conn
 
     monkeypatch.setattr(RunStore, "_connect", staticmethod(small_disk))
