@@ -47,7 +47,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
-PEER = Path(os.environ.get("EMONAS_PEER_SCRIPT", ROOT.parent.parent / "shared" / "tools" / "peer_monai_unet.py"))
+#: The minimal loop: $EMONAS_PEER_SCRIPT, else ``shared/tools/`` beside the checkout or one level up (worktrees).
+PEER = Path(os.environ.get("EMONAS_PEER_SCRIPT") or next(
+    (p for p in (ROOT.parent / "shared" / "tools" / "peer_monai_unet.py",
+                 ROOT.parent.parent / "shared" / "tools" / "peer_monai_unet.py") if p.exists()),
+    ROOT.parent / "shared" / "tools" / "peer_monai_unet.py"))
 SMALL_GENOME = {"in2": 0, "in3": 1, "in4": 1, "op1": "conv3d_3x3x3", "op2": "p3d_3x3x3", "op3": "p3d_3x3x3",
                 "op4": "conv2d_5x5x1", "n_cells": 5, "nf1": 8, "lr": 1e-3}
 SPLIT_SEED = 0
