@@ -36,6 +36,7 @@ from engine.config import SearchConfig
 from engine.errors import ConfigError, EmonasError
 from engine.genome import LR_VALUES, N_CELLS_VALUES, NF1_VALUES, OPS, SearchSpace
 from engine.network import count_parameters, estimate_cost
+from engine.run.estimate import excluded_share
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ class CostEstimate:
         if self.excluded_by_parameters is not None:
             limits += f" The parameter limit excludes {100 * self.excluded_by_parameters:.0f} % of the space."
         if self.max_latency_ms:
-            limits += (f" The latency limit ({self.max_latency_ms:g} ms) excludes the genomes predicted slower from "
-                       "the extremes measured at the search's start; its share is logged then.")
+            limits += (f" The latency limit ({self.max_latency_ms:g} ms) excludes the genomes predicted slower; "
+                       "the wall-time estimate measures a few genomes and says its share of the space.")
         return (f"At most {self.candidates} candidates trained; networks of "
                 f"{self.min_parameters:,} to {self.max_parameters:,} parameters; training memory up to {mem}."
                 + limits + (f" Note: {self.note}." if self.note else "")
@@ -442,13 +443,3 @@ def search_cost(cfg: SearchConfig, in_channels: int = 1, num_classes: int = 2,
         batch=batch,
         note=note,
     )
-
-
-def excluded_share(space: SearchSpace, over: Callable, n: int = 2000, seed: int = 0) -> float:
-    """The share of the space's genomes for which ``over(genome)`` holds, from a seeded uniform sample."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    cards = space.cardinalities
-    hits = sum(bool(over(space.decode([int(rng.integers(k)) for k in cards]))) for _ in range(n))
-    return hits / n

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.errors import ConfigError
 from engine.genome import Genome, SearchSpace
 from engine.search.objective import PowerLaw
 
@@ -63,6 +64,8 @@ class Calibration:
     seconds: float  # how long calibrating took
     created: float = field(default_factory=time.time)
     version: int = CALIBRATION_VERSION
+    # measured latencies for the limit's share, per "target/threads/shape": [[inference FLOPs, ms], ...]
+    latency: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -193,6 +196,21 @@ def sample_genomes(space: SearchSpace, feasible: Callable[[Genome], bool], n: in
             if len(found) >= n:
                 break
     return list(found.values())
+
+
+def excluded_share(space: SearchSpace, over: Callable[[Genome], bool], within: Callable[[Genome], bool] | None = None,
+                   n: int = 2000, seed: int = 0) -> float:
+    """The share of the space's genomes (those ``within`` the budgets, if given) for which ``over`` holds,
+    from a seeded uniform sample of ``n`` draws."""
+    rng = np.random.default_rng(seed)
+    hits = total = 0
+    for _ in range(n):
+        g = space.decode([int(rng.integers(k)) for k in space.cardinalities])
+        if within is not None and not within(g):
+            continue
+        total += 1
+        hits += bool(over(g))
+    return hits / total if total else 0.0
 
 
 def calibration_genomes(sample: Sequence[Genome], train_flops: Callable[[Genome], float], k: int = 3) -> list[Genome]:
@@ -335,8 +353,9 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
                           len(cal.points), cached, w, list(notes))
 
 
-def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None) -> SearchEstimate:
-    """Estimate the wall time of searching with ``cfg`` on this device (calibrating unless cached).
+def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None, latency_fn=None) -> SearchEstimate:
+    """Estimate the wall time of searching with ``cfg`` on this device (calibrating unless cached), and
+    the share of the space each limit (``max_parameters``, ``max_latency_ms``) keeps out.
 
     Prepares the dataset in a temporary folder (nothing is written where the run will go).
     """
@@ -351,4 +370,65 @@ def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None) 
         problem = session.problem
         model, sample, cached, notes = session.time_model(device, calibrate_now=True, recalibrate=recalibrate,
                                                           step_fn=step_fn)
-    return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, notes, cached)
+        sample, limits = _limit_notes(session, device, model.calibration, sample, latency_fn)
+    return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, limits + notes, cached)
+
+
+def _limit_notes(session, device: str, cal: Calibration, sample: list[Genome], latency_fn=None):
+    """(the sample without the genomes the latency limit keeps out, one note per limit on its share of the space).
+
+    The parameter limit's share is exact per genome; the latency limit's is predicted from FLOPs by a
+    power law fitted to a few genomes of the sample (cheapest, median, dearest by FLOPs) measured as the
+    search measures them (``latency_fn`` as ``engine.run.latency.measure_latency``), kept with the calibration.
+    """
+    from engine.network.cost import count_parameters
+    from engine.search.objective import inference_flops
+    from engine.run.latency import hardware_name, measure_latency, reference_shape
+
+    cfg, problem = session.config, session.problem
+    r, s = cfg.resources, cfg.samea
+    space = cfg.space.search_space()
+    cin, ncls = problem.in_channels, problem.num_classes
+    if not (r.max_parameters or r.max_latency_ms):
+        return sample, []
+    session.config = cfg.replace(resources={"max_parameters": 0})  # the budgets without the limit measured
+    try:
+        budgets = session.within_budgets(problem, device)
+    finally:
+        session.config = cfg
+    notes = []
+    if r.max_parameters:
+        share = excluded_share(space, lambda g: count_parameters(g, cin, ncls, problem.pools(g.n_levels))
+                               > r.max_parameters, budgets)
+        notes.append(f"max_parameters {r.max_parameters:,} excludes {100 * share:.0f} % of the space")
+    if r.max_latency_ms:
+        def flops(g: Genome) -> float:
+            return float(inference_flops(g, cin, ncls, problem.patch_size, problem.pools(g.n_levels)))
+
+        shape = reference_shape((problem.plan or {}).get("median_shape"), problem.patch_size)
+        threads = s.latency_threads if s.latency_target == "cpu" else 0
+        key = f"{s.latency_target}/{threads}/{'x'.join(map(str, shape))}/{s.latency_runs}"
+        measured = cal.latency.get(key)
+        if not measured:
+            measure = latency_fn or measure_latency
+            measured = [[flops(g), measure(g, cin, ncls, problem.pools(g.n_levels), problem.patch_size, shape,
+                                           s.latency_target, max(threads, 1), s.latency_runs,
+                                           int(cfg.seed))["latency_ms"]]
+                        for g in calibration_genomes(sample, flops)]
+            cal.latency[key] = measured
+            save_calibration(cal)
+        law = PowerLaw(tuple(p) for p in measured)
+        most = r.max_latency_ms
+
+        def slow(g: Genome) -> bool:
+            return law.predict(flops(g)) > most
+
+        share = excluded_share(space, slow, budgets)
+        notes.append(f"max_latency_ms {most:g} excludes about {100 * share:.0f} % of the space (predicted from FLOPs "
+                     f"by {len(measured)} genomes measured on {hardware_name(s.latency_target)}, "
+                     f"{max(threads, 1) if threads else 'GPU'} thread(s): {', '.join(f'{ms:.0f}' for _, ms in measured)} ms)")
+        sample = [g for g in sample if not slow(g)]
+        if not sample:
+            raise ConfigError(f"resources.max_latency_ms: no sampled genome is predicted under {most:g} ms "
+                              f"(measured {', '.join(f'{ms:.0f}' for _, ms in measured)} ms); raise the limit")
+    return sample, notes

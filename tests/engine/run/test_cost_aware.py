@@ -146,6 +146,77 @@ def test_max_latency_refuses_slow_genomes_without_training(tmp_path):
     assert not (run / "run.db").exists()  # a refused search leaves no run behind
 
 
+def test_a_genome_measured_over_the_latency_limit_is_failed_and_never_trained(tmp_path, monkeypatch):
+    """Predicted under the limit (so the strategy proposes it), measured over it: recorded as failed with
+    the measured time named, never handed to the evaluator; the search goes on with the others."""
+    import engine.run.latency as latency
+
+    limit, calls = 1000.0, []
+
+    def measure(genome, *args, **kw):  # the extremes on one power law; then every other genome is slow
+        calls.append(genome.to_dict())
+        slow = len(calls) > 2 and len(calls) % 2 == 0
+        return {"latency_ms": 10 * limit if slow else flops_of(genome) * 1e-9, "runs_ms": [1.0]}
+
+    monkeypatch.setattr(latency, "measure_latency", measure)
+    trained = []
+
+    def evaluate(task, cancel=None):
+        trained.append(task["genome"])
+        return fake_evaluate(task, cancel)
+
+    run = tmp_path / "run"
+    cfg = config("parameters").replace(resources={"max_latency_ms": limit})
+    summary = SearchSession(run, cfg, evaluate, TINY).run()
+    assert summary["status"] == "finished"
+    with RunStore.open_readonly(run) as s:
+        refused = [r for r in s.candidates("failed") if "over resources.max_latency_ms" in (r["error"] or "")]
+        done = s.candidates("done")
+    assert refused and done
+    for r in refused:
+        assert r["error"].startswith(f"not trained: {10 * limit:.1f} ms on cpu") and r["latency_ms"] == 10 * limit
+        assert r["genome"] not in trained and r["f1"] == 1.0
+    assert all(r["genome"] in trained and r["latency_ms"] <= limit for r in done)
+
+
+def test_the_estimate_states_each_limits_share_of_the_space(tmp_path):
+    """``--estimate`` says how much of the space each limit keeps out, before any search: the parameter
+    limit exactly per genome, the latency limit from a power law of a few measured genomes (kept with
+    the calibration); the time estimate counts only genomes under the latency limit."""
+    space = SearchSpace.from_dict(SMALL)
+    every = [space.decode(v) for v in np.ndindex(*space.cardinalities)]
+    from engine.network.cost import count_parameters
+
+    params = {g.to_json(): count_parameters(g, TINY.in_channels, TINY.num_classes) for g in every}
+    flops = {g.to_json(): flops_of(g) for g in every}
+    max_p = sorted(params.values())[len(every) // 2]
+    max_ms = sorted(flops.values())[len(every) // 3] * 1e-9
+    calls = []
+
+    def latency_fn(g, *args, **kw):  # exactly a power law of FLOPs: the prediction is exact
+        calls.append(g.to_dict())
+        return {"latency_ms": flops_of(g) * 1e-9}
+
+    cfg = config("parameters").replace(resources={"max_parameters": max_p, "max_latency_ms": max_ms})
+    e = est.estimate_search(cfg, step_fn=fake_step, problem=TINY, latency_fn=latency_fn)
+    assert len(calls) == 3  # cheapest, median and dearest of the sample
+    # the space is small enough to count exactly; the estimate's share comes from 2,000 uniform draws
+    share_p = sum(v > max_p for v in params.values()) / len(every)
+    share_ms = sum(v * 1e-9 > max_ms for v in flops.values()) / len(every)
+    said = {n.split()[0]: float(n.split(" excludes ")[1].split("%")[0].replace("about", "")) for n in e.notes
+            if " excludes " in n}
+    assert said["max_parameters"] == pytest.approx(100 * share_p, abs=4)
+    assert said["max_latency_ms"] == pytest.approx(100 * share_ms, abs=4)
+    # only genomes predicted under the limit are in the time estimate: the upper quartile is theirs
+    session = SearchSession(tmp_path / "run", cfg, fake_timed_evaluate, TINY)
+    model, sample, _, _ = session.time_model("cpu")
+    fast = [model.candidate_seconds(g) for g in sample if flops_of(g) * 1e-9 <= max_ms]
+    assert e.candidate_s[2] <= max(fast) + 1e-9
+    # a second estimate reuses the measured latencies kept with the calibration
+    again = est.estimate_search(cfg, step_fn=fake_step, problem=TINY, latency_fn=latency_fn)
+    assert len(calls) == 3 and again.notes == e.notes and again.cached
+
+
 def test_an_older_run_database_opens_and_is_migrated(tmp_path):
     run = tmp_path / "run"
     SearchSession(run, config("parameters", generations=1), fake_evaluate, TINY).run()
@@ -256,3 +327,8 @@ def test_cli_estimate_prints_a_range_writes_no_run_and_caches_its_calibration(tm
     assert not (tmp_path / "run").exists()  # the estimate prints; it does not start the run
     again = json.loads(_cli(*args, env=env).stdout.strip().splitlines()[-1])
     assert again["cached"] and again["total_s"] == doc["total_s"]
+    # with a latency limit the estimate measures a few genomes once and says the limit's share of the space
+    limited = _cli(*args, "--max-latency-ms", "1e6", env=env)
+    assert limited.returncode == 0, limited.stderr
+    notes = json.loads(limited.stdout.strip().splitlines()[-1])["notes"]
+    assert any(n.startswith("max_latency_ms 1e+06 excludes about 0 % of the space") for n in notes), notes
