@@ -15,50 +15,41 @@ from engine.errors import ConfigError, RunError
 log = logging.getLogger(__name__)
 
 
+#: ``emonas search`` options that set one configuration key as given: option -> (section, key).
+_OPTION_KEYS = {
+    "generations": ("samea", "generations"), "strategy": ("samea", "strategy"), "objective": ("samea", "objective"),
+    "latency_target": ("samea", "latency_target"), "max_parameters": ("resources", "max_parameters"),
+    "max_latency_ms": ("resources", "max_latency_ms"), "epochs": ("training", "epochs"),
+    "executor": ("resources", "executor"), "ray_address": ("resources", "ray_address"),
+    "device": ("resources", "device"), "seed": ("top", "seed"), "dataset": ("top", "dataset"),
+    "fold": ("top", "fold"),
+}
+
+
 def _config_from_args(args) -> SearchConfig:
     cfg = SearchConfig.load(args.config) if args.config else SearchConfig()
     if args.profile:
         cfg = cfg.with_profile(args.profile)
-    samea, training, resources, top = {}, {}, {}, {}
+    keys: dict[str, dict] = {"samea": {}, "training": {}, "resources": {}, "top": {}}
+    for option, (section, key) in _OPTION_KEYS.items():
+        value = getattr(args, option)
+        if value is not None and value != "":
+            keys[section][key] = value
+    samea, training, resources = keys["samea"], keys["training"], keys["resources"]
+    # options whose value is translated, or that change a second key to stay consistent
     if args.population is not None:
         samea["population"] = args.population
         if cfg.samea.neighbourhood > args.population:
             samea["neighbourhood"] = max(2, args.population)
-    if args.generations is not None:
-        samea["generations"] = args.generations
-    if args.strategy:
-        samea["strategy"] = args.strategy
-    if args.objective:
-        samea["objective"] = args.objective
-    if args.latency_target:
-        samea["latency_target"] = args.latency_target
-    if args.max_parameters is not None:
-        resources["max_parameters"] = args.max_parameters
-    if args.max_latency_ms is not None:
-        resources["max_latency_ms"] = args.max_latency_ms
-    if args.epochs is not None:
-        training["epochs"] = args.epochs
     if args.patch:
         training["patch_size"] = list(parse_triple(args.patch))
-    if args.executor:
-        resources["executor"] = args.executor
     if args.workers is not None:
         resources["workers"] = args.workers
         if not args.executor and args.workers > 1 and cfg.resources.executor == "inprocess":
             resources["executor"] = "local"
-    if args.ray_address:
-        resources["ray_address"] = args.ray_address
-    if args.device:
-        resources["device"] = args.device
-    if args.seed is not None:
-        top["seed"] = args.seed
-    if args.dataset:
-        top["dataset"] = args.dataset
     if args.splits:
-        top["splits"] = str(Path(args.splits).resolve())
-    if args.fold is not None:
-        top["fold"] = args.fold
-    return cfg.replace(samea=samea, training=training, resources=resources, **top)
+        keys["top"]["splits"] = str(Path(args.splits).resolve())
+    return cfg.replace(samea=samea, training=training, resources=resources, **keys["top"])
 
 
 class _Display:

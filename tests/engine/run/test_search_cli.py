@@ -286,3 +286,26 @@ def test_the_run_writes_search_log(searched):
     assert {int(i) for i in re.findall(r"candidate (\d+) done", text)} == done
     assert any(re.search(r"generation \d+/2 done: front \d+, best f1 0\.\d{4}", line) for line in lines)
     assert "search finished" in lines[-1]
+
+
+def test_every_search_option_sets_its_configuration_key(tmp_path):
+    """Each `emonas search` option lands on the configuration key it names; unset options change nothing."""
+    from engine.cli import build_parser
+    from engine.cli.search import _config_from_args
+    from engine.config import SearchConfig
+
+    splits = tmp_path / "splits.json"
+    argv = ["search", "--out", str(tmp_path / "run"), "--dataset", "demo", "--population", "3", "--generations", "4",
+            "--epochs", "7", "--strategy", "moead", "--workers", "2", "--seed", "0", "--device", "cpu",
+            "--patch", "16,24,32", "--objective", "flops", "--latency-target", "cuda", "--max-parameters", "0",
+            "--max-latency-ms", "12.5", "--ray-address", "10.0.0.1:6379", "--splits", str(splits), "--fold", "2"]
+    cfg = _config_from_args(build_parser().parse_args(argv))
+    s, t, r = cfg.samea, cfg.training, cfg.resources
+    assert (s.population, s.neighbourhood, s.generations, s.strategy, s.objective, s.latency_target) == \
+        (3, 3, 4, "moead", "flops", "cuda")
+    assert (t.epochs, list(t.patch_size)) == (7, [16, 24, 32])
+    assert (r.workers, r.executor, r.device, r.max_parameters, r.max_latency_ms, r.ray_address) == \
+        (2, "local", "cpu", 0, 12.5, "10.0.0.1:6379")
+    assert (cfg.seed, cfg.dataset, cfg.splits, cfg.fold) == (0, "demo", str(splits.resolve()), 2)
+    bare = _config_from_args(build_parser().parse_args(["search", "--out", str(tmp_path / "run")]))
+    assert bare.to_dict() == SearchConfig().to_dict()
