@@ -6,8 +6,8 @@ are centred uniformly where the patch fits inside the volume. Volumes smaller th
 padded with zeros (image) and background (label).
 
 The sampler only crops (numpy, on small regions: cheap) and draws the augmentation parameters; the
-resampling and intensity work happen on the training device (``Batch.to_device``). On CUDA a
-``BatchLoader`` thread prepares the next batches while the GPU trains.
+resampling and intensity work happen on the training device (``Batch.to_device``). A ``BatchLoader``
+thread prepares the next batches while the network trains, on CPU and CUDA alike.
 """
 
 from __future__ import annotations
@@ -172,9 +172,20 @@ class PatchSampler:
 class BatchLoader:
     """Iterates ``sampler.sample()`` batches, prepared ahead in one background thread when asked.
 
-    The thread only runs the sampler, so the batch sequence is the same as without it. Use as a
-    context manager (or call ``close``) so the thread always ends.
+    ``prefetch`` > 0 starts a thread that keeps up to that many batches ready. The thread only runs
+    the sampler (numpy: patch choice, crops, flips, the augmentation's random parameters), so the
+    batch sequence is the same as without it for a given seed. The torch part of the augmentation
+    (``Batch.to_device``) stays on the training thread: torch's intra-op thread count is one
+    process-wide setting, so torch work in a second thread would run a second team of OpenMP threads
+    beside the training's and slow both (BENCHMARKS.md, "Training loop").
+
+    Use as a context manager (or call ``close``) so the thread always ends, at the end of training
+    and on an exception alike; an exception raised by the sampler in the thread is raised by the
+    next call to ``next``.
     """
+
+    #: Name of the loader threads (for the tests' check that none is left behind).
+    THREAD_NAME = "emonas-batch-loader"
 
     def __init__(self, sampler: PatchSampler, prefetch: int = 0):
         self.sampler = sampler
@@ -185,7 +196,7 @@ class BatchLoader:
         self._error: BaseException | None = None
         if self.prefetch > 0:
             self._queue = queue.Queue(maxsize=self.prefetch)
-            self._thread = threading.Thread(target=self._work, name="emonas-batch-loader", daemon=True)
+            self._thread = threading.Thread(target=self._work, name=self.THREAD_NAME, daemon=True)
             self._thread.start()
 
     def _work(self) -> None:
@@ -203,17 +214,20 @@ class BatchLoader:
             self._stop.set()
 
     def next(self) -> Batch:
+        """The next batch (waits for the thread when it is behind)."""
         if self._queue is None:
             return self.sampler.sample()
         while True:
-            if self._error is not None:
-                raise self._error
+            if self._thread is None:
+                raise RuntimeError("the batch loader is closed")
             try:
                 return self._queue.get(timeout=0.1)
             except queue.Empty:
-                continue
+                if self._error is not None:
+                    raise self._error
 
     def close(self) -> None:
+        """Stop the thread and wait for it (idempotent)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -1,14 +1,19 @@
-"""Patch sampling, foreground oversampling and augmentation of image and label together."""
+"""Patch sampling, foreground oversampling, augmentation of image and label together, and the batch
+loader thread (the same batches as without it; it always ends)."""
 
 from __future__ import annotations
 
+import threading
 import types
 
 import numpy as np
+import pytest
 import torch
 
 from engine.train.augmentation import DEFAULT, PAPER, SpatialParams, apply_spatial, draw_spatial
+from engine.train import TrainConfig, TrainingFailed, train_candidate
 from engine.train.sampling import BatchLoader, PatchSampler, crop_padded
+from engine.train.trainer import Trainer
 
 
 def blob_case(shape=(40, 48, 30), spacing=(1.0, 1.0, 1.0)):
@@ -87,3 +92,111 @@ def test_rotations_stay_in_plane_on_anisotropic_spacing():
         p = draw_spatial(DEFAULT.__class__(**{**DEFAULT.__dict__, "p_rotate": 1.0}), rng, (1.0, 1.0, 5.0), (16, 16, 8))
         np.testing.assert_allclose(p.matrix[2, :2], 0, atol=1e-12)
         np.testing.assert_allclose(p.matrix[:2, 2], 0, atol=1e-12)
+
+
+
+def loader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == BatchLoader.THREAD_NAME and t.is_alive()]
+
+
+def cfg(**kw):
+    # "strong": rotation, scaling and intensity changes, so every random stream of the batches is used
+    base = dict(epochs=2, iterations_per_epoch=4, seed=3, device="cpu", num_threads=1, val_every=1,
+                augmentation="strong")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_prefetching_trains_exactly_as_the_training_thread_alone(tiny_data, small_genome):
+    runs = []
+    for prefetch in (0, 2):
+        trainer = Trainer(small_genome, tiny_data, cfg())
+        trainer.prefetch = prefetch
+        result = trainer.fit()
+        curves = [{k: v for k, v in r.items() if "seconds" not in k} for r in result.curves]
+        runs.append((curves, {k: v.clone() for k, v in trainer.model.state_dict().items()}))
+    (c0, w0), (c2, w2) = runs
+    assert c0 == c2
+    assert all(torch.equal(w0[k], w2[k]) for k in w0)
+    assert not loader_threads()
+
+
+def test_same_batches_with_and_without_prefetch_over_many_batches():
+    case = blob_case()
+
+    def batches(prefetch):
+        s = PatchSampler([case], (16, 16, 16), 3, 3, DEFAULT, np.random.default_rng(11))
+        with BatchLoader(s, prefetch=prefetch) as loader:
+            return [loader.next() for _ in range(12)]
+
+    a, b = batches(0), batches(3)
+    assert any(x.spatial for x in a) and any(x.intensity is not None for x in a)  # the strong profile's draws
+    for x, y in zip(a, b):
+        assert x.spatial.keys() == y.spatial.keys()
+        plain = [i for i in range(len(x.images)) if i not in x.spatial]  # the others are resampled later
+        np.testing.assert_array_equal(x.images[plain], y.images[plain])
+        np.testing.assert_array_equal(x.labels[plain], y.labels[plain])
+        for i in x.spatial:
+            np.testing.assert_array_equal(x.spatial[i][0], y.spatial[i][0])
+            np.testing.assert_array_equal(x.spatial[i][2].matrix, y.spatial[i][2].matrix)
+        assert (x.intensity is None) == (y.intensity is None)
+        if x.intensity is not None:
+            np.testing.assert_array_equal(x.intensity.gamma, y.intensity.gamma)
+    assert not loader_threads()
+
+
+class FailingSampler:
+    """Gives ``n`` batches of the real sampler, then raises."""
+
+    def __init__(self, n):
+        self.inner = PatchSampler([blob_case()], (8, 8, 8), 2, 3, DEFAULT, np.random.default_rng(0))
+        self.n = n
+
+    def sample(self):
+        if self.n == 0:
+            raise OSError("the cached case could not be read")
+        self.n -= 1
+        return self.inner.sample()
+
+
+def test_an_error_in_the_loader_thread_reaches_the_training_thread_after_the_good_batches():
+    with BatchLoader(FailingSampler(3), prefetch=2) as loader:
+        got = [loader.next() for _ in range(3)]
+        with pytest.raises(OSError, match="could not be read"):
+            loader.next()
+    assert len(got) == 3
+    assert not loader_threads()
+
+
+def test_closing_a_loader_with_a_full_queue_ends_its_thread():
+    s = PatchSampler([blob_case()], (8, 8, 8), 2, 3, DEFAULT, np.random.default_rng(0))
+    loader = BatchLoader(s, prefetch=1)
+    loader.next()
+    while loader._queue.qsize() < 1:  # the thread now waits to put its next batch
+        threading.Event().wait(0.01)
+    loader.close()
+    loader.close()  # idempotent
+    assert not loader_threads()
+    with pytest.raises(RuntimeError, match="closed"):
+        loader.next()
+
+
+def test_no_loader_thread_is_left_when_training_fails_or_is_stopped(tiny_data, small_genome):
+    bad = [type(c)(**{**vars(c), "image": np.full_like(c.image, np.nan)}) for c in tiny_data.train]
+    data = type(tiny_data)(**{**vars(tiny_data), "train": bad})
+    with pytest.raises(TrainingFailed):
+        train_candidate(small_genome, data, cfg(epochs=1))
+    assert not loader_threads()
+
+    def broken_display(event):
+        if event["event"] == "step":
+            raise RuntimeError("display gone")
+
+    with pytest.raises(RuntimeError, match="display gone"):
+        train_candidate(small_genome, tiny_data, cfg(), callback=broken_display)
+    assert not loader_threads()
+
+    stop = threading.Event()
+    stop.set()
+    r = train_candidate(small_genome, tiny_data, cfg(), cancel=stop)
+    assert r.status == "cancelled" and not loader_threads()
