@@ -17,8 +17,11 @@ Sections (see BENCHMARKS.md for the results and what limits them):
 - memory:      RSS over many candidates in one process, and peaks of a training step and of a whole
                candidate in fresh processes against the engine's estimate;
 - app:         loading and showing a 256^3 scan, slice changes, 3D surfaces, GUI-thread delay in a search.
-``--quick`` finishes in under 10 minutes on 2 cores; the full run takes about an hour.
-With ``--json`` the last line is one JSON object with ``loop_efficiency`` and ``search_overhead``.
+Each section's protocol (steps, rounds, candidates) is defined once, in ``PROTOCOLS``. ``--quick``
+finishes in under 10 minutes on 2 cores even while another process keeps one of them busy; it leaves
+out the sections whose figures cannot fit (``QUICK_SKIPS`` says why). The full run takes about an hour.
+With ``--json`` the last line is one JSON object with every section's figures (``sections``, its
+headline ones in ``figures``); ``benchmarks/compare.py OLD.json NEW.json`` compares two runs.
 """
 
 from __future__ import annotations
@@ -52,40 +55,64 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- training loop
 
 
-def bench_loop(quick: bool) -> dict:
+def bench_loop(p: dict, work: Path) -> dict:
+    """The trainer's own epoch against bare forward+backward on pre-made tensors, interleaved rounds.
+
+    Three arms per round, in an order that rotates from round to round so that a change of the
+    machine's load hits each alike: the pipeline as ``fit`` runs it (the loader thread prepares the
+    batches), the pipeline with the training thread sampling its own batches (``prefetch`` 0), and
+    bare steps. Every arm starts with a fresh trainer and one untimed warm-up step.
+    """
     import torch
 
     from engine.genome import Genome
     from engine.train import TrainConfig, prepare_training_data
-    from engine.train.sampling import BatchLoader
-    from engine.train.trainer import Trainer
+    from engine.train.trainer import Trainer, _torch_settings
 
     data = prepare_training_data("demo", seed=0)
     genome = Genome.from_json(SMALL_GENOME)
-    iters = 2 if SMOKE else 8 if quick else 30
-    rounds = 1 if SMOKE else 2 if quick else 3
-    cfg = TrainConfig(epochs=1, iterations_per_epoch=iters, device="cpu", seed=0, val_every=10**6)
-    pipeline, bare = [], []
-    for _ in range(rounds):  # interleaved so that machine noise hits both alike
-        trainer = Trainer(genome, data, cfg)
-        trainer.model.train()
-        with BatchLoader(trainer.sampler, prefetch=0) as loader:
-            rec = trainer._train_epoch(1, loader)
-        pipeline.append(rec["train_seconds"] / iters)
+    steps, rounds = p["steps"], p["rounds"]
+    cfg = TrainConfig(epochs=1, iterations_per_epoch=steps, device="cpu", seed=0, val_every=10**6)
 
+    def pipeline(prefetch: int) -> float:
         trainer = Trainer(genome, data, cfg)
-        trainer.model.train()
+        trainer.prefetch = prefetch
+        with _torch_settings(trainer.device, None), trainer.batch_loader() as loader:
+            trainer.model.train()
+            trainer.train_step(*loader.next().to_device(trainer.device, trainer.patch, trainer.noise_gen))
+            rec = trainer._train_epoch(1, loader)
+        return rec["train_seconds"] / steps
+
+    def bare() -> float:
+        trainer = Trainer(genome, data, cfg)
         x = torch.randn(trainer.batch_size, data.in_channels, *trainer.patch)
         y = torch.randint(0, data.num_classes, (trainer.batch_size, *trainer.patch))
-        trainer.train_step(x, y)  # warm-up, as the pipeline's first step also is inside its epoch
-        t = time.perf_counter()
-        for _ in range(iters):
+        with _torch_settings(trainer.device, None):
+            trainer.model.train()
             trainer.train_step(x, y)
-        bare.append((time.perf_counter() - t) / iters)
-    p, b = float(np.median(pipeline)), float(np.median(bare))
-    out = {"pipeline_step_s": p, "bare_step_s": b, "loop_efficiency": b / p, "patch": list(trainer.patch),
-           "batch": trainer.batch_size, "iterations": iters, "rounds": rounds}
-    log(f"loop: pipeline {p * 1e3:.0f} ms/step, bare {b * 1e3:.0f} ms/step -> efficiency {b / p:.3f}")
+            t = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step(x, y)
+            return (time.perf_counter() - t) / steps
+
+    arms = {"pipeline": lambda: pipeline(Trainer.prefetch), "no_prefetch": lambda: pipeline(0), "bare": bare}
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    names = list(arms)
+    for r in range(rounds):
+        for name in names[r % 3:] + names[: r % 3]:
+            times[name].append(arms[name]())
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    # each round's ratio compares arms run minutes apart at most; their median resists one slow round
+    eff = float(np.median([b / q for b, q in zip(times["bare"], times["pipeline"])]))
+    eff0 = float(np.median([b / q for b, q in zip(times["bare"], times["no_prefetch"])]))
+    trainer = Trainer(genome, data, cfg)
+    out = {"loop_efficiency": eff, "loop_efficiency_without_prefetch": eff0,
+           "pipeline_step_s": med["pipeline"], "no_prefetch_step_s": med["no_prefetch"], "bare_step_s": med["bare"],
+           "rounds_s": times, "patch": list(trainer.patch), "batch": trainer.batch_size, "prefetch": Trainer.prefetch,
+           "torch_threads": torch.get_num_threads(), **p}
+    log(f"loop: pipeline {med['pipeline'] * 1e3:.0f} ms/step (without the loader thread "
+        f"{med['no_prefetch'] * 1e3:.0f}), bare {med['bare'] * 1e3:.0f} ms/step -> efficiency {eff:.3f} "
+        f"(without the loader thread {eff0:.3f}); {rounds} rounds of {steps} steps, {torch.get_num_threads()} torch threads")
     return out
 
 
@@ -137,36 +164,33 @@ def hv_curve(run_dir: Path) -> list[float]:
     return curve
 
 
-def bench_overhead(quick: bool, work: Path) -> dict:
-    # (population, generations, epochs): the full run is long enough for the one-off start to amortize
-    # as in a real search of hours; --quick shows it unamortized
-    pop, gens, epochs = (2, 1, 1) if SMOKE else (4, 3, 1) if quick else (6, 5, 2)
-    s = _search(work / "overhead", "samea", 0, pop, gens, 1, epochs)
+def bench_overhead(p: dict, work: Path) -> dict:
+    s = _search(work / "overhead", "samea", 0, p["population"], p["generations"], 1, p["epochs"])
     wall, train, setup = s["wall_seconds"], s["training_seconds"], s["data_setup_seconds"]
     out = {
-        "protocol": {"population": pop, "generations": gens, "epochs": epochs},
+        "protocol": dict(p),
         "wall_seconds": wall,
         "training_seconds": train,
         "algorithm_seconds": s["algorithm_seconds"],
         "data_setup_seconds": setup,
-        # everything outside the candidates' evaluations: strategy, surrogate, database, scheduling
-        # and the one-off opening of the dataset
-        "search_overhead": max(0.0, wall - train) / wall,
-        # the same without the one-off opening of the dataset and its cache
-        "search_overhead_without_data_setup": max(0.0, wall - train - setup) / wall,
+        # everything outside the candidates' evaluations (strategy, surrogate, database, scheduling)
+        # except the one-off opening of the dataset and its cache, which a search of hours amortizes
+        # and which is reported apart
+        "search_overhead": max(0.0, wall - train - setup) / wall,
+        "search_overhead_with_data_setup": max(0.0, wall - train) / wall,
         "algorithm_fraction": s["algorithm_seconds"] / wall,
         "evaluations": s["counts"],
     }
     out.update({k: v for k, v in s.items() if k not in out and k not in ("front", "hv_curve", "run")})
-    log(f"overhead: wall {wall:.1f} s, training {train:.1f} s, data setup {setup:.2f} s, algorithm "
-        f"{s['algorithm_seconds']:.2f} s -> overhead {out['search_overhead']:.4f} (without data setup "
-        f"{out['search_overhead_without_data_setup']:.4f}, algorithm alone {out['algorithm_fraction']:.4f})")
+    log(f"overhead: wall {wall:.1f} s, candidates {train:.1f} s, one-off data setup {setup:.2f} s, algorithm "
+        f"{s['algorithm_seconds']:.2f} s -> overhead {out['search_overhead']:.4f} (with the data setup "
+        f"{out['search_overhead_with_data_setup']:.4f}, algorithm alone {out['algorithm_fraction']:.4f})")
     return out
 
 
-def bench_efficiency(quick: bool, work: Path) -> dict:
-    seeds = [int(x) for x in ARGS.seeds.split(",")] if ARGS.seeds else [0] if quick else [0, 1, 2]
-    pop, gens, learn = (4, 4, 1) if quick else (6, 8, 2)
+def bench_efficiency(p: dict, work: Path) -> dict:
+    seeds = [int(x) for x in ARGS.seeds.split(",")] if ARGS.seeds else list(p["seeds"])
+    pop, gens, learn = p["population"], p["generations"], p["learning_generations"]
     curves: dict[str, list[list[float]]] = {}
     # name -> (strategy, w1 of the first weight vector): the paper's accuracy-leaning half, and
     # SaMEA with weight vectors over the whole front (w1 from 0 to 1)
@@ -232,8 +256,8 @@ def _plot_hv(curves: dict, work: Path) -> None:
     plt.close(fig)
 
 
-def bench_earlystop(quick: bool, work: Path) -> dict:
-    pop, gens, epochs = (4, 2, 4) if quick else (6, 5, 8)
+def bench_earlystop(p: dict, work: Path) -> dict:
+    pop, gens, epochs = p["population"], p["generations"], p["epochs"]
     res = {}
     for rule in ("off", "median"):
         s = _search(work / f"es-{rule}", "samea", 0, pop, gens, 1, epochs, early=rule)
@@ -246,10 +270,10 @@ def bench_earlystop(quick: bool, work: Path) -> dict:
     return {"runs": res, "hv_per_compute_ratio": ratio, "protocol": {"population": pop, "generations": gens, "epochs": epochs}}
 
 
-def bench_concurrency(quick: bool, work: Path) -> dict:
-    gens = 2 if quick else 3
-    one = _search(work / "conc-1", "random", 0, 4, gens, 1, 1)
-    two = _search(work / "conc-2", "random", 0, 4, gens, 1, 1, executor="local", workers=2)
+def bench_concurrency(p: dict, work: Path) -> dict:
+    pop, gens = p["population"], p["generations"]
+    one = _search(work / "conc-1", "random", 0, pop, gens, 1, 1)
+    two = _search(work / "conc-2", "random", 0, pop, gens, 1, 1, executor="local", workers=2)
     speedup = one["wall_seconds"] / two["wall_seconds"]
     log(f"concurrency: 2 workers vs 1: x{speedup:.2f} ({one['wall_seconds']:.1f} s vs {two['wall_seconds']:.1f} s)")
     return {"sequential_s": one["wall_seconds"], "two_workers_s": two["wall_seconds"], "speedup": speedup}
@@ -258,7 +282,7 @@ def bench_concurrency(quick: bool, work: Path) -> dict:
 # --------------------------------------------------------------------------- inference
 
 
-def bench_inference(quick: bool, work: Path) -> dict:
+def bench_inference(p: dict, work: Path) -> dict:
     import onnxruntime as ort
     import torch
 
@@ -274,7 +298,7 @@ def bench_inference(quick: bool, work: Path) -> dict:
                       input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "n", 2: "x", 3: "y", 4: "z"}, "logits": {0: "n", 2: "x", 3: "y", 4: "z"}})
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    shape, patch = ((64, 64, 32), (32, 32, 32)) if SMOKE else ((128, 128, 64), (64, 64, 64))
+    shape, patch = tuple(p["shape"]), tuple(p["patch"])
     vol = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
 
     def torch_fn(x):
@@ -286,7 +310,7 @@ def bench_inference(quick: bool, work: Path) -> dict:
 
     times = {"torch": [], "onnxruntime": []}
     outs = {}
-    for _ in range(1 if quick else 3):
+    for _ in range(p["rounds"]):
         for name, fn in (("torch", torch_fn), ("onnxruntime", onnx_fn)):
             t = time.perf_counter()
             outs[name] = np.asarray(sliding_window_logits(fn, vol, patch, overlap=0.5))
@@ -366,7 +390,7 @@ def _fresh_peak(genome_json: str, seed: int, what: str) -> tuple[float, float]:
     return peak.peak_mb - before, est.training_bytes / 2**20
 
 
-def bench_memory(quick: bool, work: Path) -> dict:
+def bench_memory(p: dict, work: Path) -> dict:
     """RSS over many candidates in one process (growth), and the peak memory of candidates each
     trained in a fresh process against the engine's estimate of one training step."""
     import multiprocessing
@@ -377,7 +401,7 @@ def bench_memory(quick: bool, work: Path) -> dict:
     data = prepare_training_data("demo", seed=0)
     space = SearchSpace(nf1=(8,), n_cells=(5,))
     rng = np.random.default_rng(0)
-    n = 3 if SMOKE else 6 if quick else 30
+    n = p["candidates"]
     rss, genomes = [], []
     for i in range(n):
         g = space.sample(rng)
@@ -395,11 +419,11 @@ def bench_memory(quick: bool, work: Path) -> dict:
     ctx = multiprocessing.get_context("spawn")
     from engine.genome import PAPER_GENOMES
 
-    sample = genomes[: 2 if SMOKE else 3 if quick else 6]
+    sample = genomes[: p["fresh"]]
     for what in ("step", "candidate"):
         pairs = []
         # the paper's three networks (5.9 - 7.3 M parameters) show the estimate where the device budget bites
-        big = list(PAPER_GENOMES.values()) if what == "step" and not SMOKE else []
+        big = list(PAPER_GENOMES.values()) if what == "step" and p["paper_genomes"] else []
         for i, g in enumerate(sample + big):
             with ctx.Pool(1) as pool:
                 pairs.append(pool.apply(_fresh_peak, (g.to_json(), i, what)))
@@ -413,7 +437,7 @@ def bench_memory(quick: bool, work: Path) -> dict:
     return out
 
 
-def bench_data(quick: bool, work: Path) -> dict:
+def bench_data(p: dict, work: Path) -> dict:
     """The demo dataset opened, planned and preprocessed into an empty cache, then again from the cache."""
     from engine.data import open_dataset
     from engine.data.plan import make_plan
@@ -434,18 +458,18 @@ def bench_data(quick: bool, work: Path) -> dict:
     return {"cases": n, "cold_s": cold, "cached_s": warm, "speedup": cold / warm}
 
 
-def bench_app(quick: bool, work: Path) -> dict:
+def bench_app(p: dict, work: Path) -> dict:
     """The app's figures: benchmarks/app_bench.py (256^3 scan) and the GUI-thread delay during a search."""
     import subprocess
 
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", EMONAS_BENCH_OUT=str(work))
     here = Path(__file__).resolve().parent
-    r = subprocess.run([sys.executable, str(here / "app_bench.py"), "--size", "128" if quick else "256"],
+    r = subprocess.run([sys.executable, str(here / "app_bench.py"), "--size", str(p["size"])],
                        capture_output=True, text=True, timeout=900, env=env)
     lines = [l for l in r.stdout.splitlines() if ":" in l]
     for l in lines:
         log(f"app: {l}")
-    out: dict = {"app_bench": lines, "size": 128 if quick else 256}
+    out: dict = {"app_bench": lines, "size": p["size"]}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
                         str(here.parent / "tests" / "gui" / "test_responsiveness.py")],
                        capture_output=True, text=True, timeout=900, env=env, cwd=here.parent)
@@ -457,7 +481,7 @@ def bench_app(quick: bool, work: Path) -> dict:
 
 
 SECTIONS = {
-    "loop": lambda q, w: bench_loop(q),
+    "loop": bench_loop,
     "overhead": bench_overhead,
     "inference": bench_inference,
     "memory": bench_memory,
@@ -468,17 +492,91 @@ SECTIONS = {
     "app": bench_app,
 }
 
+#: Every section's protocol, defined once: ``full`` (the default), ``quick`` (``--quick``) and
+#: ``smoke`` (``--smoke``: the tiniest sizes, checks the runner and measures nothing). BENCHMARKS.md
+#: describes the same table. Searches train nf1 8 / 5-cell genomes on the demo data.
+PROTOCOLS: dict[str, dict[str, dict]] = {
+    # steps per arm and round; arms interleaved round by round (at least 3 rounds of 16 steps in --quick)
+    "loop": {"full": {"steps": 30, "rounds": 5}, "quick": {"steps": 16, "rounds": 4},
+             "smoke": {"steps": 2, "rounds": 1}},
+    # one SaMEA search: population x generations candidates of so many epochs
+    "overhead": {"full": {"population": 6, "generations": 5, "epochs": 2},
+                 "quick": {"population": 4, "generations": 3, "epochs": 1},
+                 "smoke": {"population": 2, "generations": 1, "epochs": 1}},
+    "efficiency": {"full": {"population": 6, "generations": 8, "learning_generations": 2, "seeds": [0, 1, 2]},
+                   "quick": {"population": 4, "generations": 4, "learning_generations": 1, "seeds": [0]},
+                   "smoke": {"population": 2, "generations": 2, "learning_generations": 1, "seeds": [0]}},
+    "earlystop": {"full": {"population": 6, "generations": 5, "epochs": 8},
+                  "quick": {"population": 4, "generations": 2, "epochs": 4},
+                  "smoke": {"population": 2, "generations": 1, "epochs": 2}},
+    "concurrency": {"full": {"population": 4, "generations": 3}, "quick": {"population": 4, "generations": 2},
+                    "smoke": {"population": 2, "generations": 1}},
+    # a volume of ``shape`` predicted with ``patch`` windows, ``rounds`` times per engine
+    "inference": {"full": {"shape": [128, 128, 64], "patch": [64, 64, 64], "rounds": 3},
+                  "quick": {"shape": [128, 128, 64], "patch": [64, 64, 64], "rounds": 1},
+                  "smoke": {"shape": [64, 64, 32], "patch": [32, 32, 32], "rounds": 1}},
+    # candidates trained in one process; the first ``fresh`` of them again in fresh processes
+    "memory": {"full": {"candidates": 30, "fresh": 6, "paper_genomes": True},
+               "quick": {"candidates": 6, "fresh": 3, "paper_genomes": True},
+               "smoke": {"candidates": 3, "fresh": 2, "paper_genomes": False}},
+    # one opening with an empty cache, one from the cache
+    "data": {"full": {}, "quick": {}, "smoke": {}},
+    # the scan's edge in voxels
+    "app": {"full": {"size": 256}, "quick": {"size": 128}, "smoke": {"size": 64}},
+}
+
+#: Sections the whole-run ``--quick`` leaves out, and why: their figures need more evaluations than
+#: fit in its 10 minutes, and a shortened run would only measure noise. Named with ``--only``, they
+#: run their ``quick`` protocol.
+QUICK_SKIPS = {
+    "efficiency": "hypervolume against evaluations needs several seeds of 48+ evaluations per strategy "
+                  "(about an hour); one seed of 16 cannot separate SaMEA from random search",
+    "earlystop": "a stopping rule saves time only over candidates of many epochs (the full protocol: 30 "
+                 "candidates of 8 epochs); 8 candidates of 4 epochs stop one or none",
+    "concurrency": "two worker processes against one need both cores idle; the quick check is meant to "
+                   "run beside other work on 2 cores, where the figure measures the other work",
+}
+
+#: Each section's headline figures (key in its result), first in ``benchmarks/compare.py``.
+HEADLINES = {
+    "loop": ["loop_efficiency"],
+    "overhead": ["search_overhead", "search_overhead_with_data_setup"],
+    "efficiency": ["samea_fraction_of_random_evaluations"],
+    "earlystop": ["hv_per_compute_ratio"],
+    "concurrency": ["speedup"],
+    "inference": ["onnx_speedup"],
+    "memory": ["growth_mb"],
+    "data": ["speedup"],
+    "app": [],
+}
+
 ARGS: argparse.Namespace
 SMOKE = False
+
+
+def protocol_name(quick: bool, smoke: bool) -> str:
+    """``smoke``, ``quick`` or ``full``."""
+    return "smoke" if smoke else "quick" if quick else "full"
+
+
+def plan_sections(only: list[str], quick: bool, smoke: bool) -> tuple[dict[str, dict], dict[str, str]]:
+    """(section -> its protocol to run, section -> why it is skipped) for these options."""
+    kind = protocol_name(quick, smoke)
+    names = only or list(SECTIONS)
+    skipped = {n: QUICK_SKIPS[n] for n in names if kind != "full" and not only and n in QUICK_SKIPS}
+    return {n: PROTOCOLS[n][kind] for n in names if n not in skipped}, skipped
 
 
 def main(argv=None) -> int:
     global ARGS, SMOKE
     ap = argparse.ArgumentParser(description="EMONAS Studio benchmarks (ratios measured side by side)")
-    ap.add_argument("--quick", action="store_true", help="smaller protocol, under 10 minutes on 2 cores")
-    ap.add_argument("--json", action="store_true", help="last line: one JSON object")
+    ap.add_argument("--quick", action="store_true",
+                    help="the quick protocol: under 10 minutes on 2 cores, one of them busy with other work")
+    ap.add_argument("--json", action="store_true", help="last line: one JSON object with every section's figures")
     ap.add_argument("--smoke", action="store_true", help="tiniest sizes: checks the runner works (test suite)")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (default: 1 with --quick, which a busy core slows least; else all cores)")
     ap.add_argument("--seeds", default="", help="efficiency: comma-separated seeds (default 0 with --quick, else 0,1,2)")
     ap.add_argument("--variants", default="samea,moead,random",
                     help="efficiency: comma-separated searches to compare (samea, moead, random, "
@@ -488,26 +586,39 @@ def main(argv=None) -> int:
     SMOKE = ARGS.smoke
     if SMOKE:
         ARGS.quick = True
-    names = [s for s in ARGS.only.split(",") if s] or list(SECTIONS)
-    unknown = [n for n in names if n not in SECTIONS]
+    only = [s for s in ARGS.only.split(",") if s]
+    unknown = [n for n in only if n not in SECTIONS]
     if unknown:
         ap.error(f"unknown section(s): {', '.join(unknown)}")
+    plan, skipped = plan_sections(only, ARGS.quick, SMOKE)
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    threads = ARGS.threads or (1 if ARGS.quick else max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
     work = Path(tempfile.mkdtemp(prefix="emonas-bench-"))
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-                    "quick": ARGS.quick, "sections": {}}
+                    "quick": ARGS.quick, "protocol": protocol_name(ARGS.quick, SMOKE), "torch_threads": threads,
+                    "load_average_start": list(os.getloadavg()), "sections": {}, "skipped": skipped}
+    for name, why in skipped.items():
+        log(f"{name}: skipped in --quick: {why} (run it with --only {name})")
+    t_run = time.perf_counter()
     try:
-        for name in names:
+        for name, p in plan.items():
             t = time.perf_counter()
-            result["sections"][name] = SECTIONS[name](ARGS.quick, work)
+            result["sections"][name] = SECTIONS[name](dict(p), work)
+            result["sections"][name].setdefault("protocol", dict(p))
             result["sections"][name]["section_seconds"] = time.perf_counter() - t
+            log(f"{name}: {time.perf_counter() - t:.0f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    result["seconds"] = time.perf_counter() - t_run
+    result["load_average_end"] = list(os.getloadavg())
     sec = result["sections"]
+    result["figures"] = {f"{name}.{key}": sec[name].get(key) for name in sec for key in HEADLINES.get(name, [])}
     result["loop_efficiency"] = sec.get("loop", {}).get("loop_efficiency")
     result["search_overhead"] = sec.get("overhead", {}).get("search_overhead")
+    log(f"done in {result['seconds']:.0f} s; load average {result['load_average_start'][0]:.1f} at the start, "
+        f"{result['load_average_end'][0]:.1f} at the end")
     if ARGS.out:
         Path(ARGS.out).mkdir(parents=True, exist_ok=True)
         (Path(ARGS.out) / "benchmarks.json").write_text(json.dumps(jsonable(result), indent=1))

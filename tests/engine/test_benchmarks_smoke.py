@@ -1,5 +1,6 @@
 """The benchmark runner works end to end (tiniest sizes); figures go to BENCHMARKS.md, never asserted here."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +10,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"emonas_benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _script("compare")
+bench_run = _script("run")
 
 
 def test_benchmark_runner_smoke(tmp_path):
@@ -22,9 +34,17 @@ def test_benchmark_runner_smoke(tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert 0 < result["loop_efficiency"] < 10
     assert 0 <= result["search_overhead"] <= 1
+    loop = result["sections"]["loop"]
+    assert loop["bare_step_s"] > 0 and loop["pipeline_step_s"] > 0 and loop["no_prefetch_step_s"] > 0
+    assert loop["protocol"] == {"steps": 2, "rounds": 1} and all(len(v) == 1 for v in loop["rounds_s"].values())
     ov = result["sections"]["overhead"]
     assert ov["data_setup_seconds"] > 0 and ov["algorithm_seconds"] > 0  # the search measured its own parts
-    assert 0 <= ov["search_overhead_without_data_setup"] <= ov["search_overhead"]
+    # the one-off opening of the dataset is reported apart from the overhead
+    assert 0 <= ov["search_overhead"] <= ov["search_overhead_with_data_setup"] <= 1
+    # every section's headline figures are in the JSON line
+    assert set(result["figures"]) >= {"loop.loop_efficiency", "overhead.search_overhead", "inference.onnx_speedup",
+                                      "data.speedup", "memory.growth_mb"}
+    assert result["skipped"] == {}  # sections named with --only run even where --quick leaves them out
     inf = result["sections"]["inference"]
     assert inf["label_agreement"] > 0.999  # ONNX Runtime and PyTorch agree through the sliding window
     mem = result["sections"]["memory"]
@@ -35,6 +55,59 @@ def test_benchmark_runner_smoke(tmp_path):
     data = result["sections"]["data"]
     assert data["cases"] > 0 and data["cold_s"] > 0 and data["cached_s"] > 0
     assert (tmp_path / "benchmarks.json").exists()
+
+
+def test_the_quick_protocol_is_defined_once_and_large_enough():
+    quick, skipped = bench_run.plan_sections([], quick=True, smoke=False)
+    assert skipped == bench_run.QUICK_SKIPS and all(why for why in skipped.values())
+    assert set(quick) == set(bench_run.SECTIONS) - set(bench_run.QUICK_SKIPS)
+    assert quick["loop"]["rounds"] >= 3 and quick["loop"]["steps"] >= 16  # stable: 3 rounds of 16 steps or more
+    assert quick["overhead"]["population"] * quick["overhead"]["generations"] >= 12
+    for name, kinds in bench_run.PROTOCOLS.items():  # every section has the three protocols, and its figures
+        assert set(kinds) == {"full", "quick", "smoke"} and name in bench_run.HEADLINES
+    # the full run skips nothing; a section named with --only runs its quick protocol
+    assert bench_run.plan_sections([], quick=False, smoke=False)[1] == {}
+    plan, skipped = bench_run.plan_sections(["efficiency"], quick=True, smoke=False)
+    assert plan == {"efficiency": bench_run.PROTOCOLS["efficiency"]["quick"]} and skipped == {}
+
+
+def _run_json(tmp_path, name, date, loop_eff, overhead, extra=None):
+    doc = {"date": date, "protocol": "quick", "figures": {"loop.loop_efficiency": loop_eff,
+                                                          "overhead.search_overhead": overhead},
+           "sections": {"loop": {"loop_efficiency": loop_eff, "bare_step_s": 0.1, "rounds_s": {"bare": [0.1]},
+                                 "protocol": {"steps": 16, "rounds": 4}},
+                        "overhead": {"search_overhead": overhead, "evaluations": {"done": 12}, **(extra or {})}}}
+    path = tmp_path / name
+    path.write_text("progress line\n" + json.dumps(doc) + "\n")  # a saved stdout: the JSON is its last line
+    return path
+
+
+def test_compare_prints_old_new_and_ratio_per_figure(tmp_path):
+    old = _run_json(tmp_path, "old.json", "2026-12-01 10:00", 0.8, 0.016)
+    new = _run_json(tmp_path, "new.json", "2026-12-02 10:00", 0.96, 0.004, {"data_setup_seconds": 1.5})
+    rows = {r[0]: r[1:] for r in compare.compare(compare.load(str(old)), compare.load(str(new)))}
+    assert rows["loop.loop_efficiency"] == pytest.approx((0.8, 0.96, 1.2))
+    assert rows["overhead.search_overhead"] == pytest.approx((0.016, 0.004, 0.25))
+    assert rows["overhead.data_setup_seconds"] == (None, 1.5, None)  # only in the new run
+    assert "loop.bare_step_s" not in rows and "loop.protocol.steps" not in rows  # equal in both: left out
+    assert list(rows)[:2] == ["loop.loop_efficiency", "overhead.search_overhead"]  # headline figures first
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare.py"), str(old), str(new)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("loop.loop_efficiency"))
+    assert line.split()[1:] == ["0.8", "0.96", "1.2"]
+    assert "loop.bare_step_s" in subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare.py"), str(old),
+                                                 str(new), "--all"], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_compare_refuses_a_file_that_is_not_a_run_in_one_line(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("loop 0.93\n")
+    good = _run_json(tmp_path, "new.json", "2026-12-02", 0.9, 0.01)
+    for args in ([str(bad), str(good)], [str(tmp_path / "missing.json"), str(good)]):
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare.py"), *args],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and args[0] in r.stderr and "Traceback" not in r.stderr
 
 
 # the GPU machine's Python has PyTorch and numpy only: the script must not reach for anything else
