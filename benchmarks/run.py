@@ -410,7 +410,8 @@ def bench_memory(p: dict, work: Path) -> dict:
         gc.collect()
         rss.append(_rss_mb())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    settled = n // 3  # the allocator's cache fills over the first few candidates, then RSS stays flat
+    # the allocator's cache fills over the first candidates (by the 8th on the demo), then RSS stays flat
+    settled = min(p["settled_from"], n) - 1
     growth = rss[-1] - rss[settled]
     log(f"memory: RSS after candidate {settled + 1} {rss[settled]:.0f} MB, after {n}: {rss[-1]:.0f} MB "
         f"(growth {growth:+.0f} MB); peak RSS {peak:.0f} MB")
@@ -515,10 +516,11 @@ PROTOCOLS: dict[str, dict[str, dict]] = {
     "inference": {"full": {"shape": [128, 128, 64], "patch": [64, 64, 64], "rounds": 3},
                   "quick": {"shape": [128, 128, 64], "patch": [64, 64, 64], "rounds": 1},
                   "smoke": {"shape": [64, 64, 32], "patch": [32, 32, 32], "rounds": 1}},
-    # candidates trained in one process; the first ``fresh`` of them again in fresh processes
-    "memory": {"full": {"candidates": 30, "fresh": 6, "paper_genomes": True},
-               "quick": {"candidates": 6, "fresh": 3, "paper_genomes": True},
-               "smoke": {"candidates": 3, "fresh": 2, "paper_genomes": False}},
+    # candidates trained in one process (RSS growth from candidate ``settled_from`` on); the first
+    # ``fresh`` of them again in fresh processes
+    "memory": {"full": {"candidates": 30, "settled_from": 11, "fresh": 6, "paper_genomes": True},
+               "quick": {"candidates": 12, "settled_from": 8, "fresh": 3, "paper_genomes": True},
+               "smoke": {"candidates": 3, "settled_from": 2, "fresh": 2, "paper_genomes": False}},
     # one opening with an empty cache, one from the cache
     "data": {"full": {}, "quick": {}, "smoke": {}},
     # the scan's edge in voxels
