@@ -339,15 +339,21 @@ def run_validation_cases(run_dir: str | Path) -> tuple[str, list[str]]:
 
 def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str,
                      callback: Callable[[dict], None], control: JobControl) -> dict:
-    """Run candidates of a run on one validation case, in the preprocessed space they were trained in.
+    """Run candidates of a run on one validation case as ``emonas predict`` does, scored as the report
+    scores: labels mapped back onto the scan's own grid, compared with the original reference file in
+    world space (``engine.run.scoring``).
 
-    Returns ``{"case_id", "image" (C, X, Y, Z), "spacing", "modalities", "reference" (X, Y, Z) class
-    indices, "labels" {name: class index}, "predictions" {id: (X, Y, Z)}, "metrics" {id: {name:
-    {"dice", "hd", "hd95", "asd"}}}}``.
+    Returns ``{"case_id", "image" (C, X, Y, Z) the scan as stored, "spacing", "modalities", "reference"
+    (X, Y, Z) label values on the scan's grid, "labels" {name: value}, "predictions" {id: (X, Y, Z)},
+    "metrics" {id: {name: {"dice", "hd", "hd95", "asd"}}}}``.
     """
-    from engine.data import open_dataset, preprocess_dataset
-    from engine.infer.metrics import case_metrics
+    from engine.data import open_dataset
+    from engine.data.io import affine_spacing
+    from engine.data.layouts import split_ignore
+    from engine.data.validate import read_case_images
+    from engine.infer.metrics import in_one_frame
     from engine.infer.predictor import Predictor
+    from engine.run.scoring import load_scan_case, predict_in_scan, score_in_scan
     from engine.run.store import RunStore
 
     store = RunStore.open_readonly(run_dir)
@@ -358,6 +364,7 @@ def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str
         store.close()
     callback({"event": "stage", "text": f"reading case {case_id}"})
     dataset = open_dataset(ref)
+    _, ignore = split_ignore(dict(dataset.labels))
     out: dict[str, Any] = {"case_id": case_id, "predictions": {}, "metrics": {}, "modalities": list(dataset.modalities)}
     case = None
     for i, (cid, folder) in enumerate(folders.items()):
@@ -366,15 +373,17 @@ def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str
         callback({"event": "stage", "text": f"candidate {cid}: loading", "done": i, "total": len(folders)})
         predictor = Predictor.from_training_folder(folder)
         if case is None:
-            case = preprocess_dataset(dataset, predictor.plan, case_ids=[case_id])[case_id]
-            names = list(predictor.labels)
-            out.update(image=np.asarray(case.image), spacing=tuple(case.spacing),
-                       reference=np.asarray(case.label), labels={n: k for k, n in enumerate(names)})
+            case = load_scan_case(dataset.case(case_id), predictor.plan)
+            scan = read_case_images(dataset.case(case_id))
+            # the reference as stored, brought onto the scan's grid for display (flips and axis order)
+            shown, _, _ = in_one_frame(case.reference_image, scan, case.reference, scan.array[0])
+            out.update(image=scan.array, spacing=affine_spacing(scan.affine), reference=shown,
+                       labels=dict(predictor.labels))
         callback({"event": "stage", "text": f"candidate {cid}: predicting", "done": i, "total": len(folders)})
-        pred = predictor.predict_array(case.image)
+        pred = predict_in_scan(predictor, case)
         out["predictions"][cid] = pred
         fg = {n: k for n, k in out["labels"].items() if k > 0}
-        out["metrics"][cid] = case_metrics(pred, out["reference"], out["spacing"], fg)
+        out["metrics"][cid] = score_in_scan(pred, case, fg, ignore)
     callback({"event": "stage", "text": "done", "done": len(folders), "total": len(folders)})
     return out
 
