@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 from engine.cli._common import progress_bar, subcommand
@@ -253,11 +254,19 @@ def _report(args) -> dict:
     from engine.run.report import write_report
 
     _fold_needs_splits(args)
-    result = write_report(args.run, args.out, device=args.device, baseline=not args.no_baseline,
-                          splits=args.splits, fold=args.fold)
+    quiet = args.json
+    result = write_report(args.run, args.out, device=args.device, family=not args.no_family,
+                          splits=args.splits, fold=args.fold, family_widths=args.family_widths,
+                          family_depths=args.family_depths, family_budgets=args.family_budgets,
+                          progress=None if quiet else (lambda text: print(text, file=sys.stderr, flush=True)))
     if not args.json:
-        for k in ("profile", "metrics_csv", "summary_csv", "figure_svg", "figure_png"):
+        for k in ("profile", "metrics_csv", "summary_csv", "figure_svg", "figure_png", "fronts_svg", "fronts_png"):
             print(f"{k:<12} {result[k]}")
+        for m in result["models"]:
+            print(f"{m['model']:<22} test Dice {m['test_dice']:.4f}  {m['parameters']:>10,} parameters  "
+                  f"{m['cpu_ms']:9.1f} ms CPU")
+        for line in result["comparison"]["verdict"]:
+            print(line)
     return result
 
 
@@ -312,9 +321,14 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     _split_args(p)
 
-    p = subcommand(sub, "report", _report, "test-split metrics of the front, a U-Net baseline, the Pareto figure")
+    p = subcommand(sub, "report", _report, "test-split metrics of the front against a U-Net family, with figures")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", required=True, help="folder for the CSV files and figures")
     p.add_argument("--device", default="auto")
-    p.add_argument("--no-baseline", action="store_true", help="skip training the U-Net baseline")
+    p.add_argument("--no-family", "--no-baseline", dest="no_family", action="store_true",
+                   help="skip training the U-Net family (the front alone)")
+    p.add_argument("--family-widths", metavar="W,W,...", help="first-level widths of the U-Nets (default 4,8,16,32)")
+    p.add_argument("--family-depths", metavar="D,D,...", help="poolings of the U-Nets (default: every depth the plan allows)")
+    p.add_argument("--family-budgets", metavar="epochs,time",
+                   help="epochs: the candidates' epochs; time: the median candidate's wall time (default both)")
     _split_args(p)

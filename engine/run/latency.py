@@ -62,15 +62,26 @@ def reference_shape(median_shape: Sequence[int] | None, patch: Sequence[int]) ->
 def measure_latency(genome: Genome, in_channels: int, num_classes: int, pool_sizes, patch: Sequence[int],
                     shape: Sequence[int], target: str = "cpu", threads: int = 1, runs: int = 5, seed: int = 0) -> dict:
     """Median wall time in ms of segmenting a ``shape`` volume; also every run's time and the set-up."""
-    import numpy as np
     import torch
 
-    from engine.infer.predictor import numpy_logits_fn, sliding_window_logits, torch_logits_fn
     from engine.network.builder import build_network
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network(genome, in_channels, num_classes, pool_sizes).eval()
+    return measure_network_latency(net, in_channels, patch, shape, target, threads, runs, seed)
+
+
+def measure_network_latency(net, in_channels: int, patch: Sequence[int], shape: Sequence[int], target: str = "cpu",
+                            threads: int = 1, runs: int = 5, seed: int = 0) -> dict:
+    """:func:`measure_latency` for any torch network (a genome's, a MONAI U-Net): the same sliding
+    window as the predictor over a seeded random ``shape`` volume, one warm-up run, the median of ``runs``."""
+    import numpy as np
+    import torch
+
+    from engine.infer.predictor import numpy_logits_fn, sliding_window_logits, torch_logits_fn
+
+    net = net.eval()
     volume = np.random.default_rng(seed).standard_normal((in_channels, *shape)).astype(np.float32)
     old_threads = torch.get_num_threads()
     times = []
@@ -83,7 +94,7 @@ def measure_latency(genome: Genome, in_channels: int, num_classes: int, pool_siz
             sync = lambda: torch.cuda.synchronize(dev)  # noqa: E731
         else:
             torch.set_num_threads(threads)
-            fn = numpy_logits_fn(_onnx_runner(net, in_channels, patch, threads))
+            fn = numpy_logits_fn(_onnx_runner(net.cpu(), in_channels, patch, threads))
             image = volume
             sync = lambda: None  # noqa: E731
         for i in range(runs + 1):

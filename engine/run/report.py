@@ -1,30 +1,42 @@
-"""``emonas report``: test-split metrics of the Pareto front, a plain U-Net baseline, the Pareto figure.
+"""``emonas report``: test-split metrics of the Pareto front against a family of U-Nets, with figures.
 
 Every front model (its weights kept under RUN/candidates/ID, retrained if they were pruned) and a
-MONAI U-Net of similar size, trained with the same settings, segment the test cases the search never
-saw (preprocessed with the run's plan). Written to OUT:
+family of MONAI U-Nets (``engine.run.family``: four or more widths at the depths the plan allows,
+trained with the candidates' own Trainer and settings, for the candidates' epochs and for the median
+candidate's wall time) segment the test cases the search never saw, each as ``emonas predict`` does:
+the scan preprocessed with the run's plan, the labels mapped back onto the scan's own grid, scored
+against the ORIGINAL reference label file in world space (``engine.run.scoring``,
+``engine.infer.metrics.in_one_frame``). Written to OUT:
 
     metrics_per_case.csv   model, candidate, parameters, case, label, dice, hd95_mm
-    metrics_summary.csv    model, candidate, parameters, gflops, latency_ms, label, dice mean/std,
+    metrics_summary.csv    model, candidate, parameters, gflops, latency_ms, cpu_ms, label, dice mean/std,
                            hd95_mm mean/std, cases
     pareto.svg, pareto.png all evaluated candidates and the front (f1 against the run's objective:
                            parameters, GFLOPs or latency)
+    fronts.svg, fronts.png the searched front and the U-Net family in (test Dice, parameters) and in
+                           (test Dice, CPU inference time measured here)
+    report.json            the same numbers as plain data, the hypervolumes and the verdict in words
 
 Every front network carries its parameters, inference GFLOPs of one patch and latency: the one the run
 measured, else measured here as the run would (``engine.run.latency``, its target and thread count,
-or the CPU with one thread).
-    report.json            the same numbers as plain data
+or the CPU with one thread). Every network compared (front and family) also gets ``cpu_ms``: the CPU
+time of segmenting the plan's median volume with the predictor's sliding window, measured on the
+machine making the report (``engine.run.latency.measure_network_latency``).
+
+Each front's hypervolume in a plane is the area it dominates (test Dice up, cost down) in the box
+from the fixed reference point (Dice 0, twice the largest cost of any network compared) to (cost 0,
+Dice 1), as a fraction of that box.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -33,15 +45,17 @@ from engine.errors import RunError
 
 log = logging.getLogger(__name__)
 
-#: Adam learning rate of the U-Net baseline (the usual choice for plain U-Nets).
-BASELINE_LR = 1e-3
+#: The planes the fronts are compared in: key of a model's cost -> words for it.
+PLANES = {"parameters": "parameters", "cpu_ms": "CPU inference time"}
 
 
 def _test_cases(problem: dict):
-    """The run's test cases, preprocessed with its plan: those of its split file (the listed ids, or the
-    dataset's imagesTs with labelsTs), else those pinned when it started (recomputed from its seed for
-    older runs)."""
+    """The run's test cases, each read and preprocessed with its plan as ``emonas predict`` would, with
+    its original reference: those of its split file (the listed ids, or the dataset's imagesTs with
+    labelsTs), else those pinned when it started (recomputed from its seed for older runs).
+    Returns (scan cases, plan, the ignore label's value or None)."""
     from engine import data as D
+    from engine.run.scoring import load_scan_case
 
     spec = problem["data"]
     split = spec.get("split") or {}
@@ -56,62 +70,33 @@ def _test_cases(problem: dict):
         where = f"the split file {split['source']}" if split.get("source") else "the dataset's split"
         raise RunError(f"{spec['dataset']}: {where} has no test case to report on (and the dataset no imagesTs/labelsTs)")
     plan = D.Plan.from_dict(problem["plan"])
-    cases = D.preprocess_dataset(ds, plan, case_ids=test, cache_dir=spec.get("cache_dir"))
-    return [(cid, cases[cid]) for cid in test], plan
+    _, ignore = D.split_ignore(dict(ds.labels))
+    return [load_scan_case(ds.case(cid), plan) for cid in test], plan, ignore
 
 
-def _evaluate_model(model, patch, num_classes, classes: dict, cases, device) -> dict:
-    from engine.infer.metrics import case_metrics
-    from engine.infer.predictor import Predictor, torch_logits_fn
+def _evaluate_model(predictor, classes: dict, ignore: int | None, cases,
+                    progress: Callable[[str], None] | None = None, name: str = "") -> dict:
+    """Per-case metrics of one predictor on the scan cases, each scored in its scan's own geometry."""
+    from engine.run.scoring import predict_in_scan, score_in_scan
 
-    pred = Predictor(torch_logits_fn(model, device), patch, num_classes, device=device)
     per_case = {}
-    for cid, case in cases:
-        labels = pred.predict_array(np.asarray(case.image, dtype=np.float32))
-        # class index num_classes in a reference is nnU-Net's ignore label (no other value maps there)
-        per_case[cid] = case_metrics(labels, np.asarray(case.label), case.spacing, classes, ignore=num_classes)
+    for case in cases:
+        if progress:
+            progress(f"{name}: segmenting {case.case_id}")
+        per_case[case.case_id] = score_in_scan(predict_in_scan(predictor, case), case, classes, ignore)
     return per_case
 
 
-def _baseline_unet(in_channels: int, num_classes: int, target_params: int):
-    """A MONAI U-Net (two poolings, no residual units) whose size is closest to ``target_params``."""
-    from monai.networks.nets import UNet
-
-    best = None
-    for c in (4, 6, 8, 12, 16, 24, 32):
-        net = UNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, channels=(c, 2 * c, 4 * c),
-                   strides=(2, 2), num_res_units=0)
-        n = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        if best is None or abs(math.log(n / target_params)) < abs(math.log(best[1] / target_params)):
-            best = (net, n, c)
-    return best
-
-
-def _train_baseline(problem: dict, train: dict, target_params: int, device: str):
-    """Train the U-Net with the search's training loop, settings and budget; returns (model, params, patch)."""
-    import torch
-
-    from engine.genome import SearchSpace
-    from engine.train.config import TrainConfig
-    from engine.train.data import prepare_training_data
-    from engine.train.trainer import Trainer
-
-    spec = problem["data"]
-    data = prepare_training_data(spec["dataset"], seed=int(spec.get("seed", 0)), plan_overrides=spec.get("plan_overrides"),
-                                 cache_dir=spec.get("cache_dir"), split=spec.get("split"), plan=spec.get("plan"))
-    net, n, _ = _baseline_unet(data.in_channels, data.num_classes, target_params)
-    # the trainer is built for the smallest genome of two levels (patch and pooling checks), then its
-    # network and optimizer are replaced by the U-Net's: same loop, sampling, loss, validation, budget
-    shape_genome = SearchSpace(n_cells=(5,), nf1=(8,)).extreme_genomes()[0]
-    settings = {**train, "device": device if device in ("auto", "cpu", "cuda") else "auto"}
-    trainer = Trainer(shape_genome, data, TrainConfig.from_dict(settings))
-    trainer.model = net.to(trainer.device)
-    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=BASELINE_LR)
-    trainer.parameters = n
-    trainer.fit()
-    if trainer.best_state is not None:
-        trainer.model.load_state_dict(trainer.best_state)
-    return trainer.model.eval(), n, trainer.patch, trainer.device
+def hypervolume_2d(points: Sequence[tuple[float, float]], ref_cost: float) -> float:
+    """Area dominated by ``points`` (cost, Dice): cost to minimize, Dice to maximize, bounded by the
+    reference point (``ref_cost``, Dice 0). Points at or beyond ``ref_cost`` add nothing."""
+    pts = sorted((float(c), float(d)) for c, d in points if float(c) < ref_cost and float(d) > 0)
+    area, best = 0.0, 0.0
+    for i, (c, d) in enumerate(pts):
+        best = max(best, d)
+        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_cost
+        area += (nxt - c) * best
+    return area
 
 
 _AXES = {"parameters": ("parameters", "trainable parameters", "size"),
@@ -143,8 +128,15 @@ def pareto_figure(candidates: list[dict], front: list[dict], out_dir: Path, obje
     ax.set_title(f"EMONAS search: accuracy against {what}")
     ax.grid(True, alpha=0.3)
     ax.legend(frameon=False)
+    return _save(fig, out_dir, "pareto")
+
+
+def _save(fig, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """Write a figure as STEM.svg and STEM.png and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    svg, png = out_dir / "pareto.svg", out_dir / "pareto.png"
+    svg, png = out_dir / f"{stem}.svg", out_dir / f"{stem}.png"
     fig.savefig(svg)
     fig.savefig(png)
     plt.close(fig)
@@ -181,27 +173,150 @@ def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: l
             c["latency_predicted"] = 0
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto", baseline: bool = True,
-                 splits: str | Path | None = None, fold: int | None = None) -> dict[str, Any]:
-    """Evaluate the run's front and a U-Net baseline on the test split; write CSVs and figures to ``out_dir``.
+def _cpu_ms(model, problem: dict, objective: dict) -> float:
+    """CPU time (ms) of segmenting the plan's median volume with the predictor's sliding window, on this
+    machine (the run's latency thread count, else one thread)."""
+    from engine.run.latency import measure_network_latency, reference_shape
 
-    ``splits`` (a split file, fold ``fold``) replaces the run's split: the baseline trains on its
+    lat = (objective or {}).get("latency") or {}
+    threads = int(lat.get("threads") or 1) or 1
+    patch = [int(v) for v in problem["patch_size"]]
+    shape = reference_shape((problem.get("plan") or {}).get("median_shape"), patch)
+    return measure_network_latency(copy.deepcopy(model).cpu(), int(problem["in_channels"]), patch, shape, "cpu",
+                                   threads, int(lat.get("runs") or 5))["latency_ms"]
+
+
+def compare_fronts(models: list[dict]) -> dict[str, Any]:
+    """Hypervolumes of the searched front and of the family per budget in each plane, against a fixed
+    reference point per plane (Dice 0, twice the largest cost of any network compared), and the
+    verdict in words. ``models`` carry ``kind`` ("searched" or "family"), ``budget``, ``test_dice``
+    and the costs of :data:`PLANES`."""
+    groups: dict[str, list[dict]] = {"searched": [m for m in models if m["kind"] == "searched"]}
+    for m in models:
+        if m["kind"] == "family":
+            groups.setdefault(f"family_{m['budget']}", []).append(m)
+    planes: dict[str, Any] = {}
+    for key, words in PLANES.items():
+        usable = [m for m in models if m.get(key) and np.isfinite(m.get("test_dice", np.nan))]
+        if not usable:
+            continue
+        ref = 2.0 * max(float(m[key]) for m in usable)
+        hv = {}
+        for g, ms in groups.items():
+            pts = [(float(m[key]), float(m["test_dice"])) for m in ms if m in usable]
+            if pts:
+                hv[g] = hypervolume_2d(pts, ref) / ref  # a fraction of the box up to Dice 1
+        planes[key] = {"what": words, "reference_point": {"dice": 0.0, key: ref}, "hypervolume": hv}
+    return {"planes": planes, "verdict": verdict(planes, models)}
+
+
+_BUDGET_WORDS = {"family_epochs": "the U-Net family trained for the same epochs as a candidate",
+                 "family_time": "the U-Net family trained for the median candidate's wall time"}
+
+
+def verdict(planes: dict, models: list[dict]) -> list[str]:
+    """One sentence per plane and budget: which front is ahead, by how much."""
+    budgets = {m["budget"]: m.get("budget_value") for m in models if m["kind"] == "family"}
+    out = []
+    for key, plane in planes.items():
+        hv = plane["hypervolume"]
+        if "searched" not in hv:
+            continue
+        for g, words in _BUDGET_WORDS.items():
+            if g not in hv:
+                continue
+            a, b = hv["searched"], hv[g]
+            amount = budgets.get(g.split("_", 1)[1])
+            if not isinstance(amount, (int, float)):
+                when = ""
+            elif g == "family_epochs":
+                when = f" ({amount:.0f} epoch{'s' if amount != 1 else ''})"
+            else:
+                when = f" ({amount:.0f} s)"
+            if abs(a - b) < 1e-9:
+                lead = "the searched front and the U-Net family are level"
+            elif a > b:
+                lead = f"the searched front is ahead by {a - b:.4f} ({100 * (a - b) / b:.1f}% more)" if b > 0 else \
+                    "the searched front is ahead (the family dominates nothing)"
+            else:
+                lead = f"the U-Net family is ahead by {b - a:.4f} ({100 * (b - a) / a:.1f}% more)" if a > 0 else \
+                    "the U-Net family is ahead (the searched front dominates nothing)"
+            out.append(f"In (test Dice, {plane['what']}) against {words}{when}: {lead}; hypervolume {a:.4f} "
+                       f"(searched) against {b:.4f} (family), reference point Dice 0 and "
+                       f"{plane['reference_point'][key]:.4g} {'parameters' if key == 'parameters' else 'ms'}.")
+    return out
+
+
+def fronts_figure(models: list[dict], comparison: dict, out_dir: Path) -> tuple[Path, Path]:
+    """Test Dice against parameters and against CPU inference time: the searched front and the family
+    per budget, each with its hypervolume in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {"searched": ("searched front", "#d1495b", "o"), "family_epochs": ("U-Net family, same epochs", "#2e86ab", "s"),
+              "family_time": ("U-Net family, same wall time", "#66a182", "^")}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    for ax, (key, words) in zip(axes, PLANES.items()):
+        hv = (comparison["planes"].get(key) or {}).get("hypervolume", {})
+        for g, (label, colour, marker) in styles.items():
+            ms = [m for m in models if (m["kind"] == "searched" if g == "searched" else
+                                        m["kind"] == "family" and f"family_{m['budget']}" == g) and m.get(key)]
+            if not ms:
+                continue
+            ms.sort(key=lambda m: m[key])
+            xs, ys = [m[key] for m in ms], [m["test_dice"] for m in ms]
+            best = np.maximum.accumulate(ys)  # the staircase the set attains
+            ax.plot(xs, best, "-", c=colour, drawstyle="steps-post", alpha=0.7)
+            text = f"{label} (HV {hv[g]:.3f})" if g in hv else label
+            ax.scatter(xs, ys, c=colour, marker=marker, s=28, label=text, zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters" if key == "parameters" else "CPU inference time (ms), this machine")
+        ax.set_ylabel("test Dice (mean over labels and cases)")
+        ax.set_title(f"test Dice against {words}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(frameon=False, fontsize=7)
+    return _save(fig, out_dir, "fronts")
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto", family: bool = True,
+                 splits: str | Path | None = None, fold: int | None = None, *, baseline: bool | None = None,
+                 family_widths: str | Sequence[int] | None = None, family_depths: str | Sequence[int] | None = None,
+                 family_budgets: str | Sequence[str] | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate the run's front and a U-Net family on the test split; write CSVs and figures to ``out_dir``.
+
+    ``family`` False (or the older ``baseline`` False) skips the U-Nets; ``family_widths``,
+    ``family_depths`` and ``family_budgets`` ("epochs", "time") choose them (``engine.run.family``).
+    ``splits`` (a split file, fold ``fold``) replaces the run's split: the family trains on its
     training and validation cases, and its test cases (or the dataset's imagesTs with labelsTs) are
-    reported on; test cases the search trained or validated on are refused."""
+    reported on; test cases the search trained or validated on are refused. ``progress(text)`` hears
+    what is being done."""
+    import time
+
     from engine.device import resolve_device
-    from engine.infer.folder import load_training_folder
+    from engine.infer.predictor import Predictor
     from engine.outputs import check_output, publish_files, run_sources, temp_dir_near
+    from engine.run import family as F
     from engine.run.retrain import candidate_folder, run_context
     from engine.run.store import RunStore
 
+    started = time.perf_counter()
+    if baseline is not None:
+        family = family and baseline
     out = Path(out_dir)
     ctx = run_context(run_dir)  # a folder that is not a run is named before anything is written
     check_output(out, run_sources(run_dir, ctx["problem"].get("data")), option="--out")
+    problem, train = ctx["problem"], ctx["train"]
+    if family:  # bad options are refused before any work
+        widths = F.parse_widths(family_widths)
+        depths = F.parse_depths(family_depths, F.allowed_depths(problem))
+        budgets = F.parse_budgets(family_budgets)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"{out}: cannot create the report folder ({exc.strerror or exc})") from None
-    problem, train = ctx["problem"], ctx["train"]
     if splits:
         from engine.run.retrain import with_split_file
 
@@ -220,27 +335,56 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
         raise RunError(f"{run_dir}: no finished candidate yet; nothing to report")
     _front_costs(front, problem, objective, latencies)
     dev = resolve_device(device)
-    cases, _ = _test_cases(problem)
-    labels = problem["labels"]
-    names = [n for n, _ in sorted(labels.items(), key=lambda kv: kv[1])]
-    classes = {name: i for i, name in enumerate(names) if i > 0}
+    if progress:
+        progress("reading and preprocessing the test cases")
+    cases, plan, ignore = _test_cases(problem)
+    classes = {name: int(v) for name, v in problem["labels"].items() if int(v) != 0}
+    keep_largest = run_profile(ctx["config"]) == "paper"  # as emonas predict post-processes this profile
     models = []
     for c in front:
-        tf = load_training_folder(candidate_folder(run_dir, c["id"], device))
-        per_case = _evaluate_model(tf.build_model(dev), tf.patch_size, tf.num_classes, classes, cases, dev)
-        models.append({"model": f"emonas#{c['id']}", "candidate": c["id"], "parameters": c["parameters"],
-                       "gflops": c["gflops"], "latency_ms": c["latency_ms"], "per_case": per_case})
-    if baseline:
-        target = int(np.median([c["parameters"] for c in front]))
-        net, n, patch, bdev = _train_baseline(problem, train, target, device)
-        per_case = _evaluate_model(net, patch, len(labels), classes, cases, bdev)
-        models.append({"model": "unet_baseline", "candidate": None, "parameters": n, "gflops": None, "latency_ms": None,
-                       "per_case": per_case})
+        predictor = Predictor.from_training_folder(candidate_folder(run_dir, c["id"], device), device=str(dev))
+        name = f"emonas#{c['id']}"
+        per_case = _evaluate_model(predictor, classes, ignore, cases, progress, name)
+        models.append({"model": name, "kind": "searched", "candidate": c["id"], "budget": None,
+                       "parameters": c["parameters"], "gflops": c["gflops"], "latency_ms": c["latency_ms"],
+                       "per_case": per_case, "fit_seconds": _fit_seconds(c),
+                       "epochs": (c.get("metrics") or {}).get("epochs"),
+                       "_module": _module_of(candidate_folder(run_dir, c["id"], device))})
+    family_info = None
+    if family:
+        from engine.train.data import prepare_training_data
 
+        spec = problem["data"]
+        data = prepare_training_data(spec["dataset"], seed=int(spec.get("seed", 0)),
+                                     plan_overrides=spec.get("plan_overrides"), cache_dir=spec.get("cache_dir"),
+                                     split=spec.get("split"), plan=spec.get("plan"))
+        median = F.median_fit_seconds(everything)
+        members = F.train_family(data, train, widths, depths, budgets, median, device, progress)
+        family_info = {"widths": widths, "depths": depths, "budgets": budgets, "epochs": int(train.get("epochs") or 1),
+                       "median_candidate_seconds": median, "lr": F.UNET_LR}
+        for m in members:
+            predictor = Predictor(_logits(m.model, dev), m.settings["patch_size"], data.num_classes, plan=plan,
+                                  keep_largest=keep_largest, device=dev)
+            per_case = _evaluate_model(predictor, classes, ignore, cases, progress, m.name)
+            models.append({"model": m.name, "kind": "family", "candidate": None, "budget": m.budget,
+                           "budget_value": family_info["epochs"] if m.budget == "epochs" else median,
+                           "width": m.width, "levels": m.levels, "parameters": m.parameters, "gflops": None,
+                           "latency_ms": None, "per_case": per_case, "fit_seconds": m.fit_seconds, "epochs": m.epochs,
+                           "best_epoch": m.best_epoch, "settings": m.settings, "_module": m.model})
+    from engine.run.scoring import foreground_dice
+
+    for m in models:
+        m["test_dice"] = foreground_dice(m["per_case"])
+        if progress:
+            progress(f"{m['model']}: CPU inference time")
+        m["cpu_ms"] = _cpu_ms(m.pop("_module"), problem, objective)
+    comparison = compare_fronts(models)
     tmp = temp_dir_near(out)  # every file is written here, then moved in: no half file under its name
     try:
         result = _write_files(tmp, out, run_dir, cases, models, everything, front, run_profile(ctx["config"]),
-                              objective.get("name", "parameters"))
+                              objective.get("name", "parameters"), comparison, family_info)
+        result["report_seconds"] = time.perf_counter() - started
+        (tmp / "report.json").write_text(json.dumps(result, indent=1, allow_nan=True))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -248,8 +392,25 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     return result
 
 
+def _fit_seconds(c: dict) -> float | None:
+    t = (c.get("metrics") or {}).get("fit_seconds") or c.get("seconds")
+    return float(t) if t else None
+
+
+def _module_of(folder):
+    from engine.infer.folder import load_training_folder
+
+    return load_training_folder(folder).build_model("cpu")
+
+
+def _logits(model, device):
+    from engine.infer.predictor import torch_logits_fn
+
+    return torch_logits_fn(model, device)
+
+
 def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front, profile: str,
-                 objective: str) -> dict[str, Any]:
+                 objective: str, comparison: dict, family_info: dict | None) -> dict[str, Any]:
     """Write the report's files into ``tmp``; the paths returned are those they get in ``out``."""
     from engine.infer.metrics import summarize
 
@@ -261,10 +422,9 @@ def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front
             for case, per_label in m["per_case"].items():
                 for label, v in per_label.items():
                     w.writerow([m["model"], m["candidate"], m["parameters"], case, label, f"{v['dice']:.6f}", f"{v['hd95']:.4f}"])
-    summary = []
     with summary_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["model", "candidate", "parameters", "gflops", "latency_ms", "label", "dice_mean", "dice_std",
+        w.writerow(["model", "candidate", "parameters", "gflops", "latency_ms", "cpu_ms", "label", "dice_mean", "dice_std",
                     "hd95_mm_mean", "hd95_mm_std", "cases"])
         for m in models:
             s = summarize(m["per_case"])
@@ -272,16 +432,18 @@ def _write_files(tmp: Path, out: Path, run_dir, cases, models, everything, front
             gf = "" if m["gflops"] is None else f"{m['gflops']:.4f}"
             ms = "" if m["latency_ms"] is None else f"{m['latency_ms']:.2f}"
             for label, v in s.items():
-                w.writerow([m["model"], m["candidate"], m["parameters"], gf, ms, label,
+                w.writerow([m["model"], m["candidate"], m["parameters"], gf, ms, f"{m['cpu_ms']:.2f}", label,
                             f"{v['dice']['mean']:.6f}", f"{v['dice']['std']:.6f}",
                             f"{v['hd95']['mean']:.4f}", f"{v['hd95']['std']:.4f}", v["dice"]["n"]])
-                summary.append({"model": m["model"], "label": label, "dice_mean": v["dice"]["mean"], "hd95_mean": v["hd95"]["mean"]})
     svg, png = pareto_figure(everything, front, tmp, objective)
-    result = {"run": str(run_dir), "profile": profile, "out": str(out), "test_cases": [cid for cid, _ in cases],
-              "objective": objective,
-              "models": [{k: m[k] for k in ("model", "candidate", "parameters", "gflops", "latency_ms", "summary")}
-                         for m in models],
-        **{k: str(out / p.name) for k, p in (("metrics_csv", per_case_csv), ("summary_csv", summary_csv),
-                                              ("figure_svg", svg), ("figure_png", png))}}
-    (tmp / "report.json").write_text(json.dumps(result, indent=1, allow_nan=True))
+    fsvg, fpng = fronts_figure(models, comparison, tmp)
+    keys = ("model", "kind", "candidate", "budget", "budget_value", "width", "levels", "parameters", "gflops",
+            "latency_ms", "cpu_ms", "test_dice", "fit_seconds", "epochs", "best_epoch", "settings", "summary")
+    result = {"run": str(run_dir), "run_path": str(Path(run_dir).resolve()), "profile": profile, "out": str(out), "test_cases": [c.case_id for c in cases],
+              "objective": objective, "scored_in": "each scan's own geometry, against the original reference files",
+              "models": [{k: m[k] for k in keys if k in m} for m in models],
+              "family": family_info, "comparison": comparison,
+              **{k: str(out / p.name) for k, p in (("metrics_csv", per_case_csv), ("summary_csv", summary_csv),
+                                                    ("figure_svg", svg), ("figure_png", png),
+                                                    ("fronts_svg", fsvg), ("fronts_png", fpng))}}
     return result

@@ -147,10 +147,11 @@ def test_retrain_and_report(searched, tmp_path, capsys):
     assert doc["genome"] == last_json(cli(capsys, "front", run, "--json"))["front"][0]["genome"]
     assert len(doc["split"]["train"]) == 5  # the training and the validation cases
 
-    rep = last_json(cli(capsys, "report", run, "--out", tmp_path / "report", "--json"))
+    rep = last_json(cli(capsys, "report", run, "--out", tmp_path / "report", "--family-widths", "2,3,4,5",
+                        "--family-depths", "2", "--family-budgets", "epochs", "--json"))
     assert rep["profile"] == "default"
     models = {m["model"] for m in rep["models"]}
-    assert models == {f"emonas#{f['id']}" for f in summary["front"]} | {"unet_baseline"}
+    assert models == {f"emonas#{f['id']}" for f in summary["front"]} | {f"unet_w{w}_l2_epochs" for w in (2, 3, 4, 5)}
     import csv
 
     rows = list(csv.DictReader(open(rep["metrics_csv"])))
