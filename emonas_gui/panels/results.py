@@ -5,7 +5,13 @@ front first), optionally a second one to compare, and a validation case of the r
 are never offered), then presses Run. The job (``workers.evaluate_on_case``) runs off the GUI thread;
 the scan is shown three times side by side with synchronized slices (``SliceViewer.link_to``): the
 reference labels, candidate A's prediction, candidate B's prediction; a table lists per-label Dice
-and HD95 (mm) for the case.
+and HD95 (mm) for the case. Predictions are made as ``emonas predict`` makes them and scored as the
+report scores: on the scan's own grid, against the original reference file, in world space.
+
+Below, a plot of the run's report (``emonas report``): the searched front and the U-Net family on the
+test cases, test error (1 - Dice) against parameters or CPU time. A report is found beside the run
+(a folder next to it whose ``report.json`` names this run) or opened with "Open report...";
+reading it runs off the GUI thread.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -30,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from engine.errors import EmonasError
 from emonas_gui.widgets.candidate_view import front_first, pick_candidate
+from emonas_gui.widgets.pareto_plot import ParetoPlot
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
 from emonas_gui.workers import EngineJob, evaluate_on_case, run_validation_cases
 
@@ -95,10 +103,33 @@ class ResultsPanel(QWidget):
         self.metrics.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.metrics.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         split.addWidget(self.metrics)
+        report_box = QWidget()
+        rl = QVBoxLayout(report_box)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rbar = QHBoxLayout()
+        self.report_label = QLabel("No report of this run found (emonas report RUN --out FOLDER).")
+        self.report_axis = QComboBox()
+        self.report_axis.addItem("parameters", "parameters")
+        self.report_axis.addItem("CPU time", "cpu_ms")
+        self.report_button = QPushButton("Open report...")
+        self.report_button.setToolTip("a report.json written by emonas report for this run")
+        rbar.addWidget(self.report_label, 1)
+        rbar.addWidget(self.report_axis)
+        rbar.addWidget(self.report_button)
+        rl.addLayout(rbar)
+        self.report_plot = ParetoPlot()
+        self.report_plot.set_y_label("test error (1 - Dice), report")
+        self.report_plot.plot.setTitle("Test cases: searched front against the U-Net family")
+        rl.addWidget(self.report_plot, 1)
+        split.addWidget(report_box)
         lay.addWidget(split, 1)
+        self.report: dict[str, Any] | None = None
+        self._report_job: EngineJob | None = None
 
         self.run_button.clicked.connect(self.run_selected)
         self.refresh_button.clicked.connect(self.reload)
+        self.report_button.clicked.connect(self._choose_report)
+        self.report_axis.currentIndexChanged.connect(lambda _: self.report_plot.set_x_axis(self.report_axis.currentData()))
         state.run_changed.connect(self.set_run)
         if getattr(state, "run_dir", None):
             self.set_run(state.run_dir)
@@ -109,8 +140,10 @@ class ResultsPanel(QWidget):
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.case.clear()
         self.reload()
+        self.show_report(None)
         if self.run_dir is not None:
             self._load_validation_cases()
+            self.load_report(None)
 
     def reload(self) -> None:
         """Re-read the run's finished candidates into the pickers (front first)."""
@@ -142,6 +175,36 @@ class ResultsPanel(QWidget):
         job.failed.connect(self._on_failed)
         self._validation_job = job
         job.start()
+
+    # ---- the report's fronts -----------------------------------------------------------------
+    def load_report(self, path: str | Path | None) -> None:
+        """Read ``path`` (a report.json; None: look beside the run) off the GUI thread, then plot it."""
+        run_dir = self.run_dir
+        if run_dir is None:
+            return
+        job = EngineJob(lambda cb, ctl: read_run_report(run_dir, path), "read-report", self)
+        job.finished.connect(self.show_report)
+        job.failed.connect(self._on_failed if path is not None else lambda _msg: None)
+        self._report_job = job
+        job.start()
+
+    def _choose_report(self) -> None:
+        start = str(self.run_dir.parent) if self.run_dir is not None else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open a report of this run", start, "report.json (report.json)")
+        if path:
+            self.load_report(path)
+
+    def show_report(self, report: dict | None) -> None:
+        """Plot a report's searched front and U-Net family (``report.json`` as a dict; None clears)."""
+        self.report = report
+        if not report:
+            self.report_plot.set_overlay([])
+            self.report_label.setText("No report of this run found (emonas report RUN --out FOLDER).")
+            return
+        self.report_plot.set_overlay(report_series(report))
+        verdict = (report.get("comparison") or {}).get("verdict") or []
+        self.report_label.setText(f"Report {report.get('out', '')}" + (f": {verdict[0]}" if verdict else ""))
+        self.report_label.setWordWrap(True)
 
     def _on_cases(self, result) -> None:
         _, cases = result
@@ -253,7 +316,7 @@ class ResultsPanel(QWidget):
 
     # ---- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:
-        for job in (self.job, self._validation_job):
+        for job in (self.job, self._validation_job, self._report_job):
             if job is not None:
                 try:
                     job.shutdown()
@@ -265,3 +328,65 @@ class ResultsPanel(QWidget):
         super().closeEvent(event)
 
 
+
+
+#: How each group of a report is drawn: name, colour, symbol.
+_REPORT_STYLES = {"searched": ("searched front (test)", (220, 40, 40), "o"),
+                  "epochs": ("U-Net family, same epochs", (46, 134, 171), "s"),
+                  "time": ("U-Net family, same wall time", (102, 161, 130), "t")}
+
+
+def report_series(report: dict) -> list[dict]:
+    """The overlay series of a report: its searched front and its U-Net family per budget, each point
+    at (parameters or CPU ms, 1 - test Dice)."""
+    groups: dict[str, list[dict]] = {}
+    for m in report.get("models") or []:
+        dice = m.get("test_dice")
+        if dice is None:
+            continue
+        key = "searched" if m.get("kind", "searched") == "searched" else str(m.get("budget"))
+        if key not in _REPORT_STYLES:
+            continue
+        groups.setdefault(key, []).append({"y": 1.0 - float(dice), "parameters": m.get("parameters"),
+                                           "cpu_ms": m.get("cpu_ms"),
+                                           "tip": f"{m['model']}\ntest Dice {float(dice):.4f}\n"
+                                                  f"{m.get('parameters') or 0:,} parameters"})
+    return [{"name": _REPORT_STYLES[k][0], "colour": _REPORT_STYLES[k][1], "symbol": _REPORT_STYLES[k][2],
+             "points": groups[k]} for k in _REPORT_STYLES if k in groups]
+
+
+def read_run_report(run_dir: str | Path, path: str | Path | None = None) -> dict | None:
+    """The report.json at ``path`` (refused unless it reports on ``run_dir``), or, with no path, the
+    newest one in a folder beside the run that names this run; None when there is none."""
+    import json
+
+    from engine.errors import DataError
+
+    run = Path(run_dir).resolve()
+
+    def read(p: Path) -> dict | None:
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) and isinstance(doc.get("models"), list) else None
+
+    if path is not None:
+        doc = read(Path(path))
+        if doc is None:
+            raise DataError(path, "not a report.json written by emonas report")
+        if Path(str(doc.get("run_path") or doc.get("run", ""))).resolve() != run:
+            raise DataError(path, f"reports on the run {doc.get('run')}, not on {run_dir}")
+        return doc
+    found = []
+    try:
+        siblings = [d for d in run.parent.iterdir() if d.is_dir() and d != run]
+    except OSError:
+        return None
+    for d in siblings[:500]:  # a bounded look: a folder of many runs is not walked further
+        p = d / "report.json"
+        if p.is_file():
+            doc = read(p)
+            if doc is not None and Path(str(doc.get("run_path") or doc.get("run", ""))).resolve() == run:
+                found.append((p.stat().st_mtime, doc))
+    return max(found, key=lambda t: t[0])[1] if found else None

@@ -7,8 +7,10 @@
 - the front is highlighted (larger, outlined points) and connected by a step line;
 - points are coloured by generation (or phase, ``set_colour_by("phase")``); each point's ``data``
   is its candidate id, hovering shows a summary, clicking emits ``candidate_clicked(int)``;
-- ``set_x_axis("parameters" | "gflops" | "latency_ms")`` chooses the x-axis; candidates without that
-  value (latency not measured) are left out of the drawing, the front still being the run's.
+- ``set_x_axis("parameters" | "gflops" | "latency_ms" | "cpu_ms")`` chooses the x-axis; candidates without
+  that value (latency not measured) are left out of the drawing, the front still being the run's;
+- ``set_overlay(series)`` draws further named point sets over the candidates (the report's searched
+  front and U-Net family on the test cases), each with its own colour and symbol, not clickable.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class ParameterAxis(pg.AxisItem):
 
 #: x-axis choices: candidate field -> axis label
 X_AXES = {"parameters": "parameters (log scale)", "gflops": "inference GFLOPs of one patch (log scale)",
-          "latency_ms": "latency in ms (log scale)"}
+          "latency_ms": "latency in ms (log scale)", "cpu_ms": "CPU inference time in ms, report's machine (log scale)"}
 
 
 def _generation_colour(gen: int, max_gen: int) -> tuple[int, int, int]:
@@ -98,6 +100,8 @@ class ParetoPlot(QWidget):
         self.redraws = 0
         self.selected_id: int | None = None
         self._autoranged = False
+        self._overlay: list[dict] = []
+        self._overlay_items: list = []
 
     # ---- data in -----------------------------------------------------------------------------
     def set_candidates(self, candidates: Iterable[Candidate], front_ids: Sequence[int] = ()) -> None:
@@ -125,6 +129,42 @@ class ParetoPlot(QWidget):
         self._autoranged = False
         self._pending = self._pending or (list(self._all.values()), list(self._front_all))
         self.flush()
+        self._draw_overlay()
+
+    def set_overlay(self, series: Sequence[dict]) -> None:
+        """Draw point sets over the candidates: each ``{"name", "colour" (r, g, b), "symbol", "points":
+        [{"y": value, "tip": text, COST KEY: cost, ...}]}``; a point shows on the x-axes it has a cost for.
+        An empty list removes them."""
+        self._overlay = [dict(s) for s in series]
+        self._draw_overlay()
+
+    def overlay_points(self, name: str) -> list[tuple[float, float]]:
+        """The (x, y) drawn for overlay series ``name`` (x as drawn: log10 of the cost)."""
+        for s, item in zip(self._overlay, self._overlay_items):
+            if s["name"] == name:
+                xs, ys = item.getData()
+                return [(float(x), float(y)) for x, y in zip(xs, ys)]
+        return []
+
+    def set_y_label(self, text: str) -> None:
+        self.plot.setLabel("left", text)
+
+    def _draw_overlay(self) -> None:
+        for item in self._overlay_items:
+            self.plot.removeItem(item)
+        self._overlay_items = []
+        for s in self._overlay:
+            pts = [p for p in s["points"] if p.get(self.x_axis)]
+            spots = [{"pos": (math.log10(p[self.x_axis]), p["y"]), "data": p.get("tip", ""),
+                      "brush": pg.mkBrush(*s.get("colour", (90, 90, 90)), 220), "pen": pg.mkPen(30, 30, 30, 200),
+                      "size": 10, "symbol": s.get("symbol", "s")} for p in pts]
+            item = pg.ScatterPlotItem(hoverable=True, hoverSize=13, name=s["name"],
+                                      tip=lambda x, y, data: str(data))
+            item.setData(spots)
+            self.plot.addItem(item)
+            self._overlay_items.append(item)
+        if any(s["points"] for s in self._overlay):
+            self.plot.getPlotItem().enableAutoRange()
 
     def clear(self) -> None:
         self._timer.stop()
