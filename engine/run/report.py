@@ -272,6 +272,7 @@ def fronts_figure(models: list[dict], comparison: dict, out_dir: Path) -> tuple[
             text = f"{label} (HV {hv[g]:.3f})" if g in hv else label
             ax.scatter(xs, ys, c=colour, marker=marker, s=28, label=text, zorder=3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short spans
         ax.set_xlabel("trainable parameters" if key == "parameters" else "CPU inference time (ms), this machine")
         ax.set_ylabel("test Dice (mean over labels and cases)")
         ax.set_title(f"test Dice against {words}")
