@@ -267,6 +267,7 @@ def _report(args) -> dict:
                   f"{m['cpu_ms']:9.1f} ms CPU")
         for line in result["comparison"]["verdict"]:
             print(line)
+        print(f"report made in {result['report_seconds']:.0f} s")
     return result
 
 
