@@ -310,10 +310,20 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     ctx = run_context(run_dir)  # a folder that is not a run is named before anything is written
     check_output(out, run_sources(run_dir, ctx["problem"].get("data")), option="--out")
     problem, train = ctx["problem"], ctx["train"]
+    with RunStore.open_readonly(run_dir) as store:
+        front = store.front()
+        everything = store.candidates()
+        objective = store.get_meta("objective") or {"name": "parameters"}
+        latencies = store.latencies()
+    if not front:
+        raise RunError(f"{run_dir}: no finished candidate yet; nothing to report")
+    median = F.median_fit_seconds(everything)
     if family:  # bad options are refused before any work
         widths = F.parse_widths(family_widths)
         depths = F.parse_depths(family_depths, F.allowed_depths(problem))
         budgets = F.parse_budgets(family_budgets)
+        if "time" in budgets and not median:
+            raise RunError(f"{run_dir}: the run records no candidate's training time: use --family-budgets epochs")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -327,13 +337,6 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
         leak = sorted(set(new["test"]) & (set(seen.get("train", [])) | set(seen.get("val", [])))) if seen else []
         if leak:
             raise RunError(f"{splits}: test case(s) {', '.join(leak[:5])} were trained or validated on by the search")
-    with RunStore.open_readonly(run_dir) as store:
-        front = store.front()
-        everything = store.candidates()
-        objective = store.get_meta("objective") or {"name": "parameters"}
-        latencies = store.latencies()
-    if not front:
-        raise RunError(f"{run_dir}: no finished candidate yet; nothing to report")
     _front_costs(front, problem, objective, latencies)
     dev = resolve_device(device)
     if progress:
@@ -359,7 +362,6 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
         data = prepare_training_data(spec["dataset"], seed=int(spec.get("seed", 0)),
                                      plan_overrides=spec.get("plan_overrides"), cache_dir=spec.get("cache_dir"),
                                      split=spec.get("split"), plan=spec.get("plan"))
-        median = F.median_fit_seconds(everything)
         members = F.train_family(data, train, widths, depths, budgets, median, device, progress)
         family_info = {"widths": widths, "depths": depths, "budgets": budgets, "epochs": int(train.get("epochs") or 1),
                        "median_candidate_seconds": median, "lr": F.UNET_LR}
