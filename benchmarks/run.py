@@ -31,6 +31,7 @@ import gc
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import sys
@@ -74,45 +75,58 @@ def bench_loop(p: dict, work: Path) -> dict:
     steps, rounds = p["steps"], p["rounds"]
     cfg = TrainConfig(epochs=1, iterations_per_epoch=steps, device="cpu", seed=0, val_every=10**6)
 
-    def pipeline(prefetch: int) -> float:
+    def pipeline(prefetch: int) -> tuple[float, float]:
         trainer = Trainer(genome, data, cfg)
         trainer.prefetch = prefetch
         with _torch_settings(trainer.device, None), trainer.batch_loader() as loader:
             trainer.model.train()
             trainer.train_step(*loader.next().to_device(trainer.device, trainer.patch, trainer.noise_gen))
+            cpu = time.process_time()
             rec = trainer._train_epoch(1, loader)
-        return rec["train_seconds"] / steps
+            cpu = time.process_time() - cpu
+        return rec["train_seconds"] / steps, cpu / steps
 
-    def bare() -> float:
+    def bare() -> tuple[float, float]:
         trainer = Trainer(genome, data, cfg)
         x = torch.randn(trainer.batch_size, data.in_channels, *trainer.patch)
         y = torch.randint(0, data.num_classes, (trainer.batch_size, *trainer.patch))
         with _torch_settings(trainer.device, None):
             trainer.model.train()
             trainer.train_step(x, y)
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 trainer.train_step(x, y)
-            return (time.perf_counter() - t) / steps
+            return (time.perf_counter() - t) / steps, (time.process_time() - cpu) / steps
 
     arms = {"pipeline": lambda: pipeline(Trainer.prefetch), "no_prefetch": lambda: pipeline(0), "bare": bare}
     times: dict[str, list[float]] = {k: [] for k in arms}
+    cpu: dict[str, list[float]] = {k: [] for k in arms}
     names = list(arms)
     for r in range(rounds):
         for name in names[r % 3:] + names[: r % 3]:
-            times[name].append(arms[name]())
+            wall, used = arms[name]()
+            times[name].append(wall)
+            cpu[name].append(used)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    # each round's ratio compares arms run minutes apart at most; their median resists one slow round
-    eff = float(np.median([b / q for b, q in zip(times["bare"], times["pipeline"])]))
-    eff0 = float(np.median([b / q for b, q in zip(times["bare"], times["no_prefetch"])]))
+
+    def ratio(t: dict, arm: str) -> float:
+        # each round's ratio compares arms run within a minute or two; their median resists one slow round
+        return float(np.median([b / q for b, q in zip(t["bare"], t[arm])]))
+
+    eff, eff0 = ratio(times, "pipeline"), ratio(times, "no_prefetch")
     trainer = Trainer(genome, data, cfg)
     out = {"loop_efficiency": eff, "loop_efficiency_without_prefetch": eff0,
+           # the same with the process's CPU seconds (every thread, the loader's too): what the pipeline
+           # costs in work, which other processes on the machine disturb far less than wall time
+           "loop_efficiency_cpu": ratio(cpu, "pipeline"), "loop_efficiency_cpu_without_prefetch": ratio(cpu, "no_prefetch"),
+           "rounds_cpu_s": cpu,
            "pipeline_step_s": med["pipeline"], "no_prefetch_step_s": med["no_prefetch"], "bare_step_s": med["bare"],
            "rounds_s": times, "patch": list(trainer.patch), "batch": trainer.batch_size, "prefetch": Trainer.prefetch,
            "torch_threads": torch.get_num_threads(), **p}
     log(f"loop: pipeline {med['pipeline'] * 1e3:.0f} ms/step (without the loader thread "
         f"{med['no_prefetch'] * 1e3:.0f}), bare {med['bare'] * 1e3:.0f} ms/step -> efficiency {eff:.3f} "
-        f"(without the loader thread {eff0:.3f}); {rounds} rounds of {steps} steps, {torch.get_num_threads()} torch threads")
+        f"(without the loader thread {eff0:.3f}; in CPU seconds {out['loop_efficiency_cpu']:.3f} and "
+        f"{out['loop_efficiency_cpu_without_prefetch']:.3f}); {rounds} rounds of {steps} steps, {torch.get_num_threads()} torch threads")
     return out
 
 
@@ -297,7 +311,9 @@ def bench_inference(p: dict, work: Path) -> dict:
     torch.onnx.export(net, torch.randn(1, 1, 32, 32, 32), str(path), dynamo=False, opset_version=17,
                       input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "n", 2: "x", 3: "y", 4: "z"}, "logits": {0: "n", 2: "x", 3: "y", 4: "z"}})
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()  # the same threads as PyTorch's side
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     shape, patch = tuple(p["shape"]), tuple(p["patch"])
     vol = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
 
@@ -318,7 +334,8 @@ def bench_inference(p: dict, work: Path) -> dict:
     tt, to = float(np.median(times["torch"])), float(np.median(times["onnxruntime"]))
     agree = float(np.mean(outs["torch"].argmax(0) == outs["onnxruntime"].argmax(0)))
     log(f"inference {shape}: torch {tt:.2f} s, onnxruntime {to:.2f} s -> onnxruntime x{tt / to:.2f}; labels agree {agree:.5f}")
-    return {"torch_s": tt, "onnxruntime_s": to, "onnx_speedup": tt / to, "label_agreement": agree, "patch": list(patch)}
+    return {"torch_s": tt, "onnxruntime_s": to, "onnx_speedup": tt / to, "label_agreement": agree, "patch": list(patch),
+            "threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------- memory
@@ -470,7 +487,18 @@ def bench_app(p: dict, work: Path) -> dict:
     lines = [l for l in r.stdout.splitlines() if ":" in l]
     for l in lines:
         log(f"app: {l}")
-    out: dict = {"app_bench": lines, "size": p["size"]}
+    # each line's first number, by the line's label, so that compare.py can set two runs side by side
+    numbers = {}
+    for l in lines:
+        label, _, rest = l.partition(":")
+        m = re.search(r"-?\d[\d,]*(?:\.\d+)?", rest)
+        if m:
+            numbers[label.strip()] = float(m.group().replace(",", ""))
+    out: dict = {"app_bench": lines, "figures": numbers, "size": p["size"]}
+    if not p["gui_search"]:
+        log("app: the GUI-thread delay during a search is left out of --quick (a search of about 2 minutes); "
+            "`--only app` measures it")
+        return out
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
                         str(here.parent / "tests" / "gui" / "test_responsiveness.py")],
                        capture_output=True, text=True, timeout=900, env=env, cwd=here.parent)
@@ -498,7 +526,7 @@ SECTIONS = {
 #: describes the same table. Searches train nf1 8 / 5-cell genomes on the demo data.
 PROTOCOLS: dict[str, dict[str, dict]] = {
     # steps per arm and round; arms interleaved round by round (at least 3 rounds of 16 steps in --quick)
-    "loop": {"full": {"steps": 30, "rounds": 5}, "quick": {"steps": 16, "rounds": 4},
+    "loop": {"full": {"steps": 30, "rounds": 6}, "quick": {"steps": 16, "rounds": 6},
              "smoke": {"steps": 2, "rounds": 1}},
     # one SaMEA search: population x generations candidates of so many epochs
     "overhead": {"full": {"population": 6, "generations": 5, "epochs": 2},
@@ -523,8 +551,9 @@ PROTOCOLS: dict[str, dict[str, dict]] = {
                "smoke": {"candidates": 3, "settled_from": 2, "fresh": 2, "paper_genomes": False}},
     # one opening with an empty cache, one from the cache
     "data": {"full": {}, "quick": {}, "smoke": {}},
-    # the scan's edge in voxels
-    "app": {"full": {"size": 256}, "quick": {"size": 128}, "smoke": {"size": 64}},
+    # the scan's edge in voxels; whether to measure the GUI-thread delay during a search (~2 minutes)
+    "app": {"full": {"size": 256, "gui_search": True}, "quick": {"size": 128, "gui_search": False},
+            "smoke": {"size": 64, "gui_search": False}},
 }
 
 #: Sections the whole-run ``--quick`` leaves out, and why: their figures need more evaluations than
@@ -549,11 +578,25 @@ HEADLINES = {
     "inference": ["onnx_speedup"],
     "memory": ["growth_mb"],
     "data": ["speedup"],
-    "app": [],
+    "app": ["figures.load-to-first-image total", "gui_responsiveness.max_gap_ms"],
 }
 
 ARGS: argparse.Namespace
 SMOKE = False
+
+
+def _dig(doc, key: str):
+    """``doc[key]``, or the nested value a dotted ``key`` names (labels may hold dots); None if absent."""
+    if not isinstance(doc, dict):
+        return None
+    if key in doc:
+        return doc[key]
+    for i, ch in enumerate(key):
+        if ch == "." and key[:i] in doc:
+            found = _dig(doc[key[:i]], key[i + 1:])
+            if found is not None:
+                return found
+    return None
 
 
 def protocol_name(quick: bool, smoke: bool) -> str:
@@ -616,7 +659,7 @@ def main(argv=None) -> int:
     result["seconds"] = time.perf_counter() - t_run
     result["load_average_end"] = list(os.getloadavg())
     sec = result["sections"]
-    result["figures"] = {f"{name}.{key}": sec[name].get(key) for name in sec for key in HEADLINES.get(name, [])}
+    result["figures"] = {f"{name}.{key}": _dig(sec[name], key) for name in sec for key in HEADLINES.get(name, [])}
     result["loop_efficiency"] = sec.get("loop", {}).get("loop_efficiency")
     result["search_overhead"] = sec.get("overhead", {}).get("search_overhead")
     log(f"done in {result['seconds']:.0f} s; load average {result['load_average_start'][0]:.1f} at the start, "
