@@ -491,6 +491,7 @@ def bench_app(p: dict, work: Path) -> dict:
     numbers = {}
     for l in lines:
         label, _, rest = l.partition(":")
+        label = re.sub(r"\s*\([^)]*\d[^)]*\)", "", label)  # "(2.46 s)" in a label varies from run to run
         m = re.search(r"-?\d[\d,]*(?:\.\d+)?", rest)
         if m:
             numbers[label.strip()] = float(m.group().replace(",", ""))

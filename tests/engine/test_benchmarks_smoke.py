@@ -37,6 +37,7 @@ def test_benchmark_runner_smoke(tmp_path):
     loop = result["sections"]["loop"]
     assert loop["bare_step_s"] > 0 and loop["pipeline_step_s"] > 0 and loop["no_prefetch_step_s"] > 0
     assert loop["protocol"] == {"steps": 2, "rounds": 1} and all(len(v) == 1 for v in loop["rounds_s"].values())
+    assert loop["loop_efficiency_cpu"] > 0 and all(len(v) == 1 for v in loop["rounds_cpu_s"].values())
     ov = result["sections"]["overhead"]
     assert ov["data_setup_seconds"] > 0 and ov["algorithm_seconds"] > 0  # the search measured its own parts
     # the one-off opening of the dataset is reported apart from the overhead
