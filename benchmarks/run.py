@@ -98,7 +98,9 @@ def bench_loop(p: dict, work: Path) -> dict:
                 trainer.train_step(x, y)
             return (time.perf_counter() - t) / steps, (time.process_time() - cpu) / steps
 
-    arms = {"pipeline": lambda: pipeline(Trainer.prefetch), "no_prefetch": lambda: pipeline(0), "bare": bare}
+    trainer = Trainer(genome, data, cfg)
+    depth = trainer.prefetch_depth()  # as fit() chooses it with this thread count
+    arms = {"pipeline": lambda: pipeline(depth), "no_prefetch": lambda: pipeline(0), "bare": bare}
     times: dict[str, list[float]] = {k: [] for k in arms}
     cpu: dict[str, list[float]] = {k: [] for k in arms}
     names = list(arms)
@@ -114,16 +116,15 @@ def bench_loop(p: dict, work: Path) -> dict:
         return float(np.median([b / q for b, q in zip(t["bare"], t[arm])]))
 
     eff, eff0 = ratio(times, "pipeline"), ratio(times, "no_prefetch")
-    trainer = Trainer(genome, data, cfg)
     out = {"loop_efficiency": eff, "loop_efficiency_without_prefetch": eff0,
            # the same with the process's CPU seconds (every thread, the loader's too): what the pipeline
            # costs in work, which other processes on the machine disturb far less than wall time
            "loop_efficiency_cpu": ratio(cpu, "pipeline"), "loop_efficiency_cpu_without_prefetch": ratio(cpu, "no_prefetch"),
            "rounds_cpu_s": cpu,
            "pipeline_step_s": med["pipeline"], "no_prefetch_step_s": med["no_prefetch"], "bare_step_s": med["bare"],
-           "rounds_s": times, "patch": list(trainer.patch), "batch": trainer.batch_size, "prefetch": Trainer.prefetch,
+           "rounds_s": times, "patch": list(trainer.patch), "batch": trainer.batch_size, "prefetch": depth,
            "torch_threads": torch.get_num_threads(), **p}
-    log(f"loop: pipeline {med['pipeline'] * 1e3:.0f} ms/step (without the loader thread "
+    log(f"loop: pipeline ({depth} batches prepared ahead) {med['pipeline'] * 1e3:.0f} ms/step (without the loader thread "
         f"{med['no_prefetch'] * 1e3:.0f}), bare {med['bare'] * 1e3:.0f} ms/step -> efficiency {eff:.3f} "
         f"(without the loader thread {eff0:.3f}; in CPU seconds {out['loop_efficiency_cpu']:.3f} and "
         f"{out['loop_efficiency_cpu_without_prefetch']:.3f}); {rounds} rounds of {steps} steps, {torch.get_num_threads()} torch threads")

@@ -143,11 +143,13 @@ def _torch_settings(device: torch.device, num_threads: int | None):
 class Trainer:
     """Trains ``genome``'s network on ``data`` as ``config`` says. Call ``fit()`` once.
 
-    ``prefetch``: batches a loader thread keeps ready while the network trains, on CPU as on CUDA
-    (0: the training thread samples its own batches; the batches are the same either way).
+    ``prefetch``: batches a loader thread keeps ready while the network trains (0: the training thread
+    samples its own batches; the batches are the same either way). None (the default): 2 on CUDA, and
+    on CPU 2 when torch's threads leave a core free for the loader, else 0: on a core of the training's
+    OpenMP team the loader would stall the team at every batch (BENCHMARKS.md, "Training loop").
     """
 
-    prefetch: int = 2
+    prefetch: int | None = None
 
     def __init__(
         self,
@@ -328,8 +330,17 @@ class Trainer:
             self.callback({"event": "step", "epoch": epoch, "step": step, "steps": self.iterations, "loss": value})
 
     def batch_loader(self) -> BatchLoader:
-        """The loader of this trainer's batches (``prefetch`` ahead in a thread); use it in a ``with``."""
-        return BatchLoader(self.sampler, prefetch=self.prefetch)
+        """The loader of this trainer's batches (``prefetch_depth()`` ahead in a thread); use it in a ``with``."""
+        return BatchLoader(self.sampler, prefetch=self.prefetch_depth())
+
+    def prefetch_depth(self) -> int:
+        """Batches prepared ahead with the current torch thread count (see ``prefetch``)."""
+        if self.prefetch is not None:
+            return int(self.prefetch)
+        if self.device.type == "cuda":
+            return 2
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return 2 if torch.get_num_threads() < cores else 0
 
     def _train_epoch(self, epoch: int, loader: BatchLoader) -> dict[str, Any] | None:
         self.on_epoch_start(epoch)

@@ -3,6 +3,7 @@ loader thread (the same batches as without it; it always ends)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import types
 
@@ -200,3 +201,19 @@ def test_no_loader_thread_is_left_when_training_fails_or_is_stopped(tiny_data, s
     stop.set()
     r = train_candidate(small_genome, tiny_data, cfg(), cancel=stop)
     assert r.status == "cancelled" and not loader_threads()
+
+
+def test_the_loader_thread_runs_on_cpu_when_torch_leaves_a_core_free(tiny_data, small_genome):
+    trainer = Trainer(small_genome, tiny_data, cfg())
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cores)  # every core in the training's team: the thread would stall it
+        assert trainer.prefetch_depth() == 0
+        if cores > 1:
+            torch.set_num_threads(cores - 1)
+            assert trainer.prefetch_depth() == 2
+    finally:
+        torch.set_num_threads(before)
+    trainer.prefetch = 3  # set explicitly, it wins
+    assert trainer.prefetch_depth() == 3
