@@ -57,14 +57,14 @@ def landscape(genome) -> float:
 
 
 def theta_run(theta: float, seed: int, population: int, generations: int, learning: int, space) -> dict:
-    from engine.network import count_parameters
+    from engine.network import count_parameters, extreme_genomes
     from engine.search import Evaluation, SaMEA
     from engine.search.pareto import hypervolume_2d, pareto_front
 
     def params(g):
         return count_parameters(g, 1, 2)
 
-    lo, hi = space.extreme_genomes()
+    lo, hi = extreme_genomes(space)
     s = SaMEA(space, np.random.default_rng(np.random.SeedSequence(seed)), params, (params(lo), params(hi)),
               population=population, generations=generations, learning_generations=learning,
               neighbourhood=min(3, population), theta=theta, surrogate_seed=seed)

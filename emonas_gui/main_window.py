@@ -347,7 +347,7 @@ class MainWindow(QMainWindow):
 
     def set_theme(self, theme: str) -> None:
         """Switch to the ``"dark"`` or ``"light"`` theme (remembered)."""
-        from emonas_gui.app import apply_theme
+        from emonas_gui.theme import apply_theme
 
         theme = "light" if theme == "light" else "dark"
         apply_theme(QApplication.instance(), theme)

@@ -446,7 +446,7 @@ def predict_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | P
     """
     from engine.export.package import is_model_folder
     from engine.infer.folder import gather_cases
-    from engine.outputs import check_prediction_outputs
+    from engine.infer.folder import check_prediction_outputs
 
     out = Path(out_dir)
     written: list[Path] = []

@@ -285,30 +285,6 @@ class SearchSpace:
         for combo in itertools.product(*(self.values(g) for g in genes)):
             yield Genome(**dict(zip(genes, combo)), lr=self.lr[0])
 
-    def extreme_genomes(self) -> tuple[Genome, Genome]:
-        """The smallest and the largest network of the space by parameter count.
-
-        Exact without enumerating the whole space: for a fixed (n_cells, nf1, wiring) the count is
-        a constant plus one term per node that depends only on that node's op, so each node's op
-        is chosen on its own.
-        """
-        from engine.network.cost import count_parameters
-
-        lr = self.lr[0]
-        found: dict[str, tuple[int, Genome]] = {}
-        for n_cells, nf1, in2, in3, in4 in itertools.product(self.n_cells, self.nf1, self.in2, self.in3, self.in4):
-            base = Genome(in2, in3, in4, self.op1[0], self.op2[0], self.op3[0], self.op4[0], n_cells, nf1, lr)
-            for which, pick in (("min", min), ("max", max)):
-                g = base
-                for gene in ("op1", "op2", "op3", "op4"):
-                    choice = pick(self.values(gene), key=lambda o: count_parameters(base.replace(**{gene: o}), 1, 2))
-                    g = g.replace(**{gene: choice})
-                p = count_parameters(g, 1, 2)
-                cur = found.get(which)
-                if cur is None or (p < cur[0] if which == "min" else p > cur[0]):
-                    found[which] = (p, g)
-        return found["min"][1], found["max"][1]
-
     # ---- plain data ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, list]:
         return {g: list(self.values(g)) for g in GENE_NAMES}

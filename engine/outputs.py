@@ -9,24 +9,20 @@ around the rule. :func:`check_distinct_names` refuses, before any work, inputs t
 output name.
 
 Every output is written under a temporary name next to its destination and moved into place with
-``os.replace`` (:func:`atomic_file`, :func:`publish_files`, :func:`replace_dir`), so a crash never
-leaves half a file under the final name.
+``os.replace`` (:mod:`engine.atomic`), so a crash never leaves half a file under the final name.
+What ``emonas predict`` writes is checked by :func:`engine.infer.folder.check_prediction_outputs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from engine.errors import ConfigError
 
-__all__ = ["Source", "check_output", "check_distinct_names", "check_training_out", "atomic_file", "publish_files",
-           "replace_dir", "temp_dir_near", "image_sources", "dataset_sources",
-           "run_sources", "check_prediction_outputs"]
+__all__ = ["Source", "check_output", "check_distinct_names", "check_training_out", "image_sources", "dataset_sources",
+           "run_sources"]
 
 
 class Source:
@@ -151,100 +147,3 @@ def check_distinct_names(outputs: Mapping[str, Sequence[str | os.PathLike]] | Se
             raise ConfigError(f"{seen[key]} and {src} would both be written as {key} in the {option} folder; "
                               "give them distinct names or separate runs")
         seen.setdefault(key, str(src))
-
-
-def check_prediction_outputs(cases, out_dir, model=None, option: str = "-o", names=None,
-                             probabilities: bool = False) -> None:
-    """Before any work: ``out_dir`` and every file predicting ``cases`` (lists of scan paths) writes
-    there must be neither a source (an input scan or its data files, the model folder) nor hold one,
-    and no two cases may map to one output name (label map, colour tables, DICOM-SEG, and with
-    ``probabilities`` the ``.npz``). ``names`` are the cases' output names (default: their first scan's)."""
-    from engine.data.io import split_series
-    from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
-    from engine.infer.folder import output_name
-
-    sources = [Source(model, "model folder")] if model is not None else []
-    for case in cases:
-        for p in case:
-            sources += image_sources(p)
-    out_dir = Path(out_dir)
-    check_output(out_dir, sources, option=option)
-    outputs = []
-    for i, case in enumerate(cases):
-        stem = names[i] if names is not None else output_name(Path(case[0]))[: -len(".nii.gz")]
-        suffixes = [".nii.gz", SLICER_SUFFIX, ITKSNAP_SUFFIX] + ([".npz"] if probabilities else [])
-        outputs += [(stem + suffix, case[0]) for suffix in suffixes]
-        if split_series(case[0])[0].is_dir():  # a DICOM series: its DICOM-SEG too
-            outputs.append((f"{stem}_seg.dcm", case[0]))
-    check_distinct_names(outputs, option=option)
-    for name, _ in outputs:
-        check_output(out_dir / name, sources, option=option)
-
-
-def temp_dir_near(final: Path) -> Path:
-    """A fresh private folder on the same file system as ``final``, for building outputs to move in."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp.", dir=final.parent))
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """``with atomic_file(p) as tmp:`` write ``tmp`` (same suffix as ``p``); it replaces ``p`` on success.
-
-    On any failure the temporary file is removed and ``p`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-2:]), dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def publish_files(tmp_dir: Path, out_dir: Path, last: Sequence[str] = ()) -> list[Path]:
-    """Move each file of ``tmp_dir`` into ``out_dir`` with ``os.replace`` (the names in ``last``, such
-    as a header or an index file, after the others) and remove ``tmp_dir``; returns the final paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.name for p in tmp_dir.iterdir())
-    order = [n for n in names if n not in last] + [n for n in last if n in names]
-    moved = []
-    try:
-        for n in order:
-            os.replace(tmp_dir / n, out_dir / n)
-            moved.append(out_dir / n)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return moved
-
-
-def replace_dir(tmp: Path, final: Path, *, overwrite: bool = False) -> Path:
-    """Move the finished folder ``tmp`` to ``final``. An existing empty ``final`` is replaced; a
-    non-empty one only with ``overwrite`` (moved aside first and removed once ``tmp`` is in place)."""
-    final = Path(final)
-    aside = None
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
-        if not overwrite:
-            raise ConfigError(f"{final}: already exists and is not a folder")
-        final.unlink()
-    elif final.is_dir() and any(final.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{final}: already exists and is not empty")
-        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.replace(final, aside / final.name)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if aside is not None:
-            os.replace(aside / final.name, final)
-        raise
-    finally:
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
-    return final

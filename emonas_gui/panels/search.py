@@ -68,10 +68,10 @@ def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, pa
 
 
 def time_job(config: SearchConfig, parent=None) -> EngineJob:
-    """A job that estimates the wall time of ``config`` (``engine.run.estimate.estimate_search``)."""
+    """A job that estimates the wall time of ``config`` (``engine.run.session.estimate_search``)."""
 
     def fn(callback, control) -> Any:
-        from engine.run.estimate import estimate_search
+        from engine.run.session import estimate_search
 
         return estimate_search(config)
 

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 from engine.config import SearchConfig
 from engine.errors import ConfigError, EmonasError
 from engine.genome import LR_VALUES, N_CELLS_VALUES, NF1_VALUES, OPS, SearchSpace
-from engine.network import count_parameters, estimate_cost
+from engine.network import count_parameters, estimate_cost, extreme_genomes
 from engine.run.estimate import excluded_share
 
 log = logging.getLogger(__name__)
@@ -404,13 +404,13 @@ def search_cost(cfg: SearchConfig, in_channels: int = 1, num_classes: int = 2,
 
     ``patch`` / ``batch`` are the plan's, used unless the config overrides them; ``pools(n_levels)``
     the plan's per-level pooling (``Plan.pool_sizes_for``; None: 2x2x2 everywhere). The parameter
-    range comes from the space's smallest and largest networks (``SearchSpace.extreme_genomes``, a
+    range comes from the space's smallest and largest networks (``engine.network.extreme_genomes``, a
     few seconds for the paper's whole space: call it off the GUI thread), the memory from the
     largest one's training step. When the largest network cannot pool the patch that deep, the
     memory is left unknown and ``note`` says that such genomes will be skipped, as the search does.
     """
     space = cfg.space.search_space()
-    small, large = space.extreme_genomes()
+    small, large = extreme_genomes(space)
     if cfg.training.patch_size:
         patch = tuple(cfg.training.patch_size)  # type: ignore[assignment]
     batch = cfg.training.batch_size or batch or 2

@@ -11,7 +11,7 @@ from engine.device import DEVICE_HELP
 def _predict(args) -> dict:
     from engine.errors import ConfigError
     from engine.export.package import is_model_folder
-    from engine.outputs import check_prediction_outputs
+    from engine.infer.folder import check_prediction_outputs
 
     options = {"mirror": args.mirror} if args.mirror else {}
     if args.keep_largest is not None:

@@ -123,7 +123,7 @@ def _search(args) -> dict:
 
 def _estimate(cfg: SearchConfig, args) -> dict:
     """Print the expected wall time of the search (a calibration, cached; nothing is written to --out)."""
-    from engine.run.estimate import estimate_search
+    from engine.run.session import estimate_search
 
     est = estimate_search(cfg, recalibrate=args.recalibrate)
     if not args.json:

@@ -88,19 +88,14 @@ def digest(obj: Any, n: int = 16) -> str:
 
 
 def publish_dir(tmp: Path, final: Path) -> Path:
-    """Move a finished temporary folder into place atomically; another writer may have won the race."""
+    """Move a finished temporary folder (:func:`engine.atomic.temp_dir_near`) into place atomically;
+    another writer may have won the race."""
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # the same entry written by another process
     return final
-
-
-def temp_dir_near(final: Path) -> Path:
-    """A fresh temporary folder on the same file system as ``final`` (for :func:`publish_dir`)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from engine.data.cache import cache_root, publish_dir, temp_dir_near
+from engine.atomic import temp_dir_near
+from engine.data.cache import cache_root, publish_dir
 from engine.data.io import write_image
 from engine.errors import DataError
 
@@ -273,8 +274,8 @@ def demo_dataset_path(kind: str = "brain") -> Path:
 
 def write_demo_dataset(out_dir: str | os.PathLike, kind: str = "brain") -> Path:
     """Write the demo dataset of ``kind`` in MSD layout to ``out_dir`` (new or empty folder)."""
-    from engine.outputs import Source, check_output, replace_dir
-    from engine.outputs import temp_dir_near as temp_near
+    from engine.atomic import replace_dir
+    from engine.outputs import Source, check_output
 
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -282,7 +283,7 @@ def write_demo_dataset(out_dir: str | os.PathLike, kind: str = "brain") -> Path:
     src = demo_dataset_path(kind)
     check_output(out, [Source(src, "demo dataset in the cache")], option="OUT_DIR")
     try:
-        tmp = temp_near(out)
+        tmp = temp_dir_near(out)
         try:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             replace_dir(tmp, out)  # copied whole, then moved in: never half a dataset under its name

@@ -748,7 +748,7 @@ def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
     The file (with a MetaImage's data file) is written in a temporary folder next to ``path`` and moved
     into place, the header last, so a crash never leaves half a file under the final name.
     """
-    from engine.outputs import publish_files, temp_dir_near
+    from engine.atomic import publish_files, temp_dir_near
 
     suffix = image_suffix(path)
     if suffix is None:

@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from engine.data.cache import cache_root, digest, file_signature, publish_dir, temp_dir_near
+from engine.atomic import temp_dir_near
+from engine.data.cache import cache_root, digest, file_signature, publish_dir
 from engine.data.io import Image, as_image, check_voxels, same_geometry
 from engine.data.plan import ANISOTROPY
 from engine.data.validate import nonzero_bbox, ras_ornt, ras_spacing_shape

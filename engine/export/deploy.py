@@ -321,7 +321,7 @@ def write_dicom_seg(
         series_description="EMONAS-Net segmentation (research use)",
         specific_character_set=SPECIFIC_CHARACTER_SET,
     )
-    from engine.outputs import atomic_file
+    from engine.atomic import atomic_file
 
     out = Path(out_path)
     with atomic_file(out) as tmp:

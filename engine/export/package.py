@@ -451,7 +451,8 @@ def export_model(
     The folder is written next to its destination and renamed into place, so a failed export
     never leaves a half-written model folder behind.
     """
-    from engine.outputs import Source, check_output, replace_dir
+    from engine.atomic import replace_dir
+    from engine.outputs import Source, check_output
 
     fmts = parse_formats(formats)
     out = Path(out_dir)

@@ -186,7 +186,7 @@ def probability_path(label_path: Path) -> Path:
 
 
 def _save_npz(path: Path, probs: np.ndarray) -> None:
-    from engine.outputs import atomic_file
+    from engine.atomic import atomic_file
 
     with atomic_file(path) as tmp:  # never half a file under the final name
         np.savez_compressed(tmp, probabilities=probs)
@@ -375,3 +375,31 @@ def case_inputs(inputs: list[str | Path], n_modalities: int) -> list[list[Path]]
     if len(paths) % n:
         raise DataError(paths[0], f"{len(paths)} inputs do not divide into cases of {n} modalities")
     return [paths[i : i + n] for i in range(0, len(paths), n)]
+
+
+def check_prediction_outputs(cases, out_dir, model=None, option: str = "-o", names=None,
+                             probabilities: bool = False) -> None:
+    """Before any work: ``out_dir`` and every file predicting ``cases`` (lists of scan paths) writes
+    there must be neither a source (an input scan or its data files, the model folder) nor hold one,
+    and no two cases may map to one output name (label map, colour tables, DICOM-SEG, and with
+    ``probabilities`` the ``.npz``). ``names`` are the cases' output names (default: their first scan's)."""
+    from engine.data.io import split_series
+    from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
+    from engine.outputs import Source, check_distinct_names, check_output, image_sources
+
+    sources = [Source(model, "model folder")] if model is not None else []
+    for case in cases:
+        for p in case:
+            sources += image_sources(p)
+    out_dir = Path(out_dir)
+    check_output(out_dir, sources, option=option)
+    outputs = []
+    for i, case in enumerate(cases):
+        stem = names[i] if names is not None else output_name(Path(case[0]))[: -len(".nii.gz")]
+        suffixes = [".nii.gz", SLICER_SUFFIX, ITKSNAP_SUFFIX] + ([".npz"] if probabilities else [])
+        outputs += [(stem + suffix, case[0]) for suffix in suffixes]
+        if split_series(case[0])[0].is_dir():  # a DICOM series: its DICOM-SEG too
+            outputs.append((f"{stem}_seg.dcm", case[0]))
+    check_distinct_names(outputs, option=option)
+    for name, _ in outputs:
+        check_output(out_dir / name, sources, option=option)

@@ -5,7 +5,7 @@ PyTorch; the builder's names load it on first use, so that planning and cost est
 """
 
 from engine.network.arch import Architecture, architecture, check_patch
-from engine.network.cost import Cost, count_parameters, estimate_cost
+from engine.network.cost import Cost, count_parameters, estimate_cost, extreme_genomes
 
 _BUILDER = ("EmonasNet", "build_network")
 
@@ -18,6 +18,7 @@ __all__ = [
     "check_patch",
     "count_parameters",
     "estimate_cost",
+    "extreme_genomes",
 ]
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
-from engine.genome import Genome
+from engine.genome import Genome, SearchSpace
 from engine.network.arch import (
     Architecture,
     architecture,
@@ -125,3 +126,26 @@ def estimate_cost(
     # weights + grads + two Adam moments, plus the activations and their gradients at the peak
     training = 4 * params * 4 + int(act * 1.5)
     return Cost(params, flops * batch, act, training)
+
+
+def extreme_genomes(space: SearchSpace) -> tuple[Genome, Genome]:
+    """The smallest and the largest network of ``space`` by parameter count.
+
+    Exact without enumerating the whole space: for a fixed (n_cells, nf1, wiring) the count is
+    a constant plus one term per node that depends only on that node's op, so each node's op
+    is chosen on its own.
+    """
+    lr = space.lr[0]
+    found: dict[str, tuple[int, Genome]] = {}
+    for n_cells, nf1, in2, in3, in4 in itertools.product(space.n_cells, space.nf1, space.in2, space.in3, space.in4):
+        base = Genome(in2, in3, in4, space.op1[0], space.op2[0], space.op3[0], space.op4[0], n_cells, nf1, lr)
+        for which, pick in (("min", min), ("max", max)):
+            g = base
+            for gene in ("op1", "op2", "op3", "op4"):
+                choice = pick(space.values(gene), key=lambda o: count_parameters(base.replace(**{gene: o}), 1, 2))
+                g = g.replace(**{gene: choice})
+            p = count_parameters(g, 1, 2)
+            cur = found.get(which)
+            if cur is None or (p < cur[0] if which == "min" else p > cur[0]):
+                found[which] = (p, g)
+    return found["min"][1], found["max"][1]

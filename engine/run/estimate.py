@@ -10,7 +10,7 @@ after ``CALIBRATION_BUDGET_S`` once two are done, and is cached per device and p
 ``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs, see
 ``engine.search.objective.PowerLaw``); ``observe()`` corrects it by the median ratio of measured to
 predicted times, so the in-search ETA uses the same model updated with what the run measures.
-``estimate_search`` multiplies by the evaluations the chosen strategy will train (a range for SaMEA,
+``engine.run.session.estimate_search`` multiplies by the evaluations the chosen strategy will train (a range for SaMEA,
 whose surrogate keeps some children untrained).
 """
 
@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.errors import ConfigError
 from engine.genome import Genome, SearchSpace
 from engine.search.objective import PowerLaw
 
@@ -351,84 +349,3 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
     cal = model.calibration
     return SearchEstimate(device, cal.hardware, samea.strategy, ev, (q1, mean, q3), total, cal.seconds,
                           len(cal.points), cached, w, list(notes))
-
-
-def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None, latency_fn=None) -> SearchEstimate:
-    """Estimate the wall time of searching with ``cfg`` on this device (calibrating unless cached), and
-    the share of the space each limit (``max_parameters``, ``max_latency_ms``) keeps out.
-
-    Prepares the dataset in a temporary folder (nothing is written where the run will go).
-    """
-    from engine.run.latency import hardware_name
-    from engine.run.session import SearchSession, resolve_device
-
-    device = resolve_device(cfg.resources.device)
-    with tempfile.TemporaryDirectory(prefix="emonas-estimate-") as tmp:
-        session = SearchSession(Path(tmp) / "run", cfg, problem=problem)
-        if session.problem is None:
-            session.problem = session._prepare_problem()
-        problem = session.problem
-        model, sample, cached, notes = session.time_model(device, calibrate_now=True, recalibrate=recalibrate,
-                                                          step_fn=step_fn)
-        sample, limits = _limit_notes(session, device, model.calibration, sample, latency_fn)
-    return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, limits + notes, cached)
-
-
-def _limit_notes(session, device: str, cal: Calibration, sample: list[Genome], latency_fn=None):
-    """(the sample without the genomes the latency limit keeps out, one note per limit on its share of the space).
-
-    The parameter limit's share is exact per genome; the latency limit's is predicted from FLOPs by a
-    power law fitted to a few genomes of the sample (cheapest, median, dearest by FLOPs) measured as the
-    search measures them (``latency_fn`` as ``engine.run.latency.measure_latency``), kept with the calibration.
-    """
-    from engine.network.cost import count_parameters
-    from engine.search.objective import inference_flops
-    from engine.run.latency import hardware_name, measure_latency, reference_shape
-
-    cfg, problem = session.config, session.problem
-    r, s = cfg.resources, cfg.samea
-    space = cfg.space.search_space()
-    cin, ncls = problem.in_channels, problem.num_classes
-    if not (r.max_parameters or r.max_latency_ms):
-        return sample, []
-    session.config = cfg.replace(resources={"max_parameters": 0})  # the budgets without the limit measured
-    try:
-        budgets = session.within_budgets(problem, device)
-    finally:
-        session.config = cfg
-    notes = []
-    if r.max_parameters:
-        share = excluded_share(space, lambda g: count_parameters(g, cin, ncls, problem.pools(g.n_levels))
-                               > r.max_parameters, budgets)
-        notes.append(f"max_parameters {r.max_parameters:,} excludes {100 * share:.0f} % of the space")
-    if r.max_latency_ms:
-        def flops(g: Genome) -> float:
-            return float(inference_flops(g, cin, ncls, problem.patch_size, problem.pools(g.n_levels)))
-
-        shape = reference_shape((problem.plan or {}).get("median_shape"), problem.patch_size)
-        threads = s.latency_threads if s.latency_target == "cpu" else 0
-        key = f"{s.latency_target}/{threads}/{'x'.join(map(str, shape))}/{s.latency_runs}"
-        measured = cal.latency.get(key)
-        if not measured:
-            measure = latency_fn or measure_latency
-            measured = [[flops(g), measure(g, cin, ncls, problem.pools(g.n_levels), problem.patch_size, shape,
-                                           s.latency_target, max(threads, 1), s.latency_runs,
-                                           int(cfg.seed))["latency_ms"]]
-                        for g in calibration_genomes(sample, flops)]
-            cal.latency[key] = measured
-            save_calibration(cal)
-        law = PowerLaw(tuple(p) for p in measured)
-        most = r.max_latency_ms
-
-        def slow(g: Genome) -> bool:
-            return law.predict(flops(g)) > most
-
-        share = excluded_share(space, slow, budgets)
-        notes.append(f"max_latency_ms {most:g} excludes about {100 * share:.0f} % of the space (predicted from FLOPs "
-                     f"by {len(measured)} genomes measured on {hardware_name(s.latency_target)}, "
-                     f"{max(threads, 1) if threads else 'GPU'} thread(s): {', '.join(f'{ms:.0f}' for _, ms in measured)} ms)")
-        sample = [g for g in sample if not slow(g)]
-        if not sample:
-            raise ConfigError(f"resources.max_latency_ms: no sampled genome is predicted under {most:g} ms "
-                              f"(measured {', '.join(f'{ms:.0f}' for _, ms in measured)} ms); raise the limit")
-    return sample, notes

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from engine.errors import ConfigError
 from engine.run.evaluate import evaluate_candidate, failed_result
-from engine.run.faults import fault
+from engine.faults import fault
 
 log = logging.getLogger(__name__)
 

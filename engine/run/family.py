@@ -73,8 +73,9 @@ def median_fit_seconds(candidates: list[dict]) -> float | None:
 def _shape_genome(levels: int):
     """The smallest genome with ``levels`` poolings: the Trainer's pooling and patch checks for that depth."""
     from engine.genome import SearchSpace
+    from engine.network.cost import extreme_genomes
 
-    return SearchSpace(n_cells=(2 * int(levels) + 1,), nf1=(8,)).extreme_genomes()[0]
+    return extreme_genomes(SearchSpace(n_cells=(2 * int(levels) + 1,), nf1=(8,)))[0]
 
 
 class UNetTrainer(Trainer):

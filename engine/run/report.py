@@ -298,7 +298,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
 
     from engine.device import resolve_device
     from engine.infer.predictor import Predictor
-    from engine.outputs import check_output, publish_files, run_sources, temp_dir_near
+    from engine.atomic import publish_files, temp_dir_near
+    from engine.outputs import check_output, run_sources
     from engine.run import family as F
     from engine.run.retrain import candidate_folder, run_context
     from engine.run.store import RunStore

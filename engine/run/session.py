@@ -18,11 +18,12 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -30,10 +31,13 @@ from engine.config import SearchConfig
 from engine.errors import ConfigError, DataError, EmonasError, GenomeError, RunError
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
-from engine.run.faults import fault
+from engine.faults import fault
 from engine.run.runlog import logging_events, run_log
 from engine.run.store import RunStore, is_run, write_errors
 from engine.search import STRATEGIES, Evaluation
+
+if TYPE_CHECKING:
+    from engine.run.estimate import SearchEstimate
 
 log = logging.getLogger(__name__)
 
@@ -291,8 +295,8 @@ class SearchSession:
         return Problem.from_training_data(td, self.config.training, spec)
 
     def _build_strategy(self, problem: Problem, device: str):
-        from engine.network.cost import count_parameters
-        from engine.search.objective import inference_flops
+        from engine.network.cost import count_parameters, extreme_genomes
+        from engine.search.objective import PowerLaw, inference_flops
 
         space: SearchSpace = self.config.space.search_space()
         cin, ncls = problem.in_channels, problem.num_classes
@@ -306,7 +310,7 @@ class SearchSession:
 
         feasible = self.within_budgets(problem, device)
         self.flops_of = flops
-        lo, hi = space.extreme_genomes()
+        lo, hi = extreme_genomes(space)
         bounds: tuple[float, float] = (parameters(lo), parameters(hi))
         cost = None
         self.latency = None
@@ -861,3 +865,84 @@ class SearchSession:
             callback(SearchEvent(kind, s.generation, s.generations, s.progress, counts, front, eta, candidate, status))
         except Exception:  # noqa: BLE001 - a broken display must not stop the search
             log.exception("progress callback failed")
+
+
+def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None, latency_fn=None) -> SearchEstimate:
+    """Estimate the wall time of searching with ``cfg`` on this device (calibrating unless cached), and
+    the share of the space each limit (``max_parameters``, ``max_latency_ms``) keeps out.
+
+    Prepares the dataset in a temporary folder (nothing is written where the run will go).
+    """
+    from engine.run.estimate import search_estimate
+
+    device = resolve_device(cfg.resources.device)
+    with tempfile.TemporaryDirectory(prefix="emonas-estimate-") as tmp:
+        session = SearchSession(Path(tmp) / "run", cfg, problem=problem)
+        if session.problem is None:
+            session.problem = session._prepare_problem()
+        problem = session.problem
+        model, sample, cached, notes = session.time_model(device, calibrate_now=True, recalibrate=recalibrate,
+                                                          step_fn=step_fn)
+        sample, limits = _limit_notes(session, device, model.calibration, sample, latency_fn)
+    return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, limits + notes, cached)
+
+
+def _limit_notes(session, device: str, cal, sample: list[Genome], latency_fn=None):
+    """(the sample without the genomes the latency limit keeps out, one note per limit on its share of the space).
+
+    The parameter limit's share is exact per genome; the latency limit's is predicted from FLOPs by a
+    power law fitted to a few genomes of the sample (cheapest, median, dearest by FLOPs) measured as the
+    search measures them (``latency_fn`` as ``engine.run.latency.measure_latency``), kept with the calibration.
+    """
+    from engine.network.cost import count_parameters
+    from engine.run.estimate import calibration_genomes, excluded_share, save_calibration
+    from engine.run.latency import hardware_name, measure_latency, reference_shape
+    from engine.search.objective import PowerLaw, inference_flops
+
+    cfg, problem = session.config, session.problem
+    r, s = cfg.resources, cfg.samea
+    space = cfg.space.search_space()
+    cin, ncls = problem.in_channels, problem.num_classes
+    if not (r.max_parameters or r.max_latency_ms):
+        return sample, []
+    session.config = cfg.replace(resources={"max_parameters": 0})  # the budgets without the limit measured
+    try:
+        budgets = session.within_budgets(problem, device)
+    finally:
+        session.config = cfg
+    notes = []
+    if r.max_parameters:
+        share = excluded_share(space, lambda g: count_parameters(g, cin, ncls, problem.pools(g.n_levels))
+                               > r.max_parameters, budgets)
+        notes.append(f"max_parameters {r.max_parameters:,} excludes {100 * share:.0f} % of the space")
+    if r.max_latency_ms:
+        def flops(g: Genome) -> float:
+            return float(inference_flops(g, cin, ncls, problem.patch_size, problem.pools(g.n_levels)))
+
+        shape = reference_shape((problem.plan or {}).get("median_shape"), problem.patch_size)
+        threads = s.latency_threads if s.latency_target == "cpu" else 0
+        key = f"{s.latency_target}/{threads}/{'x'.join(map(str, shape))}/{s.latency_runs}"
+        measured = cal.latency.get(key)
+        if not measured:
+            measure = latency_fn or measure_latency
+            measured = [[flops(g), measure(g, cin, ncls, problem.pools(g.n_levels), problem.patch_size, shape,
+                                           s.latency_target, max(threads, 1), s.latency_runs,
+                                           int(cfg.seed))["latency_ms"]]
+                        for g in calibration_genomes(sample, flops)]
+            cal.latency[key] = measured
+            save_calibration(cal)
+        law = PowerLaw(tuple(p) for p in measured)
+        most = r.max_latency_ms
+
+        def slow(g: Genome) -> bool:
+            return law.predict(flops(g)) > most
+
+        share = excluded_share(space, slow, budgets)
+        notes.append(f"max_latency_ms {most:g} excludes about {100 * share:.0f} % of the space (predicted from FLOPs "
+                     f"by {len(measured)} genomes measured on {hardware_name(s.latency_target)}, "
+                     f"{max(threads, 1) if threads else 'GPU'} thread(s): {', '.join(f'{ms:.0f}' for _, ms in measured)} ms)")
+        sample = [g for g in sample if not slow(g)]
+        if not sample:
+            raise ConfigError(f"resources.max_latency_ms: no sampled genome is predicted under {most:g} ms "
+                              f"(measured {', '.join(f'{ms:.0f}' for _, ms in measured)} ms); raise the limit")
+    return sample, notes

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.errors import RunError
-from engine.run.faults import fault
+from engine.faults import fault
 
 log = logging.getLogger(__name__)
 

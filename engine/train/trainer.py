@@ -463,7 +463,7 @@ def write_training_folder(trainer: Trainer, result: TrainResult, out_dir: str | 
     The files are written in a temporary folder next to DIR and moved in, training.json last: a
     crash leaves no half file under a final name, and a folder with training.json is complete.
     """
-    from engine.outputs import publish_files, temp_dir_near
+    from engine.atomic import publish_files, temp_dir_near
 
     final = Path(out_dir)
     out = temp_dir_near(final)
@@ -512,10 +512,10 @@ def _write_training_files(trainer: Trainer, result: TrainResult, out: Path) -> N
 
 
 def _fault(point: str) -> str | None:
-    """A fault-injection point for the reliability tests (see engine.run.faults); free when unused."""
+    """A fault-injection point for the reliability tests (see engine.faults); free when unused."""
     if not os.environ.get("EMONAS_FAULT"):
         return None
-    from engine.run.faults import fault
+    from engine.faults import fault
 
     return fault(point)
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(RUN_TESTS))  # search_fakes: the analytic stand-in evalua
 
 from engine.config import SearchConfig  # noqa: E402
 from engine.run import RunStore  # noqa: E402
-from engine.run.faults import fault  # noqa: E402
+from engine.faults import fault  # noqa: E402
 from test_search_cli import TINY as TINY_SEARCH  # noqa: E402  one width, five cells, 16^3 patches at 7 mm
 
 #: Columns that must match an uninterrupted run exactly (timings and pids excluded).

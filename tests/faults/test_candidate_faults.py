@@ -1,7 +1,7 @@
 """Candidates that fail: out of memory, MemoryError, NaN loss and an exception inside real training, a
 local pool worker and a Ray worker killed. Each is recorded as failed with its error; the search ends.
 
-Faults are injected at named points (engine.run.faults): ``train.step`` is each training step of the
+Faults are injected at named points (engine.faults): ``train.step`` is each training step of the
 process, ``candidate.<id>`` the moment the process about to train candidate ``id`` starts it.
 """
 

@@ -3,7 +3,7 @@ continues to the uninterrupted result once space is back.
 
 Tests run as root, where permissions do not stop writes (and an unprivileged user cannot reach this
 Python), so the faults come from SQLite itself (``PRAGMA max_page_count``: a real SQLITE_FULL) and
-from fault points (engine.run.faults) raising what SQLite and the kernel raise on a full or read-only
+from fault points (engine.faults) raising what SQLite and the kernel raise on a full or read-only
 file system.
 """
 
@@ -19,7 +19,8 @@ import pytest
 
 from conftest import logged_evaluate, small_config, snapshot
 from engine.errors import RunError
-from engine.run import RunStore, SearchSession, faults
+from engine import faults
+from engine.run import RunStore, SearchSession
 from search_fakes import PROBLEM
 
 

@@ -2,7 +2,7 @@
 trained again, no genome twice, the database intact, and the final candidates, front and strategy
 state identical to an uninterrupted run with the same seed.
 
-Each kill lands exactly at its fault point (``EMONAS_FAULT=point:n:kill``, see engine.run.faults),
+Each kill lands exactly at its fault point (``EMONAS_FAULT=point:n:kill``, see engine.faults),
 not after a timer. The default test uses the analytic stand-in evaluator in forked children (fast);
 the ``slow`` one runs ``emonas search`` / ``emonas resume`` with real training.
 """
@@ -19,7 +19,8 @@ import traceback
 import pytest
 
 from conftest import logged_evaluate, small_config, snapshot
-from engine.run import SearchSession, faults
+from engine import faults
+from engine.run import SearchSession
 from engine.run.store import is_run
 from search_fakes import PROBLEM
 

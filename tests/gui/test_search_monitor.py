@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 
 from engine.errors import RunError
 from engine.genome import SearchSpace
-from engine.network import count_parameters
+from engine.network import count_parameters, extreme_genomes
 from engine.run.store import RunStore
 from engine.search.pareto import hypervolume_2d
 from emonas_gui.panels.monitor import HV_REFERENCE, MonitorPanel, hypervolume_history
@@ -20,7 +20,7 @@ from emonas_gui.widgets.candidate_view import Candidate
 
 def _f2(p):
     """log(parameters) normalized over this space, as the session stores f2."""
-    lo, hi = (count_parameters(g, 1, 4) for g in SearchSpace().extreme_genomes())
+    lo, hi = (count_parameters(g, 1, 4) for g in extreme_genomes(SearchSpace()))
     return (math.log(p) - math.log(lo)) / (math.log(hi) - math.log(lo))
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from engine.config import SearchConfig, default_config_path
 from engine.errors import ConfigError
-from engine.network import count_parameters
+from engine.network import count_parameters, extreme_genomes
 from engine.genome import SearchSpace
 from emonas_gui.panels.search_setup import SearchSetupForm
 
@@ -81,13 +81,13 @@ def test_cost_estimate_matches_the_engine(qtbot):
     for n in (7, 9):
         form.cell_checks[n].setChecked(False)
     est = form.estimate(in_channels=1, num_classes=4, patch=(32, 32, 32), batch=2)
-    small, large = form.space().extreme_genomes()
+    small, large = extreme_genomes(form.space())
     assert est.candidates == 12
     assert est.min_parameters == count_parameters(small, 1, 4) < est.max_parameters == count_parameters(large, 1, 4)
     assert est.memory_bytes and est.memory_bytes > 0
     assert "12 candidates" in est.text()
     assert form.space().n_cells == (5,)
-    assert SearchSpace(n_cells=(5,)).extreme_genomes()[1] == large
+    assert extreme_genomes(SearchSpace(n_cells=(5,)))[1] == large
 
 
 def test_cost_estimate_uses_the_plans_pooling_and_explains_unpoolable_patches():
@@ -97,7 +97,7 @@ def test_cost_estimate_uses_the_plans_pooling_and_explains_unpoolable_patches():
     cfg = SearchConfig().replace(space={"n_cells": [5, 9], "nf1": [8]})
     thin_z = lambda n: [(2, 2, 1)] * n  # noqa: E731 - a plan that never pools the thin slice axis
     est = search_cost(cfg, 1, 3, patch=(64, 64, 8), batch=2, pools=thin_z)
-    small, large = cfg.space.search_space().extreme_genomes()
+    small, large = extreme_genomes(cfg.space.search_space())
     assert est.max_parameters == count_parameters(large, 1, 3, thin_z(large.n_levels))
     assert est.memory_bytes == estimate_cost(large, 1, 3, (64, 64, 8), 2, thin_z(large.n_levels)).training_bytes
     assert est.note == ""

@@ -17,6 +17,7 @@ from engine.genome import Genome, SearchSpace
 from engine.run import RunStore, SearchSession
 from engine.run import estimate as est
 from engine.run.latency import LatencyBook
+from engine.run.session import estimate_search
 from engine.search.objective import PowerLaw, inference_flops, normalized
 from search_fakes import PROBLEM, fake_evaluate
 
@@ -198,7 +199,7 @@ def test_the_estimate_states_each_limits_share_of_the_space(tmp_path):
         return {"latency_ms": flops_of(g) * 1e-9}
 
     cfg = config("parameters").replace(resources={"max_parameters": max_p, "max_latency_ms": max_ms})
-    e = est.estimate_search(cfg, step_fn=fake_step, problem=TINY, latency_fn=latency_fn)
+    e = estimate_search(cfg, step_fn=fake_step, problem=TINY, latency_fn=latency_fn)
     assert len(calls) == 3  # cheapest, median and dearest of the sample
     # the space is small enough to count exactly; the estimate's share comes from 2,000 uniform draws
     share_p = sum(v > max_p for v in params.values()) / len(every)
@@ -213,7 +214,7 @@ def test_the_estimate_states_each_limits_share_of_the_space(tmp_path):
     fast = [model.candidate_seconds(g) for g in sample if flops_of(g) * 1e-9 <= max_ms]
     assert e.candidate_s[2] <= max(fast) + 1e-9
     # a second estimate reuses the measured latencies kept with the calibration
-    again = est.estimate_search(cfg, step_fn=fake_step, problem=TINY, latency_fn=latency_fn)
+    again = estimate_search(cfg, step_fn=fake_step, problem=TINY, latency_fn=latency_fn)
     assert len(calls) == 3 and again.notes == e.notes and again.cached
 
 
@@ -256,7 +257,7 @@ def fake_timed_evaluate(task, cancel=None):
 
 def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
     cfg = config("parameters", generations=4, learning_generations=1)
-    e = est.estimate_search(cfg, step_fn=fake_step, problem=TINY)
+    e = estimate_search(cfg, step_fn=fake_step, problem=TINY)
     assert e.evaluations == est.expected_evaluations(cfg.samea) == (4 + 4 + 2 * 2, 4 + 4 + 2 * 3, 4 + 4 + 2 * 4)
     assert not e.cached and e.calibrated_genomes == 3
     session = SearchSession(tmp_path / "run", cfg, fake_timed_evaluate, TINY)

@@ -216,16 +216,16 @@ def test_device_budget_resamples_networks_too_big_for_a_cpu(tmp_path):
     from dataclasses import replace
 
     from engine.genome import PAPER_GENOMES, SearchSpace
-    from engine.network.cost import estimate_cost
+    from engine.network.cost import estimate_cost, extreme_genomes
     from engine.run.session import device_budget
 
     problem = replace(PROBLEM, patch_size=[64, 64, 64])
     cfg = SearchConfig().replace(samea={"population": 6, "generations": 2, "learning_generations": 1})
     session = SearchSession(tmp_path / "run", cfg, fake_evaluate, problem)
     strategy = session._build_strategy(problem, "cpu")
-    big = SearchSpace().extreme_genomes()[1]
+    big = extreme_genomes(SearchSpace())[1]
     assert not strategy._feasible(big) and not strategy._feasible(PAPER_GENOMES["hippocampus"])
-    assert strategy._feasible(SearchSpace().extreme_genomes()[0])
+    assert strategy._feasible(extreme_genomes(SearchSpace())[0])
     session.run()
     mem, flops = device_budget("cpu", cfg.resources)
     with RunStore.open_readonly(tmp_path / "run") as s:
