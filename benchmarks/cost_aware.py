@@ -85,25 +85,53 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     return hv
 
 
-def remeasure(run: Path, runs: int) -> list[dict]:
-    """The run's front with validation Dice and a CPU latency measured now (one thread)."""
+def remeasure(runs: dict[str, Path], latency_runs: int, rounds: int = 3, seed: int = 0) -> dict[str, list[dict]]:
+    """Each run's front with validation Dice and a CPU latency measured now (one thread), side by side.
+
+    The networks of all fronts are measured together: each distinct genome once per round, in a
+    shuffled order per round, after one untimed warm-up measurement, and its median over the rounds is
+    the latency of that network in every front that holds it. Measuring one front after the other
+    gave one network 1.5x apart in the two fronts (load drifts, the first measurements pay warm-up).
+    """
+    import random
+
     from engine.genome import Genome
     from engine.run.latency import measure_latency, reference_shape
     from engine.run.session import Problem
     from engine.run.store import RunStore
 
-    with RunStore.open_readonly(run) as store:
-        front = store.front()
-        problem = Problem.from_dict(store.get_meta("problem"))
+    fronts, genomes, problem = {}, {}, None
+    for name, run in runs.items():
+        with RunStore.open_readonly(run) as store:
+            fronts[name] = store.front()
+            problem = Problem.from_dict(store.get_meta("problem"))
+        for c in fronts[name]:
+            genomes[json.dumps(c["genome"], sort_keys=True)] = Genome.from_dict(c["genome"])
     shape = reference_shape(problem.plan.get("median_shape"), problem.patch_size)
-    out = []
-    for c in front:
-        g = Genome.from_dict(c["genome"])
-        dice = statistics.mean((c.get("metrics") or {}).get("dice", {}).values() or [0.0])
-        ms = measure_latency(g, problem.in_channels, problem.num_classes, problem.pools(g.n_levels),
-                             problem.patch_size, shape, "cpu", 1, runs)["latency_ms"]
-        out.append({"id": c["id"], "dice": float(dice), "latency_ms": ms, "parameters": c["parameters"],
-                    "stored_latency_ms": c.get("latency_ms")})
+
+    def measure(g: Genome) -> float:
+        return measure_latency(g, problem.in_channels, problem.num_classes, problem.pools(g.n_levels),
+                               problem.patch_size, shape, "cpu", 1, latency_runs)["latency_ms"]
+
+    keys = sorted(genomes)
+    if keys:
+        measure(genomes[keys[0]])  # warm-up, not kept
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        order = keys[:]
+        rng.shuffle(order)
+        for k in order:
+            times[k].append(measure(genomes[k]))
+    out = {}
+    for name, front in fronts.items():
+        out[name] = []
+        for c in front:
+            k = json.dumps(c["genome"], sort_keys=True)
+            dice = statistics.mean((c.get("metrics") or {}).get("dice", {}).values() or [0.0])
+            out[name].append({"id": c["id"], "dice": float(dice), "latency_ms": statistics.median(times[k]),
+                              "rounds_ms": times[k], "parameters": c["parameters"],
+                              "stored_latency_ms": c.get("latency_ms")})
     return out
 
 
@@ -134,7 +162,7 @@ def part_fronts(a, out: Path) -> list[dict]:
                 _, secs = cli("resume", str(run))
                 print(f"seed {seed} {objective:<10} resumed {secs:.0f} s", flush=True)
             runs[objective] = run
-        fronts = {k: remeasure(v, a.latency_runs) for k, v in runs.items()}
+        fronts = remeasure(runs, a.latency_runs, seed=seed)
         slowest = max(f["latency_ms"] for fr in fronts.values() for f in fr)
         ref = (1.0, 2 * slowest)
         hv = {k: hypervolume([(1 - f["dice"], f["latency_ms"]) for f in fr], ref) for k, fr in fronts.items()}
