@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("EMONAS_NO_PROGRESS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -630,6 +629,9 @@ def main(argv=None) -> int:
                     "samea_full_weights: SaMEA with weight vectors over the whole front)")
     ap.add_argument("--out", default="", help="folder for plots and the JSON result")
     ARGS = ap.parse_args(argv)
+    # the engine's progress lines would interleave with the figures (set here, not on import: the
+    # smoke test imports this file, and the environment of the test process is everyone's)
+    os.environ.setdefault("EMONAS_NO_PROGRESS", "1")
     SMOKE = ARGS.smoke
     if SMOKE:
         ARGS.quick = True

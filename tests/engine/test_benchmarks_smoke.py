@@ -165,3 +165,18 @@ def test_preprocess_benchmark_smoke(tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["same_cache_bytes"] is True  # one process and two write the same cache
     assert len(result["one_process_s"]) == len(result["two_processes_s"]) == 1 and result["speedup"] > 0
+
+
+def test_importing_the_runner_leaves_the_test_process_environment_alone():
+    """The smoke tests import benchmarks/run.py into the test process: on import it must not set
+    what changes every later test (EMONAS_NO_PROGRESS silenced the CLI's progress lines)."""
+    code = ("import importlib.util, json, os, sys\n"
+            "before = dict(os.environ)\n"
+            "for name in ('run', 'compare'):\n"
+            f"    spec = importlib.util.spec_from_file_location('b_' + name, {str(ROOT / 'benchmarks')!r} + '/' + name + '.py')\n"
+            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "EMONAS_NO_PROGRESS"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == []
