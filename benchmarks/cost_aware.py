@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.search.pareto import hypervolume_2d  # noqa: E402
+
 CONFIG = """
 [space]
 nf1 = [8]
@@ -72,17 +74,6 @@ def write_config(path: Path, a, population: int, generations: int) -> Path:
     path.write_text(CONFIG.format(population=population, generations=generations, epochs=a.epochs,
                                   iterations=a.iterations, spacing=a.spacing, latency_runs=a.latency_runs))
     return path
-
-
-def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
-    """Area dominated by ``points`` (both coordinates minimized) up to ``ref``."""
-    pts = sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1])
-    hv, best_y = 0.0, ref[1]
-    for x, y in pts:
-        if y < best_y:
-            hv += (ref[0] - x) * (best_y - y)
-            best_y = y
-    return hv
 
 
 def remeasure(runs: dict[str, Path], latency_runs: int, rounds: int = 3, seed: int = 0) -> dict[str, list[dict]]:
@@ -165,7 +156,8 @@ def part_fronts(a, out: Path) -> list[dict]:
         fronts = remeasure(runs, a.latency_runs, seed=seed)
         slowest = max(f["latency_ms"] for fr in fronts.values() for f in fr)
         ref = (1.0, 2 * slowest)
-        hv = {k: hypervolume([(1 - f["dice"], f["latency_ms"]) for f in fr], ref) for k, fr in fronts.items()}
+        hv = {k: hypervolume_2d([(1 - f["dice"], f["latency_ms"]) for f in fr], ref) if fr else 0.0
+              for k, fr in fronts.items()}
         row = {"seed": seed, "reference": ref, "hv_latency": hv["latency"], "hv_parameters": hv["parameters"],
                "ratio": hv["latency"] / hv["parameters"] if hv["parameters"] else float("inf"),
                "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()}}

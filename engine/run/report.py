@@ -90,13 +90,10 @@ def _evaluate_model(predictor, classes: dict, ignore: int | None, cases,
 def hypervolume_2d(points: Sequence[tuple[float, float]], ref_cost: float) -> float:
     """Area dominated by ``points`` (cost, Dice): cost to minimize, Dice to maximize, bounded by the
     reference point (``ref_cost``, Dice 0). Points at or beyond ``ref_cost`` add nothing."""
-    pts = sorted((float(c), float(d)) for c, d in points if float(c) < ref_cost and float(d) > 0)
-    area, best = 0.0, 0.0
-    for i, (c, d) in enumerate(pts):
-        best = max(best, d)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_cost
-        area += (nxt - c) * best
-    return area
+    from engine.search.pareto import hypervolume_2d as minimized
+
+    pts = [(float(c), -float(d)) for c, d in points]  # Dice maximized: its negative minimized, up to 0
+    return minimized(pts, (float(ref_cost), 0.0)) if pts else 0.0
 
 
 _AXES = {"parameters": ("parameters", "trainable parameters", "size"),
