@@ -84,19 +84,8 @@ class UNetTrainer(Trainer):
     before it is validated, so the best weights are chosen as a candidate's are."""
 
     def __init__(self, width: int, levels: int, data, config, seconds: float | None = None, **kwargs):
-        import torch
-
+        self.width, self.levels = int(width), int(levels)  # read by build_model, inside Trainer.__init__
         super().__init__(_shape_genome(levels), data, config, **kwargs)
-        self.width, self.levels = int(width), int(levels)
-        with torch.random.fork_rng(devices=[]):  # seeded as a candidate's weights are
-            torch.manual_seed(int(config.seed))
-            net = unet(data.in_channels, data.num_classes, width, self.pool_sizes or [(2, 2, 2)] * levels)
-        self.model = net.to(self.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=UNET_LR)
-        if self.plateau is not None:  # the paper profile's schedule follows the new optimizer
-            self.plateau.optimizer = self.optimizer
         self.parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.seconds = seconds
         self._t0: float | None = None
@@ -104,6 +93,18 @@ class UNetTrainer(Trainer):
         self._last_start: float | None = None
         self._stop_after: int | None = None
         self.hit_budget = False
+
+    def build_model(self):
+        """The U-Net in place of the genome's network, seeded as a candidate's weights are."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.config.seed))
+            return unet(self.data.in_channels, self.data.num_classes, self.width,
+                        self.pool_sizes or [(2, 2, 2)] * self.levels)
+
+    def learning_rate(self) -> float:
+        return UNET_LR
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)

@@ -201,13 +201,11 @@ class Trainer:
         sampler_seed, torch_seed, noise_seed = ss.spawn(3)
         with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
             torch.manual_seed(int(torch_seed.generate_state(1)[0]))
-            self.model = build_network(genome, data.in_channels, data.num_classes, self.pool_sizes)
-            if self.paper:
-                keras_init(self.model)
+            self.model = self.build_model()
         self.model = self.model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=genome.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate())
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.plateau = None
         if self.paper:  # torch reduces after patience + 1 bad epochs, Keras after patience
@@ -232,6 +230,18 @@ class Trainer:
         self.train_step_seconds = math.nan
         self.status = "done"
         self._step_count = 0
+
+    def build_model(self) -> torch.nn.Module:
+        """The network to train: the genome's (called with torch's RNG seeded from the config's seed;
+        a subclass may train another network with the same pipeline)."""
+        model = build_network(self.genome, self.data.in_channels, self.data.num_classes, self.pool_sizes)
+        if self.paper:
+            keras_init(model)
+        return model
+
+    def learning_rate(self) -> float:
+        """Adam's learning rate: the genome's gene."""
+        return float(self.genome.lr)
 
     # ---- hooks -------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
