@@ -64,14 +64,30 @@ def run(odd_demo, tmp_path_factory):
     return out
 
 
+def _digests(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under ``roots`` (SQLite's -shm/-wal, which any reader creates, left out)."""
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for root in roots for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.endswith(("-shm", "-wal"))}
+
+
 @pytest.fixture(scope="module")
-def report(run, tmp_path_factory):
+def report(odd_demo, run, tmp_path_factory):
     from engine.cli import main
 
     out = tmp_path_factory.mktemp("report") / "report"
+    before = _digests(run, odd_demo[0])
     assert main(["report", str(run), "--out", str(out), "--family-widths", "2,3,4,6", "--family-depths", "2",
                  "--json"]) == 0
-    return json.loads((out / "report.json").read_text())
+    doc = json.loads((out / "report.json").read_text())
+    doc["_inputs"] = (before, _digests(run, odd_demo[0]))
+    return doc
+
+
+def test_the_report_changes_no_byte_of_its_run_or_dataset(report):
+    before, after = report["_inputs"]
+    assert len(before) > 10 and after == before
 
 
 def test_front_is_scored_as_predict_and_evaluate_score_it_in_each_scans_geometry(odd_demo, run, report, tmp_path):
