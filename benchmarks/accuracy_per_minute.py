@@ -59,7 +59,7 @@ SPLIT_SEED = 0
 #: Changes from a code's defaults, one factor at a time. ``augment`` replaces fields of the default
 #: augmentation profile object (for code before the mirror decision; newer code takes the mirrored
 #: axes from the plan and scales the probabilities with the budget, so use ``train`` there);
-#: ``train`` sets TrainConfig fields; ``plan`` sets plan overrides ("nnunet" as patch_size: the
+#: ``train`` sets TrainerConfig fields; ``plan`` sets plan overrides ("nnunet" as patch_size: the
 #: median shape rounded up to the pooling).
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -120,7 +120,7 @@ def worker(spec: dict) -> dict:
     from engine.genome import Genome
     from engine.infer.predictor import Predictor, torch_logits_fn
     from engine.train import augmentation as A
-    from engine.train.config import TrainConfig
+    from engine.train.config import TrainerConfig
     from engine.train.data import prepare_training_data
     from engine.train.trainer import Trainer
 
@@ -139,8 +139,8 @@ def worker(spec: dict) -> dict:
         A.PROFILES["default"] = dataclasses.replace(A.PROFILES["default"], **variant["augment"])
     # the engine's default training: 120 epochs (what its augmentation strength and validation interval
     # are planned for), stopped by the budget or by the epochs, whichever comes first; no early stop
-    epochs = spec.get("epochs") or TrainConfig().epochs
-    cfg = TrainConfig(**{"epochs": epochs, "patience": 100000, "seed": spec["seed"], "device": "cpu",
+    epochs = spec.get("epochs") or TrainerConfig().epochs
+    cfg = TrainerConfig(**{"epochs": epochs, "patience": 100000, "seed": spec["seed"], "device": "cpu",
                          "num_threads": threads, "max_epochs_for_objective": max(epochs, 1),
                          **variant.get("train", {})})
     deadline = _Deadline(spec.get("budget"), spec.get("clock", "wall"))

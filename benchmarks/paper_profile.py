@@ -96,7 +96,7 @@ def bench_theta() -> dict:
 def bench_profiles(datasets: list[str], epochs: int) -> dict:
     from engine.config import PROFILE_DEFAULTS
     from engine.genome import Genome
-    from engine.train import TrainConfig, prepare_training_data, train_candidate
+    from engine.train import TrainerConfig, prepare_training_data, train_candidate
 
     rows = []
     for ds in datasets:
@@ -106,7 +106,7 @@ def bench_profiles(datasets: list[str], epochs: int) -> dict:
             genome = Genome.from_json(gj)
             for profile in ("default", "paper"):
                 d = data[profile]
-                r = train_candidate(genome, d, TrainConfig(epochs=epochs, patience=20, seed=0, device="cpu", profile=profile))
+                r = train_candidate(genome, d, TrainerConfig(epochs=epochs, patience=20, seed=0, device="cpu", profile=profile))
                 train_s = sum(c.get("train_seconds", 0.0) for c in r.curves)
                 row = {"dataset": ds, "genome": f"{genome.n_cells} cells, nf1 {genome.nf1}", "profile": profile,
                        "patch": list(d.plan.patch_size), "batch": d.plan.batch_size,

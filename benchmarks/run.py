@@ -66,13 +66,13 @@ def bench_loop(p: dict, work: Path) -> dict:
     import torch
 
     from engine.genome import Genome
-    from engine.train import TrainConfig, prepare_training_data
+    from engine.train import TrainerConfig, prepare_training_data
     from engine.train.trainer import Trainer, _torch_settings
 
     data = prepare_training_data("demo", seed=0)
     genome = Genome.from_json(SMALL_GENOME)
     steps, rounds = p["steps"], p["rounds"]
-    cfg = TrainConfig(epochs=1, iterations_per_epoch=steps, device="cpu", seed=0, val_every=10**6)
+    cfg = TrainerConfig(epochs=1, iterations_per_epoch=steps, device="cpu", seed=0, val_every=10**6)
 
     def pipeline(prefetch: int) -> tuple[float, float]:
         trainer = Trainer(genome, data, cfg)
@@ -381,7 +381,7 @@ def _fresh_peak(genome_json: str, seed: int, what: str) -> tuple[float, float]:
 
     from engine.genome import Genome
     from engine.network import build_network, estimate_cost
-    from engine.train import TrainConfig, prepare_training_data, train_candidate
+    from engine.train import TrainerConfig, prepare_training_data, train_candidate
 
     torch.set_num_threads(1)
     data = prepare_training_data("demo", seed=0)
@@ -403,7 +403,7 @@ def _fresh_peak(genome_json: str, seed: int, what: str) -> tuple[float, float]:
                 torch.nn.functional.cross_entropy(net(x), y).backward()
                 opt.step()
         else:
-            train_candidate(g, data, TrainConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=seed))
+            train_candidate(g, data, TrainerConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=seed))
     return peak.peak_mb - before, est.training_bytes / 2**20
 
 
@@ -413,7 +413,7 @@ def bench_memory(p: dict, work: Path) -> dict:
     import multiprocessing
     from engine.genome import SearchSpace
     from engine.network import estimate_cost
-    from engine.train import TrainConfig, prepare_training_data, train_candidate
+    from engine.train import TrainerConfig, prepare_training_data, train_candidate
 
     data = prepare_training_data("demo", seed=0)
     space = SearchSpace(nf1=(8,), n_cells=(5,))
@@ -423,7 +423,7 @@ def bench_memory(p: dict, work: Path) -> dict:
     for i in range(n):
         g = space.sample(rng)
         genomes.append(g)
-        train_candidate(g, data, TrainConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=i))
+        train_candidate(g, data, TrainerConfig(epochs=1, iterations_per_epoch=3, device="cpu", seed=i))
         gc.collect()
         rss.append(_rss_mb())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

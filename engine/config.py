@@ -34,7 +34,7 @@ EARLY_STOP_RULES = ("off", "median", "halving")
 PROFILE_NAMES = ("default", "paper")
 #: What each profile sets where the configuration does not say (section -> key -> value; ``plan``
 #: merges key by key). The training behaviour itself (loss, augmentation, early stopping, schedule)
-#: follows ``engine.train.TrainConfig.profile``, which the run's training settings carry.
+#: follows ``engine.train.TrainerConfig.profile``, which the run's training settings carry.
 PROFILE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
     "paper": {"training": {"plan": {"pooling": "paper"}}},  # the plan: 2x2x2 at every level, batch 2
@@ -97,8 +97,12 @@ class SamEAConfig:
 
 
 @dataclass
-class TrainingConfig:
-    """How each candidate is trained; ``extra`` passes further keys to ``engine.train.TrainConfig``."""
+class SearchTrainingConfig:
+    """The ``[training]`` section of a search config: how the search trains each candidate.
+
+    It holds the search's choices (budget E, plan overrides); the session turns it into the settings
+    of one training, ``engine.train.TrainerConfig``, to which ``extra`` passes further keys as they are.
+    """
 
     epochs: int = 120  # E
     patience: int = 20
@@ -145,7 +149,7 @@ class SearchConfig:
     fold: int = 0  # the fold of a splits_final.json
     space: SpaceConfig = field(default_factory=SpaceConfig)
     samea: SamEAConfig = field(default_factory=SamEAConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: SearchTrainingConfig = field(default_factory=SearchTrainingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     # ---- plain data / TOML ---------------------------------------------------------------------

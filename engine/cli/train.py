@@ -23,7 +23,7 @@ def _train(args) -> dict:
         check_output(args.cache_dir, sources, option="--cache-dir")
     check_training_out(args.out, genome.to_dict(), str(dataset.name), args.force)
 
-    from engine.train import TrainConfig, prepare_training_data, train_candidate
+    from engine.train import TrainerConfig, prepare_training_data, train_candidate
 
     overrides = dict(PROFILE_DEFAULTS[args.profile].get("training", {}).get("plan", {}))  # paper: 2x2x2 pooling, batch 2
     if args.patch:
@@ -32,7 +32,7 @@ def _train(args) -> dict:
         if args.batch < 1:
             raise ConfigError(f"--batch must be at least 1, got {args.batch}")
         overrides["batch_size"] = args.batch
-    config = TrainConfig(
+    config = TrainerConfig(
         epochs=args.epochs,
         patience=args.patience,
         seed=args.seed,

@@ -232,12 +232,12 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
     import torch
 
     from engine.run.evaluate import training_data
-    from engine.train.config import TrainConfig
+    from engine.train.config import TrainerConfig
     from engine.train.sampling import BatchLoader
     from engine.train.trainer import Trainer, _torch_settings
 
     data = training_data(problem.data)
-    cfg = TrainConfig.from_dict({**train, "epochs": 1, "iterations_per_epoch": CALIBRATION_STEPS + 1, "device": device})
+    cfg = TrainerConfig.from_dict({**train, "epochs": 1, "iterations_per_epoch": CALIBRATION_STEPS + 1, "device": device})
     t0 = time.perf_counter()
     trainer = Trainer(genome, data, cfg)
     build = time.perf_counter() - t0

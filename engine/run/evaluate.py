@@ -8,7 +8,7 @@ A task::
 
     {"candidate_id": 7, "genome": {...}, "out_dir": "RUN/candidates/7", "device": "cpu",
      "data": {"dataset": "demo", "seed": 0, "cache_dir": "RUN/cache", "split": {...}},
-     "train": {TrainConfig fields}, "stop_below": {"5": 0.41, ...}, "threads": 2}
+     "train": {TrainerConfig fields}, "stop_below": {"5": 0.41, ...}, "threads": 2}
 
 ``stop_below`` (optional, from the early-stopping rule) maps an epoch to the validation mean Dice a
 candidate must have reached by then (best so far); below it, training stops there and the candidate
@@ -91,7 +91,7 @@ def _evaluate(task: dict, cancel, progress, started: float) -> dict:
     import torch
 
     from engine.genome import Genome
-    from engine.train.config import TrainConfig
+    from engine.train.config import TrainerConfig
     from engine.train.trainer import train_candidate
 
     if task.get("threads"):
@@ -104,7 +104,7 @@ def _evaluate(task: dict, cancel, progress, started: float) -> dict:
     data = training_data(task["data"])
     stop_below = {int(k): float(v) for k, v in (task.get("stop_below") or {}).items()}
     # the rule's checkpoints are validated epochs, however rarely the trainer validates otherwise
-    config = TrainConfig.from_dict({**task["train"], "device": device, "validate_at": sorted(stop_below) or None})
+    config = TrainerConfig.from_dict({**task["train"], "device": device, "validate_at": sorted(stop_below) or None})
     early = threading.Event()
     best = [-math.inf]
 

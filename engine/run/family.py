@@ -152,15 +152,15 @@ class Member:
 def train_member(data, train: dict, width: int, levels: int, budget: str, device: str = "auto",
                  epochs: int | None = None, seconds: float | None = None, callback: Callable[[dict], None] | None = None
                  ) -> Member:
-    """Train one U-Net with the run's training settings ``train`` (TrainConfig fields); ``epochs``
+    """Train one U-Net with the run's training settings ``train`` (TrainerConfig fields); ``epochs``
     replaces their number of epochs, ``seconds`` adds the wall-time budget."""
-    from engine.train.config import TrainConfig
+    from engine.train.config import TrainerConfig
     from engine.train.sinks import CallbackSink, MetricsLogger
 
     settings = {**train, "device": device if device in ("auto", "cpu", "cuda") else "auto", "validate_at": None}
     if epochs is not None:
         settings["epochs"] = max(1, int(epochs))
-    config = TrainConfig.from_dict(settings)
+    config = TrainerConfig.from_dict(settings)
     logger = MetricsLogger([CallbackSink(callback)] if callback is not None else [])
     trainer = UNetTrainer(width, levels, data, config, seconds=seconds, logger=logger, callback=callback)
     try:

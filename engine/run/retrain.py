@@ -47,7 +47,7 @@ def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, devi
 
     ``callback`` and ``cancel`` are those of :func:`engine.train.trainer.train_candidate`.
     """
-    from engine.train.config import TrainConfig
+    from engine.train.config import TrainerConfig
     from engine.train.data import prepare_training_data
     from engine.train.trainer import train_candidate
 
@@ -63,7 +63,7 @@ def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, devi
         # the final model trains with nnU-Net's augmentation strength (along the allowed axes), unless the
         # run says otherwise: the light schedule only pays over a candidate's short training
         settings.setdefault("augmentation", "strong")
-    return train_candidate(genome, data, TrainConfig.from_dict(settings), out_dir=out_dir, callback=callback,
+    return train_candidate(genome, data, TrainerConfig.from_dict(settings), out_dir=out_dir, callback=callback,
                            cancel=cancel)
 
 

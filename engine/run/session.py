@@ -257,9 +257,9 @@ class SearchSession:
             "batch_size": t.batch_size or None, "patch_size": list(t.patch_size) or None,
             "profile": self.config.profile, **t.extra,
         }
-        from engine.train.config import TrainConfig
+        from engine.train.config import TrainerConfig
 
-        TrainConfig.from_dict({**d, "device": "cpu"})  # validates; raises ConfigError naming the key
+        TrainerConfig.from_dict({**d, "device": "cpu"})  # validates; raises ConfigError naming the key
         return d
 
     def _prepare_problem(self) -> Problem:

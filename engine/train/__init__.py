@@ -3,7 +3,7 @@
 The search's workers call ``train_candidate(genome, data, config)``; see docs/ARCHITECTURE.md.
 """
 
-from engine.train.config import TrainConfig
+from engine.train.config import TrainerConfig
 from engine.train.data import TrainingData, prepare_training_data
 from engine.train.objectives import objective_f1, objective_f2
 from engine.train.sinks import CallbackSink, CsvSink, JsonLinesSink, MetricsLogger
@@ -14,7 +14,7 @@ __all__ = [
     "CsvSink",
     "JsonLinesSink",
     "MetricsLogger",
-    "TrainConfig",
+    "TrainerConfig",
     "TrainResult",
     "Trainer",
     "TrainingData",

@@ -12,8 +12,8 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
 
 
 @dataclass
-class TrainConfig:
-    """How to train one candidate.
+class TrainerConfig:
+    """The settings of one training by the ``Trainer``: how to train one network.
 
     ``batch_size`` and ``patch_size`` default (None) to the dataset plan's. ``iterations_per_epoch``
     None means the paper's ``ceil(n_train / batch_size)``. ``max_epochs_for_objective`` is E of the
@@ -97,7 +97,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "TrainerConfig":
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

@@ -33,7 +33,7 @@ from engine.genome import Genome
 from engine.network import build_network, check_patch, count_parameters
 from engine.network.builder import architecture
 from engine.train.augmentation import training_augmentation
-from engine.train.config import TrainConfig
+from engine.train.config import TrainerConfig
 from engine.train.data import TrainingData
 from engine.train.losses import PAPER_DICE, make_loss, per_class_soft_dice
 from engine.train.objectives import objective_f1, objective_f2
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 #: Steps between host syncs (NaN check, cancellation, "step" progress events).
 CHECK_EVERY = 5
 #: The paper profile's callbacks, as the authors' Keras code sets them (Search/SaMEA_Algorithm.py):
-#: EarlyStopping(monitor val_loss, min_delta 0.001, patience = TrainConfig.patience) and
+#: EarlyStopping(monitor val_loss, min_delta 0.001, patience = TrainerConfig.patience) and
 #: ReduceLROnPlateau(monitor training loss, factor 0.5, patience 30, min_lr 1e-7; Keras' min_delta 1e-4).
 PAPER_MIN_DELTA = 0.001
 PAPER_PLATEAU = {"factor": 0.5, "patience": 30, "min_lr": 1e-7, "min_delta": 1e-4}
@@ -155,7 +155,7 @@ class Trainer:
         self,
         genome: Genome,
         data: TrainingData,
-        config: TrainConfig,
+        config: TrainerConfig,
         logger: MetricsLogger | None = None,
         callback: Callable[[dict], None] | None = None,
         cancel=None,
@@ -533,7 +533,7 @@ def _fault(point: str) -> str | None:
 def train_candidate(
     genome: Genome,
     data: TrainingData,
-    config: TrainConfig,
+    config: TrainerConfig,
     out_dir: str | Path | None = None,
     callback: Callable[[dict], None] | None = None,
     cancel=None,

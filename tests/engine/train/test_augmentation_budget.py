@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.train import TrainConfig, train_candidate
+from engine.train import TrainerConfig, train_candidate
 from engine.train.augmentation import (
     DEFAULT,
     LIGHT_STEPS,
@@ -59,21 +59,21 @@ def test_only_allowed_axes_are_ever_flipped():
 
 def test_trainer_mirrors_the_plans_axes_and_validates_a_small_share(tiny_data, small_genome, tmp_path):
     data = with_plan(tiny_data, MirrorPlan())
-    t = Trainer(small_genome, data, TrainConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2))
+    t = Trainer(small_genome, data, TrainerConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2))
     assert t.augmentation_profile.flip_axes == (0,) and t.augmentation["strength"] == 0.0
     # two 24x24x16 validation volumes, 16^3 patches: 2 x (1.2 + 4 x 0.2) against 2 x 2 samples per epoch
     assert sum(sliding_windows(c.label.shape, t.patch) for c in data.val) == 8
     assert t.val_every == validation_interval([c.label.shape for c in data.val], t.patch, 2, 2) == 9
-    r = train_candidate(small_genome, data, TrainConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2),
+    r = train_candidate(small_genome, data, TrainerConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2),
                         out_dir=tmp_path)
     validated = [c["epoch"] for c in r.curves if "val_loss" in c]
     assert validated == [5]  # every 9th epoch and the last
     assert 0 < r.f1 < 1 and r.best_epoch == 5
     doc = json.loads((tmp_path / "training.json").read_text())
     assert doc["mirror_axes"] == [0] and doc["augmentation"]["mirror_axes"] == [0] and doc["val_every"] == 9
-    paper = Trainer(small_genome, data, TrainConfig(epochs=5, device="cpu", profile="paper"))
+    paper = Trainer(small_genome, data, TrainerConfig(epochs=5, device="cpu", profile="paper"))
     assert paper.val_every == 1  # the paper's f1 reads every epoch's validation loss
-    fixed = Trainer(small_genome, data, TrainConfig(epochs=5, device="cpu", val_every=2, mirror_axes=["y"]))
+    fixed = Trainer(small_genome, data, TrainerConfig(epochs=5, device="cpu", val_every=2, mirror_axes=["y"]))
     assert fixed.val_every == 2 and fixed.augmentation_profile.flip_axes == (1,)
 
 
@@ -81,7 +81,7 @@ def test_predict_mirror_uses_the_trained_axes_only(tiny_data, small_genome, tmp_
     from engine.infer.predictor import Predictor
 
     data = with_plan(tiny_data, MirrorPlan())
-    train_candidate(small_genome, data, TrainConfig(epochs=1, device="cpu", iterations_per_epoch=1), out_dir=tmp_path)
+    train_candidate(small_genome, data, TrainerConfig(epochs=1, device="cpu", iterations_per_epoch=1), out_dir=tmp_path)
     calls = []
     pred = Predictor.from_training_folder(tmp_path, mirror=True)
     assert pred.mirror == [0]

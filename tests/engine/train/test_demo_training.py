@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.train import TrainConfig, prepare_training_data, train_candidate
+from engine.train import TrainerConfig, prepare_training_data, train_candidate
 
 GENOME = '{"in2": 0, "in3": 1, "in4": 2, "op1": "conv3d_3x3x3", "op2": "conv3d_3x3x3", "op3": "conv3d_1x1x1", "op4": "identity", "n_cells": 5, "nf1": 8, "lr": 0.003}'
 
@@ -41,7 +41,7 @@ def test_demo_split_excludes_test_cases(demo_data):
 def test_short_run_on_demo_learns(demo_data):
     from engine.genome import load_genome
 
-    r = train_candidate(load_genome(GENOME), demo_data, TrainConfig(epochs=4, seed=0, device="cpu", patience=10, val_every=1))
+    r = train_candidate(load_genome(GENOME), demo_data, TrainerConfig(epochs=4, seed=0, device="cpu", patience=10, val_every=1))
     dice = [c["val_dice_mean"] for c in r.curves]
     assert r.status == "done" and r.epochs == 4
     assert max(dice) > dice[0] + 0.15, dice
@@ -105,5 +105,5 @@ def test_train_rejects_a_bad_genome_in_one_line(tmp_path, capsys):
 def test_forty_epochs_on_demo_reach_dice_above_half(demo_data):
     from engine.genome import load_genome
 
-    r = train_candidate(load_genome(GENOME), demo_data, TrainConfig(epochs=40, seed=0, device="cpu"))
+    r = train_candidate(load_genome(GENOME), demo_data, TrainerConfig(epochs=40, seed=0, device="cpu"))
     assert np.mean(list(r.dice.values())) > 0.5, r.dice

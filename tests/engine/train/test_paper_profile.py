@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import kstest
 
-from engine.train import TrainConfig, train_candidate
+from engine.train import TrainerConfig, train_candidate
 from engine.train.augmentation import PAPER, draw_spatial
 from engine.train.losses import per_class_soft_dice
 from engine.train.trainer import Trainer
@@ -19,7 +19,7 @@ from engine.train.trainer import Trainer
 def cfg(**kw):
     base = dict(epochs=3, seed=5, device="cpu", num_threads=2, profile="paper", iterations_per_epoch=1)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainerConfig(**base)
 
 
 def scripted(trainer: Trainer, losses: list[float]):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.train.augmentation import DEFAULT, PAPER, SpatialParams, apply_spatial, draw_spatial
-from engine.train import TrainConfig, TrainingFailed, train_candidate
+from engine.train import TrainerConfig, TrainingFailed, train_candidate
 from engine.train.sampling import BatchLoader, PatchSampler, crop_padded
 from engine.train.trainer import Trainer
 
@@ -105,7 +105,7 @@ def cfg(**kw):
     base = dict(epochs=2, iterations_per_epoch=4, seed=3, device="cpu", num_threads=1, val_every=1,
                 augmentation="strong")
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainerConfig(**base)
 
 
 def test_prefetching_trains_exactly_as_the_training_thread_alone(tiny_data, small_genome):

@@ -10,13 +10,13 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from engine.train import TrainConfig, TrainingFailed, objective_f1, train_candidate
+from engine.train import TrainerConfig, TrainingFailed, objective_f1, train_candidate
 
 
 def cfg(**kw):
     base = dict(epochs=3, seed=5, device="cpu", num_threads=2, val_every=1)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainerConfig(**base)
 
 
 def test_same_seed_same_curves_and_different_seed_differs(tiny_data, small_genome):
@@ -89,10 +89,10 @@ def test_bad_config_is_a_one_line_config_error():
     from engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match="profile"):
-        TrainConfig(profile="fancy")
+        TrainerConfig(profile="fancy")
     with pytest.raises(ConfigError, match="epochs"):
-        TrainConfig(epochs=0)
-    assert TrainConfig.from_dict(TrainConfig(patch_size=(16, 16, 16)).to_dict()) == TrainConfig(patch_size=(16, 16, 16))
+        TrainerConfig(epochs=0)
+    assert TrainerConfig.from_dict(TrainerConfig(patch_size=(16, 16, 16)).to_dict()) == TrainerConfig(patch_size=(16, 16, 16))
 
 
 def test_paper_profile_trains_with_soft_dice_and_writes_a_folder(tiny_data, small_genome, tmp_path):
