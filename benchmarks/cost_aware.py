@@ -88,14 +88,14 @@ def remeasure(runs: dict[str, Path], latency_runs: int, rounds: int = 3, seed: i
 
     from engine.genome import Genome
     from engine.run.latency import measure_latency, reference_shape
-    from engine.run.session import Problem
+    from engine.run.session import SearchProblem
     from engine.run.store import RunStore
 
     fronts, genomes, problem = {}, {}, None
     for name, run in runs.items():
         with RunStore.open_readonly(run) as store:
             fronts[name] = store.front()
-            problem = Problem.from_dict(store.get_meta("problem"))
+            problem = SearchProblem.from_dict(store.get_meta("problem"))
         for c in fronts[name]:
             genomes[json.dumps(c["genome"], sort_keys=True)] = Genome.from_dict(c["genome"])
     shape = reference_shape(problem.plan.get("median_shape"), problem.patch_size)

@@ -17,7 +17,7 @@ from engine.data.check import check_dataset, format_report
 from engine.data.dataset import Dataset, Split, open_dataset
 from engine.data.demo import demo_dataset_path, write_demo_dataset
 from engine.data.io import Image, ImageHeader, read_header, read_image, read_label, write_image, write_label
-from engine.data.layouts import IGNORE_LABEL, Case, Problem, detect_layout, split_ignore
+from engine.data.layouts import IGNORE_LABEL, Case, FileProblem, detect_layout, split_ignore
 from engine.data.plan import SCHEMA_VERSION, Plan, dataset_fingerprint, make_plan
 from engine.data.preprocess import (
     PreprocessedCase,
@@ -35,7 +35,7 @@ __all__ = [
     "ImageHeader",
     "Plan",
     "PreprocessedCase",
-    "Problem",
+    "FileProblem",
     "SCHEMA_VERSION",
     "Split",
     "cache_root",

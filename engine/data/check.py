@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.data.dataset import MIN_CASES, Dataset
-from engine.data.layouts import Problem, detect_layout
+from engine.data.layouts import FileProblem, detect_layout
 from engine.data.plan import dataset_fingerprint, make_plan
 from engine.data.preprocess import resampled_shape
 from engine.data.validate import inspect_case
@@ -90,7 +90,7 @@ def check_dataset(
     }
 
 
-def _too_big_when_resampled(cases, entries: dict, plan) -> list[Problem]:
+def _too_big_when_resampled(cases, entries: dict, plan) -> list[FileProblem]:
     """Cases whose array at the plan's spacing would exceed the voxel limit of its memory budget."""
     out = []
     for case in cases:
@@ -100,7 +100,7 @@ def _too_big_when_resampled(cases, entries: dict, plan) -> list[Problem]:
             resampled_shape(shape, e["ras_spacing"], plan.target_spacing, case.image_paths[0],
                             len(plan.modalities), plan.memory_budget_bytes)
         except DataError as exc:
-            out.append(Problem(exc.path or str(case.image_paths[0]), exc.problem, True, case.case_id))
+            out.append(FileProblem(exc.path or str(case.image_paths[0]), exc.problem, True, case.case_id))
     return out
 
 

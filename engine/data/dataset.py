@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.layouts import Case, Problem, detect_layout
+from engine.data.layouts import Case, FileProblem, detect_layout
 from engine.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Dataset:
     cases: list[Case]
     modalities: list[str]
     labels: dict[str, int]
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     description: str = ""
     mirror_axes: list[int] | None = None  # the dataset's explicit setting (engine.data.mirror), if any

@@ -37,7 +37,7 @@ class Case:
 
 
 @dataclass(frozen=True)
-class Problem:
+class FileProblem:
     """A problem with a file; ``fatal`` ones make a case unusable, the others are warnings."""
 
     path: str
@@ -59,7 +59,7 @@ class LayoutResult:
     cases: list[Case]
     modalities: list[str]
     labels: dict[str, int]
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
     description: str = ""
     mirror_axes: list[int] | None = None  # dataset.json's explicit "mirror_axes" (engine.data.mirror)
 
@@ -204,14 +204,14 @@ def _msd(root: Path, meta: dict) -> LayoutResult:
                                 "one id would be merged: remove or rename one")
         used_labels.add(lab.name)
         if not split_series(img)[0].exists():  # a file, a DICOM folder or FOLDER#SERIES_UID
-            problems.append(Problem(str(img), "image listed in dataset.json not found", True, cid))
+            problems.append(FileProblem(str(img), "image listed in dataset.json not found", True, cid))
         if not lab.exists():
-            problems.append(Problem(str(lab), "label listed in dataset.json not found", True, cid))
+            problems.append(FileProblem(str(lab), "label listed in dataset.json not found", True, cid))
         cases.append(Case(cid, [img], lab))
     images_tr = {p.name for p in _image_files(root / "imagesTr")}
     for lab in _image_files(root / "labelsTr"):
         if lab.name not in used_labels and lab.name not in images_tr:
-            problems.append(Problem(str(lab), "label file with no image (not listed in dataset.json)", True))
+            problems.append(FileProblem(str(lab), "label file with no image (not listed in dataset.json)", True))
     return LayoutResult("msd", str(meta.get("name") or root.name), cases, modalities, labels, problems,
                         str(meta.get("description", "")), _mirror_setting(js, meta))
 
@@ -249,7 +249,7 @@ def _nnunet(root: Path, meta: dict, images: str = "imagesTr", labels_dir: str = 
         m = pat.match(p.name)
         if not m:
             if image_suffix(p):
-                problems.append(Problem(str(p), f"image name does not follow CASE_XXXX{ending}", False))
+                problems.append(FileProblem(str(p), f"image name does not follow CASE_XXXX{ending}", False))
             continue
         by_case.setdefault(m.group(1), {})[int(m.group(2))] = p
     if not by_case:
@@ -260,21 +260,21 @@ def _nnunet(root: Path, meta: dict, images: str = "imagesTr", labels_dir: str = 
         missing = [c for c in range(len(modalities)) if c not in chans]
         extra = [c for c in chans if c >= len(modalities)]
         if missing:
-            problems.append(Problem(str(root / images / f"{cid}_{missing[0]:04d}{ending}"),
+            problems.append(FileProblem(str(root / images / f"{cid}_{missing[0]:04d}{ending}"),
                                     f"channel file missing ({len(modalities)} channels declared in dataset.json)", True, cid))
         if extra:
-            problems.append(Problem(str(chans[extra[0]]), f"channel {extra[0]} beyond the {len(modalities)} declared", True, cid))
+            problems.append(FileProblem(str(chans[extra[0]]), f"channel {extra[0]} beyond the {len(modalities)} declared", True, cid))
         if not lab.exists():
-            problems.append(Problem(str(lab), "label file not found for this case", True, cid))
+            problems.append(FileProblem(str(lab), "label file not found for this case", True, cid))
         paths = [chans.get(c, root / images / f"{cid}_{c:04d}{ending}") for c in range(len(modalities))]
         cases.append(Case(cid, paths, lab))
     known = {f"{cid}{ending}" for cid in by_case}
     for lab in [p for p in _image_files(root / labels_dir) if p.name.endswith(ending)]:
         if lab.name not in known:
-            problems.append(Problem(str(lab), "label file with no image", True))
+            problems.append(FileProblem(str(lab), "label file with no image", True))
     n = meta.get("numTraining")
     if images == "imagesTr" and isinstance(n, int) and n != len(cases):
-        problems.append(Problem(str(js), f"numTraining says {n} but imagesTr holds {len(cases)} cases", False))
+        problems.append(FileProblem(str(js), f"numTraining says {n} but imagesTr holds {len(cases)} cases", False))
     return LayoutResult("nnunet", str(meta.get("name") or root.name), cases, modalities, labels, problems,
                         str(meta.get("description", "")), _mirror_setting(js, meta))
 
@@ -305,7 +305,7 @@ def _acdc(root: Path, base: Path) -> LayoutResult:
         labels = _unique(((cid, f) for is_label, cid, f in found if is_label), "label of case")
         for cid, lab in labels.items():
             if cid not in images:
-                problems.append(Problem(str(lab), "label file with no image", True))
+                problems.append(FileProblem(str(lab), "label file with no image", True))
             else:
                 cases.append(Case(cid, [images[cid]], lab, group=pdir.name))
     if not cases and not problems:
@@ -330,7 +330,7 @@ def _promise(root: Path) -> LayoutResult:
     cases, problems = [], []
     for cid, lab in sorted(labels.items()):
         if cid not in images:
-            problems.append(Problem(str(lab), "label file with no image", True))
+            problems.append(FileProblem(str(lab), "label file with no image", True))
         else:
             cases.append(Case(cid, [images[cid]], lab))
     unlabelled = sorted(set(images) - set(labels))
@@ -373,11 +373,11 @@ def _plain(root: Path, imgs: Path, labs: Path) -> LayoutResult:
     cases, problems = [], []
     for cid, lab in sorted(label_files.items()):
         if cid not in images:
-            problems.append(Problem(str(lab), "label file with no image", True))
+            problems.append(FileProblem(str(lab), "label file with no image", True))
         else:
             cases.append(Case(cid, [images[cid]], lab))
     for cid in sorted(set(images) - set(label_files)):
-        problems.append(Problem(str(images[cid]), "image without a label file (left out)", False))
+        problems.append(FileProblem(str(images[cid]), "image without a label file (left out)", False))
     modalities, labels = ["image"], None
     meta_path = root / "labels.json"
     if meta_path.exists():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.data.io import Image, affine_spacing, read_header, read_image, read_label, same_geometry
-from engine.data.layouts import Case, Problem
+from engine.data.layouts import Case, FileProblem
 from engine.errors import DataError
 
 #: Foreground intensities kept per case and channel for the dataset-wide statistics.
@@ -24,7 +24,7 @@ SAMPLES_PER_CASE = 1000
 @dataclass
 class CaseReport:
     case_id: str
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
     fingerprint: dict | None = None
 
     @property
@@ -55,7 +55,7 @@ def _dims_problem(path, shape) -> str | None:
     return None
 
 
-def check_headers(case: Case, n_modalities: int) -> list[Problem]:
+def check_headers(case: Case, n_modalities: int) -> list[FileProblem]:
     """Problems visible in the headers: unreadable files, channel count, 2D images, image/label grids."""
     cid = case.case_id
     headers, problems = [], []
@@ -63,33 +63,33 @@ def check_headers(case: Case, n_modalities: int) -> list[Problem]:
         try:
             headers.append(read_header(p))
         except DataError as exc:
-            problems.append(Problem(exc.path or str(p), exc.problem, True, cid))
+            problems.append(FileProblem(exc.path or str(p), exc.problem, True, cid))
     if problems:
         return problems
     ref = headers[0]
     msg = _dims_problem(ref.path, ref.shape)
     if msg:
-        problems.append(Problem(str(ref.path), msg, True, cid))
+        problems.append(FileProblem(str(ref.path), msg, True, cid))
     channels = sum(h.channels for h in headers)
     if channels != n_modalities:
-        problems.append(Problem(str(ref.path), f"image has {channels} channel(s) but the dataset declares "
+        problems.append(FileProblem(str(ref.path), f"image has {channels} channel(s) but the dataset declares "
                                 f"{n_modalities} modalit{'y' if n_modalities == 1 else 'ies'}", True, cid))
     for h in headers[1:]:
         if ref.exact_geometry and h.exact_geometry and not same_geometry(ref.affine, h.affine, ref.shape, h.shape):
-            problems.append(Problem(str(h.path), f"channel grid differs from {ref.path.name} "
+            problems.append(FileProblem(str(h.path), f"channel grid differs from {ref.path.name} "
                                     f"(shape {h.shape} vs {ref.shape})", True, cid))
     if case.label_path is not None:
         try:
             lh = read_header(case.label_path)
         except DataError as exc:
-            problems.append(Problem(exc.path or str(case.label_path), exc.problem, True, cid))
+            problems.append(FileProblem(exc.path or str(case.label_path), exc.problem, True, cid))
             return problems
         if lh.channels != 1:
-            problems.append(Problem(str(lh.path), f"label map has {lh.channels} channels; expected one 3D volume", True, cid))
+            problems.append(FileProblem(str(lh.path), f"label map has {lh.channels} channels; expected one 3D volume", True, cid))
         elif tuple(lh.shape) != tuple(ref.shape):
-            problems.append(Problem(str(lh.path), f"label shape {lh.shape} differs from image shape {ref.shape}", True, cid))
+            problems.append(FileProblem(str(lh.path), f"label shape {lh.shape} differs from image shape {ref.shape}", True, cid))
         elif ref.exact_geometry and lh.exact_geometry and not same_geometry(ref.affine, lh.affine, ref.shape, lh.shape):
-            problems.append(Problem(str(lh.path), "label geometry (spacing, origin or orientation) differs from "
+            problems.append(FileProblem(str(lh.path), "label geometry (spacing, origin or orientation) differs from "
                                     f"the image's (spacing {_fmt(lh.spacing)} vs {_fmt(ref.spacing)})", True, cid))
     return problems
 
@@ -117,7 +117,7 @@ def inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> C
     try:
         return _inspect_case(case, modalities, labels)
     except MemoryError:
-        return CaseReport(case.case_id, [Problem(str(case.image_paths[0]), "out of memory reading this case", True,
+        return CaseReport(case.case_id, [FileProblem(str(case.image_paths[0]), "out of memory reading this case", True,
                                                  case.case_id)])
 
 
@@ -129,27 +129,27 @@ def _inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> 
     try:
         image = read_case_images(case)
     except DataError as exc:
-        report.problems.append(Problem(exc.path or str(case.image_paths[0]), exc.problem, True, cid))
+        report.problems.append(FileProblem(exc.path or str(case.image_paths[0]), exc.problem, True, cid))
         return report
     src = str(case.image_paths[0])
     finite = np.isfinite(image.array)
     if not finite.all():
         n_bad = int(image.array.size - np.count_nonzero(finite))
-        report.problems.append(Problem(src, f"{n_bad} NaN or infinite intensities", True, cid))
+        report.problems.append(FileProblem(src, f"{n_bad} NaN or infinite intensities", True, cid))
     label = None
     if case.label_path is not None:
         try:
             raw, lab_img = read_label(case.label_path)
         except DataError as exc:
-            report.problems.append(Problem(exc.path or str(case.label_path), exc.problem, True, cid))
+            report.problems.append(FileProblem(exc.path or str(case.label_path), exc.problem, True, cid))
             return report
         if not same_geometry(image.affine, lab_img.affine, image.shape, lab_img.shape):
-            report.problems.append(Problem(str(case.label_path), "label geometry (shape, spacing, origin or "
+            report.problems.append(FileProblem(str(case.label_path), "label geometry (shape, spacing, origin or "
                                            "orientation) differs from the image's", True, cid))
             return report
         label, msg = _check_label_values(raw, labels)
         if msg:
-            report.problems.append(Problem(str(case.label_path), msg, True, cid))
+            report.problems.append(FileProblem(str(case.label_path), msg, True, cid))
             label = None
     if report.fatal:
         return report
@@ -158,7 +158,7 @@ def _inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> 
         bc = np.bincount(label.ravel(), minlength=256)
         counts = {name: int(bc[v]) for name, v in labels.items()}
         if sum(c for name, c in counts.items() if labels[name] != 0) == 0:
-            report.problems.append(Problem(str(case.label_path), "label volume is empty (background only)", False, cid))
+            report.problems.append(FileProblem(str(case.label_path), "label volume is empty (background only)", False, cid))
     report.fingerprint = _fingerprint(image, label, counts, cid)
     if label is not None:
         from engine.data.mirror import label_moments

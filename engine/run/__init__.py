@@ -4,11 +4,11 @@ Names load on first use, so that reading a run (``engine.run.store``) does not i
 algorithms and their libraries.
 """
 
-__all__ = ["Problem", "RunStore", "SearchEvent", "SearchSession"]
+__all__ = ["SearchProblem", "RunStore", "SearchEvent", "SearchSession"]
 
 
 def __getattr__(name: str):
-    if name in ("Problem", "SearchEvent", "SearchSession"):
+    if name in ("SearchProblem", "SearchEvent", "SearchSession"):
         from engine.run import session
 
         return getattr(session, name)

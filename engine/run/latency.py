@@ -137,7 +137,7 @@ def _onnx_runner(net, in_channels: int, patch: Sequence[int], threads: int):
 class LatencyBook:
     """Measured latencies of one run (its database's ``latency`` table) and the model predicting the rest.
 
-    ``store`` is a writable ``RunStore``; ``problem`` the run's ``Problem`` (channels, classes, patch,
+    ``store`` is a writable ``RunStore``; ``problem`` the run's ``SearchProblem`` (channels, classes, patch,
     plan); ``flops(genome)`` the inference FLOPs used by the prediction. Nothing is measured until
     ``measure`` is called; ``value`` never measures.
     """

@@ -144,10 +144,10 @@ def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: l
     """Fill in GFLOPs and a measured latency for the front candidates that lack them (in place)."""
     from engine.genome import Genome
     from engine.run.latency import measure_latency, reference_shape
-    from engine.run.session import Problem
+    from engine.run.session import SearchProblem
     from engine.search.objective import inference_flops
 
-    p = Problem.from_dict(problem)
+    p = SearchProblem.from_dict(problem)
     lat = (objective or {}).get("latency") or {}
     target, threads = lat.get("target", "cpu"), int(lat.get("threads") or 1)
     if target == "cuda":

@@ -45,7 +45,7 @@ GIB = 2**30
 
 
 @dataclass
-class Problem:
+class SearchProblem:
     """What the search knows of the dataset without training: shapes, plan, labels, the data spec."""
 
     in_channels: int
@@ -66,11 +66,11 @@ class Problem:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Problem":
+    def from_dict(cls, d: dict) -> "SearchProblem":
         return cls(**d)
 
     @classmethod
-    def from_training_data(cls, td, training, data_spec: dict) -> "Problem":
+    def from_training_data(cls, td, training, data_spec: dict) -> "SearchProblem":
         plan = td.plan
         pools = {}
         if hasattr(plan, "pool_sizes_for"):
@@ -119,7 +119,7 @@ def pinned_case_digests(data: dict) -> dict[str, str]:
     return {cid: case_content_digest(ds.case(cid)) for cid in ids if cid in ds.case_ids}
 
 
-def check_pinned_dataset(run_dir: Path, problem: Problem, pinned: dict | None) -> None:
+def check_pinned_dataset(run_dir: Path, problem: SearchProblem, pinned: dict | None) -> None:
     """Before a resumed run trains again: its pinned cases are all there, unchanged, with the same labels
     and modalities; otherwise ``RunError``, one line naming what changed. Cases added since are left
     out (the run goes on with its own cases and plan)."""
@@ -200,7 +200,7 @@ class SearchSession:
     """Drives one run; see the module docstring. ``evaluator`` and ``problem`` may be injected."""
 
     def __init__(self, run_dir: str | os.PathLike, config: SearchConfig | None = None,
-                 evaluator: Callable | None = None, problem: Problem | None = None):
+                 evaluator: Callable | None = None, problem: SearchProblem | None = None):
         self._setup(Path(run_dir), (config or SearchConfig()).validate(), evaluator, problem, resume=False)
         if is_run(self.run_dir):
             raise RunError(f"{self.run_dir}: a run exists here already; continue it with `emonas resume {self.run_dir}`")
@@ -210,14 +210,14 @@ class SearchSession:
             check_output(self.run_dir, [Source(self.config.dataset, "dataset")], option="--out")
 
     @classmethod
-    def open(cls, run_dir: str | os.PathLike, evaluator: Callable | None = None, problem: Problem | None = None) -> "SearchSession":
+    def open(cls, run_dir: str | os.PathLike, evaluator: Callable | None = None, problem: SearchProblem | None = None) -> "SearchSession":
         """An existing run, to continue; its stored config is used."""
         run_dir = Path(run_dir)
         with RunStore.open_readonly(run_dir) as ro:
             config = SearchConfig.from_dict(ro.get_meta("config"), f"{run_dir}/run.db")
             stored_problem = ro.get_meta("problem")
         self = cls.__new__(cls)
-        problem = problem or (Problem.from_dict(stored_problem) if stored_problem else None)
+        problem = problem or (SearchProblem.from_dict(stored_problem) if stored_problem else None)
         if problem is not None and problem.data and "plan" not in problem.data and problem.plan:
             problem.data = {**problem.data, "plan": problem.plan}  # runs begun before plans were pinned
         self._setup(run_dir, config, evaluator, problem, resume=True)
@@ -262,7 +262,7 @@ class SearchSession:
         TrainerConfig.from_dict({**d, "device": "cpu"})  # validates; raises ConfigError naming the key
         return d
 
-    def _prepare_problem(self) -> Problem:
+    def _prepare_problem(self) -> SearchProblem:
         t0 = time.perf_counter()
         dataset = self.config.dataset
         if not dataset:
@@ -292,9 +292,9 @@ class SearchSession:
             if spec["split"] is None:
                 spec.pop("split")
         self._setup_s += time.perf_counter() - t0
-        return Problem.from_training_data(td, self.config.training, spec)
+        return SearchProblem.from_training_data(td, self.config.training, spec)
 
-    def _build_strategy(self, problem: Problem, device: str):
+    def _build_strategy(self, problem: SearchProblem, device: str):
         from engine.network.cost import count_parameters, extreme_genomes
         from engine.search.objective import PowerLaw, inference_flops
 
@@ -347,7 +347,7 @@ class SearchSession:
             "prescreen", "pick_front", "pick_min_f1", "pick_max_std")}
         return STRATEGIES[s.strategy](**common, **kw, surrogate_seed=int(self.config.seed))
 
-    def within_budgets(self, problem: Problem, device: str) -> Callable[[Genome], bool]:
+    def within_budgets(self, problem: SearchProblem, device: str) -> Callable[[Genome], bool]:
         """Whether a genome fits the memory and compute budgets of ``device`` and resources.max_parameters."""
         from engine.network.cost import estimate_cost
 

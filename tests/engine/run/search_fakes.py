@@ -7,10 +7,10 @@ import time
 import numpy as np
 
 from engine.genome import Genome, SearchSpace
-from engine.run.session import Problem
+from engine.run.session import SearchProblem
 
 SPACE = SearchSpace()
-PROBLEM = Problem(in_channels=1, num_classes=3, patch_size=[32, 32, 32], batch_size=2, pool_sizes={})
+PROBLEM = SearchProblem(in_channels=1, num_classes=3, patch_size=[32, 32, 32], batch_size=2, pool_sizes={})
 
 
 def analytic_f1(genome: Genome) -> float:
