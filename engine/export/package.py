@@ -32,7 +32,6 @@ import platform
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -41,6 +40,7 @@ import numpy as np
 from engine.data.io import check_voxels
 from engine.errors import DataError, EmonasError, ExportError
 from engine.genome import Genome
+from engine.infer.folder import TrainingFolder, load_training_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +70,6 @@ DEFAULT_INFERENCE: dict[str, Any] = {
 # ---------------------------------------------------------------------------------------------
 # training folders
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class TrainingFolder:
-    """A training folder (``training.json`` + ``weights.pt``) read and validated."""
-
-    path: Path
-    meta: dict[str, Any]
-    genome: Genome
-    in_channels: int
-    num_classes: int
-    labels: dict[str, int]
-    modalities: list[str]
-    plan: dict[str, Any]
-    state_dict: dict[str, Any]
-    pool_sizes: tuple[tuple[int, int, int], ...] = field(default_factory=tuple)
-
-
 def _read_json(path: Path, error=ExportError) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -134,26 +118,31 @@ def _labels(value: Any, path: Path) -> dict[str, int]:
     return out
 
 
-def read_training_folder(path: str | os.PathLike) -> TrainingFolder:
-    """Read a training folder written by ``emonas train`` / ``emonas retrain`` for export.
+def read_training_folder(path: str | os.PathLike) -> tuple[TrainingFolder, Any]:
+    """A training folder written by ``emonas train`` / ``emonas retrain``, and its network with the
+    folder's best weights (in eval mode on the CPU), for export.
 
     Reading and checking is ``engine.infer.folder.load_training_folder``'s (weights with
     ``weights_only=True``); its ``DataError`` becomes an ``ExportError`` with the same line.
     """
-    from engine.infer.folder import load_training_folder
-
     try:
-        src = load_training_folder(path)
-        model = src.build_model("cpu")
+        tf = load_training_folder(path)
+        net = tf.build_model("cpu")
     except EmonasError as exc:
         raise ExportError(str(exc)) from None
-    modalities = list(src.modalities) or [f"channel{i}" for i in range(src.in_channels)]
-    if len(modalities) != src.in_channels:
-        raise ExportError(f"{src.path / TRAINING_JSON}: modalities must list {src.in_channels} names, got {modalities!r}")
-    return TrainingFolder(
-        src.path, dict(src.doc), src.genome, src.in_channels, src.num_classes, dict(src.labels), modalities,
-        src.plan.to_dict(), dict(model.state_dict()), tuple(tuple(int(v) for v in p) for p in model.arch.pool_sizes),
-    )
+    if len(_modalities(tf)) != tf.in_channels:
+        raise ExportError(f"{tf.path / TRAINING_JSON}: modalities must list {tf.in_channels} names, got {_modalities(tf)!r}")
+    return tf, net
+
+
+def _modalities(tf: TrainingFolder) -> list[str]:
+    """The folder's input names; a folder that names none gets ``channel0``, ``channel1``, ..."""
+    return list(tf.modalities) or [f"channel{i}" for i in range(tf.in_channels)]
+
+
+def _pool_sizes(net) -> tuple[tuple[int, int, int], ...]:
+    """The per-level pooling the network was built with (the plan's, or the default 2x2x2)."""
+    return tuple(tuple(int(v) for v in p) for p in net.arch.pool_sizes)  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,12 +193,12 @@ def _inference_settings(tf: TrainingFolder) -> dict[str, Any]:
     The engine's rules for a training folder: largest component kept for the ``paper`` training
     profile, no mirroring, the plan's patch; a training.json ``inference`` object may override them.
     """
-    cfg = tf.meta.get("config") if isinstance(tf.meta.get("config"), dict) else {}
+    cfg = tf.doc.get("config") if isinstance(tf.doc.get("config"), dict) else {}
     inf = dict(DEFAULT_INFERENCE)
     inf["keep_largest_component"] = cfg.get("profile") == "paper"
-    given = tf.meta.get("inference") if isinstance(tf.meta.get("inference"), dict) else {}
+    given = tf.doc.get("inference") if isinstance(tf.doc.get("inference"), dict) else {}
     inf.update({k: v for k, v in given.items() if k in DEFAULT_INFERENCE or k == "patch_size"})
-    patch = inf.pop("patch_size", None) or tf.meta.get("patch_size") or _plan_get(tf.plan, "patch_size")
+    patch = inf.pop("patch_size", None) or tf.doc.get("patch_size") or _plan_get(tf.plan.to_dict(), "patch_size")
     inf["patch_size"] = [int(p) for p in patch]
     inf["overlap"] = float(inf["overlap"])
     inf["gaussian"] = bool(inf["gaussian"])
@@ -218,9 +207,10 @@ def _inference_settings(tf: TrainingFolder) -> dict[str, Any]:
     return inf
 
 
-def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = None,
+def build_metadata(tf: TrainingFolder, pool_sizes: tuple[tuple[int, int, int], ...], *,
+                   candidate: Mapping[str, Any] | None = None,
                    label_metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``model.json`` contents (without ``files``) for a training folder.
+    """``model.json`` contents (without ``files``) for a training folder whose network pools by ``pool_sizes``.
 
     ``label_metadata`` is the dataset's ``label_codes`` / ``label_colors``
     (``engine.export.labels.read_label_metadata``); labels without them get the generic code and
@@ -229,12 +219,12 @@ def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = 
     from engine.export.labels import resolve_label_info
     from engine.network.cost import count_parameters
 
-    plan = tf.plan
+    plan = tf.plan.to_dict()
     spacing = _plan_get(plan, "target_spacing", "spacing")
     orientation = _plan_get(plan, "orientation", default="RAS")
     normalization = _plan_get(plan, "normalization", default=[])
-    divisor = [int(np.prod([p[a] for p in tf.pool_sizes])) if tf.pool_sizes else 1 for a in range(3)]
-    metrics = tf.meta.get("metrics") if isinstance(tf.meta.get("metrics"), dict) else {}
+    divisor = [int(np.prod([p[a] for p in pool_sizes])) if pool_sizes else 1 for a in range(3)]
+    metrics = tf.doc.get("metrics") if isinstance(tf.doc.get("metrics"), dict) else {}
     return {
         "schema_version": SCHEMA_VERSION,
         "format": MODEL_FORMAT,
@@ -242,7 +232,7 @@ def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = 
         "labels": dict(tf.labels),
         "class_values": class_values(tf.labels),
         **resolve_label_info(tf.labels, label_metadata),
-        "modalities": list(tf.modalities),
+        "modalities": _modalities(tf),
         "input": {
             "name": INPUT_NAME,
             "layout": "NCXYZ",
@@ -265,12 +255,12 @@ def build_metadata(tf: TrainingFolder, *, candidate: Mapping[str, Any] | None = 
         "architecture": {
             "in_channels": tf.in_channels,
             "num_classes": tf.num_classes,
-            "pool_sizes": [list(p) for p in tf.pool_sizes],
-            "parameters": count_parameters(tf.genome, tf.in_channels, tf.num_classes, tf.pool_sizes),
+            "pool_sizes": [list(p) for p in pool_sizes],
+            "parameters": count_parameters(tf.genome, tf.in_channels, tf.num_classes, pool_sizes),
         },
         "metrics": metrics,
-        "best_epoch": tf.meta.get("best_epoch"),
-        "training": {k: tf.meta[k] for k in ("config", "mirror_axes") if k in tf.meta},
+        "best_epoch": tf.doc.get("best_epoch"),
+        "training": {k: tf.doc[k] for k in ("config", "mirror_axes") if k in tf.doc},
         "candidate": dict(candidate) if candidate else None,
         "library_versions": library_versions(),
     }
@@ -293,13 +283,13 @@ def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(f for f in FORMAT_FILES if f in items)
 
 
-def _example_input(tf: TrainingFolder, scale: int = 2):
+def _example_input(net, in_channels: int, scale: int = 2):
     """A small patch divisible by the network's pooling, batch 2 so the batch axis stays dynamic."""
     import torch
 
-    shape = [scale * int(np.prod([p[a] for p in tf.pool_sizes])) for a in range(3)]
+    shape = [scale * int(np.prod([p[a] for p in _pool_sizes(net)])) for a in range(3)]
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(2, tf.in_channels, *shape, generator=gen)
+    return torch.randn(2, in_channels, *shape, generator=gen)
 
 
 def _export_onnx(net, example, path: Path) -> None:
@@ -333,11 +323,11 @@ def _export_torchscript(net, example, path: Path) -> None:
         program.save(str(path))
 
 
-def _export_pt2(net, example, tf: TrainingFolder, path: Path) -> None:
+def _export_pt2(net, example, path: Path) -> None:
     import torch
     from torch.export import Dim
 
-    div = [int(np.prod([p[a] for p in tf.pool_sizes])) for a in range(3)]
+    div = [int(np.prod([p[a] for p in _pool_sizes(net)])) for a in range(3)]
     dims = [Dim(f"d{name}", min=1, max=8192 // div[a]) for a, name in enumerate("xyz")]
     dynamic = {"x": {0: Dim("batch", min=1, max=1024), 2: div[0] * dims[0], 3: div[1] * dims[1], 4: div[2] * dims[2]}}
     with warnings.catch_warnings():
@@ -462,9 +452,7 @@ def export_model(
 
     import torch
 
-    from engine.network import build_network
-
-    tf = source if isinstance(source, TrainingFolder) else read_training_folder(source)
+    tf, net = read_training_folder(src_path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
@@ -478,17 +466,15 @@ def export_model(
             label_metadata = read_label_metadata(dataset, tf.labels)
         except EmonasError as exc:
             raise ExportError(str(exc)) from None
-    meta = build_metadata(tf, candidate=candidate, label_metadata=label_metadata)
-    net = build_network(tf.genome, tf.in_channels, tf.num_classes, tf.pool_sizes).eval()
-    net.load_state_dict(tf.state_dict)
-    example = _example_input(tf)
+    meta = build_metadata(tf, _pool_sizes(net), candidate=candidate, label_metadata=label_metadata)
+    example = _example_input(net, tf.in_channels)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     except OSError as exc:
         raise ExportError(f"{out}: cannot create the model folder ({exc.strerror or exc})") from None
     try:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in tf.state_dict.items()}, tmp / WEIGHTS_FILE)
+        torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, tmp / WEIGHTS_FILE)
         if "onnx" in fmts:
             _export_onnx(net, example, tmp / FORMAT_FILES["onnx"])
             diff = _check_parity(net, example, tmp / FORMAT_FILES["onnx"])
@@ -498,7 +484,7 @@ def export_model(
         if "torchscript" in fmts:
             _export_torchscript(net, example, tmp / FORMAT_FILES["torchscript"])
         if "pt2" in fmts:
-            _export_pt2(net, example, tf, tmp / FORMAT_FILES["pt2"])
+            _export_pt2(net, example, tmp / FORMAT_FILES["pt2"])
         meta["formats"] = list(fmts)
         meta["files"] = {
             name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
