@@ -5,6 +5,9 @@
 - :class:`emonas_gui.widgets.surface_view.SurfaceView`: VTK 3D view of label surfaces.
 - :func:`emonas_gui.widgets.surface_view.grab_with_vtk`: a widget's screenshot including VTK pixels.
 - :class:`TaskRunner`: runs plain Python callables off the GUI thread and delivers results as signals.
+- :func:`warn_nonmodal`: a one-line warning in a box that does not block (the app keeps working);
+  :func:`write_or_warn` writes a file and reports either way.
+- ``plot_export`` (Save plot: PNG, SVG) and ``table_export`` (Export CSV) for plots and tables.
 """
 from __future__ import annotations
 
@@ -12,11 +15,34 @@ import logging
 import traceback
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
 
 from engine.errors import EmonasError
 
 log = logging.getLogger(__name__)
+
+
+def warn_nonmodal(parent: QWidget | None, title: str, message: str) -> QMessageBox:
+    """Show ``message`` in a warning box that does not block; returns the box."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, parent)
+    box.setWindowModality(Qt.WindowModality.NonModal)
+    box.show()
+    return box
+
+
+def write_or_warn(parent: QWidget | None, title: str, write: Callable[[], Any], saved, failed) -> Any:
+    """Run ``write()`` (it returns the path written): emit ``saved(path)`` and return the path, or, when
+    it raises ``OSError`` or ``ValueError``, show the message with :func:`warn_nonmodal`, emit
+    ``failed(message)`` and return None."""
+    try:
+        written = write()
+    except (OSError, ValueError) as exc:
+        warn_nonmodal(parent, title, str(exc))
+        failed.emit(str(exc))
+        return None
+    saved.emit(str(written))
+    return written
 
 
 class _Signals(QObject):

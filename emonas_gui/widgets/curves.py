@@ -2,7 +2,7 @@
 
 ``LearningCurves(parent=None).set_curves(curves)`` takes the per-epoch dicts the trainer writes
 (``epoch``, ``train_loss``, ``val_loss``, ``val_dice`` {label: dice} or ``val_dice_<label>`` keys).
-``HypervolumePlot(parent=None).set_history(evaluations, hypervolumes)``.
+``HypervolumePlot(parent=None).set_history(evaluations, hypervolumes)``, with a "Save plot" button.
 Each plot keeps its items and updates them with ``setData`` (no re-creation per update).
 """
 
@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from emonas_gui.widgets.plot_export import SavePlotButton
 
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -95,6 +97,7 @@ class HypervolumePlot(pg.PlotWidget):
         self.getAxis("left").enableAutoSIPrefix(False)
         self.showGrid(x=True, y=True, alpha=0.2)
         self.curve = self.plot([], [], pen=pg.mkPen(colour(0), width=2), symbol="o", symbolSize=4)
+        self.save_button = SavePlotButton(self, "hypervolume")  # PNG or SVG, top right
 
     def set_history(self, evaluations: Iterable[float], hypervolumes: Iterable[float]) -> None:
         self.curve.setData(np.asarray(list(evaluations), float), np.asarray(list(hypervolumes), float))

@@ -10,7 +10,8 @@
 - ``set_x_axis("parameters" | "gflops" | "latency_ms" | "cpu_ms")`` chooses the x-axis; candidates without
   that value (latency not measured) are left out of the drawing, the front still being the run's;
 - ``set_overlay(series)`` draws further named point sets over the candidates (the report's searched
-  front and U-Net family on the test cases), each with its own colour and symbol, not clickable.
+  front and U-Net family on the test cases), each with its own colour and symbol, not clickable;
+- ``save_button`` (top right) saves the plot as PNG or SVG (``plot_export.save_plot``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PySide6.QtCore import QPoint, QPointF, QTimer, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from emonas_gui.widgets.candidate_view import Candidate
+from emonas_gui.widgets.plot_export import SavePlotButton
 
 _PHASE_COLOURS = {"init": (120, 120, 220), "learning": (60, 170, 90), "exploitation": (230, 120, 30),
                   "evolution": (60, 170, 90), "random": (200, 200, 80)}
@@ -77,6 +79,7 @@ class ParetoPlot(QWidget):
         self.plot.setXRange(4, 7)  # 10k .. 10M parameters until points arrive
         self.plot.setYRange(0, 1)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.save_button = SavePlotButton(self.plot, "pareto-front")
         self.front_line = self.plot.plot([], [], pen=pg.mkPen((220, 40, 40), width=2))
         self.scatter = pg.ScatterPlotItem(
             hoverable=True,
