@@ -18,7 +18,8 @@ from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
-from emonas_gui.panels.data import DataPanel, is_scan_file
+from engine.data.io import is_image_file
+from emonas_gui.panels.data import DataPanel, scan_filter
 from emonas_gui.state import AppState
 from emonas_gui.widgets.surface_view import grab_with_vtk
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 STEPS = ("data", "search", "results", "export")
 STEP_TITLES = {"data": "1  Data", "search": "2  Search", "results": "3  Results", "export": "4  Export"}
-PART_B_PANELS = {"search": ("search", "SearchPanel"), "results": ("results", "ResultsPanel"),
+STEP_PANELS = {"search": ("search", "SearchPanel"), "results": ("results", "ResultsPanel"),
                  "export": ("export", "ExportPanel")}
 
 ABOUT_TEXT = (
@@ -49,7 +50,7 @@ class _LazyPanels(dict):
         self._factory = factory
 
     def __missing__(self, step: str) -> QWidget:
-        if step not in PART_B_PANELS:
+        if step not in STEP_PANELS:
             raise KeyError(step)
         panel = self._factory(step)
         self[step] = panel
@@ -112,18 +113,10 @@ class MainWindow(QMainWindow):
 
     # -- panels ---------------------------------------------------------------------------------
     def _make_step_panel(self, step: str) -> QWidget:
-        module, cls = PART_B_PANELS[step]
+        module, cls = STEP_PANELS[step]
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            try:
-                mod = importlib.import_module(f"emonas_gui.panels.{module}")
-            except ModuleNotFoundError as exc:  # the panel is not written yet
-                if exc.name != f"emonas_gui.panels.{module}":
-                    raise
-                panel = QLabel(f"The {module} step is not available in this build.")
-                panel.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            else:
-                panel = getattr(mod, cls)(self.state)
+            panel = getattr(importlib.import_module(f"emonas_gui.panels.{module}"), cls)(self.state)
         finally:
             QApplication.restoreOverrideCursor()
         self._containers[step].layout().addWidget(panel)
@@ -247,7 +240,7 @@ class MainWindow(QMainWindow):
     def open_paths(self, paths: Iterable[str | Path]) -> None:
         """Open dropped files and folders: run folders, dataset folders, or scan files."""
         paths = [Path(p) for p in paths]
-        scans = [p for p in paths if p.is_file() and is_scan_file(p)]
+        scans = [p for p in paths if p.is_file() and is_image_file(p)]
         others = [p for p in paths if p not in scans]
         for p in others:
             if _is_run_dir(p):
@@ -265,8 +258,7 @@ class MainWindow(QMainWindow):
             self.open_run(folder)
 
     def _choose_label_map(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open label map", str(Path.home()),
-                                              "Label maps (*.nii *.nii.gz *.mha *.mhd *.nrrd);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open label map", str(Path.home()), scan_filter("Label maps"))
         if path:
             self.data_panel.open_label_map(path)
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QColorDialog, QComb
                                QListWidgetItem, QPushButton, QSlider, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.data.io import IMAGE_SUFFIXES, strip_suffix
 from engine.errors import DataError, EmonasError
 from emonas_gui.state import AppState
 from emonas_gui.widgets import TaskRunner
@@ -30,7 +31,9 @@ from emonas_gui.widgets.surface_view import SurfaceView, grab_with_vtk
 
 log = logging.getLogger(__name__)
 
-SCAN_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
+def scan_filter(title: str = "Scans") -> str:
+    """A file dialog's filter for scans or label maps: the formats the engine reads, then all files."""
+    return f"{title} ({' '.join('*' + x for x in IMAGE_SUFFIXES)});;All files (*)"
 
 
 @dataclass
@@ -58,24 +61,6 @@ class LoadedCase:
     label_values: list[int] = field(default_factory=list)  # non-zero values present
 
 
-def is_scan_file(path: Path) -> bool:
-    """Whether ``path`` names an image file the engine reads."""
-    name = path.name.lower()
-    return any(name.endswith(s) for s in SCAN_SUFFIXES)
-
-
-def _to_ras(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float]):
-    """Reorient a (X, Y, Z) array to the closest RAS axes; returns the array and its spacing."""
-    from nibabel.orientations import apply_orientation, io_orientation
-
-    ornt = io_orientation(affine)
-    out = apply_orientation(array, ornt)
-    new_spacing = [1.0, 1.0, 1.0]
-    for src_axis, (dst_axis, _) in enumerate(ornt):
-        new_spacing[int(dst_axis)] = float(spacing[src_axis])
-    return np.ascontiguousarray(out), tuple(new_spacing)
-
-
 def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None) -> LoadedCase:
     """Read a case's scans (one channel per file, or a 4D file) and label map for display.
 
@@ -84,6 +69,7 @@ def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None
     """
     from engine.data import read_image, read_label
     from engine.data.io import affine_orientation
+    from engine.data.validate import integer_labels, label_values_present, to_ras
 
     channels, ref = [], None
     for path in image_paths:
@@ -92,15 +78,10 @@ def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None
             ref = img
         elif img.shape != ref.shape:
             raise DataError(path, f"shape {img.shape} differs from {Path(ref.path).name}'s {ref.shape}")
-        channels.extend(img.array[c] for c in range(img.channels))
+        channels.append(img.array)
     if ref is None:
         raise DataError(case_id, "case has no image file")
-    oriented, spacing = [], ref.spacing
-    for ch in channels:
-        arr, new_spacing = _to_ras(ch, ref.affine, ref.spacing)
-        oriented.append(arr)
-    spacing = new_spacing
-    image = np.stack(oriented)
+    image, spacing = to_ras(np.concatenate(channels), ref.affine)
     if not np.isfinite(image).all():
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
         log.warning("%s: NaN or infinite intensities shown as 0", image_paths[0])
@@ -112,15 +93,9 @@ def load_case(case_id: str, image_paths: Sequence[Path], label_path: Path | None
         # in world space: a label map stored with other axis order or flips is shown where it belongs;
         # one on another grid is refused, both geometries named
         raw, _, _ = in_one_frame(lab_img, ref, raw, ref.array[0])
-        if raw.dtype.kind == "f":
-            if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
-                raise DataError(label_path, "label map holds non-integer values")
-        small = raw.size == 0 or (raw.min() >= 0 and raw.max() <= 255)
-        labels, _ = _to_ras(raw.astype(np.uint8 if small else np.int32, copy=False), ref.affine, ref.spacing)
-    values = []
-    if labels is not None:
-        values = [int(v) for v in np.flatnonzero(np.bincount(labels.ravel().astype(np.intp, copy=False))) if v]
-    return LoadedCase(case_id, image, tuple(spacing), labels, affine_orientation(ref.affine), ref.shape, values)
+        labels, _ = to_ras(integer_labels(raw, label_path), ref.affine)
+    values = label_values_present(labels) if labels is not None else []
+    return LoadedCase(case_id, image, spacing, labels, affine_orientation(ref.affine), ref.shape, values)
 
 
 def read_entry_headers(entries: list[Entry]) -> list[Entry]:
@@ -306,7 +281,7 @@ class DataPanel(QWidget):
     def choose_scans(self) -> None:
         """Ask for scan files and open them."""
         files, _ = QFileDialog.getOpenFileNames(self, "Open scans", str(Path.home()),
-                                                "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)")
+                                                scan_filter())
         if files:
             self.open_scans([Path(f) for f in files])
 
@@ -330,12 +305,7 @@ class DataPanel(QWidget):
         entries = []
         for p in paths:
             p = Path(p)
-            name = p.name
-            for s in SCAN_SUFFIXES:
-                if name.lower().endswith(s):
-                    name = name[: -len(s)]
-                    break
-            entries.append(Entry(name, [p], None))
+            entries.append(Entry(strip_suffix(p), [p], None))
         self._labels_decl = {}
         self.summary.setText(f"{len(entries)} scan(s) opened without a dataset")
         self._set_entries(entries, problems=[])

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 from PySide6.QtCore import Qt
 
 from engine.errors import EmonasError
-from emonas_gui.panels.data import load_case
+from emonas_gui.panels.data import load_case, scan_filter
 from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
 from emonas_gui.workers import EngineJob, export_candidate_job, predict_job
@@ -302,7 +302,7 @@ class ExportPanel(QWidget):
 
     def _ask_scans(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Scans to segment", "",
-                                                "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)")
+                                                scan_filter())
         self.add_scan_files(paths)
 
     def _ask_scan_folder(self) -> None:

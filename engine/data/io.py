@@ -67,6 +67,11 @@ def image_suffix(path: str | os.PathLike) -> str | None:
     return None
 
 
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a file of a format the engine reads (by its suffix)."""
+    return image_suffix(path) is not None
+
+
 def strip_suffix(path: str | os.PathLike) -> str:
     """The file name of ``path`` without its image suffix."""
     name = Path(path).name

@@ -30,7 +30,7 @@ from engine.atomic import temp_dir_near
 from engine.data.cache import cache_root, digest, file_signature, publish_dir
 from engine.data.io import Image, as_image, check_voxels, same_geometry
 from engine.data.plan import ANISOTROPY
-from engine.data.validate import nonzero_bbox, ras_ornt, ras_spacing_shape
+from engine.data.validate import nonzero_bbox, ras_ornt, ras_spacing_shape, reorient
 from engine.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -110,16 +110,6 @@ def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int, mod
     return out
 
 
-def _reorient(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
-    """Apply a nibabel orientation transform to the spatial axes of (X, Y, Z) or (C, X, Y, Z)."""
-    import nibabel as nib
-
-    if arr.ndim == 3:
-        return np.ascontiguousarray(nib.orientations.apply_orientation(arr, ornt))
-    moved = np.moveaxis(arr, 0, -1)
-    return np.ascontiguousarray(np.moveaxis(nib.orientations.apply_orientation(moved, ornt), -1, 0))
-
-
 def _inverse_ornt(ornt: np.ndarray) -> np.ndarray:
     inv = np.zeros_like(ornt)
     for src, (dst, flip) in enumerate(ornt):
@@ -191,7 +181,7 @@ def preprocess_images(images, plan) -> tuple[np.ndarray, dict]:
     img = _stack(images, len(plan.modalities))
     ornt = ras_ornt(img.affine)
     spacing, ras_shape = ras_spacing_shape(img.affine, img.shape)
-    data = _reorient(img.array, ornt)
+    data = reorient(img.array, ornt)
     box = nonzero_bbox(data) if plan.crop_to_nonzero else [[0, s] for s in ras_shape]
     sl = (slice(None),) + tuple(slice(lo, hi) for lo, hi in box)
     data = data[sl]
@@ -235,7 +225,7 @@ def preprocess_label(label: np.ndarray, properties: dict, path=None) -> np.ndarr
     if (idx == 255).any():
         bad = sorted(set(np.unique(label[idx == 255]).tolist()))
         raise DataError(path, f"label values {bad} not declared (declared: {values})")
-    idx = _reorient(idx, np.asarray(properties["ornt"]))
+    idx = reorient(idx, np.asarray(properties["ornt"]))
     idx = idx[tuple(slice(lo, hi) for lo, hi in properties["bbox"])]
     return resize_labels(idx, properties["shape"], len(values), properties.get("label_resampling", "linear_per_label"),
                          properties.get("separate_z_axis"))
@@ -258,7 +248,7 @@ def restore_label(label: np.ndarray, properties: dict) -> np.ndarray:
                           properties.get("label_resampling", "linear_per_label"), properties.get("separate_z_axis"))
     full = np.zeros(properties["ras_shape"], np.uint8)
     full[tuple(slice(lo, hi) for lo, hi in properties["bbox"])] = small
-    back = _reorient(full, _inverse_ornt(np.asarray(properties["ornt"])))
+    back = reorient(full, _inverse_ornt(np.asarray(properties["ornt"])))
     lut = values.astype(np.uint8 if values.max() <= 255 else np.int16)
     out = lut[back]
     assert tuple(out.shape) == tuple(properties["source_shape"])

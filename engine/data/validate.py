@@ -3,7 +3,8 @@
 ``check_headers`` opens only the headers (shape, channels, geometry), which ``open_dataset`` does
 for every case. ``inspect_case`` reads every voxel and returns the problems together with the
 case's fingerprint entry (shape, spacing and crop in the canonical orientation, foreground intensity
-statistics, voxel counts per label), which the plan and ``emonas check`` use.
+statistics, voxel counts per label), which the plan and ``emonas check`` use. ``to_ras``,
+``integer_labels`` and ``label_values_present`` prepare a case for display the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +48,42 @@ def ras_spacing_shape(affine: np.ndarray, shape) -> tuple[list[float], list[int]
         sp[int(dst)] = affine_spacing(affine)[src]
         sh[int(dst)] = int(shape[src])
     return sp, sh
+
+
+def reorient(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Apply a nibabel orientation transform to the spatial axes of (X, Y, Z) or (C, X, Y, Z)."""
+    import nibabel as nib
+
+    if arr.ndim == 3:
+        return np.ascontiguousarray(nib.orientations.apply_orientation(arr, ornt))
+    moved = np.moveaxis(arr, 0, -1)
+    return np.ascontiguousarray(np.moveaxis(nib.orientations.apply_orientation(moved, ornt), -1, 0))
+
+
+def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """``array`` ((X, Y, Z) or (C, X, Y, Z) on the grid of ``affine``) turned to the closest RAS axes
+    (flips and axis order only, no resampling), and its spacing along R, A and S."""
+    spacing, _ = ras_spacing_shape(affine, array.shape[-3:])
+    return reorient(array, ras_ornt(affine)), tuple(spacing)
+
+
+def integer_labels(raw: np.ndarray, path) -> np.ndarray:
+    """A label map's values as integers: uint8 when they all lie in 0..255, else int32.
+
+    Raises ``DataError`` naming ``path`` for NaN or infinite values, non-integer values or a data type
+    that is not a number."""
+    msg = _label_type_problem(raw)
+    if msg:
+        raise DataError(path, msg)
+    small = raw.size == 0 or (raw.min() >= 0 and raw.max() <= 255)
+    return raw.astype(np.uint8 if small else np.int32, copy=False)
+
+
+def label_values_present(labels: np.ndarray) -> list[int]:
+    """The non-zero values present in an integer label map, ascending."""
+    if labels.dtype == np.uint8:  # a histogram is much faster than sorting for the common case
+        return [int(v) for v in np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if v]
+    return [int(v) for v in np.unique(labels) if v]
 
 
 def _dims_problem(path, shape) -> str | None:
@@ -169,21 +206,29 @@ def _inspect_case(case: Case, modalities: list[str], labels: dict[str, int]) -> 
 
 def _check_label_values(raw: np.ndarray, labels: dict[str, int]) -> tuple[np.ndarray | None, str | None]:
     """The label map as uint8 label values, or a message on non-integer or undeclared values."""
-    if raw.dtype.kind == "f":
-        if not np.isfinite(raw).all():
-            return None, "label map contains NaN or infinite values"
-        frac = raw != np.round(raw)
-        if frac.any():
-            example = float(raw[frac].flat[0])
-            return None, f"non-integer label values (e.g. {example:g}) in {int(frac.sum())} voxels"
-    elif raw.dtype.kind not in "iub":
-        return None, f"label map of data type {raw.dtype} is not integer"
+    msg = _label_type_problem(raw)
+    if msg:
+        return None, msg
     values = np.unique(raw)
     undeclared = sorted(int(v) for v in values if int(v) not in set(labels.values()))
     if undeclared:
         shown = ", ".join(str(v) for v in undeclared[:8]) + (" ..." if len(undeclared) > 8 else "")
         return None, f"label values {shown} not declared (declared: {', '.join(str(v) for v in labels.values())})"
     return raw.astype(np.uint8), None
+
+
+def _label_type_problem(raw: np.ndarray) -> str | None:
+    """Why ``raw`` cannot be a label map (NaN, non-integer values, a non-numeric type), or None."""
+    if raw.dtype.kind == "f":
+        if not np.isfinite(raw).all():
+            return "label map contains NaN or infinite values"
+        frac = raw != np.round(raw)
+        if frac.any():
+            example = float(raw[frac].flat[0])
+            return f"non-integer label values (e.g. {example:g}) in {int(frac.sum())} voxels"
+    elif raw.dtype.kind not in "iub":
+        return f"label map of data type {raw.dtype} is not integer"
+    return None
 
 
 def nonzero_bbox(array: np.ndarray) -> list[list[int]]:

@@ -198,7 +198,8 @@ def restore_probabilities(probs: np.ndarray, properties: dict) -> np.ndarray:
     Each class is resampled linearly (within slices only across a thick-slice axis), the cropped
     border is background, and the reorientation is undone: the inverse of the preprocessing, as
     :func:`engine.data.restore_label` does for label maps."""
-    from engine.data.preprocess import _inverse_ornt, _reorient, _resample
+    from engine.data.preprocess import _inverse_ornt, _resample
+    from engine.data.validate import reorient
 
     probs = np.asarray(probs, np.float32)
     if tuple(probs.shape[1:]) != tuple(properties["shape"]):
@@ -209,7 +210,7 @@ def restore_probabilities(probs: np.ndarray, properties: dict) -> np.ndarray:
     for k, channel in enumerate(probs):
         full = np.full(properties["ras_shape"], 1.0 if k == 0 else 0.0, np.float32)
         full[box] = _resample(channel, properties["cropped_shape"], 1, properties.get("separate_z_axis"))
-        out.append(_reorient(full, inverse))
+        out.append(reorient(full, inverse))
     restored = np.stack(out).astype(np.float16)
     assert tuple(restored.shape[1:]) == tuple(properties["source_shape"])
     return restored
