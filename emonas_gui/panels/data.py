@@ -4,7 +4,7 @@
 problems the engine found, the label table (colour, name, visibility, opacity), modality and window
 controls, and a :class:`~emonas_gui.widgets.slice_views.SliceViewer` with a 3D
 :class:`~emonas_gui.widgets.surface_view.SurfaceView` in its fourth cell. Every file is read in a
-worker thread; the GUI thread never waits for the disk.
+worker thread; the GUI thread never waits for the disk. The case list exports to CSV (its context menu).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from emonas_gui.state import AppState
 from emonas_gui.widgets import TaskRunner
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour, names_colours_for
 from emonas_gui.widgets.surface_view import SurfaceView, grab_with_vtk
+from emonas_gui.widgets.table_export import CsvExport
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class DataPanel(QWidget):
         self.case_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.case_table.horizontalHeader().setStretchLastSection(True)
         self.case_table.itemSelectionChanged.connect(self._on_case_selected)
+        self.case_csv = CsvExport(self.case_table, lambda: f"{getattr(self.state.dataset, 'name', None) or 'scans'}_cases")
 
         self.check_button = QPushButton("Check every voxel")
         self.check_button.setToolTip("Read every case fully and list every problem (as `emonas check`)")

@@ -11,7 +11,8 @@ report scores: on the scan's own grid, against the original reference file, in w
 Below, a plot of the run's report (``emonas report``): the searched front and the U-Net family on the
 test cases, test error (1 - Dice) against parameters or CPU time. A report is found beside the run
 (a folder next to it whose ``report.json`` names this run) or opened with "Open report...";
-reading it runs off the GUI thread.
+reading it runs off the GUI thread. The metrics table exports to CSV ("Export CSV...", also in its
+context menu).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from engine.errors import EmonasError
 from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.pareto_plot import ParetoPlot
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
+from emonas_gui.widgets.table_export import CsvExport
 from emonas_gui.workers import EngineJob, evaluate_on_case, run_validation_cases
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,17 @@ class ResultsPanel(QWidget):
         self.metrics = QTableWidget(0, 1)
         self.metrics.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.metrics.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        split.addWidget(self.metrics)
+        self.metrics_csv = CsvExport(self.metrics, self._metrics_name, row_header="label")
+        metrics_box = QWidget()
+        ml = QVBoxLayout(metrics_box)
+        ml.setContentsMargins(0, 0, 0, 0)
+        mbar = QHBoxLayout()
+        mbar.addWidget(QLabel("<b>Metrics on the case</b> (Dice, HD95 in mm)"), 1)
+        self.metrics_csv_button = self.metrics_csv.button()
+        mbar.addWidget(self.metrics_csv_button)
+        ml.addLayout(mbar)
+        ml.addWidget(self.metrics, 1)
+        split.addWidget(metrics_box)
         report_box = QWidget()
         rl = QVBoxLayout(report_box)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -238,9 +250,16 @@ class ResultsPanel(QWidget):
             QApplication.processEvents()  # delivers the result, which may start the prediction job
         return ok
 
+    def _metrics_name(self) -> str:
+        """Default file name of the metrics CSV: the run and the case shown."""
+        run = self.run_dir.name if self.run_dir is not None else "run"
+        case = (self.result or {}).get("case_id") or "case"
+        return f"{run}_{case}_metrics"
+
     def _sync_buttons(self) -> None:
         busy = self.job is not None and self.job.is_running()
         self.run_button.setEnabled(not busy and self.cand_a.count() > 0 and self.case.count() > 0)
+        self.metrics_csv_button.setEnabled(self.metrics.rowCount() > 0)
 
     # ---- running -----------------------------------------------------------------------------
     def selected(self) -> tuple[list[int], str]:
@@ -291,6 +310,7 @@ class ResultsPanel(QWidget):
                 self.viewer_titles[key].setText(f"<b>Reference</b> {result['case_id']}")
         self.viewers["reference"].set_position(self.viewers["reference"].position())
         self._fill_metrics(result)
+        self._sync_buttons()
         self.status.setText(f"{result['case_id']}: done")
         self.state.status_message.emit(f"Results: {result['case_id']} predicted by {', '.join(f'#{i}' for i in ids)}")
 
