@@ -379,6 +379,8 @@ def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str
             shown, _, _ = in_one_frame(case.reference_image, scan, case.reference, scan.array[0])
             out.update(image=scan.array, spacing=affine_spacing(scan.affine), reference=shown,
                        labels=dict(predictor.labels))
+        if control.is_set():  # cancelled while loading: the prediction is the long part
+            break
         callback({"event": "stage", "text": f"candidate {cid}: predicting", "done": i, "total": len(folders)})
         pred = predict_in_scan(predictor, case)
         out["predictions"][cid] = pred

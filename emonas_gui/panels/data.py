@@ -4,7 +4,8 @@
 problems the engine found, the label table (colour, name, visibility, opacity), modality and window
 controls, and a :class:`~emonas_gui.widgets.slice_views.SliceViewer` with a 3D
 :class:`~emonas_gui.widgets.surface_view.SurfaceView` in its fourth cell. Every file is read in a
-worker thread; the GUI thread never waits for the disk. The case list exports to CSV (its context menu).
+worker thread; the GUI thread never waits for the disk. The full check has Cancel; the case list
+exports to CSV (its context menu).
 """
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ class ShownProblem:
 
 
 class CheckCancelled(EmonasError):
-    """The user closed the window while the dataset check was running."""
+    """The user cancelled the dataset check, or closed the window while it was running."""
 
 
 def check_dataset_job(root: str, skip_bad: bool, progress=None, cancel: threading.Event | None = None) -> dict:
@@ -172,7 +173,8 @@ class DataPanel(QWidget):
         self._surfaces_pending = False
         self._problems: list = []
         self._full_check = False
-        self._cancel = threading.Event()
+        self._cancel = threading.Event()  # a new one per check; set by Cancel and at shutdown
+        self._checking = False
 
         # viewers
         self.surface_view = SurfaceView()
@@ -209,6 +211,11 @@ class DataPanel(QWidget):
         self.check_button.setToolTip("Read every case fully and list every problem (as `emonas check`)")
         self.check_button.clicked.connect(self.run_check)
         self.check_progress.connect(self._on_check_progress)
+        self.cancel_check_button = QPushButton("Cancel")
+        self.cancel_check_button.setToolTip("stop the check after the case being read; the list keeps what it showed")
+        self.cancel_check_button.clicked.connect(self.cancel_check)
+        self.cancel_check_button.setVisible(False)
+        self.check_status = QLabel("")
         self.problem_list = QListWidget()
         self.problem_list.setWordWrap(True)
         self.problem_list.setMaximumHeight(140)
@@ -245,7 +252,11 @@ class DataPanel(QWidget):
         dl.addWidget(self.case_table, 1)
         check_box = QGroupBox("Dataset check")
         cl = QVBoxLayout(check_box)
-        cl.addWidget(self.check_button)
+        check_row = QHBoxLayout()
+        check_row.addWidget(self.check_button, 1)
+        check_row.addWidget(self.cancel_check_button)
+        cl.addLayout(check_row)
+        cl.addWidget(self.check_status)
         cl.addWidget(self.problem_list)
         view_box = QGroupBox("Display")
         vl = QFormLayout(view_box)
@@ -418,15 +429,38 @@ class DataPanel(QWidget):
         root = str(self.state.dataset_path) if str(self.state.dataset_path) == "demo" else str(ds.root)
         self.check_button.setEnabled(False)
         self.check_button.setText("Checking\u2026")
+        self.check_status.setText("")
+        self._cancel = threading.Event()
+        self.cancel_check_button.setEnabled(True)
+        self.cancel_check_button.setVisible(True)
+        self._checking = True
         self._tasks.submit(check_dataset_job, root, self.skip_bad.isChecked(), self.check_progress.emit,
                            self._cancel, key="check", on_done=self._on_checked, on_error=self._on_check_failed)
 
-    def _on_check_progress(self, done: int, total: int, case_id: str) -> None:
-        self.check_button.setText(f"Checking {done}/{total}\u2026")
+    def cancel_check(self) -> None:
+        """Stop the running check after the case it is reading (the panel stays usable)."""
+        if self._checking:
+            self._cancel.set()
+            self.cancel_check_button.setEnabled(False)
+            self.check_button.setText("Cancelling\u2026")
 
-    def _on_checked(self, report: dict) -> None:
+    def checking(self) -> bool:
+        """Whether a full check is running."""
+        return self._checking
+
+    def _check_ended(self) -> None:
+        self._checking = False
         self.check_button.setEnabled(True)
         self.check_button.setText("Check every voxel")
+        self.cancel_check_button.setVisible(False)
+
+    def _on_check_progress(self, done: int, total: int, case_id: str) -> None:
+        if not self._cancel.is_set():
+            self.check_button.setText(f"Checking {done}/{total}\u2026")
+
+    def _on_checked(self, report: dict) -> None:
+        self._check_ended()
+        self.check_status.setText(f"checked {report.get('n_cases', 0)} usable case(s)")
         problems = [ShownProblem(p["path"], p["message"], bool(p["fatal"])) for p in report["problems"]]
         self._show_problems(problems, full_check=True)
         plan = report.get("plan")
@@ -442,8 +476,12 @@ class DataPanel(QWidget):
         self.check_finished.emit(report)
 
     def _on_check_failed(self, message: str) -> None:
-        self.check_button.setEnabled(True)
-        self.check_button.setText("Check every voxel")
+        self._check_ended()
+        if self._cancel.is_set():  # CheckCancelled: the user asked for it, no error
+            self.check_status.setText("cancelled")
+            self.state.status_message.emit("Dataset check cancelled")
+            return
+        self.check_status.setText("failed")
         self.state.report_error(message)
 
     # -- one case -------------------------------------------------------------------------------

@@ -150,7 +150,12 @@ class ExportPanel(QWidget):
         prow.addWidget(self.pred_browse)
         pf.addRow("Save label maps to", prow)
         self.predict_button = QPushButton("Segment")
-        pf.addRow(self.predict_button)
+        self.cancel_predict = QPushButton("Cancel")
+        self.cancel_predict.setToolTip("stop after the scan being segmented; its label maps so far are kept")
+        seg_row = QHBoxLayout()
+        seg_row.addWidget(self.predict_button, 1)
+        seg_row.addWidget(self.cancel_predict)
+        pf.addRow(seg_row)
         self.predict_progress = QProgressBar()
         pf.addRow(self.predict_progress)
         self.results = QListWidget()
@@ -178,6 +183,7 @@ class ExportPanel(QWidget):
         self.clear_scans.clicked.connect(self.scans.clear)
         self.pred_browse.clicked.connect(self._ask_pred_out)
         self.predict_button.clicked.connect(self.predict)
+        self.cancel_predict.clicked.connect(self.cancel_prediction)
         self.results.currentRowChanged.connect(self.show_result)
         self.candidate.currentIndexChanged.connect(self._suggest_out)
         state.run_changed.connect(self.set_run)
@@ -224,6 +230,8 @@ class ExportPanel(QWidget):
         self.export_button.setEnabled(not exporting and self.candidate.count() > 0)
         self.cancel_export.setEnabled(exporting)
         self.predict_button.setEnabled(not predicting)
+        self.cancel_predict.setVisible(predicting)
+        self.cancel_predict.setEnabled(predicting and not self.predict_job.control.stopped)
 
     # ---- export ------------------------------------------------------------------------------
     def _ask_out(self) -> None:
@@ -348,7 +356,16 @@ class ExportPanel(QWidget):
         self._sync()
         return True
 
+    def cancel_prediction(self) -> None:
+        """Stop segmenting after the current scan (cooperatively; the panel stays usable)."""
+        if self.predict_job is not None and self.predict_job.is_running():
+            self.predict_job.stop()
+            self.predict_status.setText("cancelling after the current scan…")
+            self._sync()
+
     def _on_predict_event(self, ev: dict) -> None:
+        if self.predict_job is not None and self.predict_job.control.stopped:
+            return  # "cancelling..." stays until the job has ended
         if "total" in ev:  # a folder's cases are counted once the job has listed them
             self.predict_progress.setMaximum(int(ev["total"]))
         if "done" in ev:
@@ -361,7 +378,9 @@ class ExportPanel(QWidget):
         self.results.clear()
         for p in result["written"]:
             self.results.addItem(p)
-        self.predict_status.setText(f"{len(result['written'])} label map(s) saved in {self.pred_out.text()}")
+        cancelled = self.predict_job is not None and self.predict_job.control.stopped
+        self.predict_status.setText(("cancelled: " if cancelled else "")
+                                    + f"{len(result['written'])} label map(s) saved in {self.pred_out.text()}")
         self.state.status_message.emit(self.predict_status.text())
         if result["written"]:
             self.results.setCurrentRow(0)

@@ -74,11 +74,14 @@ class ResultsPanel(QWidget):
         self.case.setToolTip("a validation case of the run (test cases are kept for the final report)")
         self.run_button = QPushButton("Run on case")
         self.run_button.setToolTip("predict the case with the chosen candidate(s) and compare with the reference")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("stop the prediction at its next step; nothing is shown")
         self.refresh_button = QPushButton("Reload candidates")
         for text, w in (("Candidate", self.cand_a), ("compare with", self.cand_b), ("case", self.case)):
             pick.addWidget(QLabel(text))
             pick.addWidget(w, 1)
         pick.addWidget(self.run_button)
+        pick.addWidget(self.cancel_button)
         pick.addWidget(self.refresh_button)
         lay.addLayout(pick)
         self.status = QLabel("")
@@ -139,6 +142,7 @@ class ResultsPanel(QWidget):
         self._report_job: EngineJob | None = None
 
         self.run_button.clicked.connect(self.run_selected)
+        self.cancel_button.clicked.connect(self.cancel)
         self.refresh_button.clicked.connect(self.reload)
         self.report_button.clicked.connect(self._choose_report)
         self.report_axis.currentIndexChanged.connect(lambda _: self.report_plot.set_x_axis(self.report_axis.currentData()))
@@ -259,6 +263,8 @@ class ResultsPanel(QWidget):
     def _sync_buttons(self) -> None:
         busy = self.job is not None and self.job.is_running()
         self.run_button.setEnabled(not busy and self.cand_a.count() > 0 and self.case.count() > 0)
+        self.cancel_button.setVisible(busy)
+        self.cancel_button.setEnabled(busy and not self.job.control.stopped)
         self.metrics_csv_button.setEnabled(self.metrics.rowCount() > 0)
 
     # ---- running -----------------------------------------------------------------------------
@@ -274,16 +280,30 @@ class ResultsPanel(QWidget):
         if not ids or not case_id or self.run_dir is None:
             return
         run_dir = self.run_dir
-        self.job = EngineJob(lambda cb, ctl: evaluate_on_case(run_dir, ids, case_id, cb, ctl), "evaluate-case", self)
+        self.job = job = EngineJob(lambda cb, ctl: evaluate_on_case(run_dir, ids, case_id, cb, ctl), "evaluate-case", self)
         self.job.event.connect(self._on_event)
-        self.job.finished.connect(self._on_result)
+        # a cancelled job may still return what it had: the panel keeps showing the previous result
+        self.job.finished.connect(lambda result: self._on_cancelled() if job.control.stopped else self._on_result(result))
         self.job.failed.connect(self._on_failed)
         self.job.done.connect(self._sync_buttons)
         self.status.setText(f"running {', '.join(f'#{i}' for i in ids)} on {case_id} ...")
         self.job.start()
         self._sync_buttons()
 
+    def cancel(self) -> None:
+        """Stop the running prediction at its next step (cooperatively; the panel stays usable)."""
+        if self.job is not None and self.job.is_running():
+            self.job.stop()
+            self.status.setText("cancelling…")
+            self._sync_buttons()
+
+    def _on_cancelled(self) -> None:
+        self.status.setText("cancelled")
+        self.state.status_message.emit("Results: prediction cancelled")
+
     def _on_event(self, ev: dict) -> None:
+        if self.job is not None and self.job.control.stopped:
+            return  # "cancelling..." stays until the job has ended
         if ev.get("text"):
             self.status.setText(str(ev["text"]))
 

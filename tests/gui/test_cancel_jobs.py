@@ -1,0 +1,201 @@
+"""Cancel a running job half-way (a case run in Results, a Segment in Export, the full dataset check);
+the panel stays usable and says "cancelled". The Results metrics of a real run export to CSV.
+
+Each job is held at a known point by a gate in its progress callback (run in the worker thread), so
+that Cancel lands half-way whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+
+import emonas_gui.panels.data as data_mod
+import emonas_gui.panels.export as export_mod
+import emonas_gui.panels.results as results_mod
+from emonas_gui.panels.data import DataPanel
+from emonas_gui.panels.export import ExportPanel
+from emonas_gui.panels.results import ResultsPanel
+from emonas_gui.state import AppState
+
+LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_2026_12"
+LONG = 300_000  # ms: reading the demo data and predicting on a busy machine
+
+
+class Gate:
+    """Holds a worker thread at a chosen callback until the test opens it."""
+
+    def __init__(self):
+        self.reached = threading.Event()
+        self._open = threading.Event()
+
+    def hold(self) -> None:
+        self.reached.set()
+        assert self._open.wait(120), "the test never opened the gate"
+
+    def open(self) -> None:
+        self._open.set()
+
+
+def _state(errors: list) -> AppState:
+    state = AppState()
+    state.error.connect(errors.append)
+    return state
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def _save_to(monkeypatch, path: Path) -> None:
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), "CSV files (*.csv)"))
+
+
+def test_results_run_exports_metrics_csv_then_cancel_half_way_keeps_it(qtbot, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(LEGACY / "run", run)
+    errors: list[str] = []
+    state = _state(errors)
+    panel = ResultsPanel(state)
+    qtbot.addWidget(panel)
+    panel.show()
+    state.set_run(run)
+    qtbot.waitUntil(lambda: panel.case.count() > 0, timeout=LONG)
+    panel.cand_a.setCurrentIndex(panel.cand_a.findData(4))  # the candidate whose weights were kept
+    assert not panel.cancel_button.isVisible() and not panel.metrics_csv_button.isEnabled()
+
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.status.text().endswith(": done"), timeout=LONG)
+    assert not errors
+    headers = [panel.metrics.horizontalHeaderItem(c).text() for c in range(panel.metrics.columnCount())]
+    labels = [panel.metrics.verticalHeaderItem(r).text() for r in range(panel.metrics.rowCount())]
+    assert headers == ["#4 Dice", "#4 HD95 (mm)"] and len(labels) >= 2
+
+    # Export CSV: the table's columns and rows, with a header, read back with the csv module
+    target = tmp_path / "métrics.csv"  # a non-ASCII name and UTF-8 content
+    _save_to(monkeypatch, target)
+    with qtbot.waitSignal(panel.metrics_csv.saved, timeout=5000):
+        qtbot.mouseClick(panel.metrics_csv_button, Qt.MouseButton.LeftButton)
+    rows = _read_csv(target)
+    assert rows[0] == ["label"] + headers
+    assert [r[0] for r in rows[1:]] == labels
+    for r, row in enumerate(rows[1:]):
+        assert row[1:] == [panel.metrics.item(r, c).text() for c in range(len(headers))]
+        assert 0.0 <= float(row[1]) <= 1.0
+    # the context menu offers the same
+    assert panel.metrics_csv.action in panel.metrics.actions()
+    assert panel.metrics.contextMenuPolicy() == Qt.ContextMenuPolicy.ActionsContextMenu
+
+    # run again, cancel while the candidate is loading: nothing new is shown, the panel stays usable
+    shown = panel.result
+    gate = Gate()
+    real = results_mod.evaluate_on_case
+
+    def gated(run_dir, ids, case_id, callback, control):
+        def cb(ev):
+            callback(ev)
+            if "loading" in str(ev.get("text", "")):
+                gate.hold()
+        return real(run_dir, ids, case_id, cb, control)
+
+    monkeypatch.setattr(results_mod, "evaluate_on_case", gated)
+    panel.case.setCurrentIndex(panel.case.count() - 1)
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(gate.reached.is_set, timeout=LONG)
+    assert panel.cancel_button.isVisible() and panel.cancel_button.isEnabled() and not panel.run_button.isEnabled()
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert panel.status.text() == "cancelling\u2026" and not panel.cancel_button.isEnabled()
+    gate.open()
+    qtbot.waitUntil(lambda: panel.status.text() == "cancelled", timeout=LONG)
+    qtbot.waitUntil(lambda: not panel.job.is_running(), timeout=10_000)
+    assert panel.result is shown  # the earlier result stays on screen
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isVisible()
+    assert not errors
+
+
+def test_export_segment_cancel_half_way_keeps_the_label_maps_written(qtbot, tmp_path, monkeypatch):
+    from engine.data import open_dataset
+
+    model = tmp_path / "model"
+    shutil.copytree(LEGACY / "model", model)
+    scans = [str(c.image_paths[0]) for c in open_dataset("demo").cases[:3]]
+    errors: list[str] = []
+    panel = ExportPanel(_state(errors))
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.model_edit.setText(str(model))
+    panel.add_scan_files(scans)
+    out = tmp_path / "segmentations"
+    panel.pred_out.setText(str(out))
+
+    gate = Gate()
+    real = export_mod.predict_job
+
+    def gated(model_dir, scan_list, out_dir, callback, control):
+        def cb(ev):
+            callback(ev)
+            if ev.get("done") == 0 and ev.get("text", "").startswith("segmenting"):
+                gate.hold()  # before the first scan is segmented
+        return real(model_dir, scan_list, out_dir, cb, control)
+
+    monkeypatch.setattr(export_mod, "predict_job", gated)
+    assert not panel.cancel_predict.isVisible()
+    qtbot.mouseClick(panel.predict_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(gate.reached.is_set, timeout=LONG)
+    assert panel.cancel_predict.isVisible() and not panel.predict_button.isEnabled()
+    qtbot.mouseClick(panel.cancel_predict, Qt.MouseButton.LeftButton)
+    gate.open()
+    qtbot.waitUntil(lambda: panel.predict_status.text().startswith("cancelled"), timeout=LONG)
+    qtbot.waitUntil(lambda: not panel.predict_job.is_running(), timeout=10_000)
+    # the scan being segmented is finished, the other two are not started
+    assert len(panel.last_prediction["written"]) == 1 and panel.results.count() == 1
+    assert [p.name for p in out.glob("*.nii.gz")] == [Path(panel.last_prediction["written"][0]).name]
+    assert panel.predict_status.text().startswith("cancelled: 1 label map(s)")
+    assert panel.predict_button.isEnabled() and not panel.cancel_predict.isVisible()
+    assert not errors
+
+
+def test_dataset_check_cancel_half_way_then_a_full_check(qtbot, msd_dataset, monkeypatch):
+    errors: list[str] = []
+    state = _state(errors)
+    panel = DataPanel(state)
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.open_path(msd_dataset)
+    qtbot.waitUntil(lambda: state.dataset is not None, timeout=60_000)
+    assert panel.wait_until_ready()
+    before = panel.problems()
+
+    gate = Gate()
+    real = data_mod.check_dataset_job
+
+    def gated(root, skip_bad, progress=None, cancel=None):
+        def report(done, total, case_id):
+            progress(done, total, case_id)
+            if done == 1:
+                gate.hold()  # one case of three checked
+        return real(root, skip_bad, report, cancel)
+
+    monkeypatch.setattr(data_mod, "check_dataset_job", gated)
+    assert not panel.cancel_check_button.isVisible()
+    qtbot.mouseClick(panel.check_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(gate.reached.is_set, timeout=LONG)
+    assert panel.checking() and panel.cancel_check_button.isVisible() and not panel.check_button.isEnabled()
+    qtbot.mouseClick(panel.cancel_check_button, Qt.MouseButton.LeftButton)
+    gate.open()
+    qtbot.waitUntil(lambda: panel.check_status.text() == "cancelled", timeout=LONG)
+    assert not panel.checking() and panel.check_button.isEnabled() and not panel.cancel_check_button.isVisible()
+    assert panel.check_button.text() == "Check every voxel" and panel.problems() == before and not errors
+
+    # usable afterwards: a check runs to the end
+    monkeypatch.setattr(data_mod, "check_dataset_job", real)
+    with qtbot.waitSignal(panel.check_finished, timeout=LONG) as sig:
+        qtbot.mouseClick(panel.check_button, Qt.MouseButton.LeftButton)
+    assert sig.args[0]["n_cases"] == 3 and panel.check_status.text() == "checked 3 usable case(s)"
+
