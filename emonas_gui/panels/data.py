@@ -5,7 +5,8 @@ problems the engine found, the label table (colour, name, visibility, opacity), 
 controls, and a :class:`~emonas_gui.widgets.slice_views.SliceViewer` with a 3D
 :class:`~emonas_gui.widgets.surface_view.SurfaceView` in its fourth cell. Every file is read in a
 worker thread; the GUI thread never waits for the disk. The full check has Cancel; the case list
-exports to CSV (its context menu).
+exports to CSV (its context menu). The label colours and visibility the user chooses are remembered
+per dataset (``emonas_gui.label_prefs``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QColorDialog, QComb
 
 from engine.data.io import IMAGE_SUFFIXES, strip_suffix
 from engine.errors import DataError, EmonasError
+from emonas_gui.label_prefs import LabelPrefs
 from emonas_gui.state import AppState
 from emonas_gui.widgets import TaskRunner
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour, names_colours_for
@@ -169,6 +171,7 @@ class DataPanel(QWidget):
         self._tasks = TaskRunner(self, max_threads=2)
         self._entries: list[Entry] = []
         self._labels_decl: dict[str, int] = {}
+        self._prefs = LabelPrefs(state.settings, None)  # the user's label colours (per dataset)
         self._current: LoadedCase | None = None
         self._surfaces_pending = False
         self._problems: list = []
@@ -320,6 +323,7 @@ class DataPanel(QWidget):
             p = Path(p)
             entries.append(Entry(strip_suffix(p), [p], None))
         self._labels_decl = {}
+        self._prefs = LabelPrefs(self.state.settings, None)
         self.summary.setText(f"{len(entries)} scan(s) opened without a dataset")
         self._set_entries(entries, problems=[])
         self.state.status_message.emit(f"Opened {len(entries)} scan(s)")
@@ -341,6 +345,7 @@ class DataPanel(QWidget):
             self.summary.setText("No dataset")
             return
         self._labels_decl = dict(dataset.labels)
+        self._prefs = LabelPrefs.for_dataset(self.state.settings, self.state.dataset_path or dataset.root)
         labels = ", ".join(f"{n} ({v})" for n, v in dataset.labels.items())
         skipped = f"<br>Skipped: {', '.join(dataset.skipped)}" if getattr(dataset, "skipped", None) else ""
         self.summary.setText(
@@ -520,11 +525,9 @@ class DataPanel(QWidget):
         nc = names_colours_for(self._labels_decl) if self._labels_decl else {}
         for v in case.label_values:  # values the dataset does not declare still show
             nc.setdefault(v, (f"label {v}", default_colour(v)))
-        # keep colours and visibility chosen by the user for this dataset
-        old = self.viewer.names_colours()
-        for v in nc:
-            if v in old:
-                nc[v] = (nc[v][0], old[v][1])
+        # the colours and visibility chosen by the user for this dataset (remembered across sessions)
+        nc = self._prefs.apply(nc)
+        self.viewer.set_hidden_labels(self._prefs.hidden)
         self.viewer.set_labels(case.labels, nc)
         self._fill_label_table(nc if case.labels is not None else {})
         self._surfaces_pending = case.labels is not None
@@ -593,6 +596,10 @@ class DataPanel(QWidget):
             if item.data(Qt.ItemDataRole.UserRole) == int(value):
                 item.setCheckState(Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
                 return
+        self._show_label(value, visible)
+
+    def _show_label(self, value: int, visible: bool) -> None:
+        self._prefs.set_visible(value, visible)
         self.viewer.set_label_visible(value, visible)
         self.surface_view.set_label_visible(value, visible)
 
@@ -600,9 +607,7 @@ class DataPanel(QWidget):
         if item.column() != 0:
             return
         value = int(item.data(Qt.ItemDataRole.UserRole))
-        visible = item.checkState() == Qt.CheckState.Checked
-        self.viewer.set_label_visible(value, visible)
-        self.surface_view.set_label_visible(value, visible)
+        self._show_label(value, item.checkState() == Qt.CheckState.Checked)
 
     def _on_label_double_clicked(self, row: int, column: int) -> None:
         value = int(self.label_table.item(row, 0).data(Qt.ItemDataRole.UserRole))
@@ -612,7 +617,9 @@ class DataPanel(QWidget):
             self.set_label_colour(value, (chosen.red(), chosen.green(), chosen.blue()))
 
     def set_label_colour(self, value: int, colour: tuple[int, int, int]) -> None:
-        """Give label ``value`` a new colour in the slices, the 3D view and the table."""
+        """Give label ``value`` a new colour in the slices, the 3D view and the table (remembered for
+        the dataset)."""
+        self._prefs.set_colour(value, colour)
         self.viewer.set_label_colour(value, colour)
         case = self._current
         if case is not None and case.labels is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -351,6 +351,12 @@ class SliceViewer(QWidget):
     def set_label_visible(self, value: int, visible: bool) -> None:
         """Show or hide one label of the overlay."""
         (self._hidden.discard if visible else self._hidden.add)(int(value))
+        self._rebuild_lut()
+        self._refresh_all()
+
+    def set_hidden_labels(self, values: Iterable[int]) -> None:
+        """Hide exactly the labels ``values`` (every other label shows)."""
+        self._hidden = {int(v) for v in values}
         self._rebuild_lut()
         self._refresh_all()
 
