@@ -395,19 +395,20 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
                          control: JobControl) -> dict:
     """Export a run's candidate to a model folder, optionally retraining it on all data first.
 
-    Retraining uses ``engine.run.retrain.retrain_candidate`` into ``out_dir/../NAME.training`` and
+    Retraining uses ``engine.run.retrain.train_final_model`` into ``out_dir/../NAME.training`` and
     exports that training folder; without it the candidate's search weights are exported
-    (``engine.export.package.export_candidate``, which retrains only if they were pruned).
+    (``engine.run.export.export_candidate``, which retrains only if they were pruned).
     Returns ``{"model_dir", "files", "parameters", "retrained_in"}``.
     """
-    from engine.export.package import export_candidate, export_model
+    from engine.export.package import export_model
     from engine.outputs import check_output, run_sources
+    from engine.run.export import export_candidate
 
     out = Path(out_dir)
     check_output(out, run_sources(run_dir), option="output folder")  # never into the run, before any work
     retrained_in = None
     if retrain:
-        from engine.run.retrain import retrain_candidate, retrain_epochs
+        from engine.run.retrain import retrain_epochs, train_final_model
 
         retrained_in = out.parent / f"{out.name}.training"
         check_output(retrained_in, run_sources(run_dir), option="retraining folder")
@@ -423,7 +424,7 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
                           f"{total}, step {ev['step']} of {ev['steps']}"})
 
         try:
-            retrain_candidate(run_dir, int(candidate_id), retrained_in, epochs=epochs, callback=progress, cancel=control)
+            train_final_model(run_dir, int(candidate_id), retrained_in, epochs=epochs, callback=progress, cancel=control)
         except EmonasError:
             if not control.stopped:
                 raise

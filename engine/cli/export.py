@@ -20,7 +20,7 @@ def _run(args) -> dict:
     else:
         if not args.run or args.candidate is None:
             raise ConfigError("give RUN --candidate ID (a candidate of a search) or --checkpoint DIR (a training folder)")
-        from engine.export.package import export_candidate
+        from engine.run.export import export_candidate
 
         meta = export_candidate(args.run, args.candidate, args.out, formats, overwrite=args.force,
                                 device=args.device, dataset=args.dataset)

@@ -232,7 +232,7 @@ def _fold_needs_splits(args) -> None:
 
 
 def _retrain(args) -> dict:
-    from engine.run.retrain import retrain_candidate, retrain_epochs
+    from engine.run.retrain import retrain_epochs, train_final_model
 
     _fold_needs_splits(args)
     with progress_bar(retrain_epochs(args.run, args.epochs), f"retraining candidate {args.candidate}") as bar:
@@ -242,7 +242,7 @@ def _retrain(args) -> dict:
                 bar.update(1)
                 bar.set_postfix_str(f"loss {event['train_loss']:.3f}")
 
-        result = retrain_candidate(args.run, args.candidate, args.out, epochs=args.epochs, device=args.device,
+        result = train_final_model(args.run, args.candidate, args.out, epochs=args.epochs, device=args.device,
                                    callback=on_event, splits=args.splits, fold=args.fold)
     if not args.json:
         print(f"retrained candidate {args.candidate} for {result['epochs']} epochs: f1 {result['f1']:.4f}, "

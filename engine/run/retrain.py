@@ -1,4 +1,5 @@
-"""Training a run's candidates again: the final model (``emonas retrain``) and pruned weights."""
+"""Training a run's candidates again: the final model (``emonas retrain``) and, as the search trained
+them, candidates whose weights were pruned."""
 
 from __future__ import annotations
 
@@ -67,18 +68,37 @@ def train_genome(genome, data_spec: dict, train: dict, out_dir: str | Path, devi
                            cancel=cancel)
 
 
-def candidate_folder(run_dir: str | Path, candidate_id: int, device: str = "auto") -> Path:
-    """The training folder of a finished candidate; trained again first if its weights were pruned."""
-    from engine.genome import Genome
+def retrain_as_searched(run_dir: str | Path, candidate_id: int, out_dir: str | Path, device: str = "auto") -> dict:
+    """Train candidate ``candidate_id`` again exactly as the search trained it into the training folder
+    ``out_dir``: its genome, the run's data spec and training settings, through the search's own
+    :func:`engine.run.evaluate.evaluate_candidate`. For a finished candidate whose weights were pruned;
+    returns the evaluation's result and raises :class:`RunError` when the training fails.
+    """
+    from engine.run.evaluate import evaluate_candidate
 
+    row = candidate_row(run_dir, candidate_id)
+    ctx = run_context(run_dir)
+    log.info("candidate %s of %s has no weights (pruned): training it again", candidate_id, run_dir)
+    if not ctx["problem"].get("data"):
+        raise RunError(f"{run_dir}: the run database does not say how candidate {candidate_id} was trained")
+    task = {"candidate_id": int(candidate_id), "genome": row["genome"], "out_dir": str(out_dir),
+            "data": ctx["problem"]["data"], "train": ctx["train"], "device": device}
+    result = evaluate_candidate(task)
+    if result.get("status") != "done" or not (Path(out_dir) / "weights.pt").is_file():
+        raise RunError(f"{run_dir}: training pruned candidate {candidate_id} again failed "
+                       f"({result.get('error') or result.get('status')})")
+    return result
+
+
+def candidate_folder(run_dir: str | Path, candidate_id: int, device: str = "auto") -> Path:
+    """The training folder of a finished candidate in the run; trained again first (in place, by
+    :func:`retrain_as_searched`) if its weights were pruned."""
     row = candidate_row(run_dir, candidate_id)
     if row["status"] != "done":
         raise RunError(f"{run_dir}: candidate {candidate_id} is {row['status']}, not a trained network")
     folder = Path(run_dir) / "candidates" / str(int(candidate_id))
     if not (folder / "weights.pt").is_file() or not (folder / "training.json").is_file():
-        log.info("candidate %s has no weights (pruned): training it again", candidate_id)
-        ctx = run_context(run_dir)
-        train_genome(Genome.from_dict(row["genome"]), ctx["problem"]["data"], ctx["train"], folder, device)
+        retrain_as_searched(run_dir, candidate_id, folder, device)
     return folder
 
 
@@ -91,7 +111,7 @@ def retrain_epochs(run_dir: str | Path, epochs: int | None = None) -> int:
     return int(epochs)
 
 
-def retrain_candidate(run_dir: str | Path, candidate_id: int, out_dir: str | Path, epochs: int | None = None,
+def train_final_model(run_dir: str | Path, candidate_id: int, out_dir: str | Path, epochs: int | None = None,
                       device: str = "auto", callback=None, cancel=None, splits: str | Path | None = None,
                       fold: int | None = None) -> dict:
     """Train candidate ``candidate_id`` from scratch on the training and validation cases (final model);

@@ -206,12 +206,12 @@ def test_retrain_reports_progress_and_can_be_cancelled(searched, tmp_path):
     import threading
 
     from engine.errors import RunError
-    from engine.run.retrain import retrain_candidate
+    from engine.run.retrain import train_final_model
 
     run, summary = searched
     best = summary["front"][0]["id"]
     events: list[dict] = []
-    r = retrain_candidate(run, best, tmp_path / "final", epochs=2, device="cpu", callback=events.append)
+    r = train_final_model(run, best, tmp_path / "final", epochs=2, device="cpu", callback=events.append)
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2] and r["epochs"] == 2
     assert any(e["event"] == "step" for e in events)
 
@@ -222,7 +222,7 @@ def test_retrain_reports_progress_and_can_be_cancelled(searched, tmp_path):
             cancel.set()
 
     with pytest.raises(RunError, match="cancelled"):
-        retrain_candidate(run, best, tmp_path / "stopped", epochs=50, device="cpu", callback=stop_at_first_epoch,
+        train_final_model(run, best, tmp_path / "stopped", epochs=50, device="cpu", callback=stop_at_first_epoch,
                           cancel=cancel)
 
 
