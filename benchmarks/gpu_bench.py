@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from engine.cli._common import jsonable  # noqa: E402
+from engine.jsonsafe import jsonable  # noqa: E402
 import torch  # noqa: E402
 
 from engine.genome import PAPER_GENOMES, Genome, SearchSpace  # noqa: E402

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from engine.cli._common import jsonable  # noqa: E402
+from engine.jsonsafe import jsonable  # noqa: E402
 
 SMALL_GENOME = '{"in2": 1, "in3": 0, "in4": 2, "op1": "conv3d_3x3x3", "op2": "p3d_3x3x3", "op3": "conv2d_3x3x1", "op4": "identity", "n_cells": 5, "nf1": 8, "lr": 0.001}'
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from engine.errors import EmonasError
+from engine.jsonsafe import jsonable
 
 EXIT_USAGE = 2
 
@@ -53,21 +52,6 @@ def subcommand(sub, name: str, handler: Callable[[argparse.Namespace], dict | No
     add_common(p)
     p.set_defaults(handler=handler)
     return p
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON data: numpy scalars as Python numbers, paths as text, NaN and infinity as null."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def print_json(result: dict) -> None:

@@ -25,6 +25,8 @@ import time
 import traceback
 from typing import Any, Callable
 
+from engine.jsonsafe import jsonable
+
 log = logging.getLogger(__name__)
 
 _DATA_CACHE: dict[str, Any] = {}
@@ -119,7 +121,7 @@ def _evaluate(task: dict, cancel, progress, started: float) -> dict:
                          event.get("epoch"), best[0], threshold)
                 early.set()
         if progress is not None:
-            progress({"candidate_id": task.get("candidate_id"), **_plain(event)})
+            progress({"candidate_id": task.get("candidate_id"), **jsonable(event)})
 
     result = train_candidate(genome, data, config, out_dir=task.get("out_dir"), callback=on_event,
                              cancel=AnyFlag(cancel, early))
@@ -139,20 +141,7 @@ def _evaluate(task: dict, cancel, progress, started: float) -> dict:
         "status": "done" if ok else "failed",
         "error": None if ok else "training gave no validated epoch",
         "f1": result.f1 if ok else None, "f1_raw": result.f1_raw if ok else None,
-        "parameters": result.parameters, "metrics": _plain(metrics), "curves": _plain(result.curves),
+        "parameters": result.parameters, "metrics": jsonable(metrics), "curves": jsonable(result.curves),
         # the whole evaluation (fit, final validation metrics, the training folder): what the search spends
         "started_at": started, "finished_at": finished, "seconds": finished - started, "device": result.device,
     }
-
-
-def _plain(obj):
-    """JSON-safe copy: non-finite floats become None, numpy scalars plain numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.errors import ConfigError
 from engine.genome import GENE_NAMES, Genome, SearchSpace
+from engine.jsonsafe import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ class BaseStrategy(ABC):
             "generation": self.generation,
             "archive": [dict(e) for e in self.archive],
             "pending": [dict(p) for p in self.pending],
-            "rng": _jsonable(self.rng.bit_generator.state),
+            "rng": jsonable(self.rng.bit_generator.state),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,15 +278,3 @@ class BaseStrategy(ABC):
         self.pending = [dict(p) for p in state["pending"]]
         self._seen = {tuple(e["genes"]) for e in self.archive}
         self.rng.bit_generator.state = state["rng"]
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
