@@ -21,6 +21,16 @@ def check_device_name(device) -> str:
     raise ConfigError(f"device must be {DEVICE_HELP}, got {name!r}")
 
 
+def cuda_count() -> int:
+    """How many CUDA devices this process can use: 0 without CUDA (or when torch cannot tell)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken driver means no usable GPU, not a crash
+        return 0
+
+
 def resolve_device(device="auto"):
     """The ``torch.device`` for auto, cpu, cuda or cuda:N; ``ConfigError`` when CUDA (or GPU N) is absent."""
     import torch

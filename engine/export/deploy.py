@@ -185,9 +185,9 @@ def _cuda_available(backend: str) -> bool:
         import onnxruntime as ort
 
         return "CUDAExecutionProvider" in ort.get_available_providers()
-    import torch
+    from engine.device import cuda_count
 
-    return torch.cuda.is_available()
+    return cuda_count() > 0
 
 
 def load_model(path: str | os.PathLike, backend: str = "onnxruntime", device: str = "cpu") -> ExportedModel:

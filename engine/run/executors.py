@@ -189,12 +189,9 @@ class LocalPoolExecutor:
 
 def _device_slots(device: str, slots: int) -> list[str]:
     if device in ("auto", "cuda"):
-        try:
-            import torch
+        from engine.device import cuda_count
 
-            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        except Exception:  # noqa: BLE001
-            n = 0
+        n = cuda_count()
         if n:
             return [f"cuda:{i % n}" for i in range(slots)]
         return ["cpu"] * slots if device == "auto" else ["cuda"] * slots

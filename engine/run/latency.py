@@ -36,7 +36,9 @@ def hardware_name(target: str) -> str:
     if target.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_available():
+        from engine.device import cuda_count
+
+        if not cuda_count():
             from engine.errors import ConfigError
 
             raise ConfigError("samea.latency_target is cuda, but this machine has no CUDA device; use cpu")

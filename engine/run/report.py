@@ -151,9 +151,9 @@ def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: l
     lat = (objective or {}).get("latency") or {}
     target, threads = lat.get("target", "cpu"), int(lat.get("threads") or 1)
     if target == "cuda":
-        import torch
+        from engine.device import cuda_count
 
-        target = target if torch.cuda.is_available() else "cpu"
+        target = target if cuda_count() else "cpu"
     measured = {json.dumps(r["genome"]) if not isinstance(r["genome"], str) else r["genome"]: r["latency_ms"]
                 for r in latencies}
     shape = reference_shape((p.plan or {}).get("median_shape"), p.patch_size)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from engine.config import SearchConfig
+from engine.device import resolve_device_name
 from engine.errors import ConfigError, DataError, EmonasError, GenomeError, RunError
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
@@ -150,13 +151,6 @@ def check_pinned_dataset(run_dir: Path, problem: SearchProblem, pinned: dict | N
     if added:
         log.warning("%s: %d case(s) added since the run started (%s) are not used by this run; it continues with "
                     "its own %d cases and plan", data["dataset"], len(added), ", ".join(added[:5]), len(ids))
-
-
-def resolve_device(device: str) -> str:
-    """The search's device as text (``auto`` resolved); the engine's one resolver decides."""
-    from engine.device import resolve_device_name
-
-    return resolve_device_name(device)
 
 
 def device_budget(device: str, resources, candidates_per_device: float = 1.0) -> tuple[float, float]:
@@ -458,12 +452,9 @@ class SearchSession:
         if r.executor == "ray" and r.gpus_per_candidate > 0:
             return 1.0 / r.gpus_per_candidate
         if r.executor == "local":
-            try:
-                import torch
+            from engine.device import cuda_count
 
-                n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            except Exception:  # noqa: BLE001
-                n = 0
+            n = cuda_count()
             return max(1.0, r.workers / n) if n else 1.0
         return 1.0
 
@@ -507,7 +498,7 @@ class SearchSession:
     def _run(self, callback, cancel) -> dict:
         user_cancel = cancel
         stop = AnyFlag(self._cancel, user_cancel)
-        device = resolve_device(self.config.resources.device)
+        device = resolve_device_name(self.config.resources.device)
         if self._resume:
             if self.problem is not None:  # before anything is written: a changed dataset leaves the run as it is
                 with RunStore.open_readonly(self.run_dir) as ro:
@@ -875,7 +866,7 @@ def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None, 
     """
     from engine.run.estimate import search_estimate
 
-    device = resolve_device(cfg.resources.device)
+    device = resolve_device_name(cfg.resources.device)
     with tempfile.TemporaryDirectory(prefix="emonas-estimate-") as tmp:
         session = SearchSession(Path(tmp) / "run", cfg, problem=problem)
         if session.problem is None:
