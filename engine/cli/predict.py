@@ -38,7 +38,7 @@ def _predict(args) -> dict:
                              probabilities=args.save_probabilities)  # before the model is even loaded
 
     from engine.export.deploy import load_model, write_case_dicom_segs
-    from engine.export.labels import resolve_label_info, write_colour_tables
+    from engine.data.labels import resolve_label_info, write_colour_tables
     from engine.infer.predictor import Predictor
 
     if exported:  # a model folder from `emonas export`: verified, run by ONNX Runtime or PyTorch

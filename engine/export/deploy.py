@@ -70,7 +70,7 @@ class ExportedModel:
 
     def label_info(self) -> dict[str, dict]:
         """``label_codes`` and ``label_colors`` of ``model.json`` (generic ones for earlier exports)."""
-        from engine.export.labels import resolve_label_info
+        from engine.data.labels import resolve_label_info
 
         info = resolve_label_info(self.labels)
         for key in info:
@@ -140,7 +140,7 @@ class ExportedModel:
         """Label maps for ``cases`` (one path per modality, in the model's order) written to ``out_dir``
         (as ``NAME.nii.gz`` with ``names``), each with its 3D Slicer colour table and ITK-SNAP label
         description next to it."""
-        from engine.export.labels import write_colour_tables
+        from engine.data.labels import write_colour_tables
 
         for paths in cases:
             if len(paths) != len(self.modalities):
@@ -237,7 +237,7 @@ def write_dicom_seg(
     per foreground label, labelled with its name as in ``label_values``, coded by ``label_codes``
     (the generic code where a label has none) and coloured by ``label_colors``; empty slices are
     omitted. Text is UTF-8 (SpecificCharacterSet ISO_IR 192), cut to its VR's length by
-    ``engine.export.labels.dicom_text``.
+    ``engine.data.labels.dicom_text``.
     """
     import highdicom as hd
     import pydicom
@@ -246,7 +246,7 @@ def write_dicom_seg(
     from engine import __version__
     from engine.errors import DataError
     from engine.data.io import dicom_series_files
-    from engine.export.labels import SH_LIMIT, SPECIFIC_CHARACTER_SET, dicom_text, resolve_label_info
+    from engine.data.labels import SH_LIMIT, SPECIFIC_CHARACTER_SET, dicom_text, resolve_label_info
 
     datasets = []
     for f in dicom_series_files(series_dir):  # the series' slices only, as they were read

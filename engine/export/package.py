@@ -213,10 +213,10 @@ def build_metadata(tf: TrainingFolder, pool_sizes: tuple[tuple[int, int, int], .
     """``model.json`` contents (without ``files``) for a training folder whose network pools by ``pool_sizes``.
 
     ``label_metadata`` is the dataset's ``label_codes`` / ``label_colors``
-    (``engine.export.labels.read_label_metadata``); labels without them get the generic code and
+    (``engine.data.labels.read_label_metadata``); labels without them get the generic code and
     the app's colours.
     """
-    from engine.export.labels import resolve_label_info
+    from engine.data.labels import resolve_label_info
     from engine.network.cost import count_parameters
 
     plan = tf.plan.to_dict()
@@ -458,7 +458,7 @@ def export_model(
             raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
     label_metadata = None
     if dataset is not None:
-        from engine.export.labels import read_label_metadata
+        from engine.data.labels import read_label_metadata
 
         if not Path(dataset).is_dir():
             raise ExportError(f"{dataset}: not a dataset folder (--dataset gives the labels' codes and colours)")
@@ -495,7 +495,7 @@ def export_model(
 
             for name in write_bundle(tmp, meta):
                 meta["files"][name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-        from engine.export.labels import write_colour_tables
+        from engine.data.labels import write_colour_tables
 
         for f in write_colour_tables(tmp / "labels", meta["labels"], meta["label_colors"]):
             meta["files"][f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}

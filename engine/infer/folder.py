@@ -385,7 +385,7 @@ def check_prediction_outputs(cases, out_dir, model=None, option: str = "-o", nam
     and no two cases may map to one output name (label map, colour tables, DICOM-SEG, and with
     ``probabilities`` the ``.npz``). ``names`` are the cases' output names (default: their first scan's)."""
     from engine.data.io import split_series
-    from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
+    from engine.data.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
     from engine.outputs import Source, check_distinct_names, check_output, image_sources
 
     sources = [Source(model, "model folder")] if model is not None else []

@@ -143,7 +143,7 @@ def test_predict_writes_only_its_outputs(world):
     p = emonas("predict", trained, *inputs, "-o", out, "--json")
     assert p.returncode == 0, p.stderr[-2000:]
     assert tree(scans, trained) == before
-    from engine.export.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
+    from engine.data.labels import ITKSNAP_SUFFIX, SLICER_SUFFIX
 
     stems = [i.name[: -len(".nii.gz")] for i in inputs]
     expected = [s + ext for s in stems for ext in (".nii.gz", SLICER_SUFFIX, ITKSNAP_SUFFIX)]

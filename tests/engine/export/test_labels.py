@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from engine.export.labels import (
+from engine.data.labels import (
     GENERIC_CODE,
     LO_LIMIT,
     PALETTE,
