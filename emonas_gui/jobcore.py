@@ -7,7 +7,11 @@ a child process, controlled from the app).
 ``child_main`` runs an engine job in a child process (started with the ``spawn`` method, so this module
 must not import Qt) and sends everything the app shows through a queue of plain tuples:
 ``("event", dict)``, ``("log", str)``, ``("warning", str)``, ``("paused", None)`` and, last,
-``("finished", result)`` or ``("failed", one-line message)``.
+``("finished", result)`` or ``("failed", one-line message)``. The child runs in a session of its own
+(the terminal's Ctrl-C and hang-up reach the app, which decides); SIGINT sent to it stops the job as
+the app's Stop does (a clean pause: how another app session pauses a search it re-attached to, as
+Ctrl-C pauses a CLI search). Once the app lets the job go (``detached_event``, the window closed with
+the search left running), the child sends nothing more and no longer stops when the app ends.
 """
 from __future__ import annotations
 
@@ -94,6 +98,28 @@ def record_line(record: logging.LogRecord) -> tuple[str, str]:
     return ("warning" if record.levelno >= logging.WARNING else "log"), (lines[0] if lines else "")
 
 
+class _Outbox:
+    """The child's end of the queue: sends nothing once the app has let the job go (detached)."""
+
+    def __init__(self, queue, detached_event=None):
+        self.queue = queue
+        self.detached = detached_event
+
+    def is_detached(self) -> bool:
+        return self.detached is not None and self.detached.is_set()
+
+    def put(self, message: tuple) -> None:
+        if not self.is_detached():
+            self.queue.put(message)
+
+    def close(self) -> None:
+        self.queue.close()
+        if self.is_detached():
+            self.queue.cancel_join_thread()  # nobody reads any more: never wait to flush
+        else:
+            self.queue.join_thread()  # everything is delivered before the process ends
+
+
 class _QueueLogHandler(logging.Handler):
     """Sends log records (one line each) to the app through the child's queue."""
 
@@ -124,9 +150,10 @@ def run_search(run_dir: str, config: dict | None, callback: Callable[[dict], Non
 CHILD_TARGETS: dict[str, Callable[..., Any]] = {"search": run_search}
 
 
-def _stop_when_orphaned(control: JobControl, every_s: float = 1.0) -> threading.Thread:
+def _stop_when_orphaned(control: JobControl, every_s: float = 1.0, detached_event=None) -> threading.Thread:
     """Stop the job if the app that started this process dies (killed, crashed): the run then ends
-    as a clean pause that a new app session can resume, instead of running on out of anyone's reach."""
+    as a clean pause that a new app session can resume, instead of running on out of anyone's reach.
+    A job the app let go (``detached_event`` set: the user chose to leave the search running) goes on."""
     import os
 
     parent = os.getppid()
@@ -134,6 +161,8 @@ def _stop_when_orphaned(control: JobControl, every_s: float = 1.0) -> threading.
     def watch() -> None:
         while not control.stopped:
             if os.getppid() != parent:  # re-parented: the app is gone
+                if detached_event is not None and detached_event.is_set():
+                    return
                 log.warning("the app that started this job has ended: stopping")
                 control.stop()
                 return
@@ -144,30 +173,48 @@ def _stop_when_orphaned(control: JobControl, every_s: float = 1.0) -> threading.
     return thread
 
 
-def child_main(target: str, args: tuple, queue, stop_event, running_event) -> None:
-    """Entry point of a job's child process: run ``CHILD_TARGETS[target](*args, callback, control)``."""
+def _own_session(control: JobControl) -> None:
+    """Leave the app's session and process group, and make SIGINT stop the job cleanly.
+
+    Ctrl-C in the terminal that started the app, or the terminal closing, then reaches the app only
+    (which stops the job through ``stop_event``, or leaves it running), and a search left running
+    outlives the terminal. SIGINT sent to this process (another app session pausing the run it
+    re-attached to) stops the job as Stop does; the handler hands the stop to a thread, since the
+    interrupted code may hold the control's own locks."""
+    import os
     import signal
 
-    # Ctrl-C in the terminal that started the app reaches the whole process group; the app decides
-    # (it stops the job through ``stop_event``), so that the run ends as a clean pause
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.setsid()
+    except OSError:  # already a session leader (not when spawned by the app): keep Ctrl-C away as before
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return
+    signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=control.stop, name="emonas-sigint",
+                                                             daemon=True).start())
+
+
+def child_main(target: str, args: tuple, queue, stop_event, running_event, detached_event=None) -> None:
+    """Entry point of a job's child process: run ``CHILD_TARGETS[target](*args, callback, control)``.
+
+    ``detached_event`` (optional): set by the app when it lets the job go on without it."""
+    control = JobControl(stop_event, running_event)
+    _own_session(control)
+    outbox = _Outbox(queue, detached_event)
     logging.captureWarnings(True)
-    handler = _QueueLogHandler(queue)
+    handler = _QueueLogHandler(outbox)
     for name in ("engine", "py.warnings"):
         logging.getLogger(name).addHandler(handler)
     logging.getLogger("engine").setLevel(logging.INFO)
-    control = JobControl(stop_event, running_event)
-    control.on_pause = lambda: queue.put(("paused", None))
-    _stop_when_orphaned(control)
+    control.on_pause = lambda: outbox.put(("paused", None))
+    _stop_when_orphaned(control, detached_event=detached_event)
     try:
-        result = CHILD_TARGETS[target](*args, lambda ev: queue.put(("event", plain_event(ev))), control)
+        result = CHILD_TARGETS[target](*args, lambda ev: outbox.put(("event", plain_event(ev))), control)
     except EmonasError as exc:
-        queue.put(("failed", one_line(exc)))
+        outbox.put(("failed", one_line(exc)))
     except BaseException as exc:  # noqa: BLE001 - the app gets one line; the traceback goes to its log
-        queue.put(("log", f"{target} failed: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:])))
-        queue.put(("failed", one_line(exc)))
+        outbox.put(("log", f"{target} failed: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:])))
+        outbox.put(("failed", one_line(exc)))
     else:
-        queue.put(("finished", result))
+        outbox.put(("finished", result))
     finally:
-        queue.close()
-        queue.join_thread()  # everything is delivered before the process ends
+        outbox.close()

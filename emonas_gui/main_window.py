@@ -5,6 +5,10 @@
 does), ``show_step(name)``, ``set_theme(name)``, ``save_screenshot(path)``, ``show_about()``;
 ``error_dialog`` is the last error shown (a non-modal QMessageBox), ``data_panel`` and ``panels``
 (name -> widget) give access to the steps.
+
+Closing the window while a search runs asks (``ask_close_with_search``) whether to pause the search
+(it ends as a resumable pause, as Stop does) or to leave it running in the background (its process
+outlives the app; opening the run again shows it live), or not to close.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from emonas_gui.widgets.surface_view import grab_with_vtk
 log = logging.getLogger(__name__)
 
 STEPS = ("data", "search", "results", "export")
+#: the answers of the closing question (``MainWindow.ask_close_with_search``)
+CLOSE_PAUSE, CLOSE_LEAVE_RUNNING, CLOSE_CANCEL = "pause", "leave", "cancel"
 STEP_TITLES = {"data": "1  Data", "search": "2  Search", "results": "3  Results", "export": "4  Export"}
 STEP_PANELS = {"search": ("search", "SearchPanel"), "results": ("results", "ResultsPanel"),
                  "export": ("export", "ExportPanel")}
@@ -236,6 +242,11 @@ class MainWindow(QMainWindow):
             self.state.report_error(f"{path}: not a run directory (no such folder)")
             return
         self.state.set_run(path)
+        if _is_run_dir(path) and not self._search_running_here():
+            from engine.run.store import RunLock
+
+            if RunLock(path).is_held_elsewhere():  # its search runs in another process: show it live
+                self.show_step("search")
 
     def open_paths(self, paths: Iterable[str | Path]) -> None:
         """Open dropped files and folders: run folders, dataset folders, or scan files."""
@@ -412,7 +423,36 @@ class MainWindow(QMainWindow):
         self.data_panel.splitter.setSizes([470, 970])
         self.resize(1440, 900)
 
+    def _search_running_here(self) -> bool:
+        search = dict.get(self.panels, "search")  # not built: no search can run
+        return search is not None and search.is_running()
+
+    def ask_close_with_search(self) -> str:
+        """Ask what to do with the running search before closing: ``CLOSE_PAUSE``,
+        ``CLOSE_LEAVE_RUNNING`` or ``CLOSE_CANCEL`` (tests replace this method)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "EMONAS Studio",
+                          "A search is running. Pause it, or leave it running in the background?", parent=self)
+        box.setInformativeText("A paused search continues with Resume. A search left running goes on after "
+                               "the window closes; open its run again to watch or pause it.")
+        pause = box.addButton("Pause the search", QMessageBox.ButtonRole.AcceptRole)
+        leave = box.addButton("Leave it running", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(pause)
+        box.exec()
+        clicked = box.clickedButton()
+        return CLOSE_PAUSE if clicked is pause else CLOSE_LEAVE_RUNNING if clicked is leave else CLOSE_CANCEL
+
     def closeEvent(self, event):  # noqa: N802 - Qt's name
+        if self._search_running_here():
+            choice = self.ask_close_with_search()
+            if choice == CLOSE_CANCEL:
+                event.ignore()
+                return
+            search = self.panels["search"]
+            if choice == CLOSE_LEAVE_RUNNING:
+                search.leave_running()
+            else:
+                search.pause()  # as the Pause button; closing the panel then ends it as a resumable pause
         self.save_layout()
         for panel in self.panels.values():
             shutdown = getattr(panel, "shutdown", None)

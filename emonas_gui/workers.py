@@ -232,6 +232,9 @@ class ProcessJob(_Job):
     Same signals, control (``pause``/``resume``/``stop``, ``control.paused``) and life cycle as
     :class:`EngineJob`. A child that dies without a result (killed, out of memory, a crash in native
     code) gives ``failed`` with its exit code; the app keeps running and the run stays resumable.
+    ``detach()`` lets the child run on without the app (the window closed with the search left
+    running): the job then ends for the app (``done``), and neither ``shutdown`` nor the app's exit
+    stops the child.
     """
 
     def __init__(self, target: str, args: tuple, name: str = "job", parent: QObject | None = None):
@@ -243,6 +246,7 @@ class ProcessJob(_Job):
         self._target, self._args = target, tuple(args)
         self._proc = None
         self._reader: threading.Thread | None = None
+        self._detached = ctx.Event()
 
     def start(self) -> None:
         from emonas_gui.jobcore import child_main
@@ -251,7 +255,8 @@ class ProcessJob(_Job):
             raise RuntimeError("a job runs once")
         queue = self._ctx.Queue()
         self._proc = self._ctx.Process(target=child_main, name=f"emonas-{self.name}", daemon=True,
-                                       args=(self._target, self._args, queue, self.control._stop, self.control._running))
+                                       args=(self._target, self._args, queue, self.control._stop, self.control._running,
+                                             self._detached))
         self.started_at = time.monotonic()
         self._active = True
         self._proc.start()
@@ -264,6 +269,8 @@ class ProcessJob(_Job):
         import queue as queues
 
         while True:
+            if self._detached.is_set():
+                return "detached", None
             try:
                 return queue.get(timeout=0.2)
             except queues.Empty:
@@ -283,6 +290,8 @@ class ProcessJob(_Job):
                    "finished": self.finished, "failed": self.failed}
         while True:
             kind, payload = self._next_message(queue, proc)
+            if kind == "detached":  # the child runs on without the app: nothing more to read or wait for
+                break
             if kind == "paused":
                 self.paused.emit()
             else:
@@ -292,8 +301,35 @@ class ProcessJob(_Job):
         # the job has ended for the app (the run's database is closed and unlocked); the child
         # process may take a moment longer to exit, which this thread waits for
         self.done.emit()
-        proc.join()
+        if not self._detached.is_set():
+            proc.join()
         queue.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None before ``start``)."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def detached(self) -> bool:
+        return self._detached.is_set()
+
+    def detach(self) -> int | None:
+        """Let the child run on without the app; returns its pid (None when it is not running).
+
+        The child stops sending messages and no longer stops when the app ends; the job ends for the
+        app at once. The run stays locked by the child; another app session opening the run watches
+        it and can pause it (SIGINT, see ``jobcore``)."""
+        import multiprocessing.process
+
+        proc = self._proc
+        if proc is None or not proc.is_alive() or self.control.stopped:
+            return None
+        self._detached.set()
+        # at exit multiprocessing terminates the app's daemonic children and waits for the others:
+        # this one is no longer the app's (it is still the parent, so a test can reap it)
+        multiprocessing.process._children.discard(proc)
+        return proc.pid
 
     def wait(self, timeout_ms: int = 30000) -> bool:
         """Block until the child and the reader have ended; True when they did."""
@@ -303,7 +339,11 @@ class ProcessJob(_Job):
         return not self._reader.is_alive()
 
     def shutdown(self, timeout_ms: int = 60000) -> None:
-        """Stop and wait for the child (used when a panel closes); end it if it does not stop in time."""
+        """Stop and wait for the child (used when a panel closes); end it if it does not stop in time.
+        A detached child is left running (only the reader is waited for)."""
+        if self._detached.is_set():
+            self.wait(timeout_ms)
+            return
         self.control.stop()
         if not self.wait(timeout_ms) and self._proc is not None and self._proc.is_alive():
             log.warning("%s process did not stop within %d s: terminating it", self.name, timeout_ms // 1000)

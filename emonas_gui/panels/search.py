@@ -12,11 +12,19 @@ events arrive as queued signals and refresh the monitor. Pause blocks the worker
 continues a paused job, or reopens a stopped, killed or CLI-started run (``SearchSession.open``).
 ``open_run(path)`` shows an existing run. Errors (bad config, a run locked by another process, a
 failed candidate) appear in the log and, when they stop the job, through ``state.error``.
+
+A run whose search is running in another process (its lock held: left running when a window closed,
+or a CLI search) is shown live when opened; Pause then asks that process to pause (SIGINT, which
+pauses a CLI search as Ctrl-C does and stops the app's search child cleanly), when it runs on this
+machine. ``leave_running()`` lets this panel's search go on without the app (the window closing).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +44,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import SearchConfig, current_generation
 from engine.errors import EmonasError
-from engine.run.store import RunStore, is_run
+from engine.run.store import RunLock, RunStore, is_run
 from emonas_gui.panels.monitor import MonitorPanel
 from emonas_gui.panels.search_setup import SearchSetupForm, search_cost
 from emonas_gui.workers import EngineJob, ProcessJob
@@ -48,6 +56,28 @@ def search_job(run_dir: Path, config: SearchConfig | None, parent=None) -> Proce
     """A job that runs a new search (``config`` given) or resumes the run in ``run_dir`` (None), in a
     child process (see ``emonas_gui.workers.ProcessJob``)."""
     return ProcessJob("search", (str(run_dir), None if config is None else config.to_dict()), "search", parent)
+
+
+def running_elsewhere(run_dir: str | Path) -> dict | None:
+    """The owner (``pid``, ``host``) of the run's lock when a live process holds it, else None."""
+    lock = RunLock(Path(run_dir))
+    try:
+        held = lock.is_held_elsewhere()
+    except OSError:  # unreadable lock file: treat as not running
+        return None
+    return (lock.owner() or {}) if held else None
+
+
+def can_signal(owner: dict) -> bool:
+    """Whether this app can ask the lock's owner to pause: a live process on this machine."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, parent=None) -> EngineJob:
@@ -90,6 +120,8 @@ class SearchPanel(QWidget):
         self._cost_job: EngineJob | None = None
         self._cost_dirty = False
         self._plans: dict = {}
+        self.remote: dict | None = None  # the lock's owner while the run's search runs in another process
+        self._remote_pause_sent = False
 
         outer = QHBoxLayout(self)
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -164,6 +196,10 @@ class SearchPanel(QWidget):
         self._cost_timer.setSingleShot(True)
         self._cost_timer.setInterval(400)
         self._cost_timer.timeout.connect(self.update_cost)
+        # while attached to a search running elsewhere: notice when it ends (its lock is released)
+        self._remote_timer = QTimer(self)
+        self._remote_timer.setInterval(1000)
+        self._remote_timer.timeout.connect(self._poll_remote)
 
         self.form.changed.connect(self._cost_timer.start)
         self.load_button.clicked.connect(self._ask_load)
@@ -198,10 +234,13 @@ class SearchPanel(QWidget):
     def _sync(self) -> None:
         running = self.is_running()
         paused = running and self.job.control.paused
+        remote = self.remote is not None
         self.start_button.setEnabled(not running)
-        self.pause_button.setEnabled(running and not paused)
+        self.pause_button.setEnabled((running and not paused)
+                                     or (remote and can_signal(self.remote) and not self._remote_pause_sent))
         self.stop_button.setEnabled(running)
-        self.resume_button.setEnabled(paused or (not running and self.run_dir is not None and is_run(self.run_dir)))
+        self.resume_button.setEnabled(paused or (not running and not remote and self.run_dir is not None
+                                                 and is_run(self.run_dir)))
         self.form.setEnabled(not running)
         self.load_button.setEnabled(not running)
         self.open_button.setEnabled(not running)
@@ -320,13 +359,71 @@ class SearchPanel(QWidget):
         self._show_run_config(self.run_dir)
         if self.state.run_dir != self.run_dir:
             self.state.set_run(self.run_dir)
+        self._attach(running_elsewhere(self.run_dir))
         status = self.monitor.run_status()
-        if status == "finished":
+        if self.remote is not None:
+            self._show_remote()
+        elif status == "finished":
             self.state_label.setText(f"Run {self.run_dir.name} open: finished. Results and Export use its candidates.")
         else:
             self.state_label.setText(f"Run {self.run_dir.name} open ({status or 'status unknown'}); Resume continues it.")
         self._sync()
         return True
+
+    # ---- a search running in another process -----------------------------------------------
+    def _attach(self, owner: dict | None) -> None:
+        """Follow (owner given) or stop following a search that runs in another process."""
+        self.remote = owner
+        self._remote_pause_sent = False
+        if owner is None:
+            self._remote_timer.stop()
+        else:
+            self._remote_timer.start()
+
+    def is_attached(self) -> bool:
+        """Whether the open run's search runs in another process (shown live, not driven by this app)."""
+        return self.remote is not None
+
+    def _show_remote(self) -> None:
+        owner = self.remote or {}
+        who = f"process {owner.get('pid', '?')} on {owner.get('host', 'another machine')}"
+        how = ("Pause asks it to pause." if can_signal(owner) else
+               "It runs on another machine or as another user: pause it there.")
+        self.state_label.setText(f"Run {self.run_dir.name}: running in another process ({who}), shown live. {how}")
+        self._log(f"{self.run_dir} is running in {who}; shown live")
+
+    def pause_remote(self) -> bool:
+        """Ask the process running the open run's search to pause it (it ends as a resumable pause)."""
+        owner = self.remote
+        if owner is None or not can_signal(owner):
+            return False
+        try:
+            os.kill(int(owner["pid"]), signal.SIGINT)
+        except OSError as exc:
+            self.state.report_error(f"cannot pause process {owner['pid']}: {exc.strerror or exc}")
+            return False
+        self._remote_pause_sent = True
+        self.state_label.setText(f"Pausing the search in process {owner['pid']} at its next check\u2026")
+        self._log(f"pause requested from process {owner['pid']}")
+        self._sync()
+        return True
+
+    def _poll_remote(self) -> None:
+        if self.remote is None or self.run_dir is None:
+            self._remote_timer.stop()
+            return
+        if running_elsewhere(self.run_dir) is not None:
+            return
+        pid = self.remote.get("pid")
+        self._attach(None)
+        self.monitor.refresh()
+        status = self.monitor.run_status() or "status unknown"
+        text = f"The search in process {pid} has ended ({status}); Resume continues it here."
+        if status == "finished":
+            text = f"The search in process {pid} has finished. Results and Export use its candidates."
+        self.state_label.setText(text)
+        self._log(text)
+        self._sync()
 
     def _show_run_config(self, run_dir: Path) -> None:
         """Fill the form with the configuration the run was started with (read-only while it runs)."""
@@ -369,6 +466,7 @@ class SearchPanel(QWidget):
         return True
 
     def _launch(self, run_dir: Path, cfg: SearchConfig | None) -> None:
+        self._attach(None)
         self.run_dir = run_dir
         self.summary = None
         self.job = search_job(run_dir, cfg, self)
@@ -384,6 +482,9 @@ class SearchPanel(QWidget):
         self._sync()
 
     def pause(self) -> None:
+        if self.remote is not None and not self.is_running():
+            self.pause_remote()
+            return
         if self.is_running():
             self.job.pause()
             self.state_label.setText("Pausing at the next training step\u2026")
@@ -418,6 +519,17 @@ class SearchPanel(QWidget):
             self.state_label.setText("Stopping at the next check\u2026")
             self._log("stop requested")
             self._sync()
+
+    def leave_running(self) -> int | None:
+        """Let the running search go on without this app (the window is closing); returns the pid of
+        the process that runs it, None when no search runs. Opening the run later shows it live."""
+        if not self.is_running():
+            return None
+        pid = self.job.detach()
+        if pid is not None:
+            self.state_label.setText(f"Search left running in process {pid}; open the run to watch it again.")
+            self._log(f"left running in process {pid}")
+        return pid
 
     # ---- job signals -------------------------------------------------------------------------
     def _on_event(self, ev: dict) -> None:
@@ -468,6 +580,7 @@ class SearchPanel(QWidget):
     def shutdown(self) -> None:
         """Stop the search and the monitor (the main window calls this before closing)."""
         self._cost_timer.stop()
+        self._remote_timer.stop()
         for job in (self.job, self._cost_job):
             if job is not None:
                 job.shutdown()
