@@ -22,7 +22,6 @@ from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
-from engine.data.io import is_image_file
 from emonas_gui.panels.data import DataPanel, scan_filter
 from emonas_gui.state import AppState
 from emonas_gui.widgets.surface_view import grab_with_vtk
@@ -250,6 +249,8 @@ class MainWindow(QMainWindow):
 
     def open_paths(self, paths: Iterable[str | Path]) -> None:
         """Open dropped files and folders: run folders, dataset folders, or scan files."""
+        from engine.data.io import is_image_file  # the engine.data package loads SciPy: not at start-up
+
         paths = [Path(p) for p in paths]
         scans = [p for p in paths if p.is_file() and is_image_file(p)]
         others = [p for p in paths if p not in scans]

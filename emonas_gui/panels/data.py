@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QColorDialog, QComb
                                QListWidgetItem, QPushButton, QSlider, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from engine.data.io import IMAGE_SUFFIXES, strip_suffix
 from engine.errors import DataError, EmonasError
 from emonas_gui.label_prefs import LabelPrefs
 from emonas_gui.state import AppState
@@ -37,6 +36,8 @@ log = logging.getLogger(__name__)
 
 def scan_filter(title: str = "Scans") -> str:
     """A file dialog's filter for scans or label maps: the formats the engine reads, then all files."""
+    from engine.data.io import IMAGE_SUFFIXES  # the engine.data package loads SciPy: not while the window opens
+
     return f"{title} ({' '.join('*' + x for x in IMAGE_SUFFIXES)});;All files (*)"
 
 
@@ -318,6 +319,8 @@ class DataPanel(QWidget):
 
     def open_scans(self, paths: Sequence[Path]) -> None:
         """Show scan files on their own (no dataset); each file becomes a row of the case list."""
+        from engine.data.io import strip_suffix
+
         entries = []
         for p in paths:
             p = Path(p)
