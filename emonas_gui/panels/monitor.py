@@ -253,7 +253,7 @@ class MonitorPanel(QWidget):
     def _eta(self, rows: list[dict], n_done: int, total: int, status: str) -> str:
         starts = [r.get("started_at") for r in rows if r.get("started_at")]
         ends = [r.get("finished_at") for r in rows if r.get("finished_at")]
-        if status in ("finished", "done", "complete", "completed"):
+        if status == "finished":
             return "finished"
         if not starts or not ends or n_done == 0:
             return "ETA: after the first candidate"

@@ -210,12 +210,6 @@ def _label_files(folder: Path, what: str) -> dict[str, Path]:
     return files
 
 
-def read_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """A label map as an integer array (X, Y, Z) and its spacing in mm; raises ``DataError``."""
-    arr, img = _read_label_image(path)
-    return arr, tuple(float(s) for s in img.spacing)  # type: ignore[return-value]
-
-
 def _read_label_image(path: str | Path):
     from engine.data.io import read_label
 

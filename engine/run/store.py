@@ -461,10 +461,6 @@ class RunStore:
             raise RunError(f"{self.run_dir}: no candidate {cid}")
         return self._row(r)
 
-    def find_genome(self, genome_json: str) -> dict | None:
-        r = self.conn.execute("SELECT * FROM candidates WHERE genome = ?", (genome_json,)).fetchone()
-        return None if r is None else self._row(r)
-
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"):

@@ -6,13 +6,12 @@ The search's workers call ``train_candidate(genome, data, config)``; see docs/AR
 from engine.train.config import TrainerConfig
 from engine.train.data import TrainingData, prepare_training_data
 from engine.train.objectives import objective_f1, objective_f2
-from engine.train.sinks import CallbackSink, CsvSink, JsonLinesSink, MetricsLogger
+from engine.train.sinks import CallbackSink, CsvSink, MetricsLogger
 from engine.train.trainer import Trainer, TrainingFailed, TrainResult, train_candidate
 
 __all__ = [
     "CallbackSink",
     "CsvSink",
-    "JsonLinesSink",
     "MetricsLogger",
     "TrainerConfig",
     "TrainResult",

@@ -1,4 +1,5 @@
-"""One metrics-logger interface, several sinks (a CSV or JSON-lines file now; the run store and the app later).
+"""One metrics-logger interface, several sinks: a CSV file (a training folder's curves) and a callback
+(the search's workers, the app).
 
 A sink is any object with ``log(record: dict)`` and ``close()``; records are flat-ish plain data
 (numbers, strings, one level of nested dicts, flattened as ``key_subkey`` by the CSV sink).
@@ -7,7 +8,6 @@ A sink is any object with ``log(record: dict)`` and ``close()``; records are fla
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
@@ -50,26 +50,6 @@ class CsvSink:
             self._writer.writeheader()
         self._writer.writerow(row)
         self._file.flush()  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-class JsonLinesSink:
-    """Appends one JSON object per record to a file."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._file = None
-
-    def log(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
