@@ -1,7 +1,8 @@
 """Line plots: a candidate's learning curves, and the hypervolume of a search over evaluations.
 
 ``LearningCurves(parent=None).set_curves(curves)`` takes the per-epoch dicts the trainer writes
-(``epoch``, ``train_loss``, ``val_loss``, ``val_dice`` {label: dice} or ``val_dice_<label>`` keys).
+(``epoch``, ``train_loss``, ``val_loss``, ``val_dice`` {label: dice} or ``val_dice_<label>`` keys);
+each of its two plots has a "Save plot" button too.
 ``HypervolumePlot(parent=None).set_history(evaluations, hypervolumes)``, with a "Save plot" button.
 Each plot keeps its items and updates them with ``setData`` (no re-creation per update).
 """
@@ -48,6 +49,7 @@ class LearningCurves(QWidget):
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setMinimumHeight(120)
             lay.addWidget(plot)
+        self.save_buttons = [SavePlotButton(self.loss_plot, "loss"), SavePlotButton(self.dice_plot, "validation-dice")]
         self.dice_plot.setYRange(0, 1)
         self._loss_items = {
             "train_loss": self.loss_plot.plot([], [], pen=pg.mkPen(colour(0), width=2), name="train"),

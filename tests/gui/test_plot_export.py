@@ -75,3 +75,18 @@ def test_save_plot_chooses_the_type_by_suffix_and_refuses_others(qtbot, tmp_path
         save_plot(monitor.hypervolume, tmp_path / "fig.jpg")
     with pytest.raises(OSError):
         save_plot(monitor.hypervolume, tmp_path / "missing" / "fig.png")
+
+
+def test_learning_curves_save_each_plot(qtbot, tmp_path):
+    from emonas_gui.widgets.curves import LearningCurves
+
+    curves = LearningCurves()
+    qtbot.addWidget(curves)
+    curves.resize(600, 500)
+    curves.show()
+    curves.set_curves([{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "val_dice": {"tissue": 0.2 * e}}
+                       for e in range(1, 5)])
+    assert [b.isVisible() for b in curves.save_buttons] == [True, True]
+    for button, name in zip(curves.save_buttons, ("loss", "dice")):
+        _check_png(save_plot(button.plot, tmp_path / f"{name}.png"))
+        _check_svg(save_plot(button.plot, tmp_path / f"{name}.svg"))
