@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import EmonasError
+from emonas_gui.label_prefs import LabelPrefs
 from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.pareto_plot import ParetoPlot
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
@@ -57,6 +58,7 @@ class ResultsPanel(QWidget):
         self.run_dir: Path | None = None
         self.job: EngineJob | None = None
         self.result: dict[str, Any] | None = None
+        self.dataset_ref: str | None = None  # the run's dataset (a folder or "demo"), once known
         self._validation_job: EngineJob | None = None
         self._run_when_ready = False  # show_candidate() before the validation cases were known
 
@@ -154,6 +156,7 @@ class ResultsPanel(QWidget):
     # ---- run and candidates ------------------------------------------------------------------
     def set_run(self, run_dir: str | Path | None) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.dataset_ref = None
         self.case.clear()
         self.reload()
         self.show_report(None)
@@ -223,7 +226,7 @@ class ResultsPanel(QWidget):
         self.report_label.setWordWrap(True)
 
     def _on_cases(self, result) -> None:
-        _, cases = result
+        self.dataset_ref, cases = result
         self.case.clear()
         self.case.addItems(cases)
         self._sync_buttons()
@@ -314,7 +317,9 @@ class ResultsPanel(QWidget):
     def _on_result(self, result: dict) -> None:
         self.result = result
         labels = result["labels"]
-        colours = {k: (n, default_colour(k)) for n, k in labels.items() if k > 0}
+        # the colours and visibility chosen for the run's dataset in the Data step
+        prefs = LabelPrefs.for_dataset(self.state.settings, self.dataset_ref)
+        colours = prefs.apply({k: (n, default_colour(k)) for n, k in labels.items() if k > 0})
         ids = list(result["predictions"])
         for key, cid in (("reference", None), ("a", ids[0] if ids else None), ("b", ids[1] if len(ids) > 1 else None)):
             viewer = self.viewers[key]
@@ -322,6 +327,7 @@ class ResultsPanel(QWidget):
                 viewer.parentWidget().setVisible(False)
                 continue
             viewer.parentWidget().setVisible(True)
+            viewer.set_hidden_labels(prefs.hidden)
             viewer.set_volume(result["image"], result["spacing"], result.get("modalities"))
             viewer.set_labels(result["reference"] if cid is None else result["predictions"][cid], colours)
             if cid is not None:

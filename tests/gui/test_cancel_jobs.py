@@ -12,6 +12,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
@@ -57,7 +58,20 @@ def _save_to(monkeypatch, path: Path) -> None:
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), "CSV files (*.csv)"))
 
 
-def test_results_run_exports_metrics_csv_then_cancel_half_way_keeps_it(qtbot, tmp_path, monkeypatch):
+@pytest.fixture
+def demo_label_choices():
+    """Label colours chosen for the demo dataset in the Data step, forgotten after the test."""
+    from emonas_gui.label_prefs import LabelPrefs
+
+    prefs = LabelPrefs.for_dataset(AppState().settings, "demo")
+    prefs.set_colour(1, (250, 0, 250))
+    prefs.set_visible(2, False)
+    yield prefs
+    prefs.settings.remove(prefs.key)
+
+
+def test_results_run_exports_metrics_csv_then_cancel_half_way_keeps_it(qtbot, tmp_path, monkeypatch,
+                                                                       demo_label_choices):
     run = tmp_path / "run"
     shutil.copytree(LEGACY / "run", run)
     errors: list[str] = []
@@ -76,6 +90,10 @@ def test_results_run_exports_metrics_csv_then_cancel_half_way_keeps_it(qtbot, tm
     headers = [panel.metrics.horizontalHeaderItem(c).text() for c in range(panel.metrics.columnCount())]
     labels = [panel.metrics.verticalHeaderItem(r).text() for r in range(panel.metrics.rowCount())]
     assert headers == ["#4 Dice", "#4 HD95 (mm)"] and len(labels) >= 2
+    # the label colours and visibility chosen for the run's dataset (the demo) in the Data step
+    for key in ("reference", "a"):
+        assert panel.viewers[key].names_colours()[1][1] == (250, 0, 250)
+        assert not panel.viewers[key].label_visible(2) and panel.viewers[key].label_visible(3)
 
     # Export CSV: the table's columns and rows, with a header, read back with the csv module
     target = tmp_path / "métrics.csv"  # a non-ASCII name and UTF-8 content
