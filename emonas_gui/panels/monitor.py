@@ -2,7 +2,9 @@
 
 ``MonitorPanel(parent=None)`` watches a run directory through the engine's read-only store
 (``RunStore.open_readonly``), so it shows a run this app drives, one started from the CLI, or a
-finished or killed one alike. ``watch(run_dir)`` opens it and polls every ``poll_ms`` (a timer on the
+finished or killed one alike. Progress, ETA, front and hypervolume are the engine's progress record
+(``engine.run.progress.read_progress``), drawn as they are; the candidate rows give the points,
+the log and the details. ``watch(run_dir)`` opens it and polls every ``poll_ms`` (a timer on the
 GUI thread; WAL readers never wait for the writer); ``refresh()`` polls at once (the search worker
 calls it when a candidate finishes); ``stop_watching()`` stops the timer and closes the store.
 ``candidate_opened(int)`` is emitted when a point is clicked and its details are shown.
@@ -11,11 +13,9 @@ calls it when a candidate finishes); ``stop_watching()`` stops the timer and clo
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -28,31 +28,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.config import current_generation
 from engine.errors import EmonasError
+from engine.run import progress as P
 from engine.run.store import RunStore
-from engine.search.pareto import hypervolume_2d, pareto_front
 from emonas_gui.widgets.candidate_view import Candidate, CandidateView
 from emonas_gui.widgets.curves import HypervolumePlot
 from emonas_gui.widgets.pareto_plot import ParetoPlot
 
 log = logging.getLogger(__name__)
 
-#: Reference point of the hypervolume in the run's normalized objective space (f1 and f2 in [0, 1]),
-#: the one the engine's run summary uses, so that the figures agree.
-HV_REFERENCE = (1.0, 1.0)
-
-
-def objectives(cands: list[Candidate]) -> np.ndarray:
-    """(f1, f2) per candidate as the run stores them (both normalized to [0, 1], minimized)."""
-    return np.array([[c.f1, c.f2 if c.f2 is not None else 1.0] for c in cands], float).reshape(-1, 2)
+#: Reference point of the hypervolume (the engine's, so that the figures agree).
+HV_REFERENCE = P.HV_REFERENCE
 
 
 def hypervolume_history(cands: list[Candidate]) -> tuple[list[int], list[float]]:
-    """Hypervolume of the front after each finished evaluation, in the order given."""
+    """Hypervolume of the front after each finished evaluation, in the order given (the engine's)."""
     ok = [c for c in cands if c.ok]
-    f = objectives(ok)
-    xs = list(range(1, len(ok) + 1))
-    return xs, [hypervolume_2d(f[:n], HV_REFERENCE) for n in xs]
+    return list(range(1, len(ok) + 1)), P.hypervolume_history([(c.f1, c.f2 if c.f2 is not None else 1.0) for c in ok])
 
 
 def _fmt_seconds(s: float) -> str:
@@ -77,8 +70,7 @@ class MonitorPanel(QWidget):
         self._hv: list[float] = []
         self.candidates: list[Candidate] = []
         self.front: list[int] = []
-        self.total: int | None = None
-        self.generations: int | None = None  # of the run's configuration
+        self.run_progress: P.Progress | None = None  # the engine's record, as last read
         self.in_channels = 1
         self.num_classes: int | None = None
 
@@ -176,11 +168,7 @@ class MonitorPanel(QWidget):
     def _read_meta(self) -> None:
         assert self._store is not None
         meta = self._store.meta()
-        cfg = meta.get("config") or {}
-        s = cfg.get("samea") or {}
-        if s.get("population") and s.get("generations"):
-            self.total = int(s["population"]) * int(s["generations"])
-            self.generations = int(s["generations"])
+        s = (meta.get("config") or {}).get("samea") or {}
         problem = meta.get("problem") or {}
         self.in_channels = int(problem.get("in_channels") or 1)
         nc = problem.get("num_classes")
@@ -199,13 +187,16 @@ class MonitorPanel(QWidget):
             if signature == self._signature:
                 return
             rows = self._store.candidates()
-            if self.num_classes is None or self.total is None:
+            points = self._store.objectives()  # finished candidates in the order they finished
+            progress = P.read_progress(self._store)
+            if self.num_classes is None:
                 self._read_meta()
         except (EmonasError, Exception) as exc:  # noqa: BLE001 - a busy or vanished db must not kill the GUI
             self.status_label.setText(f"cannot read the run: {str(exc).splitlines()[0] if str(exc) else exc}")
             return
         self._signature = signature
-        cands = [Candidate.from_any(r) for r in rows]
+        self.run_progress = progress
+        cands = [Candidate.from_row(r) for r in rows]
         self.candidates = cands
         for c in cands:
             if self._seen.get(c.id) != c.status:
@@ -218,53 +209,38 @@ class MonitorPanel(QWidget):
                     gen_text = f" (generation {c.generation + 1})" if c.generation is not None else ""
                     self.append_log(f"candidate {c.id} training{gen_text}")
                 self._seen[c.id] = c.status
-        # the finish order matters for the hypervolume curve
-        finished = {r.get("id"): float(r.get("finished_at") or math.inf) for r in rows}
-        done = sorted((c for c in cands if c.ok), key=lambda c: (finished.get(c.id, math.inf), c.id))
-        self.front = [done[i].id for i in pareto_front(objectives(done))] if done else []
+        by_id = {c.id: c for c in cands}
+        done = [by_id[p[0]] for p in points if p[0] in by_id and by_id[p[0]].ok]
+        self.front = [p[0] for p in progress.front]
         self.pareto.set_candidates(done, self.front)
         self._extend_hypervolume(done)
-        n_done = sum(c.status in ("done", "failed") for c in cands)
-        total = max(self.total or 0, len(cands), 1)
-        self.progress.setMaximum(total)
-        self.progress.setValue(n_done)
-        gen = max((c.generation for c in cands if c.generation is not None), default=None)
-        n_failed = sum(c.status == "failed" for c in cands)
+        self.progress.setMaximum(max(progress.expected, 1))
+        self.progress.setValue(progress.evaluated)
         self.status_label.setText(
-            f"{self.run_dir.name if self.run_dir else ''}: {status or 'unknown'}"
-            + (f", generation {gen + 1}" if gen is not None else "")
-            + (f" of {self.generations}" if gen is not None and self.generations else "")
-            + f", {n_done} evaluated" + (f" ({n_failed} failed)" if n_failed else "")
-            + f", front of {len(self.front)}"
+            f"{self.run_dir.name if self.run_dir else ''}: {progress.status}"
+            + (f", generation {current_generation(progress.generation, progress.generations)} of "
+               f"{progress.generations}" if progress.generations else "")
+            + f", {progress.evaluated} evaluated" + (f" ({progress.failed} failed)" if progress.failed else "")
+            + f", front of {len(progress.front)}"
         )
-        self.eta_label.setText(self._eta(rows, n_done, total, status))
+        self.eta_label.setText(self._eta_text(progress))
 
     def _extend_hypervolume(self, done: list[Candidate]) -> None:
-        """Hypervolume after each evaluation, computing only the evaluations not seen before."""
+        """Hypervolume after each evaluation (the engine's), computing only the evaluations not seen before."""
         ids = [c.id for c in done]
         if ids[: len(self._hv_ids)] != self._hv_ids:  # a different run or order: start over
             self._hv_ids, self._hv = [], []
-        f = objectives(done)
-        for n in range(len(self._hv_ids) + 1, len(done) + 1):
-            self._hv.append(hypervolume_2d(f[:n], HV_REFERENCE))
+        self._hv = P.hypervolume_history([(c.f1, c.f2 if c.f2 is not None else 1.0) for c in done], self._hv)
         self._hv_ids = ids
         self.hypervolume.set_history(range(1, len(self._hv) + 1), self._hv)
 
-    def _eta(self, rows: list[dict], n_done: int, total: int, status: str) -> str:
-        starts = [r.get("started_at") for r in rows if r.get("started_at")]
-        ends = [r.get("finished_at") for r in rows if r.get("finished_at")]
-        if status == "finished":
+    @staticmethod
+    def _eta_text(progress: P.Progress) -> str:
+        if progress.status == "finished":
             return "finished"
-        if not starts or not ends or n_done == 0:
+        if progress.eta_seconds is None:
             return "ETA: after the first candidate"
-        try:  # the search's own time model (calibrated, updated with measured times) when it has one
-            eta = self._store.get_meta("eta_s") if self._store is not None else None
-        except Exception:  # noqa: BLE001 - a busy database: fall back to the simple figure
-            eta = None
-        if isinstance(eta, (int, float)) and math.isfinite(eta) and status == "running":
-            return f"ETA: about {_fmt_seconds(eta)}"
-        per = (max(ends) - min(starts)) / n_done
-        return f"ETA: about {_fmt_seconds(per * max(0, total - n_done))} (at most)"
+        return f"ETA: about {_fmt_seconds(progress.eta_seconds)}"
 
     # ---- details -----------------------------------------------------------------------------
     def open_candidate(self, cid: int) -> None:

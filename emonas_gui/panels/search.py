@@ -544,13 +544,13 @@ class SearchPanel(QWidget):
                 self.state.set_run(self.run_dir)
         elif kind in ("candidate_started", "candidate_finished", "step", "finished"):
             self.monitor.refresh()
-        counts = ev.get("counts") or {}
-        eta = ev.get("eta_seconds")
+        p = ev.get("progress") or {}  # the engine's progress record (engine.run.progress.Progress)
+        eta = p.get("eta_seconds")
         if not (self.job and self.job.control.paused):
             self.state_label.setText(
-                f"Running: generation {current_generation(ev.get('generation', 0), ev.get('generations', 1))} of "
-                f"{ev.get('generations', '?')}, "
-                f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed"
+                f"Running: generation {current_generation(p.get('generation', 0), p.get('generations', 1))} of "
+                f"{p.get('generations', '?')}, "
+                f"{p.get('done', 0)} done, {p.get('failed', 0)} failed"
                 + (f", about {eta / 60:.1f} min left" if isinstance(eta, (int, float)) else "")
             )
 

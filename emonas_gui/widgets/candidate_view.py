@@ -1,14 +1,13 @@
 """One evaluated candidate as the app shows it: genome table, drawing, learning curves, metrics.
 
-``Candidate`` is the app's plain view of a row of the run's ``candidates`` table; it is built from
-whatever the engine's store returns (a mapping or an object with attributes) by
-``Candidate.from_any(row)``, so the widgets do not depend on the store's row class.
+``Candidate`` is the app's plain view of a row of the run's ``candidates`` table, built from the
+engine store's record by ``Candidate.from_row(row)`` (``engine.run.records.CandidateRow``: the JSON
+columns come decoded).
 ``CandidateView(parent=None).set_candidate(candidate | None)`` fills the four parts.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,28 +26,11 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import EmonasError
+from engine.run.records import CandidateRow
 from engine.run.store import RunStore
-from engine.search.pareto import pareto_front
 from engine.genome import GENE_NAMES, Genome
 from emonas_gui.widgets.curves import LearningCurves
 from emonas_gui.widgets.genome_diagram import GenomeDiagram
-
-
-def _get(row: Any, name: str, default: Any = None) -> Any:
-    if isinstance(row, Mapping):
-        return row.get(name, default)
-    return getattr(row, name, default)
-
-
-def _json(value: Any, default: Any) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, (bytes, str)):
-        try:
-            return json.loads(value)
-        except (TypeError, ValueError):
-            return default
-    return value
 
 
 def _float(value: Any) -> float | None:
@@ -92,45 +74,32 @@ class Candidate:
         return self.status == "done" and self.f1 is not None and (self.parameters or 0) > 0
 
     @classmethod
-    def from_any(cls, row: Any) -> "Candidate":
-        """Build from a store row (mapping or object); JSON text columns are decoded."""
-        g = _json(_get(row, "genome"), None)
-        genome: Genome | None
-        if isinstance(g, Genome):
-            genome = g
-        else:
-            try:
-                genome = Genome.from_dict(g) if isinstance(g, Mapping) else None
-            except EmonasError:
-                genome = None
-        metrics = _json(_get(row, "metrics"), {}) or {}
-        if not isinstance(metrics, Mapping):
-            metrics = {}
-        dice = _json(_get(row, "dice"), None) or metrics.get("dice") or {}
-        curves = _json(_get(row, "curves"), []) or []
-        params = _get(row, "parameters") or metrics.get("parameters")
-        seconds = _float(_get(row, "seconds"))
-        if seconds is None:
-            seconds = _float(metrics.get("seconds"))
-        gen = _get(row, "generation")
+    def from_row(cls, row: CandidateRow) -> "Candidate":
+        """The candidate of a store row (a genome the database holds unreadable shows as None)."""
+        try:
+            genome = Genome.from_dict(row.genome) if isinstance(row.genome, Mapping) else None
+        except EmonasError:
+            genome = None
+        metrics = row.metrics if isinstance(row.metrics, Mapping) else {}
+        dice = metrics.get("dice") or {}
         return cls(
-            id=int(_get(row, "id")),
+            id=row.id,
             genome=genome,
-            status=str(_get(row, "status", "done") or "done"),
-            generation=None if gen is None else int(gen),
-            phase=_get(row, "phase"),
-            f1=_float(_get(row, "f1")),
-            f2=_float(_get(row, "f2")),
-            parameters=None if params is None else int(params),
+            status=row.status,
+            generation=row.generation,
+            phase=row.phase,
+            f1=_float(row.f1),
+            f2=_float(row.f2),
+            parameters=row.parameters,
             dice={str(k): float(v) for k, v in dict(dice).items() if _float(v) is not None},
             metrics=dict(metrics),
-            curves=[dict(c) for c in curves if isinstance(c, Mapping)],
-            seconds=seconds,
-            device=_get(row, "device"),
-            error=_get(row, "error"),
-            gflops=_float(_get(row, "gflops")),
-            latency_ms=_float(_get(row, "latency_ms")),
-            latency_predicted=bool(_get(row, "latency_predicted") or False),
+            curves=[dict(c) for c in row.curves or [] if isinstance(c, Mapping)],
+            seconds=_float(row.seconds),
+            device=row.device,
+            error=row.error,
+            gflops=_float(row.gflops),
+            latency_ms=_float(row.latency_ms),
+            latency_predicted=bool(row.latency_predicted),
         )
 
     def _latency_text(self) -> str:
@@ -164,13 +133,13 @@ class Candidate:
 
 
 def front_first(run_dir: str | Path) -> list[tuple[Candidate, bool]]:
-    """A run's finished candidates, the Pareto front first (by error), each with its front flag."""
+    """A run's finished candidates, the run's Pareto front first (by error), each with its front flag."""
     store = RunStore.open_readonly(run_dir)
     try:
-        cands = [c for c in (Candidate.from_any(r) for r in store.candidates("done")) if c.ok]
+        cands = [c for c in (Candidate.from_row(r) for r in store.candidates("done")) if c.ok]
+        front = {r.id for r in store.front()}
     finally:
         store.close()
-    front = {cands[i].id for i in pareto_front([[c.f1, c.parameters] for c in cands])} if cands else set()
     cands.sort(key=lambda c: (c.id not in front, c.f1))
     return [(c, c.id in front) for c in cands]
 

@@ -54,27 +54,31 @@ def _config_from_args(args) -> SearchConfig:
 
 
 class _Display:
-    """Progress: generation, candidates done, best front, ETA (a bar on a terminal, lines otherwise)."""
+    """Draws the session's progress record (``SearchEvent.progress``): candidates evaluated of those the
+    strategy expects, generation, front, best f1, ETA (a bar on a terminal, lines otherwise)."""
 
-    def __init__(self, total: int):
-        self.bar = progress_bar(total, "search")
+    def __init__(self):
+        self.bar = progress_bar(None, "search")
+        self.shown = 0  # evaluations drawn so far
 
     def __call__(self, ev) -> None:
+        p = ev.progress
+        self.bar.total = p.expected
         if ev.kind in ("candidate_finished", "step"):
-            best = min((f[1] for f in ev.front), default=math.nan)
-            eta = f", ETA {ev.eta_seconds / 60:.0f} min" if ev.eta_seconds else ""
-            gen = current_generation(ev.generation, ev.generations)
-            self.bar.set_postfix_str(f"generation {gen}/{ev.generations}, front {len(ev.front)}, best f1 {best:.3f}{eta}")
-        if ev.kind == "candidate_finished":  # after the postfix: a plain progress line carries it
-            self.bar.update(1)
+            best = min((f[1] for f in p.front), default=math.nan)
+            eta = f", ETA {p.eta_seconds / 60:.0f} min" if p.eta_seconds else ""
+            gen = current_generation(p.generation, p.generations)
+            self.bar.set_postfix_str(f"generation {gen}/{p.generations}, front {len(p.front)}, best f1 {best:.3f}{eta}")
+        if p.evaluated > self.shown:  # after the postfix: a plain progress line carries it
+            self.bar.update(p.evaluated - self.shown)
+            self.shown = p.evaluated
 
     def close(self) -> None:
         self.bar.close()
 
 
 def _run_session(session, args) -> dict:
-    s = session.config.samea
-    display = _Display(s.population * s.generations)
+    display = _Display()
     try:
         summary = session.run(callback=display)
     except KeyboardInterrupt:
@@ -140,11 +144,9 @@ def _resume(args) -> dict:
 def _front_rows(store) -> list[dict]:
     rows = []
     for c in store.front():
-        m = c.get("metrics") or {}
-        rows.append({"id": c["id"], "genome": c["genome"], "f1": c["f1"], "f2": c["f2"], "parameters": c["parameters"],
-                     "gflops": c.get("gflops"), "latency_ms": c.get("latency_ms"),
-                     "latency_predicted": bool(c.get("latency_predicted")),
-                     "dice": m.get("dice", {}), "generation": c["generation"], "phase": c["phase"]})
+        rows.append({"id": c.id, "genome": c.genome, "f1": c.f1, "f2": c.f2, "parameters": c.parameters,
+                     "gflops": c.gflops, "latency_ms": c.latency_ms, "latency_predicted": bool(c.latency_predicted),
+                     "dice": (c.metrics or {}).get("dice", {}), "generation": c.generation, "phase": c.phase})
     return rows
 
 
@@ -184,23 +186,17 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def run_info(path: Path) -> dict:
-    """Status and progress of one run, read-only (safe while it runs)."""
+    """Status and progress of one run, read-only (safe while it runs): the engine's progress record."""
+    from engine.run.progress import read_progress
     from engine.run.store import RunLock, RunStore
 
     with RunStore.open_readonly(path) as store:
-        meta = store.meta()
-        counts = store.counts()
-        state = store.latest_state() or {}
-    status = meta.get("status", "?")
-    live = RunLock(path).is_held_elsewhere()
-    if status == "running" and not live:
-        status = "stopped"  # killed or crashed: `emonas resume` continues it
-    cfg = meta.get("config", {})
-    generations = cfg.get("samea", {}).get("generations")
-    return {"run": str(path), "status": status, "active": live, "strategy": cfg.get("samea", {}).get("strategy"),
-            "profile": run_profile(cfg),
-            "dataset": cfg.get("dataset"), "generation": state.get("generation", 0), "generations": generations,
-            "counts": counts}
+        cfg = store.get_meta("config") or {}
+        p = read_progress(store)
+    return {"run": str(path), "status": p.status, "active": RunLock(path).is_held_elsewhere(),
+            "strategy": cfg.get("samea", {}).get("strategy"), "profile": run_profile(cfg),
+            "dataset": cfg.get("dataset"), "generation": p.generation, "generations": p.generations,
+            "counts": p.counts, "fraction": p.fraction, "eta_seconds": p.eta_seconds}
 
 
 def _runs(args) -> dict:

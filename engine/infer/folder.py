@@ -21,6 +21,8 @@ from engine.errors import DataError, EmonasError
 if TYPE_CHECKING:
     import torch
 
+    from engine.data import Plan
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_SCHEMA = 1
@@ -36,7 +38,7 @@ class TrainingFolder:
     num_classes: int
     labels: dict[str, int]
     modalities: list[str]
-    plan: Any  # engine.data.Plan
+    plan: Plan
     patch_size: tuple[int, int, int]
     pool_sizes: list | None
     config: dict[str, Any]

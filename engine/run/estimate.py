@@ -134,18 +134,20 @@ def expected_evaluations(samea) -> tuple[int, int, int]:
     """(fewest, expected, most) candidates the strategy of ``samea`` (a SamEAConfig) will train.
 
     Random search and MOEA/D train every child: population x generations. SaMEA trains the initial
-    population and every child of the learning generations; in each exploitation generation its
-    surrogate trains between the end-of-generation picks (the lowest predicted f1 and the highest
-    spread, when on) and the whole population; expected: halfway.
+    population and every child of the learning generations; each exploitation generation trains
+    ``engine.search.samea.exploitation_trainings`` (the same count ``SaMEA.expected_evaluations()``
+    expects while the search runs).
     """
+    from engine.search.samea import exploitation_trainings
+
     n, g = int(samea.population), int(samea.generations)
-    if samea.strategy != "samea" or not samea.prescreen:
+    if samea.strategy != "samea":
         return n * g, n * g, n * g
     learning = min(int(samea.learning_generations), g - 1)
     exploit = g - 1 - learning
     fixed = n + learning * n
-    least = min(n, int(samea.pick_min_f1) + int(samea.pick_max_std))
-    return fixed + exploit * least, fixed + round(exploit * (least + n) / 2), fixed + exploit * n
+    least, mid, most = exploitation_trainings(n, samea.prescreen, samea.pick_min_f1, samea.pick_max_std)
+    return fixed + exploit * least, fixed + round(exploit * mid), fixed + exploit * most
 
 
 def calibration_key(device: str, hardware: str, problem, train: dict) -> str:

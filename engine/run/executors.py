@@ -2,8 +2,11 @@
 
 All share one call: ``executor.run(tasks, on_start, on_result, cancel)`` runs the tasks, reports each
 as it starts and as it finishes (in completion order), and returns early once ``cancel`` is set,
-leaving unfinished tasks unreported (the session keeps them queued for the next resume). An evaluator
-is ``evaluator(task, cancel) -> result dict`` (``engine.run.evaluate.evaluate_candidate`` by default);
+leaving unfinished tasks unreported (the session keeps them queued for the next resume). Executors
+carry the wire form of the records (``engine.run.records``): a task is ``CandidateTask.to_dict()``,
+which the executor completes with its ``device`` and ``threads``, and a result ``CandidateResult.to_dict()``,
+so that they cross process boundaries (a pool worker, a Ray node) as plain data. An evaluator is
+``evaluator(task dict, cancel) -> result dict`` (``engine.run.evaluate.evaluate_candidate`` by default);
 a worker that dies or raises gives a ``failed`` result and the others go on.
 """
 

@@ -309,7 +309,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, device: str = "auto",
     check_output(out, run_sources(run_dir, ctx["problem"].get("data")), option="--out")
     problem, train = ctx["problem"], ctx["train"]
     with RunStore.open_readonly(run_dir) as store:
-        front = store.front()
+        front = [c.to_dict() for c in store.front()]  # plain dicts: the front's costs are filled in below
         everything = store.candidates()
         objective = store.get_meta("objective") or {"name": "parameters"}
         latencies = store.latencies()

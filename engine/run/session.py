@@ -8,7 +8,11 @@
 ``run()`` takes the run's lock, asks the strategy, commits every finished candidate at once, tells the
 strategy and saves its state after every step. Stopped, killed or crashed, the run continues with
 ``SearchSession.open(run_dir).run()``: the same seed gives the same genomes in the same order, and
-no finished candidate is trained again. ``callback`` receives ``SearchEvent`` values (plain data).
+no finished candidate is trained again. ``callback`` receives ``SearchEvent`` values (plain data):
+the event's kind, the run's ``engine.run.progress.Progress`` and the candidate's ``CandidateRow``.
+
+The session builds a ``CandidateTask`` per candidate to train, hands executors its plain dict, and
+commits the ``CandidateResult`` it gets back; the strategy is driven through ``Strategy`` alone.
 """
 
 from __future__ import annotations
@@ -33,11 +37,16 @@ from engine.errors import ConfigError, DataError, EmonasError, GenomeError, RunE
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
 from engine.faults import fault
+from engine.run import progress as P
+from engine.run.progress import CandidateTimes, Progress
+from engine.run.records import CandidateResult, CandidateRow, CandidateTask
 from engine.run.runlog import logging_events, run_log
 from engine.run.store import RunStore, is_run, write_errors
-from engine.search import STRATEGIES, Evaluation
+from engine.search import STRATEGIES, Evaluation, Strategy
+from engine.search.objective import normalized
 
 if TYPE_CHECKING:
+    from engine.data import Plan
     from engine.run.estimate import SearchEstimate
 
 log = logging.getLogger(__name__)
@@ -72,35 +81,55 @@ class SearchProblem:
 
     @classmethod
     def from_training_data(cls, td, training, data_spec: dict) -> "SearchProblem":
-        plan = td.plan
+        plan: Plan = td.plan
         pools = {}
-        if hasattr(plan, "pool_sizes_for"):
-            for n in (2, 3, 4):
-                try:
-                    pools[str(n)] = [list(p) for p in plan.pool_sizes_for(n)]
-                except Exception:  # noqa: BLE001 - a plan may not pool this deep; genomes then fail the patch check
-                    pass
+        for n in (2, 3, 4):
+            try:
+                pools[str(n)] = [list(p) for p in plan.pool_sizes_for(n)]
+            except Exception:  # noqa: BLE001 - a plan may not pool this deep; genomes then fail the patch check
+                pass
         return cls(
             in_channels=td.in_channels, num_classes=td.num_classes,
             patch_size=list(training.patch_size or plan.patch_size), batch_size=int(training.batch_size or plan.batch_size),
-            pool_sizes=pools, plan=plan.to_dict() if hasattr(plan, "to_dict") else dict(plan),
+            pool_sizes=pools, plan=plan.to_dict(),
             labels=dict(td.labels), modalities=list(td.modalities), data=data_spec,
         )
 
 
 @dataclass
 class SearchEvent:
-    """A progress report: ``kind`` is started, candidate_started, candidate_finished, step or finished."""
+    """What the session reports: ``kind`` is started, candidate_started, candidate_finished, step or
+    finished; ``progress`` the run's progress record; ``candidate`` the row of the candidate that
+    started or finished. The properties read the progress (for log lines)."""
 
     kind: str
-    generation: int  # generations completed so far (0 while the initial population trains)
-    generations: int
-    progress: float  # the strategy's progress in [0, 1]
-    counts: dict  # candidates per status
-    front: list  # [(id, f1, f2, parameters)] of the current Pareto front
-    eta_seconds: float | None = None
-    candidate: dict | None = None
-    status: str = "running"
+    progress: Progress
+    candidate: CandidateRow | None = None
+
+    @property
+    def status(self) -> str:
+        return self.progress.status
+
+    @property
+    def generation(self) -> int:
+        return self.progress.generation
+
+    @property
+    def generations(self) -> int:
+        return self.progress.generations
+
+    @property
+    def counts(self) -> dict:
+        """Candidates per status, the statuses with none left out."""
+        return {k: v for k, v in self.progress.counts.items() if v}
+
+    @property
+    def front(self) -> tuple:
+        return self.progress.front
+
+    @property
+    def eta_seconds(self) -> float | None:
+        return self.progress.eta_seconds
 
 
 def _pinned_ids(data: dict) -> list[str]:
@@ -194,8 +223,10 @@ class SearchSession:
     """Drives one run; see the module docstring. ``evaluator`` and ``problem`` may be injected."""
 
     def __init__(self, run_dir: str | os.PathLike, config: SearchConfig | None = None,
-                 evaluator: Callable | None = None, problem: SearchProblem | None = None):
+                 evaluator: Callable | None = None, problem: SearchProblem | None = None,
+                 time_model: CandidateTimes | None = None):
         self._setup(Path(run_dir), (config or SearchConfig()).validate(), evaluator, problem, resume=False)
+        self.eta_model = time_model
         if is_run(self.run_dir):
             raise RunError(f"{self.run_dir}: a run exists here already; continue it with `emonas resume {self.run_dir}`")
         if self.config.dataset and str(self.config.dataset) != "demo":
@@ -204,7 +235,8 @@ class SearchSession:
             check_output(self.run_dir, [Source(self.config.dataset, "dataset")], option="--out")
 
     @classmethod
-    def open(cls, run_dir: str | os.PathLike, evaluator: Callable | None = None, problem: SearchProblem | None = None) -> "SearchSession":
+    def open(cls, run_dir: str | os.PathLike, evaluator: Callable | None = None, problem: SearchProblem | None = None,
+             time_model: CandidateTimes | None = None) -> "SearchSession":
         """An existing run, to continue; its stored config is used."""
         run_dir = Path(run_dir)
         with RunStore.open_readonly(run_dir) as ro:
@@ -215,6 +247,7 @@ class SearchSession:
         if problem is not None and problem.data and "plan" not in problem.data and problem.plan:
             problem.data = {**problem.data, "plan": problem.plan}  # runs begun before plans were pinned
         self._setup(run_dir, config, evaluator, problem, resume=True)
+        self.eta_model = time_model
         return self
 
     def _setup(self, run_dir: Path, config: SearchConfig, evaluator, problem, resume: bool) -> None:
@@ -227,14 +260,19 @@ class SearchSession:
         self._cancel = threading.Event()
         self._setup_s = 0.0  # time opening the dataset this session (_prepare_problem, the cases' digests)
         self.store: RunStore | None = None
-        self.strategy = None
+        self.strategy: Strategy | None = None
         self.latency = None  # LatencyBook of the run when it measures latency
         self.flops_of: Callable[[Genome], int] | None = None
+        self.parameters_of: Callable[[Genome], int] | None = None
         self.objective_bounds: tuple[float, float] | None = None
-        # the ETA's time model: any object with candidate_seconds(genome) and observe(genome, seconds);
-        # None: the cached calibration of this device and plan (engine.run.estimate), else measured means
-        self.eta_model = None
+        # the ETA's time model (engine.run.progress.CandidateTimes), swappable: None is the cached
+        # calibration of this device and plan (engine.run.estimate.TimeModel), else MeanTimeModel
+        self.eta_model: CandidateTimes | None = None
         self._eta_sample: list[Genome] = []
+        self._observed: list[Genome] = []  # the ETA's sample when the time model came without one
+        self._candidate_s: float | None = None  # the time model's mean seconds per candidate
+        self._elapsed0 = 0.0  # seconds the run ran in earlier sessions
+        self._t_start = time.time()
 
     def stop(self) -> None:
         """Ask ``run()`` to stop soon; the run can be resumed later."""
@@ -303,7 +341,7 @@ class SearchSession:
             return inference_flops(g, cin, ncls, problem.patch_size, problem.pools(g.n_levels))
 
         feasible = self.within_budgets(problem, device)
-        self.flops_of = flops
+        self.flops_of, self.parameters_of = flops, parameters
         lo, hi = extreme_genomes(space)
         bounds: tuple[float, float] = (parameters(lo), parameters(hi))
         cost = None
@@ -331,15 +369,12 @@ class SearchSession:
 
         self.objective_bounds = bounds
         rng = np.random.default_rng(np.random.SeedSequence(int(self.config.seed)))
-        common = dict(space=space, rng=rng, parameters=parameters, f2_bounds=bounds, feasible=feasible,
-                      population=s.population, generations=s.generations, max_resample=s.max_resample, cost=cost)
-        if s.strategy == "random":
-            return STRATEGIES["random"](**common)
-        kw = {k: getattr(s, k) for k in (
-            "neighbourhood", "theta", "weight_start", "weight_end", "learning_generations", "crossover_probability",
-            "mutation_scale", "subproblem_epsilon", "value_epsilon", "surrogate_trees", "surrogate_min_samples_split",
-            "prescreen", "pick_front", "pick_min_f1", "pick_max_std")}
-        return STRATEGIES[s.strategy](**common, **kw, surrogate_seed=int(self.config.seed))
+        cls = STRATEGIES[s.strategy]
+        settings = {k: getattr(s, k) for k in cls.config_keys()}  # each a field of SamEAConfig
+        injected = dict(space=space, rng=rng, parameters=parameters, f2_bounds=bounds, feasible=feasible, cost=cost)
+        if s.strategy != "random":
+            injected["surrogate_seed"] = int(self.config.seed)
+        return cls(**injected, **settings)
 
     def within_budgets(self, problem: SearchProblem, device: str) -> Callable[[Genome], bool]:
         """Whether a genome fits the memory and compute budgets of ``device`` and resources.max_parameters."""
@@ -556,7 +591,8 @@ class SearchSession:
         if requeued:
             log.info("%d candidate(s) interrupted earlier go back to the queue", requeued)
         store.set_meta(status="running", device=device)
-        elapsed0 = float(store.get_meta("elapsed_s", 0.0))
+        self._elapsed0, self._t_start = float(store.get_meta("elapsed_s", 0.0)), t_start
+        elapsed0 = self._elapsed0
         algo_s = float(store.get_meta("algorithm_s", 0.0))
         budget = self.config.resources.wall_clock_hours * 3600
         self._emit(callback, "started")
@@ -570,7 +606,7 @@ class SearchSession:
                 status = "paused"
                 break
             t0 = time.perf_counter()
-            had_pending = bool(strategy.pending)
+            had_pending = strategy.has_pending
             genomes = strategy.ask()
             algo_s += time.perf_counter() - t0
             fault("session.ask")
@@ -585,12 +621,13 @@ class SearchSession:
             algo_s += time.perf_counter() - t0
             fault("session.tell")
             store.save_state(strategy.state_dict())
-            store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
+            store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start, **self._basis())
             fault("session.step")
             self._emit(callback, "step")
         summary = self._summary(status, algo_s)
         fault("session.finish")
-        store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start)
+        store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start,
+                       **self._basis())
         self._emit(callback, "finished", status=status)
         return summary
 
@@ -606,19 +643,19 @@ class SearchSession:
                 "predicted_std": meta.get("predicted_std"),
             })
         ids = store.add_candidates(rows)
-        results: dict[int, dict] = {}
-        tasks = []
+        results: dict[int, CandidateRow] = {}
+        tasks: list[CandidateTask] = []
         reuse = self._reusable() if self.config.resources.reuse_results else {}
         train = store.get_meta("train_config") or self._train_dict()
         stop_below = self._stop_thresholds()
         for g, cid in zip(genomes, ids):
             row = store.candidate(cid)
-            if row["status"] in ("done", "failed"):
+            if row.finished:
                 results[cid] = row
                 continue
             hit = reuse.get(g.to_json())
             if hit is not None:
-                results[cid] = self._take_reused(cid, hit)
+                results[cid] = self._take_reused(cid, *hit)
                 continue
             if self.latency is not None:  # before training, with nothing else training in this process
                 ms = self.latency.measure(g)
@@ -626,32 +663,32 @@ class SearchSession:
                 if most and ms > most:
                     results[cid] = self._refuse(cid, g, ms)
                     continue
-            tasks.append({
-                "candidate_id": cid, "genome": g.to_dict(), "out_dir": str(store.candidate_dir(cid)),
-                "data": self.problem.data, "train": train, "stop_below": stop_below,
-            })
+            tasks.append(CandidateTask(cid, g.to_dict(), str(store.candidate_dir(cid)), self.problem.data, train,
+                                       stop_below))
         if tasks:
             if self._exec is None:
                 self._exec = self._executor(device)
 
-            def on_start(task):
-                store.update_candidate(task["candidate_id"], status="running", started_at=time.time(), device=task.get("device"))
-                self._emit(callback, "candidate_started", candidate=store.candidate(task["candidate_id"]))
+            def on_start(wire: dict) -> None:  # executors carry the plain dicts (process pools, Ray)
+                task = CandidateTask.from_dict(wire)
+                store.update_candidate(task.candidate_id, status="running", started_at=time.time(), device=task.device)
+                self._emit(callback, "candidate_started", candidate=store.candidate(task.candidate_id))
 
-            def on_result(task, result):
-                results[task["candidate_id"]] = self._commit(task, result)
-                self._emit(callback, "candidate_finished", candidate=results[task["candidate_id"]])
+            def on_result(wire: dict, result: dict) -> None:
+                task = CandidateTask.from_dict(wire)
+                results[task.candidate_id] = self._commit(task, CandidateResult.from_dict(result))
+                self._emit(callback, "candidate_finished", candidate=results[task.candidate_id])
 
-            self._exec.run(tasks, on_start, on_result, stop)
+            self._exec.run([t.to_dict() for t in tasks], on_start, on_result, stop)
         if any(cid not in results for cid in ids):
             return None
         out = []
         for g, cid in zip(genomes, ids):
             r = results[cid]
-            params = int(r["parameters"] or 0)
-            cost = self.cost_value(g, params, r.get("latency_ms")) if r["status"] == "done" else None
-            out.append(Evaluation(g, r["f1"] if r["status"] == "done" else math.nan, params, r["status"], cid,
-                                  cost=cost))
+            params = int(r.parameters or 0)
+            ok = r.status == "done"
+            cost = self.cost_value(g, params, r.latency_ms) if ok else None
+            out.append(Evaluation(g, r.f1 if ok else math.nan, params, r.status, cid, cost=cost))
         return out
 
     def _costs(self, genome: Genome) -> dict:
@@ -669,45 +706,50 @@ class SearchSession:
                 cols.update(latency_ms=self.latency.predicted(genome), latency_predicted=1)
         return cols
 
-    def _refuse(self, cid: int, genome: Genome, ms: float) -> dict:
+    def _refuse(self, cid: int, genome: Genome, ms: float) -> CandidateRow:
         """A genome measured slower than resources.max_latency_ms: recorded as failed, never trained."""
         most = self.config.resources.max_latency_ms
-        params = int(self.strategy.params_of(self.strategy.space.encode(genome)))
+        params = int(self.parameters_of(genome))
         self.store.update_candidate(
             cid, status="failed", f1=1.0, f2=1.0, parameters=params, finished_at=time.time(), seconds=0.0,
             error=f"not trained: {ms:.1f} ms on {self.latency.target} is over resources.max_latency_ms ({most:g} ms)",
             **self._costs(genome))
         return self.store.candidate(cid)
 
-    def _commit(self, task: dict, result: dict) -> dict:
+    def f2(self, genome: Genome, parameters: int, latency_ms: float | None = None) -> float:
+        """The genome's ``f2``: its second objective normalized between the run's bounds (one formula,
+        ``engine.search.objective.normalized``, which the strategies use too)."""
+        return normalized(self.cost_value(genome, parameters, latency_ms), self.objective_bounds)
+
+    def _commit(self, task: CandidateTask, result: CandidateResult) -> CandidateRow:
         """Write one finished candidate (done or failed) to the database at once."""
-        store, strategy = self.store, self.strategy
-        cid = task["candidate_id"]
-        genome = Genome.from_dict(task["genome"])
-        params = int(result.get("parameters") or strategy.params_of(strategy.space.encode(genome)))
-        ok = result.get("status") == "done" and result.get("f1") is not None and math.isfinite(result["f1"])
-        if not ok and _out_of_space(result.get("error")):
+        store = self.store
+        cid = task.candidate_id
+        genome = Genome.from_dict(task.genome)
+        params = int(result.parameters or self.parameters_of(genome))
+        ok = result.ok
+        if not ok and _out_of_space(result.error):
             # not the candidate's fault: stop with the candidate still queued, to train on resume
-            raise RunError(f"{self.run_dir}: cannot write candidate {cid} ({result.get('error')}); free space or make "
+            raise RunError(f"{self.run_dir}: cannot write candidate {cid} ({result.error}); free space or make "
                            f"the folder writable, then `emonas resume {self.run_dir}`")
         fault("candidate.before_commit")
         cols = dict(
             status="done" if ok else "failed",
-            f1=float(result["f1"]) if ok else 1.0,
-            f2=strategy.f2_of(self.cost_value(genome, params)) if ok else 1.0,
-            f1_raw=result.get("f1_raw") if ok else None,
+            f1=float(result.f1) if ok else 1.0,
+            f2=self.f2(genome, params) if ok else 1.0,
+            f1_raw=result.f1_raw if ok else None,
             parameters=params,
-            metrics=result.get("metrics"), curves=result.get("curves"),
-            started_at=result.get("started_at"), finished_at=result.get("finished_at") or time.time(),
-            seconds=result.get("seconds"), device=result.get("device") or task.get("device"),
-            error=None if ok else (result.get("error") or "failed"),
+            metrics=result.metrics, curves=result.curves,
+            started_at=result.started_at, finished_at=result.finished_at or time.time(),
+            seconds=result.seconds, device=result.device or task.device,
+            error=None if ok else (result.error or "failed"),
             **self._costs(genome),
         )
         store.update_candidate(cid, **cols)
         fault("candidate.after_commit")
-        if ok and self.eta_model is not None and result.get("seconds"):
-            self.eta_model.observe(genome, float(result["seconds"]))
-        store.set_meta(eta_s=self._eta())  # for readers of the run (the app's monitor)
+        if ok and result.seconds:
+            self._observe(genome, float(result.seconds))
+        store.set_meta(**self._basis())  # for readers of the run (the app's monitor, engine.run.progress.watch)
         if self.config.resources.disk_budget_mb:
             self._prune()
         return store.candidate(cid)
@@ -721,7 +763,7 @@ class SearchSession:
         per_epoch: dict[int, list[float]] = {}
         for c in self.store.candidates("done"):
             best = -math.inf
-            for rec in c.get("curves") or []:
+            for rec in c.curves or []:
                 d = rec.get("val_dice_mean")
                 if d is not None:
                     best = max(best, d)
@@ -735,11 +777,12 @@ class SearchSession:
             q = 1.0 - r.halving_keep
         return {str(e): float(np.quantile(per_epoch[e], q)) for e in epochs if len(per_epoch[e]) >= 3}
 
-    def _reusable(self) -> dict[str, dict]:
-        """Finished candidates of sibling runs made on the same plan and training settings."""
+    def _reusable(self) -> dict[str, tuple[CandidateRow, Path]]:
+        """Finished candidates of sibling runs made on the same plan and training settings, by genome
+        text, each with its run."""
         plan = self.store.get_meta("plan")
         train = self.store.get_meta("train_config")
-        found: dict[str, dict] = {}
+        found: dict[str, tuple[CandidateRow, Path]] = {}
         for other in sorted(self.run_dir.resolve().parent.iterdir()):
             if other == self.run_dir.resolve() or not is_run(other):
                 continue
@@ -748,20 +791,20 @@ class SearchSession:
                     if ro.get_meta("plan") != plan or ro.get_meta("train_config") != train:
                         continue
                     for c in ro.candidates("done"):
-                        found.setdefault(json.dumps(c["genome"]), {**c, "run": str(other)})
+                        found.setdefault(json.dumps(c.genome), (c, other))
             except RunError:
                 continue
         return found
 
-    def _take_reused(self, cid: int, hit: dict) -> dict:
-        src = Path(hit["run"]) / "candidates" / str(hit["id"])
+    def _take_reused(self, cid: int, hit: CandidateRow, run: Path) -> CandidateRow:
+        src = Path(run) / "candidates" / str(hit.id)
         if src.is_dir():
             shutil.copytree(src, self.store.candidate_dir(cid), dirs_exist_ok=True)
         keep = ("f1", "f1_raw", "parameters", "metrics", "curves", "seconds", "device")
-        genome = Genome.from_dict(hit["genome"])
+        genome = Genome.from_dict(hit.genome)
         self.store.update_candidate(
-            cid, status="done", f2=self.strategy.f2_of(self.cost_value(genome, int(hit["parameters"]))),
-            finished_at=time.time(), reused_from=f"{hit['run']}#{hit['id']}", **{k: hit[k] for k in keep},
+            cid, status="done", f2=self.f2(genome, int(hit.parameters)),
+            finished_at=time.time(), reused_from=f"{run}#{hit.id}", **{k: getattr(hit, k) for k in keep},
             **self._costs(genome),
         )
         return self.store.candidate(cid)
@@ -773,41 +816,37 @@ class SearchSession:
         used = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         if used <= limit:
             return
-        front = {c["id"] for c in self.store.front()}
+        front = {p[0] for p in P.pareto_points(self.store.objectives())[0]}
         for c in self.store.candidates("done"):
             if used <= limit:
                 break
-            w = self.store.candidate_dir(c["id"]) / "weights.pt"
-            if c["id"] in front or c["pruned"] or not w.exists():
+            w = self.store.candidate_dir(c.id) / "weights.pt"
+            if c.id in front or c.pruned or not w.exists():
                 continue
             used -= w.stat().st_size
             w.unlink()
-            self.store.update_candidate(c["id"], pruned=1)
+            self.store.update_candidate(c.id, pruned=1)
 
     # ---- reporting -------------------------------------------------------------------------------
     def _summary(self, status: str, algo_s: float) -> dict:
         store, strategy = self.store, self.strategy
         done = store.candidates()
-        training_s = sum(c["seconds"] or 0.0 for c in done if c["status"] in ("done", "failed") and not c["reused_from"])
-        metrics = strategy.metrics()
+        training_s = sum(c.seconds or 0.0 for c in done if c.finished and not c.reused_from)
+        progress = self.progress(status)
         front = store.front()
-        f = np.array([[c["f1"], c["f2"]] for c in front]).reshape(-1, 2)
-        from engine.search.pareto import hypervolume_2d
-
         return {
-            "status": status, "run": str(self.run_dir), "counts": store.counts(), "generation": strategy.generation,
-            "generations": strategy.generations, **metrics,
+            "status": status, "run": str(self.run_dir), "counts": progress.counts, "generation": progress.generation,
+            "generations": progress.generations, **strategy.metrics(),
             "algorithm_seconds": algo_s, "training_seconds": training_s,
             # this session's opening of the dataset and its preprocessed cache (not the algorithm's)
             "data_setup_seconds": self._setup_s,
-            "hypervolume": hypervolume_2d(f, (1.0, 1.0)) if len(f) else 0.0,
-            "early_stopped": sum(bool((c.get("metrics") or {}).get("early_stopped")) for c in done),
-            "reused": sum(bool(c["reused_from"]) for c in done),
+            "hypervolume": progress.hypervolume,
+            "early_stopped": sum(bool((c.metrics or {}).get("early_stopped")) for c in done),
+            "reused": sum(bool(c.reused_from) for c in done),
             "objective": self.config.samea.objective,
             "latency_seconds": self.latency.measure_seconds if self.latency is not None else 0.0,
-            "front": [{"id": c["id"], "f1": c["f1"], "f2": c["f2"], "parameters": c["parameters"],
-                       "gflops": c.get("gflops"), "latency_ms": c.get("latency_ms"),
-                       "latency_predicted": bool(c.get("latency_predicted"))} for c in front],
+            "front": [{"id": c.id, "f1": c.f1, "f2": c.f2, "parameters": c.parameters, "gflops": c.gflops,
+                       "latency_ms": c.latency_ms, "latency_predicted": bool(c.latency_predicted)} for c in front],
         }
 
     def _start_eta(self, device: str) -> None:
@@ -821,39 +860,50 @@ class SearchSession:
                 log.debug("no calibrated time model", exc_info=True)
                 self.eta_model = MeanTimeModel()
         for c in self.store.candidates("done"):
-            if c["seconds"] and not c["reused_from"]:
-                self.eta_model.observe(Genome.from_dict(c["genome"]), c["seconds"])
+            if c.seconds and not c.reused_from:
+                self._observe(Genome.from_dict(c.genome), c.seconds)
+        self._candidate_s = self._mean_candidate_seconds()
 
-    def _eta(self) -> float | None:
-        """Seconds left: the candidates still expected x the time model's mean, over the parallel slots."""
-        from engine.run.estimate import expected_evaluations
+    def _observe(self, genome: Genome, seconds: float) -> None:
+        """A measured training time, for the ETA's model (and its sample, when it came without one)."""
+        self.eta_model.observe(genome, seconds)
+        if not self._eta_sample:
+            self._observed.append(genome)
+        self._candidate_s = None  # computed again when next asked
 
+    def _mean_candidate_seconds(self) -> float | None:
         if self.eta_model is None:
             return None
-        sample = self._eta_sample or [Genome.from_dict(c["genome"]) for c in self.store.candidates("done")]
-        if not sample:
-            return None
-        per = float(np.mean([self.eta_model.candidate_seconds(g) for g in sample]))
-        if not math.isfinite(per):
-            return None
-        c = self.store.counts()
-        left = max(0, expected_evaluations(self.config.samea)[1] - c["done"] - c["failed"])
-        return left * per / self.parallel_slots()
+        if self._candidate_s is None:
+            self._candidate_s = P.mean_candidate_seconds(self.eta_model, self._eta_sample or self._observed)
+        return self._candidate_s
+
+    def _elapsed(self) -> float:
+        return self._elapsed0 + time.time() - self._t_start
+
+    def _basis(self) -> dict:
+        """The ``progress_basis`` meta entry (what a reader of the run cannot count from the database)."""
+        s = self.strategy
+        return {P.BASIS_KEY: P.basis(s.expected_evaluations(), self._mean_candidate_seconds(), self.parallel_slots(),
+                                     s.generation, s.generations, self._elapsed(), self.config.samea.objective)}
+
+    def progress(self, status: str = "running") -> Progress:
+        """The run's progress now (the strategy's expected evaluations, the database's counts and front)."""
+        s = self.strategy
+        return P.build_progress(self.store, status, s.generation, s.generations, s.expected_evaluations(),
+                                self._mean_candidate_seconds(), self.parallel_slots(), self._elapsed(),
+                                self.config.samea.objective)
 
     def _objective_meta(self) -> dict:
         """The run's second objective, its bounds and where latency is measured (stored in the run)."""
         return {"name": self.config.samea.objective, "bounds": list(self.objective_bounds or ()),
                 "latency": self.latency.describe() if self.latency is not None else None}
 
-    def _emit(self, callback, kind: str, candidate: dict | None = None, status: str = "running") -> None:
+    def _emit(self, callback, kind: str, candidate: CandidateRow | None = None, status: str = "running") -> None:
         if callback is None or self.store is None or self.strategy is None:
             return
-        store, s = self.store, self.strategy
-        counts = store.counts()
-        front = [(c["id"], c["f1"], c["f2"], c["parameters"]) for c in store.front()]
-        eta = self._eta()
         try:
-            callback(SearchEvent(kind, s.generation, s.generations, s.progress, counts, front, eta, candidate, status))
+            callback(SearchEvent(kind, self.progress(status), candidate))
         except Exception:  # noqa: BLE001 - a broken display must not stop the search
             log.exception("progress callback failed")
 

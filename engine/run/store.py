@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 from engine.errors import RunError
 from engine.faults import fault
+from engine.run.records import CandidateRow
 
 log = logging.getLogger(__name__)
 
@@ -442,20 +443,21 @@ class RunStore:
             return c.execute("UPDATE candidates SET status = 'queued', started_at = NULL WHERE status = 'running'").rowcount
 
     @staticmethod
-    def _row(r: sqlite3.Row) -> dict:
+    def _row(r: sqlite3.Row) -> CandidateRow:
         d = dict(r)
         for k in _JSON_COLUMNS:
             if d.get(k) is not None:
                 d[k] = json.loads(d[k])
-        return d
+        return CandidateRow.from_dict(d)
 
-    def candidates(self, status: str | None = None) -> list[dict]:
+    def candidates(self, status: str | None = None) -> list[CandidateRow]:
+        """The candidates (of one status, if given) by id, as ``CandidateRow`` records."""
         q, args = "SELECT * FROM candidates", ()
         if status:
             q, args = q + " WHERE status = ?", (status,)
         return [self._row(r) for r in self.conn.execute(q + " ORDER BY id", args)]
 
-    def candidate(self, cid: int) -> dict:
+    def candidate(self, cid: int) -> CandidateRow:
         r = self.conn.execute("SELECT * FROM candidates WHERE id = ?", (int(cid),)).fetchone()
         if r is None:
             raise RunError(f"{self.run_dir}: no candidate {cid}")
@@ -467,7 +469,21 @@ class RunStore:
             out[status] = n
         return out
 
-    def front(self) -> list[dict]:
+    def objectives(self) -> list[tuple[int, float, float, int]]:
+        """(id, f1, f2, parameters) of the finished candidates by finish time (then id): a cheap read of
+        the objectives alone, for progress and fronts (no curves or metrics decoded)."""
+        q = ("SELECT id, f1, f2, parameters FROM candidates WHERE status = 'done' "
+             "AND f1 IS NOT NULL AND f2 IS NOT NULL ORDER BY COALESCE(finished_at, 0), id")
+        return [(int(i), float(f1), float(f2), int(p or 0)) for i, f1, f2, p in self.conn.execute(q)]
+
+    def mean_seconds(self) -> float | None:
+        """Mean training time of the candidates this run trained itself (done, not reused), None if none."""
+        q = ("SELECT AVG(seconds) FROM candidates WHERE status = 'done' AND seconds > 0 "
+             "AND (reused_from IS NULL OR reused_from = '')")
+        v = self.conn.execute(q).fetchone()[0]
+        return None if v is None else float(v)
+
+    def front(self) -> list[CandidateRow]:
         """The Pareto-optimal finished candidates (f1, f2 minimized), by ascending f1."""
         from engine.search.pareto import pareto_front
 

@@ -37,6 +37,20 @@ from engine.search.surrogate import ForestSurrogate
 log = logging.getLogger(__name__)
 
 
+def exploitation_trainings(population: int, prescreen: bool = True, pick_min_f1: bool = True,
+                           pick_max_std: bool = True) -> tuple[int, float, int]:
+    """(fewest, expected, most) children one exploitation generation trains.
+
+    Without pre-screening every child; with it, between the end-of-generation picks (the lowest
+    predicted f1 and the highest spread, when on) and the whole population; expected: halfway.
+    """
+    n = int(population)
+    if not prescreen:
+        return n, float(n), n
+    least = min(n, int(pick_min_f1) + int(pick_max_std))
+    return least, (least + n) / 2, n
+
+
 class SaMEA(BaseStrategy):
     """The paper's search strategy; every number is a constructor argument (see SamEAConfig)."""
 
@@ -99,6 +113,11 @@ class SaMEA(BaseStrategy):
         if generation == 0:
             return "init"
         return "learning" if generation <= self.learning_generations else "exploitation"
+
+    def _expected_in(self, generation: int) -> float:
+        if generation >= self.generations or self.phase_of(generation) != "exploitation":
+            return super()._expected_in(generation)
+        return exploitation_trainings(self.population, self.prescreen, *self.picks[1:])[1]
 
     def _propose(self) -> None:
         if self.stage == "init":

@@ -9,6 +9,7 @@ generator's state included.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from abc import ABC, abstractmethod
@@ -20,6 +21,7 @@ import numpy as np
 from engine.errors import ConfigError
 from engine.genome import GENE_NAMES, Genome, SearchSpace
 from engine.jsonsafe import jsonable
+from engine.search.objective import normalized
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,17 @@ class Evaluation:
 
 @runtime_checkable
 class Strategy(Protocol):
-    """What a session, the app or a test drives."""
+    """What a search session (``engine.run.session``) uses of a strategy, and nothing more.
+
+    ``generation`` counts the generations completed so far and ``generations`` those planned (for the
+    progress record); ``expected_evaluations()`` is how many genomes the whole search will have
+    evaluated (an expectation while it runs, exact once ``done``), the total of the run's progress.
+    ``has_pending`` says that ``ask()`` would return genomes asked before and not told yet (the
+    session then has no new state to save). ``metrics()`` goes into the run's summary.
+    """
+
+    generation: int
+    generations: int
 
     def ask(self) -> list[Genome]: ...
 
@@ -62,16 +74,15 @@ class Strategy(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
-    def _told_cost(self, ev: Evaluation, pending: dict) -> float:
-        if self._cost is None:
-            return ev.parameters or pending["parameters"]
-        return ev.cost if ev.cost is not None else self.cost_of(pending["genes"])
+    def metrics(self) -> dict: ...
+
+    def expected_evaluations(self) -> int: ...
+
+    @property
+    def has_pending(self) -> bool: ...
 
     @property
     def done(self) -> bool: ...
-
-    @property
-    def progress(self) -> float: ...
 
 
 class BaseStrategy(ABC):
@@ -80,12 +91,15 @@ class BaseStrategy(ABC):
     Injected parts (not part of the state; the session rebuilds them on resume):
       - ``parameters(genome) -> int``: exact parameter count for the run's channels and classes;
       - ``feasible(genome) -> bool``: False for genomes over the device budget (they are re-sampled);
-      - ``f2_bounds``: (smallest, largest) parameter count of the space, normalizing log(params);
+      - ``f2_bounds``: (smallest, largest) parameter count of the space, normalizing log(params)
+        (``engine.search.objective.normalized``: what ``f2`` means everywhere);
       - ``cost(genome) -> float``: the second objective when it is not the parameter count (FLOPs,
         latency: measured, or predicted for a genome not measured yet); ``f2_bounds`` are then its bounds.
     """
 
     name = "base"
+    #: Constructor arguments the session supplies itself; every other one is a setting of the config.
+    INJECTED = frozenset({"space", "rng", "parameters", "f2_bounds", "feasible", "cost", "surrogate_seed"})
 
     def __init__(
         self,
@@ -110,7 +124,7 @@ class BaseStrategy(ABC):
         self.rng = rng
         self._parameters = parameters
         self._feasible = feasible or (lambda g: True)
-        self.log_bounds = (math.log(lo), math.log(hi))
+        self.f2_bounds = (lo, hi)
         self.population = int(population)
         self.generations = int(generations)
         self.max_resample = int(max_resample)
@@ -122,6 +136,20 @@ class BaseStrategy(ABC):
         self._feasible_cache: dict[tuple[int, ...], bool] = {}
         self._params_cache: dict[tuple[int, ...], int] = {}
         self._cost = cost
+
+    @classmethod
+    def config_keys(cls) -> tuple[str, ...]:
+        """The strategy's settings, named as the fields of ``engine.config.SamEAConfig``: its constructor's
+        arguments less ``INJECTED``. The constructor's signature is the one list of them."""
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            params = list(inspect.signature(init).parameters.values())
+            if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+                continue  # a subclass passing everything on (MOEA/D): its parent's list
+            return tuple(p.name for p in params if p.name != "self" and p.name not in cls.INJECTED)
+        return ()
 
     # ---- helpers ---------------------------------------------------------------------------
     def decode(self, genes: Sequence[int]) -> Genome:
@@ -140,9 +168,8 @@ class BaseStrategy(ABC):
         return float(self._cost(self.decode(genes)))
 
     def f2_of(self, value: float) -> float:
-        """The normalized second objective of a raw value (parameter count, FLOPs or ms)."""
-        lo, hi = self.log_bounds
-        return (math.log(max(value, 1e-12)) - lo) / (hi - lo)
+        """``f2`` of a raw second-objective value (parameter count, FLOPs or ms) between the run's bounds."""
+        return normalized(value, self.f2_bounds)
 
     def is_feasible(self, genes: Sequence[int]) -> bool:
         key = tuple(int(g) for g in genes)
@@ -227,8 +254,23 @@ class BaseStrategy(ABC):
         return self.generation >= self.generations and not self.pending
 
     @property
-    def progress(self) -> float:
-        return min(1.0, self.generation / self.generations)
+    def has_pending(self) -> bool:
+        """Genomes asked and not told yet (``ask()`` returns them again)."""
+        return bool(self.pending)
+
+    def expected_evaluations(self) -> int:
+        """The evaluations the whole search will have made: those told, those pending, what the rest of the
+        current generation and the generations after it are expected to train (``_expected_in``).
+        Exact once ``done``, so that a finished run's progress is complete."""
+        g = self.generation
+        told_now = sum(1 for e in self.archive if e.get("generation") == g)
+        rest = max(0.0, self._expected_in(g) - told_now - len(self.pending))
+        rest += sum(self._expected_in(k) for k in range(g + 1, self.generations))
+        return len(self.archive) + len(self.pending) + round(rest)
+
+    def _expected_in(self, generation: int) -> float:
+        """Genomes generation ``generation`` is expected to evaluate (0 past the last generation)."""
+        return float(self.population) if generation < self.generations else 0.0
 
     # ---- to be provided by strategies -----------------------------------------------------
     @abstractmethod

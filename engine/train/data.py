@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from engine.data import Plan
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ class TrainingData:
 
     train: list
     val: list
-    plan: Any
+    plan: Plan
     labels: dict[str, int]
     modalities: list[str]
     dataset_name: str = ""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
 from engine.genome import PAPER_GENOMES, Genome, SearchSpace
 from engine.network import count_parameters
+from engine.run.records import CandidateRow
 from emonas_gui.widgets.candidate_view import Candidate, CandidateView
 from emonas_gui.widgets.curves import HypervolumePlot, LearningCurves
 from emonas_gui.widgets.genome_diagram import GenomeDiagram
@@ -25,16 +24,16 @@ def _candidates(n=8, seed=0):
         p = count_parameters(g, 1, 4)
         curves = [{"epoch": e, "train_loss": 1 - 0.1 * e, "val_loss": 1 - 0.08 * e,
                    "val_dice": {"grey": 0.1 * e, "white": 0.12 * e}} for e in range(1, 4)]
-        # store-like row: JSON text columns, as SQLite hands them back
-        out.append(Candidate.from_any({
-            "id": i + 1, "genome": g.to_json(), "status": "done", "generation": i // 4,
+        # the store's row record: JSON columns decoded
+        out.append(Candidate.from_row(CandidateRow.from_dict({
+            "id": i + 1, "genome": g.to_dict(), "status": "done", "generation": i // 4,
             "phase": "init" if i < 4 else "learning", "f1": float(rng.uniform(0.2, 0.9)),
             "f2": float(np.log(p)), "parameters": p,
-            "metrics": json.dumps({"dice": {"grey": 0.5, "white": 0.6}, "epochs": 3, "best_epoch": 3}),
-            "curves": json.dumps(curves),
-        }))
-    out.append(Candidate.from_any({"id": 99, "genome": out[0].genome.to_dict(), "status": "failed",
-                                   "error": "CUDA out of memory"}))
+            "metrics": {"dice": {"grey": 0.5, "white": 0.6}, "epochs": 3, "best_epoch": 3},
+            "curves": curves,
+        })))
+    out.append(Candidate.from_row(CandidateRow.from_dict({"id": 99, "genome": out[0].genome.to_dict(),
+                                                          "status": "failed", "error": "CUDA out of memory"})))
     return out
 
 
@@ -45,12 +44,13 @@ def _front(cands):
         for o in ok)]
 
 
-def test_candidate_from_store_row_decodes_json_columns():
+def test_candidate_from_store_row():
     c = _candidates()[0]
     assert isinstance(c.genome, Genome)
     assert c.dice == {"grey": 0.5, "white": 0.6}
     assert len(c.curves) == 3 and c.ok
-    failed = Candidate.from_any({"id": 5, "genome": "not json", "status": "failed", "error": "boom"})
+    failed = Candidate.from_row(CandidateRow.from_dict({"id": 5, "genome": "not json", "status": "failed",
+                                                        "error": "boom"}))
     assert failed.genome is None and not failed.ok and "boom" in failed.summary()
 
 

@@ -60,3 +60,15 @@ def test_legacy_model_predicts(legacy, tmp_path):
     assert seg.shape == nib.load(str(scan)).shape
     values = set(np.unique(np.asarray(seg.dataobj)).tolist())
     assert values <= {0, 1, 2, 3} and len(values) >= 2
+
+
+def test_legacy_run_progress_is_complete(legacy):
+    """A finished run written before runs kept their progress basis: the watcher reads it complete."""
+    from engine.run.progress import watch
+
+    p = watch(legacy / "run")
+    with RunStore.open_readonly(legacy / "run") as store:
+        counts = store.counts()
+    assert p.status == "finished" and p.fraction == 1.0 and p.eta_seconds == 0.0
+    assert p.expected == counts["done"] + counts["failed"] and {c[0] for c in p.front} == {1, 4}
+    assert p.hypervolume > 0

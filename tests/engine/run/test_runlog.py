@@ -55,10 +55,12 @@ def test_commands_print_progress_lines_when_not_on_a_terminal(tmp_path):
 
 
 def test_search_events_become_log_lines():
+    from engine.run.progress import Progress
     from engine.run.session import SearchEvent
 
     def ev(kind, cand=None, status="running"):
-        return SearchEvent(kind, 1, 3, 0.5, {"done": 4}, [(1, 0.41234, 0.3, 10)], None, cand, status)
+        progress = Progress(status, 1, 3, 4, 0, 0, 0, 8, 0.5, None, 10.0, ((1, 0.41234, 0.3, 10),), 0.4)
+        return SearchEvent(kind, progress, cand)
 
     assert runlog.describe_event(ev("candidate_finished", {"id": 4, "status": "done", "f1": 0.41234, "f2": 0.3,
                                                            "seconds": 4.2})) == \

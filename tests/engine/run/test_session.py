@@ -237,3 +237,28 @@ def test_device_budget_resamples_networks_too_big_for_a_cpu(tmp_path):
     # an explicit budget in the config wins over the device default
     tight = SearchConfig().replace(resources={"max_gflops_per_step": 1.0})
     assert device_budget("cpu", tight.resources)[1] == 1e9
+
+
+def test_a_finished_samea_run_with_prescreening_reports_all_its_evaluations_as_complete(tmp_path):
+    """SaMEA's surrogate trains fewer children than population x generations: the progress total is what the
+    strategy expects (the estimate's figure at the start), exact once finished, so a finished run is at 100 %."""
+    from engine.run.estimate import MeanTimeModel, expected_evaluations
+    from engine.run.progress import watch
+
+    cfg = config()
+    events = []
+    session = SearchSession(tmp_path / "run", cfg, fake_evaluate, PROBLEM, time_model=MeanTimeModel())
+    summary = session.run(callback=events.append)
+    trained = summary["counts"]["done"] + summary["counts"]["failed"]
+    assert trained < 5 * 5  # children the surrogate kept untrained
+    assert events[0].kind == "started" and events[0].progress.expected == expected_evaluations(cfg.samea)[1]
+    last = events[-1].progress
+    assert events[-1].kind == "finished" and last.status == "finished"
+    assert last.expected == trained == session.strategy.expected_evaluations() and last.fraction == 1.0
+    assert last.eta_seconds == 0.0 and last.hypervolume == pytest.approx(summary["hypervolume"])
+    assert [p[0] for p in last.front] == [f["id"] for f in summary["front"]]
+    evaluated = [e.progress.evaluated for e in events]
+    assert evaluated == sorted(evaluated) and all(0.0 <= e.progress.fraction <= 1.0 for e in events)
+    # a reader of the run elsewhere gets the same record from the database
+    seen = watch(tmp_path / "run")
+    assert seen.to_dict() == {**last.to_dict(), "elapsed_seconds": seen.elapsed_seconds}

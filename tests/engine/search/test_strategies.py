@@ -191,3 +191,16 @@ def test_exploitation_trains_prescreened_children_then_the_picks():
     second = s.ask() if pool else []
     expected = [pool[i]["genes"] for i in s.pool_picks(pool)] if pool else []
     assert [list(SPACE.encode(g)) for g in second] == expected
+
+
+def test_strategy_settings_are_listed_once_by_their_constructors():
+    import dataclasses
+
+    from engine.config import SamEAConfig
+    from engine.search import MOEAD, RandomSearch, SaMEA
+
+    fields = {f.name for f in dataclasses.fields(SamEAConfig)}
+    assert set(SaMEA.config_keys()) <= fields and MOEAD.config_keys() == SaMEA.config_keys()
+    assert {"theta", "neighbourhood", "prescreen", "pick_max_std", "population"} <= set(SaMEA.config_keys())
+    assert not set(SaMEA.config_keys()) & SaMEA.INJECTED
+    assert RandomSearch.config_keys() == ("population", "generations", "max_resample")
