@@ -4,7 +4,8 @@ Names load on first use, so that reading a run (``engine.run.store``) does not i
 algorithms and their libraries.
 """
 
-__all__ = ["SearchProblem", "RunStore", "SearchEvent", "SearchSession"]
+__all__ = ["CandidateResult", "CandidateRow", "CandidateTask", "Progress", "RunStore", "SearchEvent", "SearchProblem",
+           "SearchSession", "watch"]
 
 
 def __getattr__(name: str):
@@ -16,4 +17,12 @@ def __getattr__(name: str):
         from engine.run.store import RunStore
 
         return RunStore
+    if name in ("CandidateResult", "CandidateRow", "CandidateTask"):
+        from engine.run import records
+
+        return getattr(records, name)
+    if name in ("Progress", "watch"):
+        from engine.run import progress
+
+        return getattr(progress, name)
     raise AttributeError(f"module 'engine.run' has no attribute {name!r}")
