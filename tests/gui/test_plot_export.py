@@ -18,8 +18,8 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _candidates(n: int = 6) -> list[Candidate]:
-    return [Candidate.from_any({"id": i + 1, "status": "done", "f1": 0.8 - 0.1 * i, "f2": 0.1 * i,
-                                "parameters": 10_000 * (i + 1), "generation": i // 2})
+    return [Candidate(id=i + 1, genome=None, status="done", f1=0.8 - 0.1 * i, f2=0.1 * i,
+                      parameters=10_000 * (i + 1), generation=i // 2)
             for i in range(n)]
 
 
