@@ -525,6 +525,7 @@ class SearchPanel(QWidget):
         the process that runs it, None when no search runs. Opening the run later shows it live."""
         if not self.is_running():
             return None
+        self.job.resume()  # "leave it running": a paused search goes on too
         pid = self.job.detach()
         if pid is not None:
             self.state_label.setText(f"Search left running in process {pid}; open the run to watch it again.")

@@ -26,6 +26,11 @@ def _status(run: Path) -> str | None:
         return store.get_meta("status")
 
 
+def _done(run: Path) -> int:
+    with RunStore.open_readonly(run) as store:
+        return store.counts()["done"]
+
+
 def _window(qtbot) -> MainWindow:
     state = AppState()
     state.set_dataset(None, "demo")
@@ -83,11 +88,14 @@ def test_leave_running_then_reattach_in_a_new_window_and_pause_it(qtbot, tmp_pat
     run = _start_search(qtbot, window, tmp_path)
     proc = window.panels["search"].job._proc
     try:
+        window.panels["search"].pause()  # even a paused search goes on when left running
         given.append(mw.CLOSE_LEAVE_RUNNING)
         window.close()
         assert asked == [mw.CLOSE_LEAVE_RUNNING] and not window.isVisible()
         qtbot.wait(1500)  # the child's watch of its parent ticks every second: it must not stop
         assert proc.is_alive() and RunLock(run).is_held_elsewhere() and _status(run) == "running"
+        done = _done(run)
+        qtbot.waitUntil(lambda: _done(run) > done, timeout=LONG)  # and it trains on
         assert RunLock(run).owner()["pid"] == proc.pid
 
         # a new window opens the run: the Search step shows it live and offers Pause
