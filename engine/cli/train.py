@@ -60,7 +60,7 @@ def _train(args) -> dict:
     out = {
         "f1": result.f1,
         "f1_raw": result.f1_raw,
-        "f2": result.f2,
+        "log_parameters": result.log_parameters,
         "parameters": result.parameters,
         "dice": result.dice,
         "epochs": result.epochs,
@@ -77,7 +77,7 @@ def _train(args) -> dict:
         print(
             f"trained {result.epochs} epochs in {result.seconds:.0f} s on {result.device} "
             f"(best epoch {result.best_epoch}); validation Dice: {dice}\n"
-            f"f1 {result.f1:.4f}  f2 {result.f2:.3f}  parameters {result.parameters:,}\n"
+            f"f1 {result.f1:.4f}  parameters {result.parameters:,} (log {result.log_parameters:.3f})\n"
             f"training folder: {args.out}"
         )
     return out
@@ -121,7 +121,7 @@ def _csv_target(args):
 
 
 def register(sub) -> None:
-    p = subcommand(sub, "train", _train, "train one genome on a dataset and report f1, f2 and validation Dice")
+    p = subcommand(sub, "train", _train, "train one genome on a dataset and report f1, parameters and validation Dice")
     p.add_argument("--dataset", required=True, help="dataset folder, or 'demo' for the built-in demo data")
     p.add_argument("--genome", required=True, help="genome as a JSON string or a JSON file")
     p.add_argument("--out", required=True, help="training folder to write (weights, curves, metrics): new or empty")

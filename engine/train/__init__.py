@@ -5,7 +5,7 @@ The search's workers call ``train_candidate(genome, data, config)``; see docs/AR
 
 from engine.train.config import TrainerConfig
 from engine.train.data import TrainingData, prepare_training_data
-from engine.train.objectives import objective_f1, objective_f2
+from engine.train.objectives import objective_f1
 from engine.train.sinks import CallbackSink, CsvSink, MetricsLogger
 from engine.train.trainer import Trainer, TrainingFailed, TrainResult, train_candidate
 
@@ -19,7 +19,6 @@ __all__ = [
     "TrainingData",
     "TrainingFailed",
     "objective_f1",
-    "objective_f2",
     "prepare_training_data",
     "train_candidate",
 ]

@@ -1,4 +1,9 @@
-"""The search objectives of one trained candidate (METHOD.md section 3)."""
+"""The first search objective of one trained candidate, f1 (METHOD.md section 3).
+
+The second, ``f2``, is not a property of a training: it is the network's cost (parameter count,
+FLOPs or latency) on a log scale normalized between the run's bounds,
+``engine.search.objective.normalized``; a training reports the raw ``log_parameters``.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,3 @@ def objective_f1(
     raw = alpha * t + v + beta * late
     return raw / (c + alpha * c + beta), raw
 
-
-def objective_f2(parameters: int) -> float:
-    """f2 = log(number of trainable parameters); the search normalizes it over the space."""
-    return math.log(parameters)

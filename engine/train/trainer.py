@@ -36,7 +36,7 @@ from engine.train.augmentation import training_augmentation
 from engine.train.config import TrainerConfig
 from engine.train.data import TrainingData
 from engine.train.losses import PAPER_DICE, make_loss, per_class_soft_dice
-from engine.train.objectives import objective_f1, objective_f2
+from engine.train.objectives import objective_f1
 from engine.train.sampling import BatchLoader, PatchSampler
 from engine.train.sinks import CallbackSink, CsvSink, MetricsLogger
 
@@ -73,7 +73,7 @@ class TrainResult:
 
     f1: float
     f1_raw: float
-    f2: float
+    log_parameters: float  # log of the parameter count (the search's f2 normalizes its cost objective)
     parameters: int
     dice: dict[str, float]
     epochs: int
@@ -431,7 +431,7 @@ class Trainer:
         return TrainResult(
             f1=f1,
             f1_raw=f1_raw,
-            f2=objective_f2(self.parameters),
+            log_parameters=math.log(self.parameters),
             parameters=self.parameters,
             dice={k: float(v) for k, v in self.best_per_label.items()},
             epochs=len(self.curves),

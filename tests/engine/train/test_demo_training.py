@@ -62,7 +62,7 @@ def test_cli_train_then_predict_and_evaluate(cache, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("f1", "f2", "parameters", "dice", "epochs"):
+    for key in ("f1", "log_parameters", "parameters", "dice", "epochs"):
         assert key in result
     assert set(result["dice"]) == {"grey matter", "white matter", "CSF"}
     assert all(0 <= v <= 1 for v in result["dice"].values())

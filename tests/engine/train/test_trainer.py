@@ -28,7 +28,7 @@ def test_same_seed_same_curves_and_different_seed_differs(tiny_data, small_genom
     assert strip(a) != strip(c)
     assert a.status == "done" and a.epochs == 3 and 1 <= a.best_epoch <= 3
     assert set(a.dice) == {"left", "right"} and all(0 <= v <= 1 for v in a.dice.values())
-    assert a.f2 == pytest.approx(math.log(a.parameters))
+    assert a.log_parameters == pytest.approx(math.log(a.parameters))
     assert 0 < a.f1 < 1
 
 
