@@ -54,16 +54,34 @@ def _start_search(qtbot, window: MainWindow, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def answers(monkeypatch):
-    """The closing question's answers, in order (the dialog never shows)."""
+    """The closing question's answers, in order (the dialog never shows), and those it gave."""
     given: list[str] = []
     asked: list[str] = []
 
-    def ask(self):
-        asked.append(given[len(asked)])
+    def ask(self):  # past the given answers (a failed test's teardown closing the window): pause
+        asked.append(given[len(asked)] if len(asked) < len(given) else mw.CLOSE_PAUSE)
         return asked[-1]
 
     monkeypatch.setattr(MainWindow, "ask_close_with_search", ask)
     return given, asked
+
+
+def test_the_closing_question_maps_its_buttons_to_the_choices(qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    window = _window(qtbot)
+    for text, choice in (("Pause the search", mw.CLOSE_PAUSE), ("Leave it running", mw.CLOSE_LEAVE_RUNNING),
+                         ("Cancel", mw.CLOSE_CANCEL)):
+        shown = []
+
+        def press(box, text=text):  # instead of the modal loop: the user presses one button
+            shown.append(box.text())
+            next(b for b in box.buttons() if b.text().replace("&", "") == text).click()
+            return 0
+
+        monkeypatch.setattr(QMessageBox, "exec", press)
+        assert window.ask_close_with_search() == choice
+        assert "A search is running" in shown[0]
 
 
 def test_close_asks_and_pause_leaves_a_paused_run(qtbot, tmp_path, answers):
