@@ -262,3 +262,73 @@ def test_a_finished_samea_run_with_prescreening_reports_all_its_evaluations_as_c
     # a reader of the run elsewhere gets the same record from the database
     seen = watch(tmp_path / "run")
     assert seen.to_dict() == {**last.to_dict(), "elapsed_seconds": seen.elapsed_seconds}
+
+
+class OnlyTheProtocol:
+    """A strategy with the members of ``engine.search.Strategy`` and nothing else: fixed genomes, two a generation."""
+
+    def __init__(self, genomes, per_generation=2):
+        self.queue, self.per = list(genomes), per_generation
+        self.generation, self.generations = 0, len(self.queue) // per_generation
+        self._pending, self._told = [], 0
+
+    def ask(self):
+        if not self._pending and not self.done:
+            self._pending = self.queue[self.generation * self.per:(self.generation + 1) * self.per]
+        return list(self._pending)
+
+    def tell(self, evaluations):
+        assert len(evaluations) == len(self._pending)
+        self._told += len(evaluations)
+        self._pending, self.generation = [], self.generation + 1
+
+    def describe(self, genome):
+        return {"generation": self.generation, "phase": "fixed"}
+
+    def state_dict(self):
+        return {"generation": self.generation, "told": self._told}
+
+    def load_state_dict(self, state):
+        self.generation, self._told = state["generation"], state["told"]
+
+    def metrics(self):
+        return {"strategy": "fixed", "evaluations": self._told}
+
+    def expected_evaluations(self):
+        return len(self.queue)
+
+    @property
+    def has_pending(self):
+        return bool(self._pending)
+
+    @property
+    def done(self):
+        return self.generation >= self.generations and not self._pending
+
+
+def test_the_session_drives_a_strategy_through_the_protocol_alone(tmp_path, monkeypatch):
+    import numpy as np
+
+    from engine.search import Strategy
+    from search_fakes import SPACE
+
+    rng = np.random.default_rng(1)
+    genomes = []
+    while len(genomes) < 4:
+        g = SPACE.sample(rng)
+        if g not in genomes:
+            genomes.append(g)
+    build = SearchSession._build_strategy
+
+    def only_the_protocol(self, problem, device):
+        build(self, problem, device)  # the run's objective bounds and cost functions
+        return OnlyTheProtocol(genomes)
+
+    monkeypatch.setattr(SearchSession, "_build_strategy", only_the_protocol)
+    assert isinstance(OnlyTheProtocol(genomes), Strategy)
+    events = []
+    summary = SearchSession(tmp_path / "run", config(), fake_evaluate, PROBLEM).run(callback=events.append)
+    assert summary["status"] == "finished" and summary["evaluations"] == 4 and summary["generation"] == 2
+    last = events[-1].progress
+    assert last.fraction == 1.0 and last.expected == last.evaluated == 4
+    assert genomes_in_order(tmp_path / "run") == [json.dumps(g.to_dict()) for g in genomes]
