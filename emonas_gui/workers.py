@@ -30,6 +30,7 @@ The engine calls behind the app's other long jobs (``evaluate_on_case``, ``expor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -351,166 +352,57 @@ class ProcessJob(_Job):
             self.wait(10000)
 
 
-# ---- engine calls behind the app's long jobs (run in the worker thread) -------------------------
+# ---- engine calls behind the app's long jobs (the engine's jobs, in the shapes the panels read) ---
 def run_dataset_ref(meta: dict) -> str:
     """The dataset a run searched on (a folder or "demo"), from its database's meta."""
-    data = (meta.get("problem") or {}).get("data") or {}
-    return str(data.get("dataset") or (meta.get("config") or {}).get("dataset") or "demo")
+    from engine.run.jobs import run_dataset_ref as ref
+
+    return ref(meta)
 
 
 def run_validation_cases(run_dir: str | Path) -> tuple[str, list[str]]:
     """(dataset reference, validation case ids) of a run; its test cases are never offered."""
-    from engine.run.store import RunStore
+    from engine.run.jobs import validation_cases
 
-    store = RunStore.open_readonly(run_dir)
-    try:
-        meta = store.meta()
-    finally:
-        store.close()
-    ref = run_dataset_ref(meta)
-    split = ((meta.get("problem") or {}).get("data") or {}).get("split")
-    if isinstance(split, dict) and split.get("val"):
-        return ref, [str(c) for c in split["val"]]
-    from engine.data import open_dataset
-
-    seed = int(((meta.get("problem") or {}).get("data") or {}).get("seed", (meta.get("config") or {}).get("seed", 0)))
-    return ref, list(open_dataset(ref).split(seed).val)
+    return validation_cases(run_dir)
 
 
 def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str,
                      callback: Callable[[dict], None], control: JobControl) -> dict:
-    """Run candidates of a run on one validation case as ``emonas predict`` does, scored as the report
-    scores: labels mapped back onto the scan's own grid, compared with the original reference file in
-    world space (``engine.run.scoring``).
+    """``engine.run.jobs.evaluate_case`` as a dict: ``{"case_id", "image", "spacing", "modalities",
+    "reference", "labels", "predictions" {id: (X, Y, Z)}, "metrics" {id: {name: {...}}}}``."""
+    from engine.run.jobs import EvaluateCaseRequest, JobCancelled, evaluate_case
 
-    Returns ``{"case_id", "image" (C, X, Y, Z) the scan as stored, "spacing", "modalities", "reference"
-    (X, Y, Z) label values on the scan's grid, "labels" {name: value}, "predictions" {id: (X, Y, Z)},
-    "metrics" {id: {name: {"dice", "hd", "hd95", "asd"}}}}``.
-    """
-    from engine.data import open_dataset
-    from engine.data.io import affine_spacing
-    from engine.data.layouts import split_ignore
-    from engine.data.validate import read_case_images
-    from engine.infer.metrics import in_one_frame
-    from engine.infer.predictor import Predictor
-    from engine.run.scoring import load_scan_case, predict_in_scan, score_in_scan
-    from engine.run.store import RunStore
-
-    store = RunStore.open_readonly(run_dir)
     try:
-        ref = run_dataset_ref(store.meta())
-        folders = {int(c): store.candidate_dir(int(c)) for c in candidate_ids}
-    finally:
-        store.close()
-    callback({"event": "stage", "text": f"reading case {case_id}"})
-    dataset = open_dataset(ref)
-    _, ignore = split_ignore(dict(dataset.labels))
-    out: dict[str, Any] = {"case_id": case_id, "predictions": {}, "metrics": {}, "modalities": list(dataset.modalities)}
-    case = None
-    for i, (cid, folder) in enumerate(folders.items()):
-        if control.is_set():
-            break
-        callback({"event": "stage", "text": f"candidate {cid}: loading", "done": i, "total": len(folders)})
-        predictor = Predictor.from_training_folder(folder)
-        if case is None:
-            case = load_scan_case(dataset.case(case_id), predictor.plan)
-            scan = read_case_images(dataset.case(case_id))
-            # the reference as stored, brought onto the scan's grid for display (flips and axis order)
-            shown, _, _ = in_one_frame(case.reference_image, scan, case.reference, scan.array[0])
-            out.update(image=scan.array, spacing=affine_spacing(scan.affine), reference=shown,
-                       labels=dict(predictor.labels))
-        if control.is_set():  # cancelled while loading: the prediction is the long part
-            break
-        callback({"event": "stage", "text": f"candidate {cid}: predicting", "done": i, "total": len(folders)})
-        pred = predict_in_scan(predictor, case)
-        out["predictions"][cid] = pred
-        fg = {n: k for n, k in out["labels"].items() if k > 0}
-        out["metrics"][cid] = score_in_scan(pred, case, fg, ignore)
-    callback({"event": "stage", "text": "done", "done": len(folders), "total": len(folders)})
-    return out
+        result = evaluate_case(EvaluateCaseRequest(str(run_dir), tuple(int(c) for c in candidate_ids), str(case_id)),
+                               lambda p: callback(p.to_dict()), control)
+    except JobCancelled:
+        return {"case_id": case_id, "predictions": {}, "metrics": {}, "cancelled": True}
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
 
 
 def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | Path, formats: list[str],
                          retrain: bool, epochs: int | None, callback: Callable[[dict], None],
                          control: JobControl) -> dict:
-    """Export a run's candidate to a model folder, optionally retraining it on all data first.
+    """``engine.run.jobs.export`` of a run's candidate; ``{"model_dir", "files", "parameters", "retrained_in"}``."""
+    from engine.run.jobs import ExportRequest, JobCancelled, export
 
-    Retraining uses ``engine.run.retrain.train_final_model`` into ``out_dir/../NAME.training`` and
-    exports that training folder; without it the candidate's search weights are exported
-    (``engine.run.export.export_candidate``, which retrains only if they were pruned).
-    Returns ``{"model_dir", "files", "parameters", "retrained_in"}``.
-    """
-    from engine.export.package import export_model
-    from engine.outputs import check_output, run_sources
-    from engine.run.export import export_candidate
-
-    out = Path(out_dir)
-    check_output(out, run_sources(run_dir), option="output folder")  # never into the run, before any work
-    retrained_in = None
-    if retrain:
-        from engine.run.retrain import retrain_epochs, train_final_model
-
-        retrained_in = out.parent / f"{out.name}.training"
-        check_output(retrained_in, run_sources(run_dir), option="retraining folder")
-        callback({"event": "stage", "text": f"retraining candidate {candidate_id} on the training and validation cases"})
-        total = retrain_epochs(run_dir, epochs)
-
-        def progress(ev: dict) -> None:  # the trainer's events, with the total for a progress bar
-            if ev.get("event") == "epoch":
-                callback({"event": "epoch", "epoch": int(ev["epoch"]), "epochs": total,
-                          "text": f"retraining candidate {candidate_id}: epoch {int(ev['epoch'])} of {total} done"})
-            elif ev.get("event") == "step":
-                callback({"event": "step", "text": f"retraining candidate {candidate_id}: epoch {ev['epoch']} of "
-                          f"{total}, step {ev['step']} of {ev['steps']}"})
-
-        try:
-            train_final_model(run_dir, int(candidate_id), retrained_in, epochs=epochs, callback=progress, cancel=control)
-        except EmonasError:
-            if not control.stopped:
-                raise
-        if control.stopped:  # cancelled during or right after the retraining
-            raise EmonasError("export cancelled")
-        callback({"event": "stage", "text": "exporting the retrained network"})
-        meta = export_model(retrained_in, out, formats, sources=run_sources(run_dir))
-    else:
-        callback({"event": "stage", "text": f"exporting candidate {candidate_id}"})
-        meta = export_candidate(run_dir, int(candidate_id), out, formats)
-    return {"model_dir": str(out), "files": sorted(meta.get("files", {})),
-            "parameters": (meta.get("architecture") or {}).get("parameters"),
-            "retrained_in": None if retrained_in is None else str(retrained_in)}
+    try:
+        result = export(ExportRequest(out_dir=str(out_dir), run_dir=str(run_dir), candidate_id=int(candidate_id),
+                                      formats=tuple(formats), retrain=bool(retrain), epochs=epochs),
+                        lambda p: callback(p.to_dict()), control)
+    except JobCancelled:
+        raise EmonasError("export cancelled") from None
+    return {"model_dir": result.model_dir, "files": result.files, "parameters": result.parameters,
+            "retrained_in": result.retrained_in}
 
 
 def predict_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | Path,
                 callback: Callable[[dict], None], control: JobControl) -> dict:
-    """Segment ``scans`` (files, one per case, or folders of them: nnU-Net's ``CASE_0000`` files or
-    DICOM series) with a model folder (or a training folder); label maps are named by case id.
+    """``engine.run.jobs.predict``; ``{"written": [label maps], "scans": [each case's first scan], "labels"}``.
+    Cancelled, it fails with one line; the cases already written are whole."""
+    from engine.run.jobs import PredictRequest, predict
 
-    Returns ``{"written": [label map paths], "scans": [each case's first scan], "labels": {name: value}}``.
-    """
-    from engine.export.package import is_model_folder
-    from engine.infer.folder import gather_cases
-    from engine.infer.folder import check_prediction_outputs
-
-    out = Path(out_dir)
-    written: list[Path] = []
-    if is_model_folder(model_dir):
-        from engine.export.deploy import load_model
-
-        model = load_model(model_dir)
-        labels, modalities, predict = model.labels, model.modalities, model.predict_files
-    else:
-        from engine.infer.predictor import Predictor
-
-        predictor = Predictor.from_training_folder(model_dir)
-        labels, modalities, predict = dict(predictor.labels), predictor.modalities, predictor.predict_files
-    cases = gather_cases(scans, max(1, len(modalities)))
-    check_prediction_outputs([paths for _, paths in cases], out, model_dir, option="output folder",
-                             names=[cid for cid, _ in cases])  # before anything is written
-    for i, (case_id, paths) in enumerate(cases):
-        if control.is_set():
-            break
-        callback({"event": "progress", "done": i, "total": len(cases), "text": f"segmenting {case_id}"})
-        written.extend(predict([paths], out, names=[case_id]))
-    callback({"event": "progress", "done": len(written), "total": len(cases), "text": "done"})
-    return {"written": [str(p) for p in written], "scans": [str(paths[0]) for _, paths in cases[:len(written)]],
-            "labels": labels}
+    request = PredictRequest(model=str(model_dir), output=str(out_dir), inputs=tuple(str(s) for s in scans))
+    result = predict(request, lambda p: callback({**p.to_dict(), "event": "progress"}), control)
+    return {"written": result.outputs, "scans": [c[0] for c in result.inputs], "labels": result.labels}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -68,8 +69,10 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         result = args.handler(args)
     except EmonasError as exc:
+        from engine.run.jobs import JobCancelled
+
         fail(str(exc), json_mode)
-        return EXIT_USAGE
+        return 130 if isinstance(exc, JobCancelled) else EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("emonas: interrupted\n")
         if json_mode:
@@ -92,6 +95,34 @@ def run_command(args: argparse.Namespace) -> int:
             except BrokenPipeError:
                 return _closed_pipe()
     return code
+
+
+@contextlib.contextmanager
+def cancel_on_interrupt():
+    """A job's control for a command: the first Ctrl-C (SIGINT) asks the job to stop cleanly (it ends
+    with a one-line "cancelled", exit code 130, nothing half-written); a second one interrupts at once."""
+    import signal
+    import threading
+
+    from engine.run.child import JobControl
+
+    control = JobControl()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield control
+        return
+
+    def on_sigint(signum, frame):
+        if control.stopped:
+            raise KeyboardInterrupt
+        sys.stderr.write("emonas: stopping at the next step (Ctrl-C again to quit at once)\n")
+        sys.stderr.flush()
+        control.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield control
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _closed_pipe() -> int:

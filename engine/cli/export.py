@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from engine.cli._common import subcommand
+from engine.cli._common import cancel_on_interrupt, progress_bar, subcommand
 from engine.errors import ConfigError
 
 
 def _run(args) -> dict:
-    from engine.export.package import FORMAT_FILES, export_model, parse_formats
+    from engine.export.package import FORMAT_FILES, parse_formats
+    from engine.run.jobs import ExportRequest, export
 
     formats = parse_formats(args.format)
-    if args.checkpoint and (args.run or args.candidate is not None):
-        raise ConfigError("give either RUN --candidate ID or --checkpoint DIR, not both")
-    if args.checkpoint:
-        meta = export_model(args.checkpoint, args.out, formats, overwrite=args.force, dataset=args.dataset)
-        source = str(args.checkpoint)
-    else:
-        if not args.run or args.candidate is None:
-            raise ConfigError("give RUN --candidate ID (a candidate of a search) or --checkpoint DIR (a training folder)")
-        from engine.run.export import export_candidate
+    request = ExportRequest(out_dir=str(args.out), run_dir=None if args.run is None else str(args.run),
+                            candidate_id=None if args.candidate is None else _candidate_id(args.candidate),
+                            checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+                            formats=tuple(formats), retrain=bool(args.retrain), epochs=args.epochs,
+                            dataset=args.dataset, overwrite=bool(args.force), device=args.device)
+    if args.retrain and not request.run_dir:
+        raise ConfigError("--retrain needs RUN --candidate ID")
+    if args.epochs is not None and not args.retrain:
+        raise ConfigError("--epochs goes with --retrain")
+    bar = None
 
-        meta = export_candidate(args.run, args.candidate, args.out, formats, overwrite=args.force,
-                                device=args.device, dataset=args.dataset)
-        source = f"{args.run} candidate {args.candidate}"
+    def progress(p) -> None:
+        nonlocal bar
+        if p.stage == "epoch":
+            if bar is None:
+                bar = progress_bar(p.total, f"retraining candidate {args.candidate}").__enter__()
+            bar.update(1)
+        elif p.stage == "stage" and p.job == "retrain" and not args.json:  # a long job says it started
+            print(p.text, file=sys.stderr, flush=True)
+
+    try:
+        with cancel_on_interrupt() as control:
+            result = export(request, progress, control)
+    finally:
+        if bar is not None:
+            bar.close()
+    meta = result.meta
+    source = str(args.checkpoint) if args.checkpoint else f"{args.run} candidate {args.candidate}"
     out = Path(args.out)
     files = {name: str(out / name) for name in meta["files"]}
     if not args.json:
@@ -41,8 +58,16 @@ def _run(args) -> dict:
         "genome": meta["genome"],
         "onnx_vs_torch_max_abs_logit_diff": (meta.get("export_check") or {}).get("onnx_vs_torch_max_abs_logit_diff"),
         "candidate": meta.get("candidate"),
+        "retrained_in": result.retrained_in,
         "format_files": {f: FORMAT_FILES[f] for f in formats},
     }
+
+
+def _candidate_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--candidate must be a candidate id (an integer), got {text!r}") from None
 
 
 def register(sub) -> None:
@@ -57,4 +82,8 @@ def register(sub) -> None:
                    help="dataset folder whose dataset.json / labels.json gives label_codes and label_colors "
                         "(default: the run's dataset)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
-    p.add_argument("--device", default="cpu", help="device for retraining a pruned candidate (cpu or cuda)")
+    p.add_argument("--retrain", action="store_true",
+                   help="train the candidate from scratch on the training and validation cases first (the final "
+                        "model; its training folder OUT.training is kept beside the model folder)")
+    p.add_argument("--epochs", type=int, default=None, help="with --retrain: epochs (default: the run's budget)")
+    p.add_argument("--device", default="cpu", help="device for retraining (cpu or cuda)")

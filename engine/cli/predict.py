@@ -2,99 +2,50 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from engine.cli._common import device_arg, progress_bar, subcommand
 from engine.device import DEVICE_HELP
 
 
 def _predict(args) -> dict:
-    from engine.errors import ConfigError
-    from engine.export.package import is_model_folder
-    from engine.infer.folder import check_prediction_outputs
+    from engine.run.jobs import PredictRequest, predict
 
-    options = {"mirror": args.mirror} if args.mirror else {}
-    if args.keep_largest is not None:
-        options["keep_largest"] = args.keep_largest == "on"
-    exported = is_model_folder(args.model)
-    backend = args.backend or ("onnxruntime" if exported else "torch")
-    if not exported and backend != "torch":
-        raise ConfigError(f"{args.model}: --backend {backend} needs a model folder from `emonas export`")
-    if not args.inputs and not args.case:
-        raise ConfigError("give the scans to segment (INPUT... or --case a.nii.gz,b.nii.gz)")
-    modalities = _declared_modalities(args.model)
-    n = max(1, len(modalities))
-    groups = []
-    for group in args.case or []:
-        paths = [p for p in group.split(",") if p]
-        if len(paths) != n:
-            raise ConfigError(f"--case {group}: the model expects {len(modalities)} modalities "
-                              f"({', '.join(modalities)}), in that order")
-        groups.append(paths)
-    from engine.infer.folder import gather_cases, output_complete, probability_path
+    request = PredictRequest(
+        model=str(args.model), output=str(args.output), inputs=tuple(str(p) for p in args.inputs or ()),
+        cases=tuple(tuple(p for p in group.split(",") if p) for group in args.case or ()), device=args.device,
+        backend=args.backend, mirror=bool(args.mirror),
+        keep_largest=None if args.keep_largest is None else args.keep_largest == "on",
+        resume=bool(args.resume), save_probabilities=bool(args.save_probabilities))
+    bar = None
 
-    named = gather_cases(args.inputs or [], n, groups)  # folders: nnU-Net's CASE_XXXX files, DICOM series
-    check_prediction_outputs([paths for _, paths in named], args.output, args.model, names=[cid for cid, _ in named],
-                             probabilities=args.save_probabilities)  # before the model is even loaded
+    def progress(p) -> None:
+        nonlocal bar
+        if p.stage == "case":
+            if bar is None:
+                bar = progress_bar(p.total, "predicting").__enter__()
+            bar.update(1)
 
-    from engine.export.deploy import load_model, write_case_dicom_segs
-    from engine.data.labels import resolve_label_info, write_colour_tables
-    from engine.infer.predictor import Predictor
-
-    if exported:  # a model folder from `emonas export`: verified, run by ONNX Runtime or PyTorch
-        model = load_model(args.model, backend=backend, device=args.device)
-        predictor = model.predictor(**options)
-        label_info = model.label_info()
-    else:
-        predictor = Predictor.from_training_folder(args.model, device=args.device, **options)
-        label_info = resolve_label_info(predictor.labels)
-    out = Path(args.output)
-    skipped, todo = [], named
-    if args.resume:  # cases whose outputs read back whole are left as they are
-        todo = []
-        for cid, paths in named:
-            done = output_complete(out / f"{cid}.nii.gz", paths[0], predictor.num_classes, args.save_probabilities)
-            (skipped if done else todo).append((cid, paths))
-    cases = [paths for _, paths in todo]
-    with progress_bar(len(cases), "predicting") as bar:
-        written = predictor.predict_files(cases, args.output, progress=lambda i, n: bar.update(1),
-                                          names=[cid for cid, _ in todo], save_probabilities=args.save_probabilities)
-    tables = [write_colour_tables(path, predictor.labels, label_info["label_colors"]) for path in written]
-    segs = write_case_dicom_segs(cases, written, args.output, predictor.labels, label_info)
+    try:
+        result = predict(request, progress)
+    finally:
+        if bar is not None:
+            bar.close()
     if not args.json:
-        for case, path, (slicer, itk) in zip(cases, written, tables):
-            print(f"{case[0]} -> {path} (colour tables {slicer.name}, {itk.name})")
-        for path in segs.values():
+        for case, path in zip(result.inputs, result.outputs):
+            tables = result.color_tables[path]
+            print(f"{case[0]} -> {path} (colour tables {_name(tables['slicer'])}, {_name(tables['itksnap'])})")
+        for path in result.dicom_seg.values():
             print(f"DICOM-SEG -> {path}")
-        if skipped:
-            print(f"{len(skipped)} case(s) already complete in {out}, skipped: {', '.join(c for c, _ in skipped)}")
-    result = {"outputs": [str(p) for p in written], "inputs": [[str(p) for p in c] for c in cases],
-              "cases": [cid for cid, _ in todo], "skipped": [cid for cid, _ in skipped],
-              "color_tables": {str(p): {"slicer": str(t[0]), "itksnap": str(t[1])} for p, t in zip(written, tables)},
-              "dicom_seg": {str(k): str(v) for k, v in segs.items()},
-              "backend": backend, "model_folder": exported, "device": str(predictor.device)}
-    if args.save_probabilities:
-        result["probabilities"] = [str(probability_path(p)) for p in written]
-    return result
+        if result.skipped:
+            print(f"{len(result.skipped)} case(s) already complete in {args.output}, skipped: {', '.join(result.skipped)}")
+    doc = result.to_dict()
+    doc.pop("labels")
+    return doc
 
 
-def _declared_modalities(folder) -> list[str]:
-    """The modalities a model or training folder declares (model.json or training.json), read
-    without loading the network; loading it verifies everything else."""
-    import json
+def _name(path: str) -> str:
     from pathlib import Path
 
-    from engine.errors import DataError
-
-    for name in ("model.json", "training.json"):
-        path = Path(folder) / name
-        if path.is_file():
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-                return [str(m) for m in (doc.get("modalities") or [])]
-            except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as exc:
-                raise DataError(path, f"cannot read ({type(exc).__name__})") from None
-    raise DataError(folder, "not a model folder (emonas export) or training folder (emonas train)")
+    return Path(path).name
 
 
 def register(sub) -> None:
