@@ -400,9 +400,14 @@ def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | 
 def predict_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | Path,
                 callback: Callable[[dict], None], control: JobControl) -> dict:
     """``engine.run.jobs.predict``; ``{"written": [label maps], "scans": [each case's first scan], "labels"}``.
-    Cancelled, it fails with one line; the cases already written are whole."""
-    from engine.run.jobs import PredictRequest, predict
+    Cancelled, it returns the cases already written (each whole)."""
+    from engine.run.jobs import JobCancelled, PredictRequest, predict
 
     request = PredictRequest(model=str(model_dir), output=str(out_dir), inputs=tuple(str(s) for s in scans))
-    result = predict(request, lambda p: callback({**p.to_dict(), "event": "progress"}), control)
+    try:
+        result = predict(request, lambda p: callback({**p.to_dict(), "event": "progress"}), control)
+    except JobCancelled as exc:  # the label maps already written are whole: the panel shows them
+        if exc.result is None:
+            raise
+        result = exc.result
     return {"written": result.outputs, "scans": [c[0] for c in result.inputs], "labels": result.labels}

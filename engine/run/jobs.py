@@ -33,7 +33,12 @@ Callback = Callable[["JobProgress"], None]
 
 
 class JobCancelled(EmonasError):
-    """A job stopped by its caller; the message says what was kept."""
+    """A job stopped by its caller; the message says what was kept, ``result`` holds it where there is
+    something whole to show (the cases a prediction had written)."""
+
+    def __init__(self, message: str, result: Any = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -392,23 +397,29 @@ def predict(request: PredictRequest, callback: Callback | None = None, control=N
             done = output_complete(out / f"{cid}.nii.gz", paths[0], predictor.num_classes, request.save_probabilities)
             (skipped if done else todo).append((cid, paths))
     written: list[Path] = []
+    cancelled = False
     for i, (cid, paths) in enumerate(todo):
         if control is not None and control.is_set():
-            raise JobCancelled(f"prediction cancelled after {i} of {len(todo)} cases (those written are complete; "
-                               "--continue resumes)")
+            cancelled = True
+            break
         _say(callback, "predict", "case", f"segmenting {cid}", i, len(todo))
         written.extend(predictor.predict_files([paths], out, names=[cid], save_probabilities=request.save_probabilities))
+    total, todo = len(todo), todo[:len(written)]
     cases = [paths for _, paths in todo]
     tables = [write_colour_tables(path, predictor.labels, label_info["label_colors"]) for path in written]
     segs = write_case_dicom_segs(cases, written, out, predictor.labels, label_info)
-    _say(callback, "predict", "stage", "done", len(todo), len(todo))
-    return PredictResult(
+    _say(callback, "predict", "stage", "cancelled" if cancelled else "done", len(todo), total)
+    result = PredictResult(
         outputs=[str(p) for p in written], inputs=[[str(p) for p in c] for c in cases],
         cases=[cid for cid, _ in todo], skipped=[cid for cid, _ in skipped], labels=dict(predictor.labels),
         color_tables={str(p): {"slicer": str(t[0]), "itksnap": str(t[1])} for p, t in zip(written, tables)},
         dicom_seg={str(k): str(v) for k, v in segs.items()}, backend=backend, model_folder=exported,
         device=str(predictor.device),
         probabilities=[str(probability_path(p)) for p in written] if request.save_probabilities else None)
+    if cancelled:
+        raise JobCancelled(f"prediction cancelled after {len(written)} of {total} cases (those written are complete; "
+                           "--continue resumes)", result)
+    return result
 
 
 def declared_modalities(folder: str | Path) -> list[str]:
