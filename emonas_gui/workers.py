@@ -24,8 +24,9 @@ worker thread importing and running PyTorch holds Python's global interpreter lo
 which the GUI thread would feel; a child process has its own). Its control travels as
 ``multiprocessing`` events and everything else comes back through a queue read by a small thread.
 
-The engine calls behind the app's other long jobs (``evaluate_on_case``, ``export_candidate_job``,
-``predict_job``) are plain functions below, run by ``EngineJob``.
+Every job that imports PyTorch runs in a child process: the search, and ``evaluate_case_job``,
+``export_job`` and ``predict_scans_job`` below (the engine's jobs, ``engine.run.jobs``). ``EngineJob``
+threads do file I/O only (reading scans for display, a run's validation cases, a report).
 """
 
 from __future__ import annotations
@@ -238,13 +239,15 @@ class ProcessJob(_Job):
     stops the child.
     """
 
-    def __init__(self, target: str, args: tuple, name: str = "job", parent: QObject | None = None):
+    def __init__(self, target: str, args: tuple, name: str = "job", parent: QObject | None = None,
+                 adapt: Callable[[Any], Any] | None = None):
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with Qt and threads
         super().__init__(name, JobControl(ctx.Event(), ctx.Event()), parent)
         self._ctx = ctx
         self._target, self._args = target, tuple(args)
+        self._adapt = adapt  # the result as the panel reads it (plain data, in the reader thread)
         self._proc = None
         self._reader: threading.Thread | None = None
         self._detached = ctx.Event()
@@ -280,8 +283,8 @@ class ProcessJob(_Job):
                 try:  # the child may have ended right after its last message
                     return queue.get(timeout=1.0)
                 except queues.Empty:
-                    return "failed", (f"the {self.name} process ended unexpectedly (exit code {proc.exitcode}); "
-                                      "the run can be resumed")
+                    return "failed", (f"the {self.name} process ended unexpectedly (exit code {proc.exitcode})"
+                                      + ("; the run can be resumed" if self._target == "search" else ""))
             except (EOFError, OSError) as exc:  # the queue's pipe broke with the child
                 return "failed", f"lost contact with the {self.name} process ({exc})"
 
@@ -293,6 +296,12 @@ class ProcessJob(_Job):
             kind, payload = self._next_message(queue, proc)
             if kind == "detached":  # the child runs on without the app: nothing more to read or wait for
                 break
+            if kind == "finished" and self._adapt is not None:
+                try:
+                    payload = self._adapt(payload)
+                except Exception as exc:  # noqa: BLE001 - a result the panel cannot read is one line, not a crash
+                    log.exception("reading the %s result failed", self.name)
+                    kind, payload = "failed", one_line(exc)
             if kind == "paused":
                 self.paused.emit()
             else:
@@ -367,47 +376,36 @@ def run_validation_cases(run_dir: str | Path) -> tuple[str, list[str]]:
     return validation_cases(run_dir)
 
 
-def evaluate_on_case(run_dir: str | Path, candidate_ids: list[int], case_id: str,
-                     callback: Callable[[dict], None], control: JobControl) -> dict:
-    """``engine.run.jobs.evaluate_case`` as a dict: ``{"case_id", "image", "spacing", "modalities",
-    "reference", "labels", "predictions" {id: (X, Y, Z)}, "metrics" {id: {name: {...}}}}``."""
-    from engine.run.jobs import EvaluateCaseRequest, JobCancelled, evaluate_case
+def evaluate_case_job(run_dir: str | Path, candidate_ids: list[int], case_id: str,
+                      parent: QObject | None = None) -> ProcessJob:
+    """``engine.run.jobs.evaluate_case`` in a child process; its result as a dict: ``{"case_id", "image",
+    "spacing", "modalities", "reference", "labels", "predictions" {id: (X, Y, Z)}, "metrics"}``."""
+    from engine.run.jobs import EvaluateCaseRequest
 
-    try:
-        result = evaluate_case(EvaluateCaseRequest(str(run_dir), tuple(int(c) for c in candidate_ids), str(case_id)),
-                               lambda p: callback(p.to_dict()), control)
-    except JobCancelled:
-        return {"case_id": case_id, "predictions": {}, "metrics": {}, "cancelled": True}
-    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    request = EvaluateCaseRequest(str(run_dir), tuple(int(c) for c in candidate_ids), str(case_id))
+    return ProcessJob("evaluate_case", (request,), "evaluate-case", parent,
+                      adapt=lambda r: {f.name: getattr(r, f.name) for f in dataclasses.fields(r)})
 
 
-def export_candidate_job(run_dir: str | Path, candidate_id: int, out_dir: str | Path, formats: list[str],
-                         retrain: bool, epochs: int | None, callback: Callable[[dict], None],
-                         control: JobControl) -> dict:
-    """``engine.run.jobs.export`` of a run's candidate; ``{"model_dir", "files", "parameters", "retrained_in"}``."""
-    from engine.run.jobs import ExportRequest, JobCancelled, export
+def export_job(run_dir: str | Path, candidate_id: int, out_dir: str | Path, formats: list[str], retrain: bool,
+               epochs: int | None, parent: QObject | None = None) -> ProcessJob:
+    """``engine.run.jobs.export`` of a run's candidate in a child process (retrained first if asked);
+    its result as ``{"model_dir", "files", "parameters", "retrained_in"}``."""
+    from engine.run.jobs import ExportRequest
 
-    try:
-        result = export(ExportRequest(out_dir=str(out_dir), run_dir=str(run_dir), candidate_id=int(candidate_id),
-                                      formats=tuple(formats), retrain=bool(retrain), epochs=epochs),
-                        lambda p: callback(p.to_dict()), control)
-    except JobCancelled:
-        raise EmonasError("export cancelled") from None
-    return {"model_dir": result.model_dir, "files": result.files, "parameters": result.parameters,
-            "retrained_in": result.retrained_in}
+    request = ExportRequest(out_dir=str(out_dir), run_dir=str(run_dir), candidate_id=int(candidate_id),
+                            formats=tuple(formats), retrain=bool(retrain), epochs=epochs)
+    return ProcessJob("export", (request,), "export", parent,
+                      adapt=lambda r: {"model_dir": r.model_dir, "files": r.files, "parameters": r.parameters,
+                                       "retrained_in": r.retrained_in})
 
 
-def predict_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | Path,
-                callback: Callable[[dict], None], control: JobControl) -> dict:
-    """``engine.run.jobs.predict``; ``{"written": [label maps], "scans": [each case's first scan], "labels"}``.
-    Cancelled, it returns the cases already written (each whole)."""
-    from engine.run.jobs import JobCancelled, PredictRequest, predict
+def predict_scans_job(model_dir: str | Path, scans: list[str | Path], out_dir: str | Path,
+                      parent: QObject | None = None) -> ProcessJob:
+    """``engine.run.jobs.predict`` in a child process; its result as ``{"written": [label maps], "scans":
+    [each case's first scan], "labels"}``. Cancelled, it returns the cases already written (each whole)."""
+    from engine.run.jobs import PredictRequest
 
     request = PredictRequest(model=str(model_dir), output=str(out_dir), inputs=tuple(str(s) for s in scans))
-    try:
-        result = predict(request, lambda p: callback({**p.to_dict(), "event": "progress"}), control)
-    except JobCancelled as exc:  # the label maps already written are whole: the panel shows them
-        if exc.result is None:
-            raise
-        result = exc.result
-    return {"written": result.outputs, "scans": [c[0] for c in result.inputs], "labels": result.labels}
+    return ProcessJob("predict", (request,), "predict", parent,
+                      adapt=lambda r: {"written": r.outputs, "scans": [c[0] for c in r.inputs], "labels": r.labels})

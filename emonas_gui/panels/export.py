@@ -6,7 +6,8 @@
   export (``engine.export``), and see where it went and what it holds;
 - Predict: open a model folder (or a training folder), add scans, segment them into an output
   folder (label maps in each scan's own geometry, named like the scans), and view a result over its
-  scan. Both jobs run off the GUI thread (``workers.export_candidate_job``, ``workers.predict_job``).
+  scan. Both jobs run off the GUI thread in child processes
+  (``workers.export_job``, ``workers.predict_scans_job``: the engine's jobs).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from engine.errors import EmonasError
 from emonas_gui.panels.data import load_case, scan_filter
 from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
-from emonas_gui.workers import EngineJob, export_candidate_job, predict_job
+from emonas_gui.workers import EngineJob, ProcessJob, export_job, predict_scans_job
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class ExportPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.run_dir: Path | None = None
-        self.export_job: EngineJob | None = None
-        self.predict_job: EngineJob | None = None
+        self.export_job: ProcessJob | None = None
+        self.predict_job: ProcessJob | None = None
         self.last_export: dict | None = None
         self.last_prediction: dict | None = None
         self._view_job: EngineJob | None = None
@@ -258,8 +259,7 @@ class ExportPanel(QWidget):
             return False
         run_dir, formats = self.run_dir, self.formats()
         retrain, epochs = self.retrain.isChecked(), self.epochs.value()
-        job = EngineJob(lambda cb, ctl: export_candidate_job(run_dir, cid, out, formats, retrain, epochs, cb, ctl),
-                        "export", self)
+        job = export_job(run_dir, cid, out, formats, retrain, epochs, self)
         job.event.connect(self._on_export_event)
         job.finished.connect(self._on_exported)
         job.failed.connect(self._on_export_failed)
@@ -275,10 +275,10 @@ class ExportPanel(QWidget):
         if self.export_job is not None:
             self.export_job.stop()
 
-    def _on_export_event(self, ev: dict) -> None:
-        if ev.get("event") == "epoch" and ev.get("epochs"):
-            self.export_progress.setRange(0, int(ev["epochs"]))
-            self.export_progress.setValue(int(ev.get("epoch", 0)))
+    def _on_export_event(self, ev: dict) -> None:  # the job's progress records (engine.run.jobs.JobProgress)
+        if ev.get("stage") == "epoch" and ev.get("total"):
+            self.export_progress.setRange(0, int(ev["total"]))
+            self.export_progress.setValue(int(ev.get("done") or 0))
         if ev.get("text"):
             self.export_status.setText(str(ev["text"]))
 
@@ -295,6 +295,10 @@ class ExportPanel(QWidget):
     def _on_export_failed(self, message: str) -> None:
         self.export_progress.setRange(0, 1)
         self.export_progress.setValue(0)
+        if self.export_job is not None and self.export_job.control.stopped:  # the user's Cancel: no error
+            self.export_status.setText("cancelled: nothing was written")
+            self.state.status_message.emit("Export cancelled")
+            return
         self.export_status.setText(f"error: {message}")
         self.state.report_error(message)
 
@@ -343,7 +347,7 @@ class ExportPanel(QWidget):
         if not out:
             self.state.report_error("choose where to save the label maps")
             return False
-        job = EngineJob(lambda cb, ctl: predict_job(model, scans, out, cb, ctl), "predict", self)
+        job = predict_scans_job(model, scans, out, self)
         job.event.connect(self._on_predict_event)
         job.finished.connect(self._on_predicted)
         job.failed.connect(self._on_predict_failed)
@@ -366,9 +370,9 @@ class ExportPanel(QWidget):
     def _on_predict_event(self, ev: dict) -> None:
         if self.predict_job is not None and self.predict_job.control.stopped:
             return  # "cancelling..." stays until the job has ended
-        if "total" in ev:  # a folder's cases are counted once the job has listed them
+        if ev.get("total") is not None:  # a folder's cases are counted once the job has listed them
             self.predict_progress.setMaximum(int(ev["total"]))
-        if "done" in ev:
+        if ev.get("done") is not None:
             self.predict_progress.setValue(int(ev["done"]))
         if ev.get("text"):
             self.predict_status.setText(str(ev["text"]))

@@ -2,7 +2,7 @@
 
 ``ResultsPanel(state, parent=None)`` follows ``state.run_changed``. The user picks a candidate (the
 front first), optionally a second one to compare, and a validation case of the run (its test cases
-are never offered), then presses Run. The job (``workers.evaluate_on_case``) runs off the GUI thread;
+are never offered), then presses Run. The job (``workers.evaluate_case_job``) runs in a child process;
 the scan is shown three times side by side with synchronized slices (``SliceViewer.link_to``): the
 reference labels, candidate A's prediction, candidate B's prediction; a table lists per-label Dice
 and HD95 (mm) for the case. Predictions are made as ``emonas predict`` makes them and scored as the
@@ -42,7 +42,7 @@ from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.pareto_plot import ParetoPlot
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
 from emonas_gui.widgets.table_export import CsvExport
-from emonas_gui.workers import EngineJob, evaluate_on_case, run_validation_cases
+from emonas_gui.workers import EngineJob, ProcessJob, evaluate_case_job, run_validation_cases
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ResultsPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.run_dir: Path | None = None
-        self.job: EngineJob | None = None
+        self.job: ProcessJob | None = None
         self.result: dict[str, Any] | None = None
         self.dataset_ref: str | None = None  # the run's dataset (a folder or "demo"), once known
         self._validation_job: EngineJob | None = None
@@ -283,11 +283,11 @@ class ResultsPanel(QWidget):
         if not ids or not case_id or self.run_dir is None:
             return
         run_dir = self.run_dir
-        self.job = job = EngineJob(lambda cb, ctl: evaluate_on_case(run_dir, ids, case_id, cb, ctl), "evaluate-case", self)
+        self.job = job = evaluate_case_job(run_dir, ids, case_id, self)
         self.job.event.connect(self._on_event)
         # a cancelled job may still return what it had: the panel keeps showing the previous result
         self.job.finished.connect(lambda result: self._on_cancelled() if job.control.stopped else self._on_result(result))
-        self.job.failed.connect(self._on_failed)
+        self.job.failed.connect(lambda message: self._on_cancelled() if job.control.stopped else self._on_failed(message))
         self.job.done.connect(self._sync_buttons)
         self.status.setText(f"running {', '.join(f'#{i}' for i in ids)} on {case_id} ...")
         self.job.start()

@@ -201,7 +201,8 @@ def child_main(target: str, args: tuple, queue, stop_event, running_event, detac
     try:
         result = JOBS[target](*args, lambda ev: outbox.put(("event", plain_event(ev))), control)
     except EmonasError as exc:
-        outbox.put(("failed", one_line(exc)))
+        partial = getattr(exc, "result", None)  # a cancelled job's whole part (JobCancelled.result)
+        outbox.put(("finished", partial) if partial is not None else ("failed", one_line(exc)))
     except BaseException as exc:  # noqa: BLE001 - the caller gets one line; the traceback goes to its log
         outbox.put(("log", f"{target} failed: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:])))
         outbox.put(("failed", one_line(exc)))

@@ -269,22 +269,23 @@ def test_a_label_map_write_that_fails_half_way_leaves_no_file(tmp_path, monkeypa
 
 
 def test_the_apps_segment_and_export_jobs_follow_the_same_rule(world, fake_run):
-    """The jobs behind the app's Segment and Export buttons (run off the GUI thread; an error becomes a
-    dialog): refused before any work, the same way as the command line."""
-    from emonas_gui.jobcore import JobControl
-    from emonas_gui.workers import export_candidate_job, predict_job
+    """The jobs behind the app's Segment and Export buttons (the engine's jobs, run in child processes;
+    an error becomes a dialog): refused before any work, the same way as the command line."""
     from engine.errors import ConfigError
+    from engine.run.child import JobControl
+    from engine.run.jobs import ExportRequest, PredictRequest, export, predict
 
     scans, trained = world["scans"], world["trained"]
-    inputs = sorted(scans.iterdir())
+    inputs = tuple(str(p) for p in sorted(scans.iterdir()))
     before = tree(scans, trained, fake_run)
     events = []
     with pytest.raises(ConfigError, match="contains the input scan"):
-        predict_job(trained, inputs, scans, events.append, JobControl())
+        predict(PredictRequest(model=str(trained), output=str(scans), inputs=inputs), events.append, JobControl())
     with pytest.raises(ConfigError, match="is the model folder"):
-        predict_job(trained, inputs, trained, events.append, JobControl())
+        predict(PredictRequest(model=str(trained), output=str(trained), inputs=inputs), events.append, JobControl())
     for retrain in (False, True):
         with pytest.raises(ConfigError, match="is the run"):
-            export_candidate_job(fake_run, 1, fake_run, ["onnx"], retrain, 1, events.append, JobControl())
+            export(ExportRequest(out_dir=str(fake_run), run_dir=str(fake_run), candidate_id=1, formats=("onnx",),
+                                 retrain=retrain, epochs=1), events.append, JobControl())
     assert tree(scans, trained, fake_run) == before
     assert events == []  # nothing started

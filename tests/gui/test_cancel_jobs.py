@@ -1,8 +1,9 @@
 """Cancel a running job half-way (a case run in Results, a Segment in Export, the full dataset check);
 the panel stays usable and says "cancelled". The Results metrics of a real run export to CSV.
 
-Each job is held at a known point by a gate in its progress callback (run in the worker thread), so
-that Cancel lands half-way whatever the machine's speed.
+The jobs that run PyTorch run in child processes; each is paused at a known point (its first progress
+record of a kind: the child then waits at its next check), so that Cancel lands half-way whatever the
+machine's speed. The dataset check (file reads in a thread of the app) is held by a gate in its callback.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
 import emonas_gui.panels.data as data_mod
-import emonas_gui.panels.export as export_mod
-import emonas_gui.panels.results as results_mod
 from emonas_gui.panels.data import DataPanel
 from emonas_gui.panels.export import ExportPanel
 from emonas_gui.panels.results import ResultsPanel
@@ -41,6 +40,23 @@ class Gate:
 
     def open(self) -> None:
         self._open.set()
+
+
+def _pause_at(qtbot, job, first) -> list[dict]:
+    """Pause ``job`` (a child process) at its first progress record for which ``first(ev)`` is true;
+    returns the records received until the child said it is paused."""
+    seen: list[dict] = []
+
+    def on_event(ev: dict) -> None:
+        seen.append(ev)
+        if first(ev) and not job.control.paused:
+            job.pause()
+
+    job.event.connect(on_event)
+    with qtbot.waitSignal(job.paused, timeout=LONG):
+        pass
+    job.event.disconnect(on_event)
+    return seen
 
 
 def _state(errors: list) -> AppState:
@@ -112,24 +128,12 @@ def test_results_run_exports_metrics_csv_then_cancel_half_way_keeps_it(qtbot, tm
 
     # run again, cancel while the candidate is loading: nothing new is shown, the panel stays usable
     shown = panel.result
-    gate = Gate()
-    real = results_mod.evaluate_on_case
-
-    def gated(run_dir, ids, case_id, callback, control):
-        def cb(ev):
-            callback(ev)
-            if "loading" in str(ev.get("text", "")):
-                gate.hold()
-        return real(run_dir, ids, case_id, cb, control)
-
-    monkeypatch.setattr(results_mod, "evaluate_on_case", gated)
     panel.case.setCurrentIndex(panel.case.count() - 1)
     qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(gate.reached.is_set, timeout=LONG)
+    _pause_at(qtbot, panel.job, lambda ev: "loading" in str(ev.get("text", "")))
     assert panel.cancel_button.isVisible() and panel.cancel_button.isEnabled() and not panel.run_button.isEnabled()
     qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
     assert panel.status.text() == "cancelling\u2026" and not panel.cancel_button.isEnabled()
-    gate.open()
     qtbot.waitUntil(lambda: panel.status.text() == "cancelled", timeout=LONG)
     qtbot.waitUntil(lambda: not panel.job.is_running(), timeout=10_000)
     assert panel.result is shown  # the earlier result stays on screen
@@ -152,29 +156,18 @@ def test_export_segment_cancel_half_way_keeps_the_label_maps_written(qtbot, tmp_
     out = tmp_path / "segmentations"
     panel.pred_out.setText(str(out))
 
-    gate = Gate()
-    real = export_mod.predict_job
-
-    def gated(model_dir, scan_list, out_dir, callback, control):
-        def cb(ev):
-            callback(ev)
-            if ev.get("done") == 0 and ev.get("text", "").startswith("segmenting"):
-                gate.hold()  # before the first scan is segmented
-        return real(model_dir, scan_list, out_dir, cb, control)
-
-    monkeypatch.setattr(export_mod, "predict_job", gated)
     assert not panel.cancel_predict.isVisible()
     qtbot.mouseClick(panel.predict_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(gate.reached.is_set, timeout=LONG)
+    seen = _pause_at(qtbot, panel.predict_job, lambda ev: ev.get("stage") == "case")  # while scan 1 is segmented
     assert panel.cancel_predict.isVisible() and not panel.predict_button.isEnabled()
     qtbot.mouseClick(panel.cancel_predict, Qt.MouseButton.LeftButton)
-    gate.open()
+    started = [ev for ev in seen if ev.get("stage") == "case"]
     qtbot.waitUntil(lambda: panel.predict_status.text().startswith("cancelled"), timeout=LONG)
     qtbot.waitUntil(lambda: not panel.predict_job.is_running(), timeout=10_000)
-    # the scan being segmented is finished, the other two are not started
-    assert len(panel.last_prediction["written"]) == 1 and panel.results.count() == 1
-    assert [p.name for p in out.glob("*.nii.gz")] == [Path(panel.last_prediction["written"][0]).name]
-    assert panel.predict_status.text().startswith("cancelled: 1 label map(s)")
+    # the scans started are finished, the others are not started
+    assert len(started) < 3 and len(panel.last_prediction["written"]) == len(started) == panel.results.count()
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == sorted(Path(w).name for w in panel.last_prediction["written"])
+    assert panel.predict_status.text().startswith(f"cancelled: {len(started)} label map(s)")
     assert panel.predict_button.isEnabled() and not panel.cancel_predict.isVisible()
     assert not errors
 
