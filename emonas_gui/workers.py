@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 import traceback
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,7 +162,8 @@ class EngineJob(_Job):
     def __init__(self, fn: JobFunction, name: str = "job", parent: QObject | None = None):
         super().__init__(name, JobControl(), parent)
         self.fn = fn
-        self.control.on_pause = lambda: self.paused.emit()
+        me = weakref.ref(self)  # the control does not hold its job: no reference cycle
+        self.control.on_pause = lambda: (lambda job: job is not None and job.paused.emit())(me())
         self.result: Any = None
         self.error: str | None = None
         self._thread: _Thread | None = None
