@@ -228,18 +228,25 @@ def _fold_needs_splits(args) -> None:
 
 
 def _retrain(args) -> dict:
-    from engine.run.retrain import retrain_epochs, train_final_model
+    import dataclasses
+
+    from engine.cli._common import cancel_on_interrupt
+    from engine.run.jobs import RetrainRequest, retrain
+    from engine.run.retrain import retrain_epochs
 
     _fold_needs_splits(args)
-    with progress_bar(retrain_epochs(args.run, args.epochs), f"retraining candidate {args.candidate}") as bar:
+    request = RetrainRequest(str(args.run), int(args.candidate), str(args.out), epochs=args.epochs, device=args.device,
+                             splits=None if args.splits is None else str(args.splits), fold=args.fold)
+    with progress_bar(retrain_epochs(args.run, args.epochs), f"retraining candidate {args.candidate}") as bar, \
+            cancel_on_interrupt() as control:
 
-        def on_event(event: dict) -> None:
-            if event.get("event") == "epoch":
+        def on_progress(p) -> None:
+            if p.stage == "epoch":
                 bar.update(1)
-                bar.set_postfix_str(f"loss {event['train_loss']:.3f}")
+                if p.values and "train_loss" in p.values:
+                    bar.set_postfix_str(f"loss {p.values['train_loss']:.3f}")
 
-        result = train_final_model(args.run, args.candidate, args.out, epochs=args.epochs, device=args.device,
-                                   callback=on_event, splits=args.splits, fold=args.fold)
+        result = dataclasses.asdict(retrain(request, on_progress, control))
     if not args.json:
         print(f"retrained candidate {args.candidate} for {result['epochs']} epochs: f1 {result['f1']:.4f}, "
               f"dice {result['dice']} -> {args.out}")

@@ -50,6 +50,7 @@ class JobProgress:
     text: str
     done: int | None = None
     total: int | None = None
+    values: dict | None = None  # figures of the step, e.g. an epoch's train_loss
 
     @property
     def fraction(self) -> float | None:
@@ -59,13 +60,13 @@ class JobProgress:
         # "event" keeps the key every engine event has (the app's log and progress bars read it)
         return {"event": self.stage, "job": self.job, "stage": self.stage, "text": self.text,
                 "done": self.done, "total": self.total, "fraction": self.fraction,
-                "version": JOB_RECORD_VERSION}
+                "values": dict(self.values or {}), "version": JOB_RECORD_VERSION}
 
 
 def _say(callback: Callback | None, job: str, stage: str, text: str, done: int | None = None,
-         total: int | None = None) -> None:
+         total: int | None = None, values: dict | None = None) -> None:
     if callback is not None:
-        callback(JobProgress(job, stage, text, done, total))
+        callback(JobProgress(job, stage, text, done, total, values))
 
 
 def _check(control, what: str) -> None:
@@ -223,7 +224,7 @@ def retrain(request: RetrainRequest, callback: Callback | None = None, control=N
     def progress(ev: dict) -> None:  # the trainer's events, with the total for a progress bar
         if ev.get("event") == "epoch":
             _say(callback, "retrain", "epoch", f"retraining candidate {cid}: epoch {int(ev['epoch'])} of {total} done",
-                 int(ev["epoch"]), total)
+                 int(ev["epoch"]), total, {k: ev[k] for k in ("train_loss", "val_loss", "val_dice") if k in ev})
         elif ev.get("event") == "step":
             _say(callback, "retrain", "step", f"retraining candidate {cid}: epoch {ev['epoch']} of {total}, "
                  f"step {ev['step']} of {ev['steps']}", int(ev["epoch"]) - 1, total)
