@@ -6,8 +6,8 @@
 - a run folder (a new one by default) and the Start, Pause, Resume, Stop buttons;
 - right, the live monitor (``MonitorPanel``) of the current run.
 
-The search runs in ``SearchJob`` (``engine.run.session.SearchSession.run`` in a worker thread); its
-events arrive as queued signals and refresh the monitor. Pause blocks the worker at its next check
+The search runs in a child process (``ProcessJob("search")``: ``engine.run.session.SearchSession.run``);
+its events arrive as queued signals and refresh the monitor. Pause blocks the child at its next check
 (training pauses between steps); Stop ends the run at its next check, leaving it resumable; Resume
 continues a paused job, or reopens a stopped, killed or CLI-started run (``SearchSession.open``).
 ``open_run(path)`` shows an existing run. Errors (bad config, a run locked by another process, a
@@ -97,15 +97,10 @@ def cost_job(config: SearchConfig, dataset_ref: str | None, plan_cache: dict, pa
     return EngineJob(fn, "cost-estimate", parent)
 
 
-def time_job(config: SearchConfig, parent=None) -> EngineJob:
-    """A job that estimates the wall time of ``config`` (``engine.run.session.estimate_search``)."""
-
-    def fn(callback, control) -> Any:
-        from engine.run.session import estimate_search
-
-        return estimate_search(config)
-
-    return EngineJob(fn, "time-estimate", parent)
+def time_job(config: SearchConfig, parent=None) -> ProcessJob:
+    """A job that estimates the wall time of ``config`` (``engine.run.session.estimate_search``) in a
+    child process: its calibration runs real training steps."""
+    return ProcessJob("estimate", (config.to_dict(),), "time-estimate", parent)
 
 
 class SearchPanel(QWidget):
@@ -154,7 +149,7 @@ class SearchPanel(QWidget):
         ll.addWidget(self.time_button)
         ll.addWidget(self.time_label)
         self.time_button.clicked.connect(self.estimate_time)
-        self._time_job: EngineJob | None = None
+        self._time_job: ProcessJob | None = None
 
         self.dataset_label = QLabel()
         ll.addWidget(self.dataset_label)

@@ -10,7 +10,8 @@ Every job has the same call, ``job(request, callback, control) -> result``:
 - the result: a dataclass of plain data (and numpy arrays for a case's images).
 
 ``JOBS`` names them for ``engine.run.child`` (a job run in a child process, cancellable and killable
-without harm to its caller): ``search``, ``export``, ``retrain``, ``evaluate_case``, ``predict``.
+without harm to its caller): ``search``, ``estimate``, ``export``, ``retrain``, ``evaluate_case``,
+``predict``.
 The CLI calls them in its own process; the app runs them in child processes (``ChildJob``).
 """
 
@@ -212,6 +213,15 @@ def search(run_dir: str, config: dict | None, callback: Callable[[Any], None] | 
     else:
         session = SearchSession.open(Path(run_dir))
     return session.run(callback=callback, cancel=control)
+
+
+def estimate(config: dict, callback: Callable[[Any], None] | None = None, control=None):
+    """The expected wall time of a search (``config``, a SearchConfig as a dict): ``SearchEstimate``.
+    Runs a short calibration (real training steps) unless one is cached for this device and plan."""
+    from engine.config import SearchConfig
+    from engine.run.session import estimate_search
+
+    return estimate_search(SearchConfig.from_dict(config))
 
 
 def retrain(request: RetrainRequest, callback: Callback | None = None, control=None) -> RetrainResult:
@@ -443,5 +453,6 @@ def declared_modalities(folder: str | Path) -> list[str]:
 
 #: the jobs a child process may run, by name (the caller names one; nothing else is unpickled there)
 JOBS: dict[str, Callable[..., Any]] = {
-    "search": search, "export": export, "retrain": retrain, "evaluate_case": evaluate_case, "predict": predict,
+    "search": search, "estimate": estimate, "export": export, "retrain": retrain, "evaluate_case": evaluate_case,
+    "predict": predict,
 }

@@ -76,3 +76,28 @@ def test_export_with_retraining_in_a_child_cancelled_then_killed(qtbot, tmp_path
     qtbot.waitUntil(lambda: not job.is_running(), timeout=30_000)
     assert panel.export_button.isEnabled() and not out.exists()
     assert _digests(run) == before
+
+
+def test_wall_time_estimate_calibrates_in_a_child_process(qtbot, tmp_path):
+    from emonas_gui.panels.search import SearchPanel
+
+    state = AppState()
+    state.set_dataset(None, "demo")
+    panel = SearchPanel(state)
+    qtbot.addWidget(panel)
+    f = panel.form
+    for n, cb in f.cell_checks.items():
+        cb.setChecked(n == 5)
+    for n, cb in f.nf1_checks.items():
+        cb.setChecked(n == 8)
+    f.population.setValue(2)
+    f.neighbours.setValue(2)
+    f.generations.setValue(2)
+    f.epochs.setValue(1)
+    f.device.setCurrentText("cpu")
+    panel.estimate_time()
+    job = panel._time_job
+    assert job.pid is not None and job.pid != os.getpid()  # the calibration trains in another process
+    qtbot.waitUntil(lambda: not job.is_running(), timeout=LONG)
+    text = panel.time_label.text()
+    assert text.startswith("expected wall time") and "candidates trained  4 by samea" in text, text
