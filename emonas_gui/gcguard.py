@@ -1,7 +1,8 @@
 """Garbage collection on the GUI thread only.
 
 Python's cyclic garbage collector runs in whichever thread happens to allocate when a threshold is
-crossed. In this app that is often a worker thread (training, export, loading), and a collection there
+crossed. In this app that may be a worker thread (reading scans, a reader of a child process's
+messages; PyTorch's work runs in child processes), and a collection there
 may free the last reference to a Qt object that lives in the GUI thread; Qt then destroys it from the
 wrong thread, which crashes the process at some later event (seen as a segmentation fault inside
 ``QObject::~QObject`` during a deferred delete).
@@ -10,6 +11,10 @@ wrong thread, which crashes the process at some later event (seen as a segmentat
 with the same generation thresholds, the approach pyqtgraph documents for the same problem.
 Reference counting still frees everything that is not in a cycle at once; only cycles wait for the
 timer. Engine code run without the app (the CLI, scripts) keeps Python's normal collector.
+
+It is a backstop: the app's jobs avoid the cycles it would collect (a job's control holds its job
+weakly, a finished job's reaper drops its function and result), but a cycle anyone adds later, in the
+app or in a library, must never be freed from a worker thread.
 """
 from __future__ import annotations
 
