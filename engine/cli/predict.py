@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.cli._common import device_arg, progress_bar, subcommand
+from engine.cli._common import cancel_on_interrupt, device_arg, progress_bar, subcommand
 from engine.device import DEVICE_HELP
 
 
@@ -25,7 +25,8 @@ def _predict(args) -> dict:
             bar.update(1)
 
     try:
-        result = predict(request, progress)
+        with cancel_on_interrupt() as control:  # Ctrl-C: stop after the case being written
+            result = predict(request, progress, control)
     finally:
         if bar is not None:
             bar.close()

@@ -199,3 +199,35 @@ def test_cli_export_with_retraining_interrupted_and_killed(run_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (out / "model.onnx").is_file() and (tmp_path / "model.training" / "weights.pt").is_file()
     assert np.isfinite(__import__("json").loads(done.stdout.splitlines()[-1])["parameters"])
+
+
+def _label_maps(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("*.nii.gz")) if out.is_dir() else []
+
+
+def test_cli_predict_interrupted_and_killed_leaves_whole_label_maps(tmp_path, demo_scans):
+    import nibabel as nib
+
+    out = tmp_path / "pred"
+    n = len(list(demo_scans.glob("*.nii.gz")))
+    for stop in (signal.SIGINT, signal.SIGKILL):
+        proc = _cli("predict", LEGACY / "model", demo_scans, "-o", out, "--continue")
+        before = len(_label_maps(out))
+        t0 = time.monotonic()
+        while len(_label_maps(out)) <= before:  # one more case written: the job is half-way
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t0 < 240
+            time.sleep(0.1)
+        proc.send_signal(stop)
+        _, err = proc.communicate(timeout=120)
+        if stop == signal.SIGINT:
+            assert proc.returncode == 130 and "prediction cancelled after" in err and "Traceback" not in err, err
+        written = _label_maps(out)
+        assert 0 < len(written) < n
+        for name in written:  # each label map that exists is whole
+            assert nib.load(str(out / name)).get_fdata().shape[0] > 0
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "predict", str(LEGACY / "model"), str(demo_scans), "-o",
+                           str(out), "--continue", "--json"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "EMONAS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert len(_label_maps(out)) == n
