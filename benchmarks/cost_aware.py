@@ -37,8 +37,8 @@ from engine.search.pareto import hypervolume_2d  # noqa: E402
 
 CONFIG = """
 [space]
-nf1 = [8]
-n_cells = [5]
+nf1 = [{nf1}]
+n_cells = [{cells}]
 
 [samea]
 population = {population}
@@ -71,7 +71,8 @@ def cli(*args: str, timeout: float = 7200) -> tuple[dict, float]:
 
 
 def write_config(path: Path, a, population: int, generations: int) -> Path:
-    path.write_text(CONFIG.format(population=population, generations=generations, epochs=a.epochs,
+    path.write_text(CONFIG.format(nf1=", ".join(map(str, a.nf1)), cells=", ".join(map(str, a.cells)),
+                                  population=population, generations=generations, epochs=a.epochs,
                                   iterations=a.iterations, spacing=a.spacing, latency_runs=a.latency_runs))
     return path
 
@@ -203,6 +204,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=2, help="training steps per epoch")
     ap.add_argument("--spacing", type=float, default=6.0, help="target spacing in mm (coarse keeps it small)")
     ap.add_argument("--latency-runs", type=int, default=3)
+    ap.add_argument("--nf1", type=int, nargs="+", default=[8], help="the space's first-level filters (8, 16, 32)")
+    ap.add_argument("--cells", type=int, nargs="+", default=[5], help="the space's cell counts (5, 7, 9)")
     ap.add_argument("--sizes", default="2x1,3x2,4x3", help="estimate part: population x generations, comma-separated")
     a = ap.parse_args()
     a.sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
