@@ -276,6 +276,10 @@ def export(request: ExportRequest, callback: Callback | None = None, control=Non
         meta = export_candidate(run_dir, cid, out, formats, overwrite=request.overwrite, device=request.device,
                                 dataset=request.dataset)
         return ExportResult(str(out), meta)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not request.overwrite:
+        from engine.errors import ExportError  # said before minutes of retraining, not after
+
+        raise ExportError(f"{out}: already exists and is not empty (choose another --out)")
     training = out.parent / f"{out.name}.training"
     check_output(training, run_sources(run_dir), option="retraining folder")
     created = not training.exists()

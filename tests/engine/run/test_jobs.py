@@ -231,3 +231,18 @@ def test_cli_predict_interrupted_and_killed_leaves_whole_label_maps(tmp_path, de
                           env={**os.environ, "EMONAS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert len(_label_maps(out)) == n
+
+
+def test_export_with_retraining_into_a_full_folder_is_refused_before_training(run_dir, tmp_path):
+    from engine.errors import ExportError
+    from engine.run.jobs import export
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    events = []
+    with pytest.raises(ExportError, match="already exists and is not empty"):
+        export(ExportRequest(out_dir=str(out), run_dir=str(run_dir), candidate_id=4, formats=("onnx",), retrain=True,
+                             epochs=1), events.append)
+    assert events == [] and not (tmp_path / "model.training").exists()
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
