@@ -40,7 +40,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from emonas_gui.jobcore import JobControl, one_line, plain_event, record_line
@@ -231,7 +230,8 @@ class EngineJob(_Job):
 
 
 class ProcessJob(_Job):
-    """Runs ``jobcore.CHILD_TARGETS[target](*args, callback, control)`` in a child process.
+    """Runs ``engine.run.jobs.JOBS[target](*args, callback, control)`` in a child process
+    (``engine.run.child.ChildJob``), its messages turned into this job's signals.
 
     Same signals, control (``pause``/``resume``/``stop``, ``control.paused``) and life cycle as
     :class:`EngineJob`. A child that dies without a result (killed, out of memory, a crash in native
@@ -243,59 +243,30 @@ class ProcessJob(_Job):
 
     def __init__(self, target: str, args: tuple, name: str = "job", parent: QObject | None = None,
                  adapt: Callable[[Any], Any] | None = None):
-        import multiprocessing
+        from engine.run.child import ChildJob
 
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process with Qt and threads
-        super().__init__(name, JobControl(ctx.Event(), ctx.Event()), parent)
-        self._ctx = ctx
-        self._target, self._args = target, tuple(args)
+        self._child = ChildJob(target, args, name)  # the process, its control and its messages
+        super().__init__(name, self._child.control, parent)
         self._adapt = adapt  # the result as the panel reads it (plain data, in the reader thread)
-        self._proc = None
         self._reader: threading.Thread | None = None
-        self._detached = ctx.Event()
+
+    @property
+    def _proc(self):
+        return self._child.proc
 
     def start(self) -> None:
-        from emonas_gui.jobcore import child_main
-
-        if self._proc is not None:
-            raise RuntimeError("a job runs once")
-        queue = self._ctx.Queue()
-        self._proc = self._ctx.Process(target=child_main, name=f"emonas-{self.name}", daemon=True,
-                                       args=(self._target, self._args, queue, self.control._stop, self.control._running,
-                                             self._detached))
+        self._child.start()  # raises if the job ran before
         self.started_at = time.monotonic()
         self._active = True
-        self._proc.start()
-        self._reader = threading.Thread(target=self._read, args=(queue, self._proc), name=f"emonas-{self.name}-reader",
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._read, name=f"emonas-{self.name}-reader", daemon=True)
         self._reader.start()
 
-    def _next_message(self, queue, proc) -> tuple[str, Any]:
-        """The child's next message; a ("failed", why) of its own when the child is gone without one."""
-        import queue as queues
-
-        while True:
-            if self._detached.is_set():
-                return "detached", None
-            try:
-                return queue.get(timeout=0.2)
-            except queues.Empty:
-                if proc.is_alive():
-                    continue
-                try:  # the child may have ended right after its last message
-                    return queue.get(timeout=1.0)
-                except queues.Empty:
-                    return "failed", (f"the {self.name} process ended unexpectedly (exit code {proc.exitcode})"
-                                      + ("; the run can be resumed" if self._target == "search" else ""))
-            except (EOFError, OSError) as exc:  # the queue's pipe broke with the child
-                return "failed", f"lost contact with the {self.name} process ({exc})"
-
-    def _read(self, queue, proc) -> None:
+    def _read(self) -> None:
         """Reader thread: the child's messages become signals (queued to the GUI thread)."""
         signals = {"event": self.event, "log": self.log, "warning": self.warning,
                    "finished": self.finished, "failed": self.failed}
         while True:
-            kind, payload = self._next_message(queue, proc)
+            kind, payload = self._child.next_message()
             if kind == "detached":  # the child runs on without the app: nothing more to read or wait for
                 break
             if kind == "finished" and self._adapt is not None:
@@ -313,18 +284,17 @@ class ProcessJob(_Job):
         # the job has ended for the app (the run's database is closed and unlocked); the child
         # process may take a moment longer to exit, which this thread waits for
         self.done.emit()
-        if not self._detached.is_set():
-            proc.join()
-        queue.close()
+        if not self._child.detached.is_set():
+            self._child.join()
 
     @property
     def pid(self) -> int | None:
         """The child's process id (None before ``start``)."""
-        return None if self._proc is None else self._proc.pid
+        return self._child.pid
 
     @property
     def detached(self) -> bool:
-        return self._detached.is_set()
+        return self._child.detached.is_set()
 
     def detach(self) -> int | None:
         """Let the child run on without the app; returns its pid (None when it is not running).
@@ -337,7 +307,7 @@ class ProcessJob(_Job):
         proc = self._proc
         if proc is None or not proc.is_alive() or self.control.stopped:
             return None
-        self._detached.set()
+        self._child.detached.set()
         # at exit multiprocessing terminates the app's daemonic children and waits for the others:
         # this one is no longer the app's (it is still the parent, so a test can reap it)
         multiprocessing.process._children.discard(proc)
@@ -353,7 +323,7 @@ class ProcessJob(_Job):
     def shutdown(self, timeout_ms: int = 60000) -> None:
         """Stop and wait for the child (used when a panel closes); end it if it does not stop in time.
         A detached child is left running (only the reader is waited for)."""
-        if self._detached.is_set():
+        if self.detached:
             self.wait(timeout_ms)
             return
         self.control.stop()
@@ -364,20 +334,6 @@ class ProcessJob(_Job):
 
 
 # ---- engine calls behind the app's long jobs (the engine's jobs, in the shapes the panels read) ---
-def run_dataset_ref(meta: dict) -> str:
-    """The dataset a run searched on (a folder or "demo"), from its database's meta."""
-    from engine.run.jobs import run_dataset_ref as ref
-
-    return ref(meta)
-
-
-def run_validation_cases(run_dir: str | Path) -> tuple[str, list[str]]:
-    """(dataset reference, validation case ids) of a run; its test cases are never offered."""
-    from engine.run.jobs import validation_cases
-
-    return validation_cases(run_dir)
-
-
 def evaluate_case_job(run_dir: str | Path, candidate_ids: list[int], case_id: str,
                       parent: QObject | None = None) -> ProcessJob:
     """``engine.run.jobs.evaluate_case`` in a child process; its result as a dict: ``{"case_id", "image",

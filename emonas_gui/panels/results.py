@@ -42,7 +42,8 @@ from emonas_gui.widgets.candidate_view import front_first, pick_candidate
 from emonas_gui.widgets.pareto_plot import ParetoPlot
 from emonas_gui.widgets.slice_views import SliceViewer, default_colour
 from emonas_gui.widgets.table_export import CsvExport
-from emonas_gui.workers import EngineJob, ProcessJob, evaluate_case_job, run_validation_cases
+from emonas_gui.workers import EngineJob, ProcessJob, evaluate_case_job
+from engine.run.jobs import validation_cases as run_validation_cases
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue as queues
 import threading
 import time
@@ -249,11 +248,14 @@ class ChildJob:
         return None if self.proc is None else self.proc.pid
 
     def next_message(self, poll_s: float = 0.2) -> tuple[str, Any]:
-        """The child's next message (blocking); a ("failed", why) of its own when the child is gone without one."""
+        """The child's next message (blocking); a ("failed", why) of its own when the child is gone without
+        one; ("detached", None) once ``detached`` is set."""
         proc, queue = self.proc, self._queue
         if proc is None:
             raise RuntimeError("the job has not started")
         while True:
+            if self.detached.is_set():  # the child runs on without its caller: nothing more to read
+                return "detached", None
             try:
                 msg = queue.get(timeout=poll_s)
             except queues.Empty:
@@ -262,7 +264,8 @@ class ChildJob:
                 try:  # the child may have ended right after its last message
                     msg = queue.get(timeout=1.0)
                 except queues.Empty:
-                    msg = ("failed", f"the {self.name} process ended unexpectedly (exit code {proc.exitcode})")
+                    msg = ("failed", f"the {self.name} process ended unexpectedly (exit code {proc.exitcode})"
+                           + ("; the run can be resumed" if self.target == "search" else ""))
             except (EOFError, OSError) as exc:  # the queue's pipe broke with the child
                 msg = ("failed", f"lost contact with the {self.name} process ({exc})")
             if msg[0] in ("finished", "failed"):
