@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from engine.errors import EmonasError
 from engine.jsonsafe import jsonable
@@ -95,6 +95,28 @@ def run_command(args: argparse.Namespace) -> int:
             except BrokenPipeError:
                 return _closed_pipe()
     return code
+
+
+@contextlib.contextmanager
+def record_bar(stage: str, desc: str, on_other: Callable | None = None):
+    """A callback for a job's progress records (``engine.run.jobs.JobProgress``): one step of a progress
+    bar per record of ``stage`` (sized by the first one's total); other records go to ``on_other``."""
+    bar = None
+
+    def callback(p) -> None:
+        nonlocal bar
+        if p.stage == stage:
+            if bar is None:
+                bar = progress_bar(p.total, desc).__enter__()
+            bar.update(1)
+        elif on_other is not None:
+            on_other(p)
+
+    try:
+        yield callback
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @contextlib.contextmanager

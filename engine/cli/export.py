@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.cli._common import cancel_on_interrupt, progress_bar, subcommand
+from engine.cli._common import cancel_on_interrupt, record_bar, subcommand
 from engine.errors import ConfigError
 
 
@@ -23,23 +23,13 @@ def _run(args) -> dict:
         raise ConfigError("--retrain needs RUN --candidate ID")
     if args.epochs is not None and not args.retrain:
         raise ConfigError("--epochs goes with --retrain")
-    bar = None
-
-    def progress(p) -> None:
-        nonlocal bar
-        if p.stage == "epoch":
-            if bar is None:
-                bar = progress_bar(p.total, f"retraining candidate {args.candidate}").__enter__()
-            bar.update(1)
-        elif p.stage == "stage" and p.job == "retrain" and not args.json:  # a long job says it started
+    def started(p) -> None:  # a long job says it started
+        if p.stage == "stage" and p.job == "retrain" and not args.json:
             print(p.text, file=sys.stderr, flush=True)
 
-    try:
-        with cancel_on_interrupt() as control:
-            result = export(request, progress, control)
-    finally:
-        if bar is not None:
-            bar.close()
+    with record_bar("epoch", f"retraining candidate {args.candidate}", started) as progress, \
+            cancel_on_interrupt() as control:
+        result = export(request, progress, control)
     meta = result.meta
     source = str(args.checkpoint) if args.checkpoint else f"{args.run} candidate {args.candidate}"
     out = Path(args.out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.cli._common import cancel_on_interrupt, device_arg, progress_bar, subcommand
+from engine.cli._common import cancel_on_interrupt, device_arg, record_bar, subcommand
 from engine.device import DEVICE_HELP
 
 
@@ -15,21 +15,8 @@ def _predict(args) -> dict:
         backend=args.backend, mirror=bool(args.mirror),
         keep_largest=None if args.keep_largest is None else args.keep_largest == "on",
         resume=bool(args.resume), save_probabilities=bool(args.save_probabilities))
-    bar = None
-
-    def progress(p) -> None:
-        nonlocal bar
-        if p.stage == "case":
-            if bar is None:
-                bar = progress_bar(p.total, "predicting").__enter__()
-            bar.update(1)
-
-    try:
-        with cancel_on_interrupt() as control:  # Ctrl-C: stop after the case being written
-            result = predict(request, progress, control)
-    finally:
-        if bar is not None:
-            bar.close()
+    with record_bar("case", "predicting") as progress, cancel_on_interrupt() as control:
+        result = predict(request, progress, control)  # Ctrl-C: stop after the case being written
     if not args.json:
         for case, path in zip(result.inputs, result.outputs):
             tables = result.color_tables[path]
