@@ -66,6 +66,7 @@ def _messages_until(job: ChildJob, want, limit_s: float = 240.0) -> list:
 
 def test_predict_in_a_child_process(tmp_path, demo_scans):
     scans = sorted(str(p) for p in demo_scans.glob("brain_00[0-2].nii.gz"))
+    before = _digests(demo_scans) | _digests(LEGACY / "model")
     job = ChildJob("predict", (PredictRequest(model=str(LEGACY / "model"), output=str(tmp_path / "pred"),
                                               inputs=tuple(scans)),))
     events: list[dict] = []
@@ -75,6 +76,7 @@ def test_predict_in_a_child_process(tmp_path, demo_scans):
     cases = [e for e in events if e["stage"] == "case"]
     assert [e["done"] for e in cases] == [0, 1, 2] and all(e["total"] == 3 for e in cases)
     assert job.join(30) and job.proc.exitcode == 0
+    assert _digests(demo_scans) | _digests(LEGACY / "model") == before  # inputs are only read
 
 
 def test_predict_cancelled_keeps_whole_cases_only(tmp_path, demo_scans):
@@ -210,6 +212,7 @@ def test_cli_predict_interrupted_and_killed_leaves_whole_label_maps(tmp_path, de
 
     out = tmp_path / "pred"
     n = len(list(demo_scans.glob("*.nii.gz")))
+    scans_before = _digests(demo_scans)
     for stop in (signal.SIGINT, signal.SIGKILL):
         proc = _cli("predict", LEGACY / "model", demo_scans, "-o", out, "--continue")
         before = len(_label_maps(out))
@@ -231,6 +234,7 @@ def test_cli_predict_interrupted_and_killed_leaves_whole_label_maps(tmp_path, de
                           env={**os.environ, "EMONAS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert len(_label_maps(out)) == n
+    assert _digests(demo_scans) == scans_before  # the scans are only read
 
 
 def test_export_with_retraining_into_a_full_folder_is_refused_before_training(run_dir, tmp_path):
