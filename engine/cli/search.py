@@ -129,7 +129,7 @@ def _estimate(cfg: SearchConfig, args) -> dict:
     """Print the expected wall time of the search (a calibration, cached; nothing is written to --out)."""
     from engine.run.session import estimate_search
 
-    est = estimate_search(cfg, recalibrate=args.recalibrate)
+    est = estimate_search(cfg, recalibrate=args.recalibrate, count_start=True)
     if not args.json:
         print(est.text())
     return est.to_dict()

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from engine.genome import Genome, SearchSpace
 from engine.search.objective import PowerLaw
 
 log = logging.getLogger(__name__)
+_IMPORTED = time.monotonic()
 
 CALIBRATION_VERSION = 2
 CALIBRATION_BUDGET_S = 30.0
@@ -305,7 +307,7 @@ class SearchEstimate:
     cached: bool
     workers: int = 1
     notes: list[str] = field(default_factory=list)
-
+    start_s: float = 0.0  # the command's own start (imports, dataset), in total_s
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -322,6 +324,8 @@ class SearchEstimate:
             f"calibration         {self.calibrated_genomes} genomes, {self.calibration_s:.1f} s"
             + (" (cached)" if self.cached else ""),
         ]
+        if self.start_s:
+            lines.insert(3, f"start               {self.start_s:.0f} s (loading libraries, opening the dataset)")
         lines += [f"note                {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -336,9 +340,23 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere: since the engine's estimate
+    module was imported, which misses the interpreter's own start)."""
+    try:
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
 def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: int, device: str,
-                    notes: Sequence[str] = (), cached: bool = False) -> SearchEstimate:
-    """The arithmetic: per-candidate seconds over ``sample`` x the strategy's evaluations / workers.
+                    notes: Sequence[str] = (), cached: bool = False, start_s: float = 0.0) -> SearchEstimate:
+    """The arithmetic: per-candidate seconds over ``sample`` x the strategy's evaluations / workers,
+    plus ``start_s``, the command's own start.
 
     Low: fewest evaluations x the lower quartile; expected: expected evaluations x the mean; high:
     most evaluations x the upper quartile (a search drifting to dearer or cheaper networks).
@@ -347,7 +365,8 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
     q1, mean, q3 = float(np.quantile(per, 0.25)), float(per.mean()), float(np.quantile(per, 0.75))
     ev = expected_evaluations(samea)
     w = max(1, int(workers))
-    total = (ev[0] * q1 / w, ev[1] * mean / w, ev[2] * q3 / w)
+    start = max(0.0, float(start_s))
+    total = (start + ev[0] * q1 / w, start + ev[1] * mean / w, start + ev[2] * q3 / w)
     cal = model.calibration
     return SearchEstimate(device, cal.hardware, samea.strategy, ev, (q1, mean, q3), total, cal.seconds,
-                          len(cal.points), cached, w, list(notes))
+                          len(cal.points), cached, w, list(notes), start)

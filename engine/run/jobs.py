@@ -221,7 +221,7 @@ def estimate(config: dict, callback: Callable[[Any], None] | None = None, contro
     from engine.config import SearchConfig
     from engine.run.session import estimate_search
 
-    return estimate_search(SearchConfig.from_dict(config))
+    return estimate_search(SearchConfig.from_dict(config), count_start=True)  # a child, as the search will be
 
 
 def retrain(request: RetrainRequest, callback: Callback | None = None, control=None) -> RetrainResult:

@@ -908,24 +908,29 @@ class SearchSession:
             log.exception("progress callback failed")
 
 
-def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None, latency_fn=None) -> SearchEstimate:
+def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None, latency_fn=None,
+                    count_start: bool = False) -> SearchEstimate:
     """Estimate the wall time of searching with ``cfg`` on this device (calibrating unless cached), and
     the share of the space each limit (``max_parameters``, ``max_latency_ms``) keeps out.
 
-    Prepares the dataset in a temporary folder (nothing is written where the run will go).
+    Prepares the dataset in a temporary folder (nothing is written where the run will go). With
+    ``count_start`` (a fresh process that does what the search's own process will: the CLI, a child
+    job), the time this process took to start and open the dataset is added to the estimate.
     """
-    from engine.run.estimate import search_estimate
+    from engine.run.estimate import process_age, search_estimate
 
     device = resolve_device_name(cfg.resources.device)
     with tempfile.TemporaryDirectory(prefix="emonas-estimate-") as tmp:
         session = SearchSession(Path(tmp) / "run", cfg, problem=problem)
         if session.problem is None:
             session.problem = session._prepare_problem()
+        start_s = process_age() if count_start else 0.0
         problem = session.problem
         model, sample, cached, notes = session.time_model(device, calibrate_now=True, recalibrate=recalibrate,
                                                           step_fn=step_fn)
         sample, limits = _limit_notes(session, device, model.calibration, sample, latency_fn)
-    return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, limits + notes, cached)
+    return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, limits + notes, cached,
+                           start_s)
 
 
 def _limit_notes(session, device: str, cal, sample: list[Genome], latency_fn=None):

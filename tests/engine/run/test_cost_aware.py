@@ -281,6 +281,24 @@ def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
     assert "expected wall time" in e.text() and "calibration         3 genomes" in e.text()
 
 
+def test_the_estimate_counts_the_command_start_when_asked(tmp_path):
+    """A fresh process (the CLI, a child job) adds its own start to the estimate; a long-lived one does not."""
+    import subprocess
+    import sys
+
+    cfg = config("parameters", generations=2)
+    plain = estimate_search(cfg, step_fn=fake_step, problem=TINY)
+    counted = estimate_search(cfg, step_fn=fake_step, problem=TINY, count_start=True)
+    assert plain.start_s == 0.0 and "start " not in plain.text()
+    assert counted.start_s > 0 and "start " in counted.text()
+    for a, b in zip(plain.total_s, counted.total_s):
+        assert b == pytest.approx(a + counted.start_s, rel=1e-6)
+    # the age of a process that slept 1.5 s after starting is at least that
+    code = "import time; time.sleep(1.5); from engine.run.estimate import process_age; print(process_age())"
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert age >= 1.5
+
+
 def test_objective_keys_are_validated():
     with pytest.raises(ConfigError, match="samea.objective must be one of parameters, flops, latency"):
         SearchConfig().replace(samea={"objective": "speed"})
