@@ -71,6 +71,9 @@ VARIANTS: dict[str, dict] = {
     "aug-strong": {"train": {"augmentation": "strong"}},
     "mirror-all": {"train": {"mirror_axes": [0, 1, 2]}},
     "paper": {"train": {"profile": "paper"}},
+    "lr-poly": {"train": {"lr_schedule": "poly"}},
+    "lr-poly-3e-3": {"train": {"lr_schedule": "poly"}, "genome": {"lr": 3e-3}},
+    "lr-3e-3": {"genome": {"lr": 3e-3}},
 }
 
 
@@ -120,7 +123,10 @@ def worker(spec: dict) -> dict:
     from engine.genome import Genome
     from engine.infer.predictor import Predictor, torch_logits_fn
     from engine.train import augmentation as A
-    from engine.train.config import TrainerConfig
+    try:
+        from engine.train.config import TrainerConfig
+    except ImportError:  # code before the rename
+        from engine.train.config import TrainConfig as TrainerConfig
     from engine.train.data import prepare_training_data
     from engine.train.trainer import Trainer
 
@@ -144,7 +150,7 @@ def worker(spec: dict) -> dict:
                          "num_threads": threads, "max_epochs_for_objective": max(epochs, 1),
                          **variant.get("train", {})})
     deadline = _Deadline(spec.get("budget"), spec.get("clock", "wall"))
-    trainer = Trainer(Genome.from_dict(SMALL_GENOME), data, cfg, cancel=deadline)
+    trainer = Trainer(Genome.from_dict({**SMALL_GENOME, **variant.get("genome", {})}), data, cfg, cancel=deadline)
     if spec["arm"] == "unet":
         from monai.networks.nets import UNet
 

@@ -42,6 +42,7 @@ def _train(args) -> dict:
         num_threads=args.threads,
         augmentation=args.augmentation,
         val_every=args.val_every,
+        lr_schedule=args.lr_schedule,
     )
     with progress_bar(None, "preprocessing") as bar:
         data = prepare_training_data(
@@ -142,6 +143,8 @@ def register(sub) -> None:
     p.add_argument("--val-every", type=int, default=None,
                    help="validate every N epochs (default: every epoch in the paper profile, else so that "
                         "validation costs about 10 %% of training)")
+    p.add_argument("--lr-schedule", choices=["constant", "poly"], default="constant",
+                   help="default profile: the genome's learning rate throughout (default), or nnU-Net's poly decay")
     p.add_argument("--iterations-per-epoch", type=int, default=None,
                    help="training steps per epoch (default: ceil(training cases / batch size), the paper's)")
     p.add_argument("--patch", help="patch size X,Y,Z instead of the plan's")

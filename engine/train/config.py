@@ -9,6 +9,9 @@ from engine.errors import ConfigError
 
 PROFILES: tuple[str, ...] = ("default", "paper")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
+#: "constant": Adam at the genome's learning rate throughout; "poly": nnU-Net's decay,
+#: ``lr * (1 - step / planned_steps) ** 0.9`` per step (default profile only).
+LR_SCHEDULES: tuple[str, ...] = ("constant", "poly")
 
 
 @dataclass
@@ -46,6 +49,7 @@ class TrainerConfig:
     augmentation: str = "auto"
     mirror_axes: list[int] | None = None
     validate_at: list[int] | None = None
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_none: bool = False) -> None:
@@ -80,6 +84,8 @@ class TrainerConfig:
 
         if self.augmentation not in STRENGTHS:
             raise ConfigError(f"train config: augmentation must be one of {', '.join(STRENGTHS)}, got {self.augmentation!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train config: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.validate_at is not None:
             at = list(self.validate_at)
             if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in at):

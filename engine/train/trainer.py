@@ -208,6 +208,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate())
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.plateau = None
+        # the default profile's poly decay runs over the planned steps (an early stop ends it early)
+        self.poly_steps = config.epochs * self.iterations if config.lr_schedule == "poly" and not self.paper else 0
         if self.paper:  # torch reduces after patience + 1 bad epochs, Keras after patience
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=PAPER_PLATEAU["factor"], patience=PAPER_PLATEAU["patience"] - 1,
@@ -255,6 +257,10 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = self.model(images)
         loss, dice_loss = self.loss_fn(logits, labels)
+        if self.poly_steps:
+            lr = self.learning_rate() * (1.0 - min(self._step_count, self.poly_steps - 1) / self.poly_steps) ** 0.9
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

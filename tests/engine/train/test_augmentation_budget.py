@@ -3,6 +3,7 @@ of training, and test-time mirroring uses the axes training mirrored."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -112,3 +113,20 @@ def test_train_cli_refuses_a_bad_validation_interval(tmp_path, capsys):
                  "--val-every", "0", "--augmentation", "light"])
     err = capsys.readouterr().err
     assert code == 2 and "val_every must be a positive integer" in err and not out.exists()
+
+
+def test_train_cli_lr_schedule_poly_decays_and_is_recorded(tmp_path):
+    from engine.cli import main
+
+    out = tmp_path / "poly"
+    code = main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(out), "--epochs", "2",
+                 "--iterations-per-epoch", "1", "--lr-schedule", "poly", "--threads", "1"])
+    assert code == 0
+    text = json.dumps(json.loads((out / "training.json").read_text()))
+    assert '"lr_schedule": "poly"' in text
+    with open(out / "curves.csv", newline="") as f:
+        rates = [float(row["lr"]) for row in csv.DictReader(f)]
+    assert rates == pytest.approx([1e-3, 1e-3 * 0.5 ** 0.9])  # steps 0 and 1 of 2
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(tmp_path / "x"), "--lr-schedule", "cosine"])
+    assert e.value.code == 2 and not (tmp_path / "x").exists()

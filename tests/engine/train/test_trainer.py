@@ -144,3 +144,19 @@ def test_the_mixed_precision_channels_last_step_runs_on_cpu(tiny_data, small_gen
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
     val = trainer.validate(1)
     assert math.isfinite(val["val_loss"]) and all(0 <= d <= 1 for d in val["val_dice"].values())
+
+
+def test_poly_schedule_decays_the_learning_rate_over_the_planned_steps(tiny_data, small_genome):
+    """lr_schedule "poly": nnU-Net's lr * (1 - step / steps) ** 0.9 per step; "constant" keeps the gene's."""
+    from engine.errors import ConfigError
+
+    steps = 2
+    poly = train_candidate(small_genome, tiny_data, cfg(epochs=3, iterations_per_epoch=steps, lr_schedule="poly"))
+    total = 3 * steps
+    # an epoch's record holds the rate of its last step (0-based index epoch * steps - 1)
+    expected = [small_genome.lr * (1 - (e * steps - 1) / total) ** 0.9 for e in (1, 2, 3)]
+    assert [r["lr"] for r in poly.curves] == pytest.approx(expected)
+    const = train_candidate(small_genome, tiny_data, cfg(epochs=2, iterations_per_epoch=steps))
+    assert [r["lr"] for r in const.curves] == pytest.approx([small_genome.lr] * 2)
+    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, poly"):
+        TrainerConfig(lr_schedule="cosine")
