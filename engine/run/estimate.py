@@ -308,6 +308,7 @@ class SearchEstimate:
     workers: int = 1
     notes: list[str] = field(default_factory=list)
     start_s: float = 0.0  # the command's own start (imports, dataset), in total_s
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -321,11 +322,11 @@ class SearchEstimate:
             f"({self.hardware})",
             f"candidates trained  {evals} by {self.strategy}, {self.workers} at a time",
             f"per candidate       {c[1]:.1f} s on average (quartiles {c[0]:.1f} to {c[2]:.1f} s)",
-            f"calibration         {self.calibrated_genomes} genomes, {self.calibration_s:.1f} s"
-            + (" (cached)" if self.cached else ""),
         ]
         if self.start_s:
-            lines.insert(3, f"start               {self.start_s:.0f} s (loading libraries, opening the dataset)")
+            lines.append(f"start               {self.start_s:.0f} s (loading libraries, opening the dataset)")
+        lines.append(f"calibration         {self.calibrated_genomes} genomes, {self.calibration_s:.1f} s"
+                     + (" (cached)" if self.cached else ""))
         lines += [f"note                {n}" for n in self.notes]
         return "\n".join(lines)
 
