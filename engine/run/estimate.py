@@ -1,14 +1,17 @@
 """How long a search will take on this device, said before it starts, and the time model of its ETA.
 
 A short calibration trains a few genomes sampled from the configured space (the cheapest, the median
-and the dearest of a seeded sample by training FLOPs) for a few real steps each on the run's data,
+and the dearest of a seeded sample by training FLOPs, the median of each width; after a warm-up run
+of the cheapest) for a few real steps each on the run's data,
 and records per genome: seconds per training step (warm), seconds of one validation pass (one case
-timed), and the fixed cost of a candidate (building, warm-up, final metrics). It starts no new genome
+timed), and the fixed cost of a candidate (building, warm-up, final metrics); and once per process the
+set-up of the first training and validation (kernels and libraries loaded on first use), which the
+search's first candidate pays too but the others do not. It starts no new genome
 after ``CALIBRATION_BUDGET_S`` once two are done, and is cached per device and plan
 (``$EMONAS_CACHE_DIR``).
 
-``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs, see
-``engine.search.objective.PowerLaw``); ``observe()`` corrects it by the median ratio of measured to
+``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs and width, see
+``WidthPowerLaw``); ``observe()`` corrects it by the median ratio of measured to
 predicted times, so the in-search ETA uses the same model updated with what the run measures.
 ``engine.run.session.estimate_search`` multiplies by the evaluations the chosen strategy will train (a range for SaMEA,
 whose surrogate keeps some children untrained).
@@ -25,7 +28,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -35,7 +38,7 @@ from engine.search.objective import PowerLaw
 log = logging.getLogger(__name__)
 _IMPORTED = time.monotonic()
 
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3  # 3: points timed warm, the process's set-up apart (cold_s), a genome per width
 CALIBRATION_BUDGET_S = 30.0
 CALIBRATION_STEPS = 3  # training steps per calibration epoch
 CACHE_NAME = "calibration.json"
@@ -51,6 +54,7 @@ class CalibrationPoint:
     step_s: float
     val_s: float
     overhead_s: float
+    cold_s: float = 0.0  # the warm-up's excess over the same genome warm (once per process; first point only)
 
 
 @dataclass
@@ -90,9 +94,11 @@ class TimeModel:
         self.calibration = calibration
         self.costs = costs
         self.epochs, self.iterations, self.val_every = int(epochs), int(iterations), max(1, int(val_every))
-        self.step = PowerLaw((p.train_flops, p.step_s) for p in calibration.points)
-        self.val = PowerLaw((p.infer_flops, p.val_s) for p in calibration.points)
+        self.step = WidthPowerLaw((p.train_flops, p.genome["nf1"], p.step_s) for p in calibration.points)
+        self.val = WidthPowerLaw((p.infer_flops, p.genome["nf1"], p.val_s) for p in calibration.points)
         self.overhead = float(statistics.median(p.overhead_s for p in calibration.points))
+        # once per search process, not per candidate: the first one loads what later ones reuse
+        self.warmup_s = float(max((p.cold_s for p in calibration.points), default=0.0))
         self.extra_s = extra_s or (lambda g: 0.0)
         self.ratios: list[float] = []
 
@@ -100,8 +106,8 @@ class TimeModel:
         """The calibration's prediction for one candidate, uncorrected."""
         train_flops, infer_flops = self.costs(genome)
         validations = math.ceil(self.epochs / self.val_every)
-        return (self.overhead + self.epochs * self.iterations * self.step.predict(train_flops)
-                + validations * self.val.predict(infer_flops) + self.extra_s(genome))
+        return (self.overhead + self.epochs * self.iterations * self.step.predict(train_flops, genome.nf1)
+                + validations * self.val.predict(infer_flops, genome.nf1) + self.extra_s(genome))
 
     @property
     def correction(self) -> float:
@@ -215,14 +221,50 @@ def excluded_share(space: SearchSpace, over: Callable[[Genome], bool], within: C
     return hits / total if total else 0.0
 
 
-def calibration_genomes(sample: Sequence[Genome], train_flops: Callable[[Genome], float], k: int = 3) -> list[Genome]:
+def calibration_genomes(sample: Sequence[Genome], train_flops: Callable[[Genome], float], k: int = 3,
+                        by_width: bool = False) -> list[Genome]:
     """The cheapest and the dearest of ``sample`` by training FLOPs, then the rest of ``k`` evenly spread
-    between them: the first two span the range, so a calibration cut short by its budget still fits a slope."""
+    between them: the first two span the range, so a calibration cut short by its budget still fits a slope.
+
+    ``by_width``: then the median genome (by FLOPs) of each first-level width (nf1) of the sample, and
+    the median overall: at one FLOP count narrow networks run slower per FLOP (``WidthPowerLaw``).
+    """
     ranked = sorted(sample, key=train_flops)
     if len(ranked) <= 2:
         return ranked
     idx = [0, len(ranked) - 1] + [round(i * (len(ranked) - 1) / (k - 1)) for i in range(1, k - 1)]
-    return [ranked[i] for i in dict.fromkeys(idx)]
+    picks = [ranked[i] for i in dict.fromkeys(idx)]
+    if by_width:
+        for w in sorted({g.nf1 for g in ranked}):
+            same = [g for g in ranked if g.nf1 == w]
+            picks.append(same[len(same) // 2])
+    return list(dict.fromkeys(picks))
+
+
+class WidthPowerLaw:
+    """``seconds = exp(a) * flops**b * nf1**c``, least squares on logs: the calibration's model of a step
+    (or a validation pass). On a CPU a narrow network does less work per second than a wide one of the same
+    FLOPs (small convolutions are bound by memory, not arithmetic), so FLOPs alone mispredict a space of
+    several widths. With fewer than 4 points or one width it is ``PowerLaw`` of FLOPs alone.
+    """
+
+    def __init__(self, points: Iterable[tuple[float, float, float]] = ()):
+        self.points = [(float(f), float(w), float(s)) for f, w, s in points
+                       if f > 0 and w > 0 and s > 0 and math.isfinite(f) and math.isfinite(s)]
+        self.flops_only = PowerLaw((f, s) for f, _, s in self.points)
+        self.coef: tuple[float, float, float] | None = None
+        if len(self.points) >= 4 and len({w for _, w, _ in self.points}) >= 2:
+            x = np.array([[1.0, math.log(f), math.log(w)] for f, w, _ in self.points])
+            y = np.log([s for _, _, s in self.points])
+            (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+            if b > 1e-9:  # a cost never falls with FLOPs: otherwise noise, keep the simpler law
+                self.coef = (float(a), float(b), float(c))
+
+    def predict(self, flops: float, width: float) -> float:
+        if self.coef is None:
+            return self.flops_only.predict(flops)
+        a, b, c = self.coef
+        return float(math.exp(a + b * math.log(max(flops, 1.0)) + c * math.log(max(width, 1.0))))
 
 
 def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> tuple[float, float, float]:
@@ -230,8 +272,9 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
     validation pass, fixed seconds of a candidate).
 
     One warm-up step, then ``CALIBRATION_STEPS`` timed ones; one validation case timed and scaled to the
-    validation set. The fixed cost is building the network, the warm-up's excess and the final metrics
-    pass (about one more validation).
+    validation set. The fixed cost is building the network, the warm-up step's excess and the final
+    metrics pass (about one more validation). Call it warm (``calibrate`` does): a process's first
+    validation also loads what later ones reuse, which scaled by the cases would count per candidate.
     """
     import torch
 
@@ -279,16 +322,29 @@ class _OneCase:
 
 def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], costs, hardware: str, key: str,
               budget_s: float = CALIBRATION_BUDGET_S, step_fn=None) -> Calibration:
-    """Time ``genomes`` (cheapest first) until ``budget_s`` is spent; ``step_fn`` as ``real_calibration_step``."""
+    """Time ``genomes`` (cheapest first, after a warm-up run of it) until ``budget_s`` is spent; ``step_fn``
+    as ``real_calibration_step``."""
     step_fn = step_fn or real_calibration_step
     t0 = time.perf_counter()
     points = []
+    cold = first_s = 0.0
+    if genomes:
+        # a process's first steps and validation also load kernels and libraries: a warm-up on the
+        # cheapest genome keeps that out of every point; how much longer it took than the same genome
+        # warm is the one-off cost (the search's first candidate pays it)
+        t = time.perf_counter()
+        step_fn(genomes[0], problem, train, device)
+        first_s = time.perf_counter() - t
     for g in genomes:
         if len(points) >= 2 and time.perf_counter() - t0 > budget_s:
             break  # two genomes at least: one point cannot tell fixed costs from those growing with FLOPs
+        t = time.perf_counter()
         step, val, overhead = step_fn(g, problem, train, device)
+        if not points:
+            cold = max(first_s - (time.perf_counter() - t), 0.0)
         tf, inf = costs(g)
-        points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead)))
+        points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead),
+                                       cold if not points else 0.0))
     return Calibration(key, device, hardware, points, time.perf_counter() - t0)
 
 
@@ -308,6 +364,7 @@ class SearchEstimate:
     workers: int = 1
     notes: list[str] = field(default_factory=list)
     start_s: float = 0.0  # the command's own start (imports, dataset), in total_s
+    warmup_s: float = 0.0  # the search process's own set-up of its first candidate, once, in total_s
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -325,6 +382,8 @@ class SearchEstimate:
         ]
         if self.start_s:
             lines.append(f"start               {self.start_s:.0f} s (loading libraries, opening the dataset)")
+        if self.warmup_s >= 0.5:
+            lines.append(f"warm-up             {self.warmup_s:.0f} s (once: the first candidate loads kernels and libraries)")
         lines.append(f"calibration         {self.calibrated_genomes} genomes, {self.calibration_s:.1f} s"
                      + (" (cached)" if self.cached else ""))
         lines += [f"note                {n}" for n in self.notes]
@@ -357,7 +416,8 @@ def process_age() -> float:
 def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: int, device: str,
                     notes: Sequence[str] = (), cached: bool = False, start_s: float = 0.0) -> SearchEstimate:
     """The arithmetic: per-candidate seconds over ``sample`` x the strategy's evaluations / workers,
-    plus ``start_s``, the command's own start.
+    plus ``start_s``, the command's own start, and the model's ``warmup_s`` once (per worker process,
+    which start together).
 
     Low: fewest evaluations x the lower quartile; expected: expected evaluations x the mean; high:
     most evaluations x the upper quartile (a search drifting to dearer or cheaper networks).
@@ -366,8 +426,9 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
     q1, mean, q3 = float(np.quantile(per, 0.25)), float(per.mean()), float(np.quantile(per, 0.75))
     ev = expected_evaluations(samea)
     w = max(1, int(workers))
-    start = max(0.0, float(start_s))
+    warmup = float(getattr(model, "warmup_s", 0.0))
+    start = max(0.0, float(start_s)) + warmup
     total = (start + ev[0] * q1 / w, start + ev[1] * mean / w, start + ev[2] * q3 / w)
     cal = model.calibration
     return SearchEstimate(device, cal.hardware, samea.strategy, ev, (q1, mean, q3), total, cal.seconds,
-                          len(cal.points), cached, w, list(notes), start)
+                          len(cal.points), cached, w, list(notes), max(0.0, float(start_s)), warmup)

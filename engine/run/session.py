@@ -429,29 +429,39 @@ class SearchSession:
         if not sample:
             raise ConfigError("no genome of the search space fits the budgets; widen the space or raise them")
         if cal is None:
-            picks = est.calibration_genomes(sample, lambda g: costs(g)[0])
+            picks = est.calibration_genomes(sample, lambda g: costs(g)[0], by_width=True)
             cal = est.calibrate(problem, train, device, picks, costs, hardware, key, step_fn=step_fn)
             est.save_calibration(cal)
         from engine.run.evaluate import training_data
+        from engine.train.config import TrainerConfig
+        from engine.train.trainer import epochs_between_validations
 
         split = (problem.data or {}).get("split")
-        n_train = len(split["train"]) if split else len(training_data(problem.data).train)
-        n_val = len(split["val"]) if split else len(training_data(problem.data).val)
-        iterations = int(train.get("iterations_per_epoch") or math.ceil(n_train / problem.batch_size))
+        data = training_data(problem.data) if (problem.data or {}).get("dataset") else None
+        n_train = len(data.train) if data is not None else len(split["train"])
+        n_val = len(data.val) if data is not None else len(split["val"])
+        batch = int(train.get("batch_size") or problem.batch_size)
+        iterations = int(train.get("iterations_per_epoch") or math.ceil(n_train / batch))
+        # validated as often as the trainer will (the default profile validates every few epochs)
+        patch = tuple(train.get("patch_size") or problem.patch_size)
+        val_shapes = ([c.label.shape for c in data.val] if data is not None
+                      else [tuple((problem.plan or {}).get("median_shape") or patch)] * n_val)
+        val_every = epochs_between_validations(TrainerConfig.from_dict({**train, "device": device}), val_shapes,
+                                               patch, batch, iterations)
         notes = []
         extra = None
         if self.measures_latency:
             runs = cfg.samea.latency_runs + 1
 
             def extra(g: Genome) -> float:  # one volume about as long as one validation case, + the export
-                return 1.0 + runs * model.val.predict(costs(g)[1]) / max(n_val, 1)
+                return 1.0 + runs * model.val.predict(costs(g)[1], g.nf1) / max(n_val, 1)
 
             notes.append("includes measuring each candidate's latency")
         if cfg.resources.max_latency_ms:
             notes.append("genomes over max_latency_ms, not trained, are counted as trained")
         if cfg.training.patience < cfg.training.epochs or cfg.resources.early_stopping != "off":
             notes.append("assumes every candidate trains all epochs; early stopping makes it shorter")
-        model = est.TimeModel(cal, costs, cfg.training.epochs, iterations, int(train.get("val_every") or 1), extra)
+        model = est.TimeModel(cal, costs, cfg.training.epochs, iterations, val_every, extra)
         return model, sample, cached, notes
 
     @property

@@ -107,6 +107,16 @@ def validation_interval(val_shapes, patch, batch_size: int, iterations: int) -> 
     return max(1, math.ceil(need / max(per_epoch, 1)))
 
 
+def epochs_between_validations(config, val_shapes, patch, batch_size: int, iterations: int) -> int:
+    """The ``val_every`` a ``Trainer`` with ``config`` uses: the configured one, 1 in the paper profile
+    (its f1 reads the validation loss of every epoch), else ``validation_interval``."""
+    if config.val_every is not None:
+        return int(config.val_every)
+    if config.profile == "paper":
+        return 1
+    return validation_interval(val_shapes, patch, batch_size, iterations)
+
+
 def keras_init(model: torch.nn.Module) -> None:
     """The Keras defaults of the authors' code: Glorot-uniform kernels, zero biases, and the
     instance norms' epsilon 1e-3 (keras-contrib's InstanceNormalization)."""
@@ -178,13 +188,8 @@ class Trainer:
         self.parameters = count_parameters(genome, data.in_channels, data.num_classes, self.pool_sizes)
         n_train = len(data.train)
         self.iterations = config.iterations_per_epoch or math.ceil(n_train / self.batch_size)
-        if config.val_every is not None:
-            self.val_every = config.val_every
-        elif config.profile == "paper":
-            self.val_every = 1  # the paper's f1 reads the validation loss of every epoch
-        else:
-            self.val_every = validation_interval([c.label.shape for c in data.val], self.patch, self.batch_size,
-                                                 self.iterations)
+        self.val_every = epochs_between_validations(config, [c.label.shape for c in data.val], self.patch,
+                                                    self.batch_size, self.iterations)
         self.augmentation_profile, self.augmentation = training_augmentation(
             config.profile, config.augmentation, config.mirror_axes,
             tuple(getattr(plan, "mirror_axes", (0, 1, 2))), config.epochs * self.iterations)

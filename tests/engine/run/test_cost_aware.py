@@ -20,6 +20,7 @@ from engine.run.latency import LatencyBook
 from engine.run.session import estimate_search
 from engine.search.objective import PowerLaw, inference_flops, normalized
 from search_fakes import PROBLEM, fake_evaluate
+from test_search_cli import small_demo  # noqa: F401 - a fixture of this module too
 
 # the smallest networks of the space, on a tiny patch: latency is really measured, in well under a second
 SMALL = {"nf1": [8], "n_cells": [5], "op1": ["conv3d_1x1x1", "conv2d_3x3x1", "identity"],
@@ -244,6 +245,16 @@ def fake_step(genome, problem, train, device):
     return c.train_step_flops * 1e-11, 0.5, 2.0
 
 
+def tiny_validations(epochs: int = 3) -> int:
+    """Validations of a default-profile training on TINY (2 validation cases of the median shape, 4 steps
+    per epoch), by the trainer's own rule."""
+    from engine.train.config import TrainerConfig
+    from engine.train.trainer import epochs_between_validations
+
+    every = epochs_between_validations(TrainerConfig(), [(16, 16, 16)] * 2, (16, 16, 16), 2, 4)
+    return math.ceil(epochs / every)
+
+
 def fake_timed_evaluate(task, cancel=None):
     """The stand-in evaluator, reporting the training time the fake calibration implies."""
     from engine.network.cost import estimate_cost
@@ -251,7 +262,7 @@ def fake_timed_evaluate(task, cancel=None):
     out = fake_evaluate(task, cancel)
     g = Genome.from_dict(task["genome"])
     c = estimate_cost(g, TINY.in_channels, TINY.num_classes, TINY.patch_size, TINY.batch_size)
-    out["seconds"] = 2.0 + 3 * 4 * c.train_step_flops * 1e-11 + 3 * 0.5  # 3 epochs x 4 steps
+    out["seconds"] = 2.0 + 3 * 4 * c.train_step_flops * 1e-11 + tiny_validations() * 0.5  # 3 epochs x 4 steps
     return out
 
 
@@ -264,14 +275,16 @@ def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
     model, sample, cached, _ = session.time_model("cpu")
     assert cached  # the estimate's calibration, kept for this device and plan
     per = []
+    assert model.val_every > 1 and tiny_validations() < 3  # the default profile does not validate every epoch
     for g in sample:  # 8 training cases at batch 2: 4 steps per epoch
         c = fake_step(g, TINY, {}, "cpu")
-        per.append(2.0 + 3 * 4 * c[0] + 3 * c[1])
+        per.append(2.0 + 3 * 4 * c[0] + tiny_validations() * c[1])
         assert model.candidate_seconds(g) == pytest.approx(per[-1], rel=1e-6)
     lo, mid, hi = e.total_s
-    assert mid == pytest.approx(e.evaluations[1] * np.mean(per), rel=1e-6)
-    assert lo == pytest.approx(e.evaluations[0] * np.quantile(per, 0.25), rel=1e-6)
-    assert hi == pytest.approx(e.evaluations[2] * np.quantile(per, 0.75), rel=1e-6)
+    assert 0 <= e.warmup_s < 0.1  # the stand-in's first call is no slower than its second
+    assert mid == pytest.approx(e.warmup_s + e.evaluations[1] * np.mean(per), rel=1e-6)
+    assert lo == pytest.approx(e.warmup_s + e.evaluations[0] * np.quantile(per, 0.25), rel=1e-6)
+    assert hi == pytest.approx(e.warmup_s + e.evaluations[2] * np.quantile(per, 0.75), rel=1e-6)
     session.eta_model = model
     summary = session.run()
     trained = summary["counts"]["done"] + summary["counts"]["failed"]
@@ -279,6 +292,86 @@ def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
     assert lo <= summary["training_seconds"] <= hi
     assert model.correction == pytest.approx(1.0)  # measured times matched the model exactly
     assert "expected wall time" in e.text() and "calibration         3 genomes" in e.text()
+
+
+def test_calibration_warms_up_first_and_counts_the_set_up_once(tmp_path):
+    """A process's first training and validation load kernels and libraries: the calibration runs the
+    cheapest genome once before timing it, so no point carries that set-up, and the estimate adds it once
+    (the search's first candidate pays it), not per candidate."""
+    import time
+
+    calls = []
+
+    def cold_step(genome, problem, train, device):  # the first call of the process is 1 s slower, all told
+        calls.append(genome.to_json())
+        if len(calls) == 1:
+            time.sleep(1.0)
+        return fake_step(genome, problem, train, device)
+
+    cfg = config("parameters", generations=2)
+    warm = estimate_search(cfg, step_fn=fake_step, problem=TINY, recalibrate=True)
+    cold = estimate_search(cfg, step_fn=cold_step, problem=TINY, recalibrate=True)
+    assert calls[0] == calls[1] and len(calls) == 4  # the cheapest twice, then the other two
+    assert cold.candidate_s == pytest.approx(warm.candidate_s)  # the points are the warm ones
+    assert 0.9 <= cold.warmup_s <= 1.5 and warm.warmup_s < 0.1
+    for a, b in zip(warm.total_s, cold.total_s):
+        assert b - a == pytest.approx(cold.warmup_s - warm.warmup_s, abs=1e-6)
+    assert "warm-up             1 s" in cold.text()
+
+
+def test_the_time_model_learns_that_narrow_networks_run_slower_per_flop():
+    """Calibrated on the cheapest, the dearest and the median of each width, the model predicts a device
+    whose step time falls with width at equal FLOPs (small convolutions are memory-bound on a CPU);
+    FLOPs alone could not."""
+    from engine.network.cost import estimate_cost
+
+    space = SearchSpace.from_dict({**SMALL, "nf1": [8, 16, 32], "n_cells": [5, 7]})
+    sample = est.sample_genomes(space, lambda g: True, 64, 3)
+
+    def costs(g):
+        c = estimate_cost(g, TINY.in_channels, TINY.num_classes, TINY.patch_size, TINY.batch_size)
+        return float(c.train_step_flops), float(c.forward_flops / TINY.batch_size)
+
+    def device(g, problem, train, dev):  # 2x slower per FLOP at nf1 8 than at 32
+        train, infer = costs(g)
+        return train * 1e-11 * (g.nf1 / 32) ** -0.5, infer * 1e-10 * (g.nf1 / 32) ** -0.5, 1.0
+
+    picks = est.calibration_genomes(sample, lambda g: costs(g)[0], by_width=True)
+    assert {g.nf1 for g in picks} == {8, 16, 32} and len(picks) >= 4
+    cal = est.calibrate(TINY, {}, "cpu", picks, costs, "test", "k", step_fn=device)
+    model = est.TimeModel(cal, costs, epochs=2, iterations=3)
+    flops_only = PowerLaw((p.train_flops, p.step_s) for p in cal.points)
+    worst = 0.0
+    for g in sample:
+        true = device(g, TINY, {}, "cpu")
+        assert model.step.predict(costs(g)[0], g.nf1) == pytest.approx(true[0], rel=1e-6)
+        assert model.raw_seconds(g) == pytest.approx(1.0 + 6 * true[0] + 2 * true[1], rel=1e-6)
+        worst = max(worst, abs(flops_only.predict(costs(g)[0]) / true[0] - 1))
+    assert worst > 0.2
+    # one width, or too few points: FLOPs alone
+    assert est.WidthPowerLaw([(1e9, 8, 1.0), (2e9, 16, 1.5), (4e9, 32, 2.0)]).coef is None
+    assert est.WidthPowerLaw([(1e9, 8, 1.0), (2e9, 8, 2.0), (4e9, 8, 4.0), (8e9, 8, 8.0)]).predict(16e9, 8) == \
+        pytest.approx(16.0)
+
+
+@pytest.mark.parametrize("profile", ["default", "paper"])
+def test_the_time_model_validates_as_often_as_the_trainer(tmp_path, small_demo, profile):
+    """The estimate counts the validations a real training of the run's data does: every few epochs in
+    the default profile (at most a tenth of the time), every epoch in the paper profile."""
+    from engine.run.evaluate import training_data
+    from engine.train.config import TrainerConfig
+    from engine.train.trainer import Trainer
+
+    dataset, toml = small_demo
+    cfg = SearchConfig.from_toml(toml.read_text()).replace(dataset=str(dataset), profile=profile,
+                                                            training={"epochs": 12})
+    session = SearchSession(tmp_path / "run", cfg, fake_evaluate)
+    session.problem = session._prepare_problem()
+    model, sample, _, _ = session.time_model("cpu", calibrate_now=True, step_fn=fake_step)
+    data = training_data(session.problem.data)
+    trainer = Trainer(sample[0], data, TrainerConfig.from_dict({**session._train_dict(), "device": "cpu"}))
+    assert model.val_every == trainer.val_every and model.iterations == trainer.iterations
+    assert (model.val_every > 1) == (profile == "default")
 
 
 def test_the_estimate_counts_the_command_start_when_asked(tmp_path):
