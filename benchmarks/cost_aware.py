@@ -16,7 +16,9 @@ against the measured wall time of the search command.
     python benchmarks/cost_aware.py --out /tmp/cost_aware [--part fronts|estimate|all] [--seeds 0 1 2]
 
 Small by default (demo data at 6 mm, 5-cell nf1 8 networks, 2 epochs of 2 steps) so that it runs on
-a shared 2-core machine; latency figures on a loaded machine are noisy, hence medians.
+a shared 2-core machine; latency figures on a loaded machine are noisy, hence medians. The README's
+demo search (the whole space at the plan's spacing, whole epochs): ``--nf1 8 16 32 --cells 5 7 9
+--spacing 0 --iterations 0``.
 """
 
 from __future__ import annotations
@@ -51,11 +53,8 @@ latency_threads = 1
 [training]
 epochs = {epochs}
 patience = 100
-plan = {{ target_spacing = [{spacing}, {spacing}, {spacing}] }}
-
-[training.extra]
-iterations_per_epoch = {iterations}
-"""
+{plan}
+{extra}"""
 
 
 def cli(*args: str, timeout: float = 7200) -> tuple[dict, float]:
@@ -71,9 +70,12 @@ def cli(*args: str, timeout: float = 7200) -> tuple[dict, float]:
 
 
 def write_config(path: Path, a, population: int, generations: int) -> Path:
+    # --spacing 0 / --iterations 0: the plan's own spacing, an epoch of the training cases (the README's search)
+    plan = f"plan = {{ target_spacing = [{a.spacing}, {a.spacing}, {a.spacing}] }}" if a.spacing else ""
+    extra = f"\n[training.extra]\niterations_per_epoch = {a.iterations}\n" if a.iterations else ""
     path.write_text(CONFIG.format(nf1=", ".join(map(str, a.nf1)), cells=", ".join(map(str, a.cells)),
                                   population=population, generations=generations, epochs=a.epochs,
-                                  iterations=a.iterations, spacing=a.spacing, latency_runs=a.latency_runs))
+                                  plan=plan, extra=extra, latency_runs=a.latency_runs))
     return path
 
 
@@ -201,8 +203,9 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=4)
     ap.add_argument("--generations", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--iterations", type=int, default=2, help="training steps per epoch")
-    ap.add_argument("--spacing", type=float, default=6.0, help="target spacing in mm (coarse keeps it small)")
+    ap.add_argument("--iterations", type=int, default=2, help="training steps per epoch (0: the plan's epoch)")
+    ap.add_argument("--spacing", type=float, default=6.0,
+                    help="target spacing in mm (coarse keeps it small; 0: the plan's own)")
     ap.add_argument("--latency-runs", type=int, default=3)
     ap.add_argument("--nf1", type=int, nargs="+", default=[8], help="the space's first-level filters (8, 16, 32)")
     ap.add_argument("--cells", type=int, nargs="+", default=[5], help="the space's cell counts (5, 7, 9)")

@@ -273,7 +273,8 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
 
     One warm-up step, then ``CALIBRATION_STEPS`` timed ones; one validation case timed and scaled to the
     validation set. The fixed cost is building the network, the warm-up step's excess and the final
-    metrics pass (about one more validation). Call it warm (``calibrate`` does): a process's first
+    metrics pass (segmentation and Dice, HD, HD95, ASD of each validation case; one case timed and
+    scaled). Call it warm (``calibrate`` does): a process's first
     validation also loads what later ones reuse, which scaled by the cases would count per candidate.
     """
     import torch
@@ -281,7 +282,7 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
     from engine.run.evaluate import training_data
     from engine.train.config import TrainerConfig
     from engine.train.sampling import BatchLoader
-    from engine.train.trainer import Trainer, _torch_settings
+    from engine.train.trainer import Trainer, _torch_settings, validation_metrics
 
     data = training_data(problem.data)
     cfg = TrainerConfig.from_dict({**train, "epochs": 1, "iterations_per_epoch": CALIBRATION_STEPS + 1, "device": device})
@@ -304,10 +305,13 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
         with torch.inference_mode():
             trainer.validate(1)
         one_val = time.perf_counter() - t
+        t = time.perf_counter()
+        validation_metrics(trainer)  # the candidate's last act: segment and score every validation case
+        one_final = time.perf_counter() - t
         trainer.data = data
     step = float(statistics.median(times[1:]))
-    val = one_val * max(len(val_cases), 1)
-    return step, val, build + max(times[0] - step, 0.0) + val
+    n_val = max(len(val_cases), 1)
+    return step, one_val * n_val, build + max(times[0] - step, 0.0) + one_final * n_val
 
 
 class _OneCase:
