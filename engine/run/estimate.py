@@ -2,13 +2,12 @@
 
 A short calibration trains a few genomes sampled from the configured space (the cheapest, the median
 and the dearest of a seeded sample by training FLOPs, the median of each width; after a warm-up run
-of the cheapest) for a few real steps each on the run's data,
-and records per genome: seconds per training step (warm), seconds of one validation pass (one case
-timed), and the fixed cost of a candidate (building, warm-up, final metrics); and once per process the
-set-up of the first training and validation (kernels and libraries loaded on first use), which the
-search's first candidate pays too but the others do not. It starts no new genome
-after ``CALIBRATION_BUDGET_S`` once two are done, and is cached per device and plan
-(``$EMONAS_CACHE_DIR``).
+of the cheapest) for a few real steps each on the run's data, and records per genome: seconds per
+training step (warm), seconds of one validation pass (one case timed), and the fixed cost of a
+candidate (building, warm-up, final metrics); and once per process the set-up of the first training
+and validation (kernels and libraries loaded on first use), which the search's first candidate pays
+too but the others do not. It starts no new genome after ``CALIBRATION_BUDGET_S`` once two are done,
+and is cached per device and plan (``$EMONAS_CACHE_DIR``).
 
 ``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs and width, see
 ``WidthPowerLaw``); ``observe()`` corrects it by the median ratio of measured to
@@ -226,8 +225,8 @@ def calibration_genomes(sample: Sequence[Genome], train_flops: Callable[[Genome]
     """The cheapest and the dearest of ``sample`` by training FLOPs, then the rest of ``k`` evenly spread
     between them: the first two span the range, so a calibration cut short by its budget still fits a slope.
 
-    ``by_width``: then the median genome (by FLOPs) of each first-level width (nf1) of the sample, and
-    the median overall: at one FLOP count narrow networks run slower per FLOP (``WidthPowerLaw``).
+    ``by_width``: then the median genome (by FLOPs) of each first-level width (nf1) of the sample: at
+    one FLOP count narrow networks run slower per FLOP (``WidthPowerLaw``).
     """
     ranked = sorted(sample, key=train_flops)
     if len(ranked) <= 2:
@@ -274,8 +273,8 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
     One warm-up step, then ``CALIBRATION_STEPS`` timed ones; one validation case timed and scaled to the
     validation set. The fixed cost is building the network, the warm-up step's excess and the final
     metrics pass (segmentation and Dice, HD, HD95, ASD of each validation case; one case timed and
-    scaled). Call it warm (``calibrate`` does): a process's first
-    validation also loads what later ones reuse, which scaled by the cases would count per candidate.
+    scaled). Call it warm (``calibrate`` does): a process's first validation also loads what later
+    ones reuse, which scaled by the cases would count per candidate.
     """
     import torch
 
@@ -331,11 +330,11 @@ def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], cost
     step_fn = step_fn or real_calibration_step
     t0 = time.perf_counter()
     points = []
-    cold = first_s = 0.0
+    first_s = 0.0
     if genomes:
         # a process's first steps and validation also load kernels and libraries: a warm-up on the
         # cheapest genome keeps that out of every point; how much longer it took than the same genome
-        # warm is the one-off cost (the search's first candidate pays it)
+        # warm is the one-off cost (the search's first candidate pays it), kept on the first point
         t = time.perf_counter()
         step_fn(genomes[0], problem, train, device)
         first_s = time.perf_counter() - t
@@ -344,11 +343,10 @@ def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], cost
             break  # two genomes at least: one point cannot tell fixed costs from those growing with FLOPs
         t = time.perf_counter()
         step, val, overhead = step_fn(g, problem, train, device)
-        if not points:
-            cold = max(first_s - (time.perf_counter() - t), 0.0)
+        cold = 0.0 if points else max(first_s - (time.perf_counter() - t), 0.0)
         tf, inf = costs(g)
         points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead),
-                                       cold if not points else 0.0))
+                                       cold))
     return Calibration(key, device, hardware, points, time.perf_counter() - t0)
 
 
@@ -430,7 +428,7 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
     q1, mean, q3 = float(np.quantile(per, 0.25)), float(per.mean()), float(np.quantile(per, 0.75))
     ev = expected_evaluations(samea)
     w = max(1, int(workers))
-    warmup = float(getattr(model, "warmup_s", 0.0))
+    warmup = model.warmup_s
     start = max(0.0, float(start_s)) + warmup
     total = (start + ev[0] * q1 / w, start + ev[1] * mean / w, start + ev[2] * q3 / w)
     cal = model.calibration
