@@ -74,6 +74,7 @@ VARIANTS: dict[str, dict] = {
     "lr-poly": {"train": {"lr_schedule": "poly"}},
     "lr-poly-3e-3": {"train": {"lr_schedule": "poly"}, "genome": {"lr": 3e-3}},
     "lr-3e-3": {"genome": {"lr": 3e-3}},
+    "contiguous": {"train": {"channels_last": False}},
 }
 
 
@@ -158,8 +159,9 @@ def worker(spec: dict) -> dict:
             torch.manual_seed(spec["seed"])
             net = UNet(3, data.in_channels, data.num_classes, channels=(8, 16, 32, 64), strides=(2, 2, 2),
                        num_res_units=2, norm="instance")
-        trainer.model = net
-        trainer.optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+        # the Trainer's memory layout for the network it trains (channels-last on the CPU for width 8)
+        trainer.model = net.to(memory_format=torch.channels_last_3d) if getattr(trainer, "channels_last", False) else net
+        trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), 1e-3)
         trainer.parameters = sum(p.numel() for p in net.parameters())
     deadline.start()
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ from engine.search.objective import PowerLaw
 log = logging.getLogger(__name__)
 _IMPORTED = time.monotonic()
 
-CALIBRATION_VERSION = 3  # 3: points timed warm, the process's set-up apart (cold_s), a genome per width
+CALIBRATION_VERSION = 4  # 3: points timed warm, set-up apart (cold_s), a genome per width; 4: channels-last on the CPU
 CALIBRATION_BUDGET_S = 30.0
 CALIBRATION_STEPS = 3  # training steps per calibration epoch
 CACHE_NAME = "calibration.json"

@@ -103,6 +103,9 @@ class UNetTrainer(Trainer):
             return unet(self.data.in_channels, self.data.num_classes, self.width,
                         self.pool_sizes or [(2, 2, 2)] * self.levels)
 
+    def first_level_width(self) -> int:
+        return self.width
+
     def learning_rate(self) -> float:
         return UNET_LR
 

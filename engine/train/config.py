@@ -30,6 +30,10 @@ class TrainerConfig:
     fewest epochs whose training costs at least 9x one validation (``validation_interval``).
     ``validate_at`` lists epochs validated whatever ``val_every`` says: the checkpoints of the
     search's early-stopping rule, which must read a validated Dice.
+
+    ``channels_last``: the memory layout of the training step. None follows the device's rule
+    (``engine.train.trainer.uses_channels_last``: always on CUDA; on the CPU for networks whose
+    first level is at most ``CPU_CHANNELS_LAST_MAX_NF1`` channels wide); True or False forces it.
     """
 
     epochs: int = 120
@@ -50,6 +54,7 @@ class TrainerConfig:
     mirror_axes: list[int] | None = None
     validate_at: list[int] | None = None
     lr_schedule: str = "constant"
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_none: bool = False) -> None:
@@ -80,6 +85,8 @@ class TrainerConfig:
                 raise ConfigError(f"train config: patch_size must be three positive integers, got {self.patch_size!r}")
             self.patch_size = p  # type: ignore[assignment]
         self.amp = bool(self.amp)
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ConfigError(f"train config: channels_last must be true, false or unset, got {self.channels_last!r}")
         from engine.train.augmentation import STRENGTHS
 
         if self.augmentation not in STRENGTHS:

@@ -131,9 +131,9 @@ def test_the_mixed_precision_channels_last_step_runs_on_cpu(tiny_data, small_gen
     from engine.train.trainer import Trainer
 
     trainer = Trainer(small_genome, tiny_data, cfg(epochs=1))
-    assert trainer.amp_dtype is None and not trainer.channels_last  # CPU default: fp32, contiguous
-    trainer.amp_dtype, trainer.channels_last = torch.bfloat16, True
-    trainer.model = trainer.model.to(memory_format=torch.channels_last_3d)
+    assert trainer.amp_dtype is None  # CPU default: fp32
+    assert trainer.channels_last  # nf1 8 on the CPU: channels-last
+    trainer.amp_dtype = torch.bfloat16
     trainer.model.train()
     x = torch.randn(trainer.batch_size, tiny_data.in_channels, *trainer.patch)
     y = torch.randint(0, tiny_data.num_classes, (trainer.batch_size, *trainer.patch))
@@ -160,3 +160,64 @@ def test_poly_schedule_decays_the_learning_rate_over_the_planned_steps(tiny_data
     assert [r["lr"] for r in const.curves] == pytest.approx([small_genome.lr] * 2)
     with pytest.raises(ConfigError, match="lr_schedule must be one of constant, poly"):
         TrainerConfig(lr_schedule="cosine")
+
+
+def test_memory_layout_follows_the_width_rule_and_the_setting(tiny_data, small_genome):
+    """On the CPU, channels-last-3D for networks of first-level width 8 (weights and the step's input
+    in that layout), the default layout above it; ``channels_last`` true / false forces either."""
+    import dataclasses
+
+    import torch
+
+    from engine.train.trainer import CPU_CHANNELS_LAST_MAX_NF1, Trainer, uses_channels_last
+
+    wide = dataclasses.replace(small_genome, nf1=16)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert uses_channels_last(cpu, CPU_CHANNELS_LAST_MAX_NF1) and not uses_channels_last(cpu, 16)
+    assert uses_channels_last(cuda, 32) and not uses_channels_last(cuda, 8, False)
+    assert uses_channels_last(cpu, 32, True)
+
+    def layout(trainer):
+        conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1 and m.kernel_size == (3, 3, 3))
+        return conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+
+    narrow = Trainer(small_genome, tiny_data, cfg(epochs=1))
+    assert narrow.channels_last and layout(narrow)
+    assert not Trainer(wide, tiny_data, cfg(epochs=1)).channels_last
+    forced_off = Trainer(small_genome, tiny_data, cfg(epochs=1, channels_last=False))
+    assert not forced_off.channels_last and not layout(forced_off)
+    assert Trainer(wide, tiny_data, cfg(epochs=1, channels_last=True)).channels_last
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="channels_last"):
+        cfg(channels_last="yes")
+    assert TrainerConfig.from_dict(cfg(channels_last=False).to_dict()).channels_last is False
+
+
+def test_memory_layout_changes_the_speed_not_the_training(tiny_data, small_genome):
+    """The same seed trains to the same curves in either layout, to float rounding; the channels-last
+    weights load into a network in the default layout (as a training folder's are read for export and
+    inference) and give the same logits."""
+    import torch
+
+    from engine.network import build_network
+    from engine.train.trainer import Trainer
+
+    losses = lambda r: [e["train_loss"] for e in r.curves]  # noqa: E731
+    last = train_candidate(small_genome, tiny_data, cfg(epochs=2, iterations_per_epoch=3))
+    plain = train_candidate(small_genome, tiny_data, cfg(epochs=2, iterations_per_epoch=3, channels_last=False))
+    assert losses(last) == pytest.approx(losses(plain), rel=1e-3)
+    assert last.dice == pytest.approx(plain.dice, abs=0.02)
+
+    trainer = Trainer(small_genome, tiny_data, cfg(epochs=1, iterations_per_epoch=2))
+    trainer.fit()
+    assert trainer.channels_last
+    model = build_network(small_genome, tiny_data.in_channels, tiny_data.num_classes, trainer.pool_sizes)
+    model.load_state_dict(trainer.model.state_dict())
+    assert all(p.is_contiguous() for p in model.parameters())
+    x = torch.from_numpy(np.asarray(tiny_data.val[0].image, np.float32))[None, :, :16, :16, :16]
+    with torch.no_grad():
+        out = model.eval()(x)
+        out_cl = trainer.model.eval()(x.contiguous(memory_format=torch.channels_last_3d))
+    assert out.is_contiguous() and torch.isfinite(out).all()
+    assert torch.allclose(out, out_cl.contiguous(), atol=1e-4)
