@@ -2,7 +2,7 @@
 channels-last-3D, side by side through the engine's ``Trainer``, and what the engine's rule picks.
 
     python benchmarks/cpu_layout.py [--dataset demo|demo-hippocampus|DIR] [--threads 1] [--genomes 8]
-                                    [--rounds 3] [--seed 0] [--max-step-s 6]
+                                    [--rounds 3] [--seed 0] [--max-step-s 6] [--validation]
 
 For each genome (the small genome of "Accuracy per minute" first, then ``--genomes - 1`` drawn from
 the paper's space with ``--seed``), two trainers with the same seed, one per layout, take one untimed
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-step-s", type=float, default=6.0)
+    p.add_argument("--validation", action="store_true",
+                   help="also time the small genome's validation pass (whole validation volumes, sliding window) "
+                        "in both layouts, two rounds")
     a = p.parse_args(argv)
 
     import numpy as np
@@ -83,6 +86,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((g.nf1, plain, last, speed, rule))
         print(f"nf1 {g.nf1:2d}  cells {g.n_cells}  {ops:40s} contiguous {plain:.3f} s  channels-last {last:.3f} s  "
               f"x{speed:.2f}  rule: {'channels-last' if rule else 'contiguous'}", flush=True)
+    if a.validation:
+        val = {cl: Trainer(genomes[0], data, TrainerConfig(device="cpu", seed=0, num_threads=a.threads, channels_last=cl))
+               for cl in (False, True)}
+        for cl in (False, True):
+            val[cl].validate(1)  # warm-up
+        vt: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(2):
+            for cl in ((False, True) if r % 2 == 0 else (True, False)):
+                t0 = time.perf_counter()
+                val[cl].validate(1)
+                vt[cl].append(time.perf_counter() - t0)
+        print(f"validation pass of the small genome ({len(data.val)} volumes): contiguous "
+              f"{statistics.median(vt[False]):.2f} s, channels-last {statistics.median(vt[True]):.2f} s, "
+              f"x{statistics.median(vt[False]) / statistics.median(vt[True]):.2f}")
     if not rows:
         return 1
     for w in sorted({r[0] for r in rows}):

@@ -156,6 +156,16 @@ def test_accuracy_per_minute_smoke(tmp_path):
     assert rep.returncode == 0 and rep.stdout.count("| after | ") == 2
 
 
+def test_cpu_layout_benchmark_smoke(tmp_path):
+    """The memory-layout benchmark times the small genome in both layouts and prints the rule's choice."""
+    env = dict(os.environ, EMONAS_NO_PROGRESS="1", EMONAS_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_layout.py"), "--genomes", "1", "--rounds", "1"],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "nf1  8  cells 5" in r.stdout and "rule: channels-last" in r.stdout
+    assert "the rule against always contiguous: x" in r.stdout
+
+
 def test_preprocess_benchmark_smoke(tmp_path):
     env = dict(os.environ, EMONAS_NO_PROGRESS="1", EMONAS_CACHE_DIR=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "preprocess_bench.py"), "--cases", "4",
