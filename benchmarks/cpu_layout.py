@@ -2,7 +2,7 @@
 channels-last-3D, side by side through the engine's ``Trainer``, and what the engine's rule picks.
 
     python benchmarks/cpu_layout.py [--dataset demo|demo-hippocampus|DIR] [--threads 1] [--genomes 8]
-                                    [--rounds 3] [--seed 0] [--max-step-s 6] [--validation]
+                                    [--rounds 3] [--seed 0] [--max-step-s 6] [--ops] [--validation]
 
 For each genome (the small genome of "Accuracy per minute" first, then ``--genomes - 1`` drawn from
 the paper's space with ``--seed``), two trainers with the same seed, one per layout, take one untimed
@@ -31,6 +31,54 @@ def _short(op: str) -> str:
     return op.replace("conv", "c").replace("_", "")
 
 
+def _time(fn, rounds: int = 3) -> float:
+    fn()
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def _ops(patch: tuple, batch: int, num_classes: int) -> None:
+    """Single ops and MONAI U-Nets, forward and backward, in both layouts."""
+    import torch
+
+    def one(make, shape, cl: bool) -> float:
+        torch.manual_seed(0)
+        net = make()
+        x = torch.randn(batch, *shape)
+        if cl:
+            net = net.to(memory_format=torch.channels_last_3d)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x.requires_grad_(True)
+
+        def step():
+            net.zero_grad(set_to_none=True)
+            net(x).float().square().mean().backward()
+        return _time(step)
+
+    for c in (8, 16, 32):
+        for k in ((3, 3, 3), (5, 5, 1), (1, 1, 3), (1, 1, 1)):
+            def make(c=c, k=k):
+                return torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv3d(c, c, k, padding=tuple(v // 2 for v in k)),
+                                           torch.nn.InstanceNorm3d(c))
+            plain, last = one(make, (c, *patch), False), one(make, (c, *patch), True)
+            print(f"op {c:2d} channels, kernel {'x'.join(map(str, k))}: contiguous {plain * 1e3:.1f} ms, "
+                  f"channels-last {last * 1e3:.1f} ms, x{plain / last:.2f}", flush=True)
+    from monai.networks.nets import UNet
+
+    for width in (8, 16):
+        for res in (2, 0):
+            def make(width=width, res=res):
+                return UNet(3, 1, num_classes, channels=tuple(width * 2 ** i for i in range(4)), strides=(2, 2, 2),
+                            num_res_units=res, norm="instance")
+            plain, last = one(make, (1, *patch), False), one(make, (1, *patch), True)
+            print(f"MONAI UNet {width}-{2 * width}-{4 * width}-{8 * width}, {res} residual units: contiguous "
+                  f"{plain:.3f} s, channels-last {last:.3f} s, x{plain / last:.2f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="demo")
@@ -39,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-step-s", type=float, default=6.0)
+    p.add_argument("--ops", action="store_true",
+                   help="also time one op (ReLU -> conv -> instance norm, forward and backward) of 8, 16 and 32 "
+                        "channels at the patch size for four kernels, and a MONAI U-Net of first width 8 and 16")
     p.add_argument("--validation", action="store_true",
                    help="also time the small genome's validation pass (whole validation volumes, sliding window) "
                         "in both layouts, two rounds")
@@ -86,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((g.nf1, plain, last, speed, rule))
         print(f"nf1 {g.nf1:2d}  cells {g.n_cells}  {ops:40s} contiguous {plain:.3f} s  channels-last {last:.3f} s  "
               f"x{speed:.2f}  rule: {'channels-last' if rule else 'contiguous'}", flush=True)
+    if a.ops:
+        _ops(tuple(data.plan.patch_size), int(data.plan.batch_size), data.num_classes)
     if a.validation:
         val = {cl: Trainer(genomes[0], data, TrainerConfig(device="cpu", seed=0, num_threads=a.threads, channels_last=cl))
                for cl in (False, True)}
