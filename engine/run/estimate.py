@@ -367,6 +367,8 @@ class SearchEstimate:
     notes: list[str] = field(default_factory=list)
     start_s: float = 0.0  # the command's own start (imports, dataset), in total_s
     warmup_s: float = 0.0  # the search process's own set-up of its first candidate, once, in total_s
+    first_n: int = 0  # the genomes of the first generation, predicted one by one (known before the search)
+    first_s: float = 0.0  # their predicted seconds, in total_s
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -382,6 +384,9 @@ class SearchEstimate:
             f"candidates trained  {evals} by {self.strategy}, {self.workers} at a time",
             f"per candidate       {c[1]:.1f} s on average (quartiles {c[0]:.1f} to {c[2]:.1f} s)",
         ]
+        if self.first_n:
+            lines.append(f"first generation    {self.first_n} candidates, {_duration(self.first_s)} (the genomes the "
+                         "search draws first, predicted one by one)")
         if self.start_s:
             lines.append(f"start               {self.start_s:.0f} s (loading libraries, opening the dataset)")
         if self.warmup_s >= 0.5:
@@ -416,10 +421,14 @@ def process_age() -> float:
 
 
 def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: int, device: str,
-                    notes: Sequence[str] = (), cached: bool = False, start_s: float = 0.0) -> SearchEstimate:
+                    notes: Sequence[str] = (), cached: bool = False, start_s: float = 0.0,
+                    first: Sequence[Genome] = ()) -> SearchEstimate:
     """The arithmetic: per-candidate seconds over ``sample`` x the strategy's evaluations / workers,
     plus ``start_s``, the command's own start, and the model's ``warmup_s`` once (per worker process,
     which start together).
+
+    ``first``: the genomes the search will train first (its initial population, when known): each is
+    predicted as itself, and only the evaluations after them from the sample.
 
     Low: fewest evaluations x the lower quartile; expected: expected evaluations x the mean; high:
     most evaluations x the upper quartile (a search drifting to dearer or cheaper networks).
@@ -430,7 +439,9 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
     w = max(1, int(workers))
     warmup = model.warmup_s
     start = max(0.0, float(start_s)) + warmup
-    total = (start + ev[0] * q1 / w, start + ev[1] * mean / w, start + ev[2] * q3 / w)
+    known = [model.candidate_seconds(g) for g in first][:ev[0]]
+    k, known_s = len(known), float(sum(known))
+    total = tuple(start + (known_s + max(0, n - k) * c) / w for n, c in zip(ev, (q1, mean, q3)))
     cal = model.calibration
     return SearchEstimate(device, cal.hardware, samea.strategy, ev, (q1, mean, q3), total, cal.seconds,
-                          len(cal.points), cached, w, list(notes), max(0.0, float(start_s)), warmup)
+                          len(cal.points), cached, w, list(notes), max(0.0, float(start_s)), warmup, k, known_s)

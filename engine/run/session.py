@@ -376,6 +376,19 @@ class SearchSession:
             injected["surrogate_seed"] = int(self.config.seed)
         return cls(**injected, **settings)
 
+    def first_generation(self, problem: SearchProblem, device: str) -> list[Genome]:
+        """The genomes the search trains first (its initial population, drawn from the run's seed as the
+        search draws it), or [] where drawing them would mean measuring latencies (a latency objective
+        or limit)."""
+        s, r = self.config.samea, self.config.resources
+        if s.objective == "latency" or r.max_latency_ms:
+            return []
+        keep = self.latency, self.objective_bounds, self.flops_of, self.parameters_of
+        try:
+            return list(self._build_strategy(problem, device).ask())
+        finally:  # drawing them leaves the session as it was
+            self.latency, self.objective_bounds, self.flops_of, self.parameters_of = keep
+
     def within_budgets(self, problem: SearchProblem, device: str) -> Callable[[Genome], bool]:
         """Whether a genome fits the memory and compute budgets of ``device`` and resources.max_parameters."""
         from engine.network.cost import estimate_cost
@@ -939,8 +952,9 @@ def estimate_search(cfg, recalibrate: bool = False, step_fn=None, problem=None, 
         model, sample, cached, notes = session.time_model(device, calibrate_now=True, recalibrate=recalibrate,
                                                           step_fn=step_fn)
         sample, limits = _limit_notes(session, device, model.calibration, sample, latency_fn)
+        first = session.first_generation(problem, device)
     return search_estimate(model, sample, cfg.samea, session.parallel_slots(), device, limits + notes, cached,
-                           start_s)
+                           start_s, first=first)
 
 
 def _limit_notes(session, device: str, cal, sample: list[Genome], latency_fn=None):

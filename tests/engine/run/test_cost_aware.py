@@ -280,18 +280,27 @@ def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
         c = fake_step(g, TINY, {}, "cpu")
         per.append(2.0 + 3 * 4 * c[0] + tiny_validations() * c[1])
         assert model.candidate_seconds(g) == pytest.approx(per[-1], rel=1e-6)
+    # the first generation is known before the search (drawn from its seed): predicted one by one
+    first = session.first_generation(TINY, "cpu")
+    assert e.first_n == len(first) == 4
+    known = sum(model.candidate_seconds(g) for g in first)
+    assert e.first_s == pytest.approx(known, rel=1e-6)
     lo, mid, hi = e.total_s
     assert 0 <= e.warmup_s < 0.1  # the stand-in's first call is no slower than its second
-    assert mid == pytest.approx(e.warmup_s + e.evaluations[1] * np.mean(per), rel=1e-6)
-    assert lo == pytest.approx(e.warmup_s + e.evaluations[0] * np.quantile(per, 0.25), rel=1e-6)
-    assert hi == pytest.approx(e.warmup_s + e.evaluations[2] * np.quantile(per, 0.75), rel=1e-6)
+    assert mid == pytest.approx(e.warmup_s + known + (e.evaluations[1] - 4) * np.mean(per), rel=1e-6)
+    assert lo == pytest.approx(e.warmup_s + known + (e.evaluations[0] - 4) * np.quantile(per, 0.25), rel=1e-6)
+    assert hi == pytest.approx(e.warmup_s + known + (e.evaluations[2] - 4) * np.quantile(per, 0.75), rel=1e-6)
     session.eta_model = model
     summary = session.run()
+    rows = session.store.candidates() if session.store is not None else RunStore.open_readonly(tmp_path / "run").candidates()
+    assert [Genome.from_dict(r.genome) for r in rows[:4]] == first  # the genomes the search did train first
+    assert all(r.generation == 0 for r in rows[:4]) and all(r.generation != 0 for r in rows[4:])
     trained = summary["counts"]["done"] + summary["counts"]["failed"]
     assert e.evaluations[0] <= trained <= e.evaluations[2]
     assert lo <= summary["training_seconds"] <= hi
     assert model.correction == pytest.approx(1.0)  # measured times matched the model exactly
     assert "expected wall time" in e.text() and "calibration         3 genomes" in e.text()
+    assert "first generation    4 candidates" in e.text()
 
 
 def test_calibration_warms_up_first_and_counts_the_set_up_once(tmp_path):
