@@ -324,30 +324,38 @@ class _OneCase:
 
 
 def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], costs, hardware: str, key: str,
-              budget_s: float = CALIBRATION_BUDGET_S, step_fn=None) -> Calibration:
-    """Time ``genomes`` (cheapest first, after a warm-up run of it) until ``budget_s`` is spent; ``step_fn``
-    as ``real_calibration_step``."""
+              budget_s: float = CALIBRATION_BUDGET_S, step_fn=None, clock=time.perf_counter) -> Calibration:
+    """Time ``genomes`` (cheapest first, after a warm-up run of it) within ``budget_s``: the first two
+    always, each later one only if its timing, predicted from FLOPs by those already timed, ends within
+    the budget (a dear genome is skipped, a cheaper one after it may still fit); ``step_fn`` as
+    ``real_calibration_step``; ``clock`` the time it reads."""
+    from engine.search.objective import PowerLaw
+
     step_fn = step_fn or real_calibration_step
-    t0 = time.perf_counter()
+    t0 = clock()
     points = []
+    took = PowerLaw()  # seconds of a whole timing (build, steps, validation) against training FLOPs
     first_s = 0.0
     if genomes:
         # a process's first steps and validation also load kernels and libraries: a warm-up on the
         # cheapest genome keeps that out of every point; how much longer it took than the same genome
         # warm is the one-off cost (the search's first candidate pays it), kept on the first point
-        t = time.perf_counter()
+        t = clock()
         step_fn(genomes[0], problem, train, device)
-        first_s = time.perf_counter() - t
+        first_s = clock() - t
     for g in genomes:
-        if len(points) >= 2 and time.perf_counter() - t0 > budget_s:
-            break  # two genomes at least: one point cannot tell fixed costs from those growing with FLOPs
-        t = time.perf_counter()
-        step, val, overhead = step_fn(g, problem, train, device)
-        cold = 0.0 if points else max(first_s - (time.perf_counter() - t), 0.0)
         tf, inf = costs(g)
+        # two genomes at least (one point cannot tell fixed costs from those growing with FLOPs); after
+        # them, only genomes whose timing, predicted from those timed, ends within the budget
+        if len(points) >= 2 and clock() - t0 + took.predict(tf) > budget_s:
+            continue
+        t = clock()
+        step, val, overhead = step_fn(g, problem, train, device)
+        took.add(tf, clock() - t)
+        cold = 0.0 if points else max(first_s - (clock() - t), 0.0)
         points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead),
                                        cold))
-    return Calibration(key, device, hardware, points, time.perf_counter() - t0)
+    return Calibration(key, device, hardware, points, clock() - t0)
 
 
 @dataclass

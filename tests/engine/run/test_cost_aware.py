@@ -456,3 +456,30 @@ def test_cli_estimate_prints_a_range_writes_no_run_and_caches_its_calibration(tm
     assert limited.returncode == 0, limited.stderr
     notes = json.loads(limited.stdout.strip().splitlines()[-1])["notes"]
     assert any(n.startswith("max_latency_ms 1e+06 excludes about 0 % of the space") for n in notes), notes
+
+
+def test_the_calibration_keeps_to_its_budget():
+    """After its first two genomes the calibration times only those whose timing, predicted from FLOPs
+    by the ones timed, ends within the budget: a dear genome is skipped, a cheaper one after it is timed."""
+    rng = np.random.default_rng(3)
+    genomes = list(dict.fromkeys(SearchSpace().sample(rng) for _ in range(6)))[:6]
+    flops = dict(zip((g.to_json() for g in genomes), (1.0, 10.0, 5.0, 2.0, 3.0, 1.0)))
+    now = [0.0]
+
+    def step(genome, problem, train, device):  # a stand-in taking one second per FLOP on a fake clock
+        now[0] += flops[genome.to_json()]
+        return 0.1, 0.2, 0.3
+
+    def costs(g):
+        return flops[g.to_json()] * 1e9, flops[g.to_json()] * 1e8
+
+    cal = est.calibrate(TINY, {}, "cpu", genomes, costs, "stand-in", "key", budget_s=16.0, step_fn=step,
+                        clock=lambda: now[0])
+    timed = [p.genome for p in cal.points]
+    # warm-up 1 s, then 1 + 10 s; 5 s would end at 17 s: skipped; 2 s (14 s) timed; 3 s skipped; 1 s (15 s) timed
+    assert timed == [genomes[i].to_dict() for i in (0, 1, 3, 5)]
+    assert cal.seconds == 15.0 <= 16.0
+    # the first two are timed whatever the budget
+    now[0] = 0.0
+    assert len(est.calibrate(TINY, {}, "cpu", genomes, costs, "stand-in", "key", budget_s=0.5, step_fn=step,
+                             clock=lambda: now[0]).points) == 2
