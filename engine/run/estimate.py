@@ -329,8 +329,6 @@ def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], cost
     always, each later one only if its timing, predicted from FLOPs by those already timed, ends within
     the budget (a dear genome is skipped, a cheaper one after it may still fit); ``step_fn`` as
     ``real_calibration_step``; ``clock`` the time it reads."""
-    from engine.search.objective import PowerLaw
-
     step_fn = step_fn or real_calibration_step
     t0 = clock()
     points = []
