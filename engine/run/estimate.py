@@ -6,8 +6,8 @@ of the cheapest) for a few real steps each on the run's data, and records per ge
 training step (warm), seconds of one validation pass (one case timed), and the fixed cost of a
 candidate (building, warm-up, final metrics); and once per process the set-up of the first training
 and validation (kernels and libraries loaded on first use), which the search's first candidate pays
-too but the others do not. It starts no new genome after ``CALIBRATION_BUDGET_S`` once two are done,
-and is cached per device and plan (``$EMONAS_CACHE_DIR``).
+too but the others do not. After two genomes it times only those predicted to end within
+``CALIBRATION_BUDGET_S``, and is cached per device and plan (``$EMONAS_CACHE_DIR``).
 
 ``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs and width, see
 ``WidthPowerLaw``); ``observe()`` corrects it by the median ratio of measured to
@@ -349,8 +349,9 @@ def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], cost
             continue
         t = clock()
         step, val, overhead = step_fn(g, problem, train, device)
-        took.add(tf, clock() - t)
-        cold = 0.0 if points else max(first_s - (clock() - t), 0.0)
+        seconds = clock() - t
+        took.add(tf, seconds)
+        cold = 0.0 if points else max(first_s - seconds, 0.0)
         points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead),
                                        cold))
     return Calibration(key, device, hardware, points, clock() - t0)
