@@ -59,13 +59,14 @@ def _ops(patch: tuple, batch: int, num_classes: int) -> None:
             net(x).float().square().mean().backward()
         return _time(step)
 
+    from engine.network.ops import make_op
+
     for c in (8, 16, 32):
-        for k in ((3, 3, 3), (5, 5, 1), (1, 1, 3), (1, 1, 1)):
-            def make(c=c, k=k):
-                return torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv3d(c, c, k, padding=tuple(v // 2 for v in k)),
-                                           torch.nn.InstanceNorm3d(c))
+        for name in ("conv3d_3x3x3", "conv2d_5x5x1", "p3d_3x3x3", "conv3d_1x1x1"):
+            def make(c=c, name=name):
+                return make_op(name, c, c)  # the space's op: ReLU -> conv(s) -> instance norm
             plain, last = one(make, (c, *patch), False), one(make, (c, *patch), True)
-            print(f"op {c:2d} channels, kernel {'x'.join(map(str, k))}: contiguous {plain * 1e3:.1f} ms, "
+            print(f"op {name} of {c:2d} channels: contiguous {plain * 1e3:.1f} ms, "
                   f"channels-last {last * 1e3:.1f} ms, x{plain / last:.2f}", flush=True)
     from monai.networks.nets import UNet
 
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-step-s", type=float, default=6.0)
     p.add_argument("--ops", action="store_true",
-                   help="also time one op (ReLU -> conv -> instance norm, forward and backward) of 8, 16 and 32 "
-                        "channels at the patch size for four kernels, and a MONAI U-Net of first width 8 and 16")
+                   help="also time four ops of the space (engine.network.ops, forward and backward) of 8, 16 and 32 "
+                        "channels at the patch size, and a MONAI U-Net of first width 8 and 16")
     p.add_argument("--validation", action="store_true",
                    help="also time the small genome's validation pass (whole validation volumes, sliding window) "
                         "in both layouts, two rounds")

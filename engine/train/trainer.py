@@ -118,7 +118,7 @@ def epochs_between_validations(config, val_shapes, patch, batch_size: int, itera
 
 
 #: On the CPU, train in channels-last-3D when the network's first level is at most this wide. oneDNN's
-#: channels-last kernels ran the 3x3x3 and 5x5x1 convolutions of 8 channels 1.6 - 2.3x faster (fwd +
+#: channels-last kernels ran the 3x3x3 and 5x5x1 convolutions of 8 channels 1.6 - 2.5x faster (fwd +
 #: bwd), and training steps of nf1 8 genomes 1.1 - 2.1x faster, but those of nf1 32 genomes 0.77 - 0.88x
 #: as fast and of nf1 16 mostly 0.8 - 1.0x (BENCHMARKS.md "Memory layout on the CPU").
 CPU_CHANNELS_LAST_MAX_NF1 = 8
