@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from engine.errors import DataError
 from engine.genome import Genome, SearchSpace
 from engine.search.objective import PowerLaw
 
@@ -181,15 +182,25 @@ def load_calibration(key: str) -> Calibration | None:
 
 
 def save_calibration(cal: Calibration) -> None:
-    path = _cache_path()
+    """Keep ``cal`` in the cache for the next estimate on this device and plan.
+
+    The file is replaced atomically under a private temporary name, so two processes estimating at
+    once never read half a file (the later one's entries win). A cache that cannot be written costs
+    only the next estimate's calibration: a warning, never a lost estimate.
+    """
+    from engine.atomic import atomic_file
+
     try:
-        doc = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        doc = {}
-    doc[cal.key] = cal.to_dict()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
+        path = _cache_path()
+        try:
+            doc = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            doc = {}
+        doc[cal.key] = cal.to_dict()
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(doc))
+    except (OSError, DataError) as exc:
+        log.warning("the calibration was not kept for the next estimate: %s", exc)
 
 
 def sample_genomes(space: SearchSpace, feasible: Callable[[Genome], bool], n: int, seed: int) -> list[Genome]:

@@ -483,3 +483,21 @@ def test_the_calibration_keeps_to_its_budget():
     now[0] = 0.0
     assert len(est.calibrate(TINY, {}, "cpu", genomes, costs, "stand-in", "key", budget_s=0.5, step_fn=step,
                              clock=lambda: now[0]).points) == 2
+
+
+def test_calibrations_are_kept_side_by_side_and_an_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
+    from engine.run.estimate import Calibration, CalibrationPoint, load_calibration, save_calibration
+
+    point = CalibrationPoint(genome={}, train_flops=1e9, infer_flops=1e8, step_s=0.1, val_s=0.5, overhead_s=1.0)
+    a, b, c = (Calibration(key=k, device="cpu", hardware="test", points=[point], seconds=2.0) for k in "abc")
+    monkeypatch.setenv("EMONAS_CACHE_DIR", str(tmp_path / "cache"))
+    save_calibration(a)
+    save_calibration(b)
+    assert load_calibration("a") == a and load_calibration("b") == b
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["calibration.json"]  # no temporary left
+    # a cache that cannot take the file (here a folder where the file belongs; works as root too)
+    monkeypatch.setenv("EMONAS_CACHE_DIR", str(tmp_path / "blocked"))
+    (tmp_path / "blocked" / "calibration.json").mkdir(parents=True)
+    save_calibration(c)  # no exception: the estimate in hand is not lost
+    assert "not kept for the next estimate" in caplog.text and load_calibration("c") is None
+    assert [p.name for p in (tmp_path / "blocked").iterdir()] == ["calibration.json"]
