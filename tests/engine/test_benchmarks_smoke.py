@@ -23,6 +23,7 @@ compare = _script("compare")
 bench_run = _script("run")
 
 
+@pytest.mark.slow  # a minute of CPU: five sections, fresh processes for memory peaks, an ONNX export
 def test_benchmark_runner_smoke(tmp_path):
     env = dict(os.environ, EMONAS_NO_PROGRESS="1")
     r = subprocess.run(
@@ -156,6 +157,7 @@ def test_accuracy_per_minute_smoke(tmp_path):
     assert rep.returncode == 0 and rep.stdout.count("| after | ") == 2
 
 
+@pytest.mark.slow  # 15 s of timing; the layout rule itself is tested in tests/engine/train
 def test_cpu_layout_benchmark_smoke(tmp_path):
     """The memory-layout benchmark times the small genome in both layouts and prints the rule's choice."""
     env = dict(os.environ, EMONAS_NO_PROGRESS="1", EMONAS_CACHE_DIR=str(tmp_path / "cache"))
