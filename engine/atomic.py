@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Iterator, Sequence
 
 from engine.errors import ConfigError
 
-__all__ = ["atomic_file", "publish_files", "replace_dir", "temp_dir_near"]
+__all__ = ["atomic_file", "publish_files", "replace_dir", "temp_dir_near", "umask"]
 
 
 def temp_dir_near(final: Path) -> Path:
@@ -33,9 +34,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-2:]), dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_private_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -43,6 +42,37 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def _new_private_name(path: Path) -> Path:
+    """Create an empty file under a fresh name next to ``path`` and return it.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0600), the file gets the mode any new file gets (0666 less
+    the umask), so what replaces ``path`` is as readable as the label maps written beside it.
+    """
+    suffix = ".tmp" + "".join(path.suffixes[-2:])
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def publish_files(tmp_dir: Path, out_dir: Path, last: Sequence[str] = ()) -> list[Path]:
@@ -62,8 +92,9 @@ def publish_files(tmp_dir: Path, out_dir: Path, last: Sequence[str] = ()) -> lis
 
 
 def replace_dir(tmp: Path, final: Path, *, overwrite: bool = False) -> Path:
-    """Move the finished folder ``tmp`` to ``final``. An existing empty ``final`` is replaced; a
-    non-empty one only with ``overwrite`` (moved aside first and removed once ``tmp`` is in place)."""
+    """Move the finished folder ``tmp`` to ``final``, with the mode any new folder gets (0777 less the
+    umask). An existing empty ``final`` is replaced; a non-empty one only with ``overwrite`` (moved aside
+    first and removed once ``tmp`` is in place)."""
     final = Path(final)
     aside = None
     if final.is_symlink() or (final.exists() and not final.is_dir()):
@@ -76,6 +107,7 @@ def replace_dir(tmp: Path, final: Path, *, overwrite: bool = False) -> Path:
         aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
         os.replace(final, aside / final.name)
     try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes folders private; an output is as shared as any new folder
         os.replace(tmp, final)
     except BaseException:
         if aside is not None:

@@ -502,9 +502,6 @@ def export_model(
         (tmp / CARD_FILE).write_text(write_model_card(meta), encoding="utf-8")
         meta["files"][CARD_FILE] = {"sha256": sha256_file(tmp / CARD_FILE), "bytes": (tmp / CARD_FILE).stat().st_size}
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a model folder is meant to be shared
         replace_dir(tmp, out, overwrite=overwrite)  # the old folder goes only once the new one is in place
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

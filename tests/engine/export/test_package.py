@@ -50,6 +50,9 @@ def test_export_writes_a_complete_verified_model_folder(training_folder, tmp_pat
     assert on_disk["files"]["model.onnx"]["sha256"] in card
     assert "- training profile: default" in card.splitlines()  # the folder's config names no profile
     assert meta["files"] == on_disk["files"]
+    from engine.atomic import umask
+
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask()  # a model folder is meant to be shared, not private
 
 
 def test_programs_accept_any_divisible_shape_and_match_the_network(training_folder, tmp_path):
