@@ -46,8 +46,14 @@ def test_a_failed_atomic_write_leaves_neither_file_nor_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_demo_dataset_a_user_writes_is_readable_by_their_group(tmp_path, mask):
-    from engine.data.demo import write_demo_dataset
+def test_the_demo_dataset_a_user_writes_is_readable_by_their_group(tmp_path):
+    from engine.data.demo import demo_dataset_path, write_demo_dataset
 
-    out = write_demo_dataset(tmp_path / "demo")
-    assert _mode(out) == 0o777 & ~mask  # was 0700 whatever the umask (the copy inside keeps the cache's modes)
+    demo_dataset_path()  # the cached copy is made first, under the usual umask
+    for mask in (0o022, 0o027, 0o077):
+        old = os.umask(mask)
+        try:
+            out = write_demo_dataset(tmp_path / f"demo{mask:o}")
+        finally:
+            os.umask(old)
+        assert _mode(out) == 0o777 & ~mask  # was 0700 whatever the umask (the copy inside keeps the cache's modes)
