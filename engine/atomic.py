@@ -34,7 +34,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_private_name(path)
+    tmp = _new_temp_file(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -58,7 +58,7 @@ def umask() -> int:
     return mask
 
 
-def _new_private_name(path: Path) -> Path:
+def _new_temp_file(path: Path) -> Path:
     """Create an empty file under a fresh name next to ``path`` and return it.
 
     Unlike ``tempfile.mkstemp`` (always mode 0600), the file gets the mode any new file gets (0666 less

@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from engine.atomic import atomic_file
 from engine.errors import DataError
 from engine.genome import Genome, SearchSpace
 from engine.search.objective import PowerLaw
@@ -184,12 +185,10 @@ def load_calibration(key: str) -> Calibration | None:
 def save_calibration(cal: Calibration) -> None:
     """Keep ``cal`` in the cache for the next estimate on this device and plan.
 
-    The file is replaced atomically under a private temporary name, so two processes estimating at
+    The file is replaced atomically from a temporary file of its own, so two processes estimating at
     once never read half a file (the later one's entries win). A cache that cannot be written costs
     only the next estimate's calibration: a warning, never a lost estimate.
     """
-    from engine.atomic import atomic_file
-
     try:
         path = _cache_path()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -10,13 +11,22 @@ import pytest
 from engine.atomic import atomic_file, replace_dir, temp_dir_near, umask
 
 
-@pytest.fixture(params=[0o022, 0o027, 0o077])
-def mask(request):
-    old = os.umask(request.param)
+MASKS = (0o022, 0o027, 0o077)
+
+
+@contextlib.contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
     try:
-        yield request.param
+        yield mask
     finally:
         os.umask(old)
+
+
+@pytest.fixture(params=MASKS)
+def mask(request):
+    with _umask(request.param) as m:
+        yield m
 
 
 def _mode(p) -> int:
@@ -50,10 +60,7 @@ def test_the_demo_dataset_a_user_writes_is_readable_by_their_group(tmp_path):
     from engine.data.demo import demo_dataset_path, write_demo_dataset
 
     demo_dataset_path()  # the cached copy is made first, under the usual umask
-    for mask in (0o022, 0o027, 0o077):
-        old = os.umask(mask)
-        try:
+    for mask in MASKS:
+        with _umask(mask):
             out = write_demo_dataset(tmp_path / f"demo{mask:o}")
-        finally:
-            os.umask(old)
         assert _mode(out) == 0o777 & ~mask  # was 0700 whatever the umask (the copy inside keeps the cache's modes)
