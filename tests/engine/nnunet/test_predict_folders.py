@@ -72,7 +72,7 @@ def test_imagests_folder_predicted_then_resumed_with_continue(tmp_path, capsys):
 def test_two_modality_folder_and_probabilities(tmp_path, capsys):
     trained = model(tmp_path / "model", ["T1", "T2"])
     scans = images_ts(tmp_path / "imagesTs", 2, 2)
-    inputs = snapshot(scans)
+    inputs, model_files = snapshot(scans), snapshot(trained)
     out = tmp_path / "out"
     result = last_json(emonas("predict", trained, scans, "-o", out, "--save-probabilities", "--json"))
     assert result["cases"] == ["case0", "case1"]
@@ -94,7 +94,7 @@ def test_two_modality_folder_and_probabilities(tmp_path, capsys):
     again = last_json(cli(capsys, "predict", trained, scans, "-o", out, "--save-probabilities", "--continue", "--json"))
     assert again["skipped"] == ["case0"] and again["cases"] == ["case1"]
     assert snapshot(out)["case0.npz"] == done["case0.npz"]
-    assert snapshot(scans) == inputs
+    assert snapshot(scans) == inputs and snapshot(trained) == model_files  # the model folder is only read too
 
     (scans / "case1_0001.nii.gz").unlink()
     p = cli(capsys, "predict", trained, scans, "-o", tmp_path / "out2", check=False)
