@@ -140,11 +140,12 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
 
 
 @contextmanager
-def write_errors(run_dir: str | os.PathLike):
+def write_errors(run_dir: str | os.PathLike, then: str | None = None):
     """Turn a failed write to the run (disk full, read-only folder, I/O error) into a one-line RunError.
 
     SQLite rolls the transaction back, so the database stays as it was before; the run continues
-    with ``emonas resume`` once the cause is gone.
+    with ``emonas resume`` once the cause is gone. ``then`` replaces that advice where there is no
+    run to resume yet (its creation failed).
     """
     try:
         yield
@@ -156,8 +157,8 @@ def write_errors(run_dir: str | os.PathLike):
             raise
         fix = ("close the program holding run.db" if "locked" in text.lower()
                else "free space or make the folder writable")
-        raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: {fix}, "
-                       f"then `emonas resume {run_dir}`") from None
+        then_ = then or f"then `emonas resume {run_dir}`"
+        raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: {fix}, {then_}") from None
 
 
 def _is_write_failure(text: str) -> bool:
@@ -236,6 +237,9 @@ def _existing_run(run_dir: str | os.PathLike) -> Path:
     """``run_dir`` as a Path, or a RunError when it holds no run."""
     run_dir = Path(run_dir)
     if not is_run(run_dir):
+        if db_path(run_dir).is_file():  # creation rolled back (disk full, killed): nothing to continue
+            raise RunError(f"{run_dir}: not a run directory (its {DB_NAME} holds no run: the search that "
+                           f"created it stopped before its first write); start the search again with this --out")
         raise RunError(f"{run_dir}: not a run directory (no {DB_NAME})")
     return run_dir
 
@@ -272,7 +276,8 @@ class RunStore:
             rows = {"schema_version": SCHEMA_VERSION, "created": time.time(), "status": "created", **meta}
             if warning:
                 rows["filesystem_warning"] = warning
-            with store._tx("create") as c:  # tables and meta at once: a kill leaves no half-made run
+            # tables and meta at once: a kill leaves no half-made run, and a failed write no run to resume
+            with store._tx("create", then="then start the search again with this --out") as c:
                 for statement in filter(None, (t.strip() for t in _SCHEMA.split(";"))):
                     c.execute(statement)
                 c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
@@ -368,11 +373,12 @@ class RunStore:
         self.close()
 
     @contextmanager
-    def _tx(self, name: str = "write"):
-        """One write transaction; a failed write (disk full, read-only folder) becomes a RunError."""
+    def _tx(self, name: str = "write", then: str | None = None):
+        """One write transaction; a failed write (disk full, read-only folder) becomes a RunError
+        (``then``: as :func:`write_errors`)."""
         if self.readonly:
             raise RunError(f"{self.run_dir}: opened read-only")
-        with write_errors(self.run_dir):
+        with write_errors(self.run_dir, then):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn

@@ -85,6 +85,28 @@ def test_full_or_read_only_file_system_mid_run(tmp_path, monkeypatch, reference,
     _resume_and_compare(run, reference, now["finished_at"])
 
 
+def test_a_run_whose_creation_failed_is_started_again_not_resumed(tmp_path, monkeypatch, reference):
+    """A full disk at the run's very first write leaves no run: the error says to start the search again
+    (not to resume), resume says why there is nothing to resume, and the same search then runs whole."""
+    run = tmp_path / "run"
+    monkeypatch.setenv("EMONAS_FAULT", "store.create:1:diskfull")
+    faults.reset()
+    with pytest.raises(RunError) as err:
+        SearchSession(run, small_config(), logged_evaluate, PROBLEM).run()
+    message = str(err.value)
+    assert "database or disk is full" in message and "start the search again" in message
+    assert "emonas resume" not in message and "\n" not in message
+    monkeypatch.delenv("EMONAS_FAULT")
+    assert (run / "run.db").is_file()  # SQLite made the file; the transaction that filled it rolled back
+    p = emonas("resume", run)
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert last.startswith("emonas: error: ") and "holds no run" in last and "start the search again" in last
+    SearchSession(run, small_config(), logged_evaluate, PROBLEM).run()
+    final = snapshot(run)
+    assert final["status"] == "finished" and final["rows"] == reference["rows"]
+
+
 def emonas(*args, fault=None, env=None):
     e = {**os.environ, "EMONAS_NO_PROGRESS": "1", **(env or {})}
     if fault:
