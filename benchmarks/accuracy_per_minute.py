@@ -4,6 +4,7 @@
                                                   [--variants NAME,...] [--engine-root DIR] [--tag TAG]
                                                   [--log FILE] [--dataset DIR]
     python benchmarks/accuracy_per_minute.py report --log FILE [--log FILE ...]
+    python benchmarks/accuracy_per_minute.py dataset OUT_DIR --tube-radius MM
 
 Every measurement is one fresh process (``--jobs`` at a time), with ``--threads`` torch threads, on the
 Task04-shaped hippocampus set (``emonas demo-data OUT --kind hippocampus``; 50 cases, the engine's
@@ -26,6 +27,10 @@ the minimal loop's clock and thread count are changed the same way, by text subs
 scans' own grid) with the weights training returns. ``--engine-root`` runs the engine arms on
 another checkout's code (say, the code before a change) with this script's measuring code.
 ``--variants`` names changes from that code's defaults (``VARIANTS`` below), one factor at a time.
+
+``dataset`` writes a variant of the hippocampus set whose labels are the grey matter inside a tube of
+another radius (the set's is 5 mm; 7 mm puts more of the labels' boundary on the grey matter's edge),
+to measure how much of a result is the set's; pass it to ``run --dataset``.
 
 Every measurement appends one JSON line to ``--log``; ``report`` prints the markdown tables of
 BENCHMARKS.md's "accuracy per minute" section from one or more logs. Nothing here asserts a time:
@@ -226,6 +231,27 @@ def _load() -> str:
     return os.popen("cat /proc/loadavg 2>/dev/null").read().split(" ")[0] or "?"
 
 
+def make_dataset(args) -> None:
+    """Write the hippocampus set with another tube radius to a new folder (atomically)."""
+    sys.path.insert(0, str(ROOT))
+    import shutil
+
+    from engine.atomic import replace_dir, temp_dir_near
+    from engine.data.demo import _generate_hippocampus
+
+    out = Path(args.out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SystemExit(f"{out}: exists and is not an empty folder")
+    tmp = temp_dir_near(out)
+    try:
+        _generate_hippocampus(tmp, radius=float(args.tube_radius))
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote the hippocampus set with a {args.tube_radius:g} mm tube to {out}")
+
+
 def run(args) -> None:
     sys.path.insert(0, str(ROOT))
     dataset = Path(args.dataset) if args.dataset else None
@@ -336,8 +362,11 @@ def main(argv=None) -> None:
     r.add_argument("--dataset", help="an MSD-layout dataset (default: the hippocampus demo set)")
     p = sub.add_parser("report", help="print the markdown table of one or more logs")
     p.add_argument("--log", action="append", required=True)
+    d = sub.add_parser("dataset", help="write a variant of the hippocampus set (another tube radius)")
+    d.add_argument("out")
+    d.add_argument("--tube-radius", type=float, required=True, help="mm (the set's own: 5)")
     args = ap.parse_args(argv)
-    (run if args.cmd == "run" else report)(args)
+    {"run": run, "report": report, "dataset": make_dataset}[args.cmd](args)
 
 
 if __name__ == "__main__":

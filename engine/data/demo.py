@@ -164,8 +164,9 @@ def _warp_coords(rng: np.random.Generator, shape, spacing, center, t_affine, war
     return vox[:3], out_aff
 
 
-def _hippocampus_maps(t_affine: np.ndarray, vols: dict) -> dict:
-    """Soft anterior / posterior maps in template space: grey matter inside the tube, split along it."""
+def _hippocampus_maps(t_affine: np.ndarray, vols: dict, radius: float = HIPPO_RADIUS) -> dict:
+    """Soft anterior / posterior maps in template space: grey matter inside the tube (``radius`` mm),
+    split along it."""
     gm = vols["gm"]
     head, tail = np.array(HIPPO_HEAD), np.array(HIPPO_TAIL)
     length = float(np.linalg.norm(tail - head))
@@ -177,7 +178,7 @@ def _hippocampus_maps(t_affine: np.ndarray, vols: dict) -> dict:
     perp = np.linalg.norm(rel - np.outer(u, t), axis=0)
     # smooth edges (1 mm logistic ramps) so the warped labels have no staircase
     ramp = lambda d: 1.0 / (1.0 + np.exp(-d))  # noqa: E731
-    tube = ramp(HIPPO_RADIUS - perp) * ramp(t + 3.0) * ramp(length + 3.0 - t)
+    tube = ramp(radius - perp) * ramp(t + 3.0) * ramp(length + 3.0 - t)
     structure = (tube * np.clip(gm.reshape(-1) * 2 - 0.5, 0, 1)).reshape(gm.shape)
     anterior = ramp(HIPPO_SPLIT * length - t).reshape(gm.shape)
     return {"anterior": (structure * anterior).astype(np.float32), "posterior": (structure * (1 - anterior)).astype(np.float32)}
@@ -209,10 +210,16 @@ def _generate(folder: Path, n_cases: int = N_CASES, seed: int = SEED) -> None:
     })
 
 
-def _generate_hippocampus(folder: Path, n_cases: int = HIPPO_CASES, seed: int = HIPPO_SEED) -> None:
+def _generate_hippocampus(folder: Path, n_cases: int = HIPPO_CASES, seed: int = HIPPO_SEED,
+                          radius: float = HIPPO_RADIUS) -> None:
+    """Write the hippocampus set; ``radius`` (mm) other than ``HIPPO_RADIUS`` makes a variant (labels
+    with more of their boundary on the grey matter's edge), recorded in its dataset.json."""
     centre = (np.array(HIPPO_HEAD) + np.array(HIPPO_TAIL)) / 2
     t_affine, vols = _load_templates(sigma=0.0, box_mm=(centre - 45, centre + 45))
-    maps = _hippocampus_maps(t_affine, vols)
+    maps = _hippocampus_maps(t_affine, vols, radius)
+    generator = {"kind": "hippocampus", "version": HIPPO_VERSION, "seed": seed}
+    if radius != HIPPO_RADIUS:
+        generator["tube_radius_mm"] = float(radius)
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_cases)]
     cases = [_make_hippocampus_case(rng, t_affine, vols, maps) for rng in rngs]
     _write(folder, "hippocampus", cases, {
@@ -221,7 +228,7 @@ def _generate_hippocampus(folder: Path, n_cases: int = HIPPO_CASES, seed: int = 
                        "of the MNI ICBM152 2009a template, under random warps, bias fields, intensity changes "
                        "and noise; shaped like the Medical Segmentation Decathlon's Task04; see " + NOTICE,
         "labels": HIPPO_LABELS,
-        "generator": {"kind": "hippocampus", "version": HIPPO_VERSION, "seed": seed},
+        "generator": generator,
     })
 
 

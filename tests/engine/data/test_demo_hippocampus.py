@@ -41,3 +41,20 @@ def test_hippocampus_demo_data_cli_and_generator(tmp_path, capsys):
             b = nib.load(str(cached / sub / f"hippocampus_{i:03d}.nii.gz"))
             np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
             np.testing.assert_array_equal(a.affine, b.affine)
+
+
+def test_a_wider_tube_changes_the_labels_only(tmp_path):
+    """The benchmark's variant of the set (``accuracy_per_minute.py dataset --tube-radius``): the same
+    scans, larger labels of the same two parts, and the radius recorded in dataset.json."""
+    _generate_hippocampus(tmp_path / "own", n_cases=2)
+    _generate_hippocampus(tmp_path / "wide", n_cases=2, radius=7.0)
+    assert "tube_radius_mm" not in json.loads((tmp_path / "own" / "dataset.json").read_text())["generator"]
+    assert json.loads((tmp_path / "wide" / "dataset.json").read_text())["generator"]["tube_radius_mm"] == 7.0
+    for i in range(2):
+        name = f"hippocampus_{i:03d}.nii.gz"
+        a, b = (np.asarray(nib.load(str(tmp_path / k / "imagesTr" / name)).dataobj) for k in ("own", "wide"))
+        np.testing.assert_array_equal(a, b)
+        own, wide = (np.asarray(nib.load(str(tmp_path / k / "labelsTr" / name)).dataobj) for k in ("own", "wide"))
+        for c in (1, 2):
+            assert (wide == c).sum() > 1.3 * (own == c).sum()
+            assert ((own == c) & (wide != c)).sum() < 0.05 * (own == c).sum()  # the wider tube holds the narrower
