@@ -192,3 +192,31 @@ def test_importing_the_runner_leaves_the_test_process_environment_alone():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow  # two fresh PyTorch processes beside one busy one
+def test_omp_wait_benchmark_smoke(tmp_path):
+    """The OpenMP benchmark times each setting in its own process, beside a busy one, and prints ratios."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omp_wait.py"), "--rounds", "1", "--steps", "1",
+                        "--others", "1", "--settings", "default,passive,spin3k,one"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| 1 | " in r.stdout and "(x1.00)" in r.stdout and r.stdout.count(" (x") == 4
+    assert "others 1 one" in r.stdout and "(1 threads)" in r.stdout
+
+
+@pytest.mark.slow  # 50 cases, about 15 s
+def test_accuracy_per_minute_writes_the_wider_tube_variant(tmp_path):
+    """``dataset OUT --tube-radius``: a new folder with the variant's 50 cases, and never over a folder
+    that holds anything."""
+    script = str(ROOT / "benchmarks" / "accuracy_per_minute.py")
+    out = tmp_path / "wide"
+    r = subprocess.run([sys.executable, script, "dataset", str(out), "--tube-radius", "7"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["generator"]["tube_radius_mm"] == 7.0 and len(meta["training"]) == 50
+    before = (out / "dataset.json").read_bytes()
+    r = subprocess.run([sys.executable, script, "dataset", str(out), "--tube-radius", "6"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode != 0 and "not an empty folder" in r.stderr and (out / "dataset.json").read_bytes() == before
