@@ -52,3 +52,15 @@ def resolve_device(device="auto"):
 def resolve_device_name(device="auto") -> str:
     """``resolve_device`` as text (``cpu``, ``cuda``, ``cuda:1``), for plain-data settings."""
     return str(resolve_device(device))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what ``taskset``, a SLURM allocation or
+    ``docker --cpuset-cpus`` leave it), not the machine's count, which would oversubscribe a share of a
+    large node; the machine's count where there is no affinity (not Linux)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

@@ -324,10 +324,9 @@ def preprocess_workers() -> int:
             from engine.errors import ConfigError
 
             raise ConfigError(f"EMONAS_PREPROCESS_WORKERS must be a whole number, got {given!r}") from None
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from engine.device import usable_cpus
+
+    return usable_cpus()
 
 
 def _preprocess_case_in_worker(case, plan, folder: Path) -> tuple[str, str | None, str] | None:

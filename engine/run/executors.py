@@ -18,6 +18,7 @@ import re
 import sys
 from typing import Callable, Iterable
 
+from engine.device import usable_cpus
 from engine.errors import ConfigError
 from engine.run.evaluate import evaluate_candidate, failed_result
 from engine.faults import fault
@@ -138,7 +139,7 @@ class LocalPoolExecutor:
         self.evaluator = evaluator
         self.slots = int(workers)
         self.devices = _device_slots(device, self.slots)
-        self.threads = max(1, (os.cpu_count() or 1) // self.slots)
+        self.threads = max(1, usable_cpus() // self.slots)  # the CPUs of this process's share, not the node's
         self._workers: list[_Slot | None] = [None] * self.slots
 
     def _worker(self, i: int) -> _Slot:

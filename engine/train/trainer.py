@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.device import resolve_device
+from engine.device import resolve_device, usable_cpus
 from engine.genome import Genome
 from engine.network import build_network, check_patch, count_parameters
 from engine.network.builder import architecture
@@ -379,8 +379,7 @@ class Trainer:
             return int(self.prefetch)
         if self.device.type == "cuda":
             return 2
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return 2 if torch.get_num_threads() < cores else 0
+        return 2 if torch.get_num_threads() < usable_cpus() else 0
 
     def _train_epoch(self, epoch: int, loader: BatchLoader) -> dict[str, Any] | None:
         self.on_epoch_start(epoch)
