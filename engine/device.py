@@ -54,13 +54,53 @@ def resolve_device_name(device="auto") -> str:
     return str(resolve_device(device))
 
 
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """The CPUs' worth of time this process's control group may use (``docker --cpus``, a Kubernetes
+    limit), from cgroup v2's ``cpu.max`` or v1's CFS quota; None when unlimited or unreadable."""
+    from pathlib import Path
+
+    try:
+        lines = Path(self_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = path.strip().lstrip("/")
+        try:
+            if controllers == "":  # v2: one unified hierarchy
+                quota, period = (Path(root) / rel / "cpu.max").read_text().split()[:2]
+                if quota != "max" and int(period) > 0:
+                    return int(quota) / int(period)
+            elif "cpu" in controllers.split(","):
+                for name in (controllers, "cpu", "cpu,cpuacct"):
+                    base = Path(root) / name / rel
+                    if (base / "cpu.cfs_quota_us").is_file():
+                        quota = int((base / "cpu.cfs_quota_us").read_text())
+                        period = int((base / "cpu.cfs_period_us").read_text())
+                        if quota > 0 and period > 0:
+                            return quota / period
+                        break
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity mask (what ``taskset``, a SLURM allocation or
-    ``docker --cpuset-cpus`` leave it), not the machine's count, which would oversubscribe a share of a
-    large node; the machine's count where there is no affinity (not Linux)."""
+    ``docker --cpuset-cpus`` leave it), capped by its control group's CPU quota (``docker --cpus``),
+    not the machine's count, which would oversubscribe a share of a large node."""
+    import math
     import os
 
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        n = min(n, math.ceil(limit))
+    return max(1, n)

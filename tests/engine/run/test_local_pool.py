@@ -78,8 +78,10 @@ def test_cancel_stops_the_workers_and_leaves_unfinished_tasks_unreported():
 def test_threads_are_shared_out_from_the_cpus_this_process_may_use(monkeypatch):
     """On a share of a large node (SLURM, taskset, docker --cpuset-cpus) the workers split the CPUs of the
     share, not the node's: 4 of 64 CPUs and 2 workers give 2 threads each, not 32."""
+    from engine import device
     from engine.data.preprocess import preprocess_workers
 
+    monkeypatch.setattr(device, "cgroup_cpu_limit", lambda: None)  # whatever quota this machine has
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 4, 5, 6}, raising=False)
     monkeypatch.delenv("EMONAS_PREPROCESS_WORKERS", raising=False)
