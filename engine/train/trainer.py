@@ -158,6 +158,8 @@ def _torch_settings(device: torch.device, num_threads: int | None):
             torch.backends.cudnn.benchmark = True  # speed over bit-reproducibility on CUDA
         if num_threads:
             torch.set_num_threads(num_threads)
+        elif old_threads > usable_cpus():  # PyTorch counts the node's cores, not a container's quota
+            torch.set_num_threads(usable_cpus())
         yield
     finally:
         torch.use_deterministic_algorithms(old_det, warn_only=old_warn)

@@ -45,3 +45,26 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota(monkeypatch):
     assert usable_cpus() == 1
     monkeypatch.setattr(device, "cgroup_cpu_limit", lambda: 32.0)
     assert usable_cpus() == 8
+
+
+def test_training_uses_no_more_threads_than_usable_cpus(monkeypatch):
+    """PyTorch's default thread count is the node's; a training without a thread setting is held to the
+    usable CPUs while it runs, and the count is restored after. A thread setting is kept as given."""
+    import torch
+
+    from engine.train import trainer
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(trainer, "usable_cpus", lambda: 1)
+        with trainer._torch_settings(torch.device("cpu"), None):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with trainer._torch_settings(torch.device("cpu"), 2):
+            assert torch.get_num_threads() == 2
+        monkeypatch.setattr(trainer, "usable_cpus", lambda: 4)
+        with trainer._torch_settings(torch.device("cpu"), None):
+            assert torch.get_num_threads() == 2  # never raised above PyTorch's own choice
+    finally:
+        torch.set_num_threads(before)
