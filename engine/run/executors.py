@@ -140,6 +140,9 @@ class LocalPoolExecutor:
         self.slots = int(workers)
         self.devices = _device_slots(device, self.slots)
         self.threads = max(1, usable_cpus() // self.slots)  # the CPUs of this process's share, not the node's
+        given = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if given.isdigit() and int(given) > 0:  # the user's own cap, which set_num_threads would override
+            self.threads = min(self.threads, int(given))
         self._workers: list[_Slot | None] = [None] * self.slots
 
     def _worker(self, i: int) -> _Slot:

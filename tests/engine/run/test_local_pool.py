@@ -77,7 +77,7 @@ def test_cancel_stops_the_workers_and_leaves_unfinished_tasks_unreported():
 
 def test_threads_are_shared_out_from_the_cpus_this_process_may_use(monkeypatch):
     """On a share of a large node (SLURM, taskset, docker --cpuset-cpus) the workers split the CPUs of the
-    share, not the node's: 4 of 64 CPUs and 2 workers give 2 threads each, not 32."""
+    share, not the node's: 4 of 64 CPUs and 2 workers give 2 threads each, not 32; OMP_NUM_THREADS caps them."""
     from engine import device
     from engine.data.preprocess import preprocess_workers
 
@@ -90,3 +90,7 @@ def test_threads_are_shared_out_from_the_cpus_this_process_may_use(monkeypatch):
     assert preprocess_workers() == 4
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert LocalPoolExecutor(pid_or_die, workers=2, device="cpu").threads == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's cap holds in every worker
+    assert LocalPoolExecutor(pid_or_die, workers=2, device="cpu").threads == 3
+    assert LocalPoolExecutor(pid_or_die, workers=8, device="cpu").threads == 2
