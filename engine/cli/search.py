@@ -115,13 +115,16 @@ def _cost_text(row: dict) -> str:
 
 
 def _search(args) -> dict:
-    from engine.run.session import SearchSession
-
     cfg = _config_from_args(args)
     if not cfg.dataset:
         raise ConfigError("--dataset is required (a dataset folder or demo)")
     if args.estimate:
         return _estimate(cfg, args)
+    from engine.run.store import check_new_run
+
+    check_new_run(args.out, cfg.dataset)  # at once: the search's libraries take seconds to import
+    from engine.run.session import SearchSession
+
     return _run_session(SearchSession(args.out, cfg), args)
 
 

@@ -4,17 +4,14 @@
   ``MODEL_CARD.md``); ``verify_model_folder(dir)`` checks it (checksums, schema).
 - ``load_model(dir, backend="onnxruntime"|"torch", device="cpu"|"cuda")`` returns an ``ExportedModel``
   whose ``predictor()`` is the engine's inference pipeline over the exported network.
+
+Names load on first use, so that asking whether a folder is a model folder does not import PyTorch.
 """
 
-from engine.export.deploy import ExportedModel, load_model, write_dicom_seg
-from engine.export.package import (
-    DEFAULT_FORMATS,
-    FORMAT_FILES,
-    SCHEMA_VERSION,
-    export_model,
-    is_model_folder,
-    verify_model_folder,
-)
+_WHERE = {"ExportedModel": "deploy", "load_model": "deploy", "write_dicom_seg": "deploy",
+          "DEFAULT_FORMATS": "package", "FORMAT_FILES": "package", "SCHEMA_VERSION": "package",
+          "export_model": "package", "is_model_folder": "package", "verify_model_folder": "package"}
+
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -27,3 +24,11 @@ __all__ = [
     "verify_model_folder",
     "write_dicom_seg",
 ]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"engine.export.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'engine.export' has no attribute {name!r}")

@@ -370,11 +370,7 @@ def evaluate_case(request: EvaluateCaseRequest, callback: Callback | None = None
 def predict(request: PredictRequest, callback: Callback | None = None, control=None) -> PredictResult:
     """Label maps for new scans, each written in its scan's geometry, with colour tables."""
     from engine.errors import ConfigError
-    from engine.export.deploy import load_model, write_case_dicom_segs
-    from engine.data.labels import resolve_label_info, write_colour_tables
     from engine.export.package import is_model_folder
-    from engine.infer.folder import check_prediction_outputs, gather_cases, output_complete, probability_path
-    from engine.infer.predictor import Predictor
 
     options: dict[str, Any] = {"mirror": True} if request.mirror else {}
     if request.keep_largest is not None:
@@ -391,6 +387,12 @@ def predict(request: PredictRequest, callback: Callback | None = None, control=N
         if len(group) != n:
             raise ConfigError(f"--case {','.join(group)}: the model expects {len(modalities)} modalities "
                               f"({', '.join(modalities)}), in that order")
+    # PyTorch and the readers load only once the request is known to be sound: a wrong path is said at once
+    from engine.data.labels import resolve_label_info, write_colour_tables
+    from engine.export.deploy import load_model, write_case_dicom_segs
+    from engine.infer.folder import check_prediction_outputs, gather_cases, output_complete, probability_path
+    from engine.infer.predictor import Predictor
+
     # the model is verified first (a tampered folder is named before any scan is read), then every
     # output is checked against every input before anything is written
     if exported:  # a model folder from `emonas export`: verified, run by ONNX Runtime or PyTorch

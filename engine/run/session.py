@@ -41,7 +41,7 @@ from engine.run import progress as P
 from engine.run.progress import CandidateTimes, Progress
 from engine.run.records import CandidateResult, CandidateRow, CandidateTask
 from engine.run.runlog import logging_events, run_log
-from engine.run.store import RunStore, is_run, write_errors
+from engine.run.store import RunStore, check_new_run, is_run, write_errors
 from engine.search import STRATEGIES, Evaluation, Strategy
 from engine.search.objective import normalized
 
@@ -227,12 +227,7 @@ class SearchSession:
                  time_model: CandidateTimes | None = None):
         self._setup(Path(run_dir), (config or SearchConfig()).validate(), evaluator, problem, resume=False)
         self.eta_model = time_model
-        if is_run(self.run_dir):
-            raise RunError(f"{self.run_dir}: a run exists here already; continue it with `emonas resume {self.run_dir}`")
-        if self.config.dataset and str(self.config.dataset) != "demo":
-            from engine.outputs import Source, check_output
-
-            check_output(self.run_dir, [Source(self.config.dataset, "dataset")], option="--out")
+        check_new_run(self.run_dir, self.config.dataset)
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike, evaluator: Callable | None = None, problem: SearchProblem | None = None,

@@ -233,6 +233,17 @@ class RunLock:
             os.close(fd)
 
 
+def check_new_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = None) -> None:
+    """Refuse a new run's folder before anything is read or imported: a run there already, or a folder
+    that is, or lies inside, its ``dataset`` (a command never writes over what it reads)."""
+    if is_run(run_dir):
+        raise RunError(f"{run_dir}: a run exists here already; continue it with `emonas resume {run_dir}`")
+    if dataset and str(dataset) != "demo":
+        from engine.outputs import Source, check_output
+
+        check_output(run_dir, [Source(dataset, "dataset")], option="--out")
+
+
 def _existing_run(run_dir: str | os.PathLike) -> Path:
     """``run_dir`` as a Path, or a RunError when it holds no run."""
     run_dir = Path(run_dir)
