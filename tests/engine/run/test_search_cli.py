@@ -310,3 +310,29 @@ def test_every_search_option_sets_its_configuration_key(tmp_path):
     assert (cfg.seed, cfg.dataset, cfg.splits, cfg.fold) == (0, "demo", str(splits.resolve()), 2)
     bare = _config_from_args(build_parser().parse_args(["search", "--out", str(tmp_path / "run")]))
     assert bare.to_dict() == SearchConfig().to_dict()
+
+
+REFUSE_LIGHT = """
+import sys
+from engine.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("HEAVY", sorted(m for m in ("torch", "sklearn", "monai") if m in sys.modules), code)
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["search", "--dataset", "{data}", "--out", "{data}/imagesTr/run"],  # a run inside its dataset
+    ["predict", "{tmp}/no_model", "{data}/imagesTr", "-o", "{tmp}/out"],  # no model folder there
+])
+def test_a_wrong_path_is_refused_before_the_heavy_libraries_load(tmp_path, args):
+    """The refusal comes at once: neither PyTorch nor the search's libraries are imported to say it."""
+    data = tmp_path / "data"
+    (data / "imagesTr").mkdir(parents=True)
+    (data / "labelsTr").mkdir()
+    argv = [a.format(data=data, tmp=tmp_path) for a in args]
+    p = subprocess.run([sys.executable, "-c", REFUSE_LIGHT, *argv], capture_output=True, text=True, timeout=300)
+    assert "emonas: error: " in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "HEAVY [] 2"
