@@ -54,7 +54,6 @@ def resolve_device_name(device="auto") -> str:
     return str(resolve_device(device))
 
 
-
 def cgroup_cpu_limit(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> float | None:
     """The CPUs' worth of time this process's control group may use (``docker --cpus``, a Kubernetes
     limit), from cgroup v2's ``cpu.max`` or v1's CFS quota; None when unlimited or unreadable."""

@@ -157,8 +157,8 @@ def write_errors(run_dir: str | os.PathLike, then: str | None = None):
             raise
         fix = ("close the program holding run.db" if "locked" in text.lower()
                else "free space or make the folder writable")
-        then_ = then or f"then `emonas resume {run_dir}`"
-        raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: {fix}, {then_}") from None
+        after = then or f"then `emonas resume {run_dir}`"
+        raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: {fix}, {after}") from None
 
 
 def _is_write_failure(text: str) -> bool:
