@@ -85,6 +85,7 @@ def test_threads_are_shared_out_from_the_cpus_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 4, 5, 6}, raising=False)
     monkeypatch.delenv("EMONAS_PREPROCESS_WORKERS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert LocalPoolExecutor(pid_or_die, workers=2, device="cpu").threads == 2
     assert LocalPoolExecutor(pid_or_die, workers=8, device="cpu").threads == 1
     assert preprocess_workers() == 4
