@@ -46,6 +46,7 @@ def worker(steps: int, threads: int | None) -> dict:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from accuracy_per_minute import SMALL_GENOME
+    from cpu_layout import _time
 
     if threads:
         torch.set_num_threads(threads)
@@ -61,13 +62,7 @@ def worker(steps: int, threads: int | None) -> dict:
         torch.nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
 
-    step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return {"median_s": statistics.median(times), "threads": torch.get_num_threads()}
+    return {"median_s": _time(step, rounds=steps), "threads": torch.get_num_threads()}  # after one warm-up step
 
 
 def setting_env(setting: str) -> tuple[dict, int | None]:

@@ -140,12 +140,12 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
 
 
 @contextmanager
-def write_errors(run_dir: str | os.PathLike, then: str | None = None):
+def write_errors(run_dir: str | os.PathLike):
     """Turn a failed write to the run (disk full, read-only folder, I/O error) into a one-line RunError.
 
     SQLite rolls the transaction back, so the database stays as it was before; the run continues
-    with ``emonas resume`` once the cause is gone. ``then`` replaces that advice where there is no
-    run to resume yet (its creation failed).
+    with ``emonas resume`` once the cause is gone, or, where its creation was what failed and there
+    is no run yet, starts again.
     """
     try:
         yield
@@ -157,7 +157,7 @@ def write_errors(run_dir: str | os.PathLike, then: str | None = None):
             raise
         fix = ("close the program holding run.db" if "locked" in text.lower()
                else "free space or make the folder writable")
-        after = then or f"then `emonas resume {run_dir}`"
+        after = f"then `emonas resume {run_dir}`" if is_run(run_dir) else "then start the search again with this --out"
         raise RunError(f"{run_dir}: cannot write the run ({text}); nothing written was lost: {fix}, {after}") from None
 
 
@@ -237,7 +237,8 @@ def check_new_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None 
     """Refuse a new run's folder before anything is read or imported: a run there already, or a folder
     that is, or lies inside, its ``dataset`` (a command never writes over what it reads)."""
     if is_run(run_dir):
-        raise RunError(f"{run_dir}: a run exists here already; continue it with `emonas resume {run_dir}`")
+        raise RunError(f"{run_dir}: a run exists here already; continue it with `emonas resume {run_dir}` "
+                       "or choose another --out")
     if dataset and str(dataset) != "demo":
         from engine.outputs import Source, check_output
 
@@ -270,8 +271,7 @@ class RunStore:
     def create(cls, run_dir: str | os.PathLike, meta: dict[str, Any]) -> "RunStore":
         """A new run in ``run_dir`` (created; must not hold a run already)."""
         run_dir = Path(run_dir)
-        if is_run(run_dir):
-            raise RunError(f"{run_dir}: a run exists here already; continue it with `emonas resume {run_dir}` or choose another --out")
+        check_new_run(run_dir)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "candidates").mkdir(exist_ok=True)
@@ -288,7 +288,7 @@ class RunStore:
             if warning:
                 rows["filesystem_warning"] = warning
             # tables and meta at once: a kill leaves no half-made run, and a failed write no run to resume
-            with store._tx("create", then="then start the search again with this --out") as c:
+            with store._tx("create") as c:
                 for statement in filter(None, (t.strip() for t in _SCHEMA.split(";"))):
                     c.execute(statement)
                 c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
@@ -384,12 +384,11 @@ class RunStore:
         self.close()
 
     @contextmanager
-    def _tx(self, name: str = "write", then: str | None = None):
-        """One write transaction; a failed write (disk full, read-only folder) becomes a RunError
-        (``then``: as :func:`write_errors`)."""
+    def _tx(self, name: str = "write"):
+        """One write transaction; a failed write (disk full, read-only folder) becomes a RunError."""
         if self.readonly:
             raise RunError(f"{self.run_dir}: opened read-only")
-        with write_errors(self.run_dir, then):
+        with write_errors(self.run_dir):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn

@@ -156,10 +156,11 @@ def _torch_settings(device: torch.device, num_threads: int | None):
             torch.use_deterministic_algorithms(True, warn_only=True)
         else:
             torch.backends.cudnn.benchmark = True  # speed over bit-reproducibility on CUDA
+        cpus = None if num_threads else usable_cpus()
         if num_threads:
             torch.set_num_threads(num_threads)
-        elif old_threads > usable_cpus():  # PyTorch counts the node's cores, not a container's quota
-            torch.set_num_threads(usable_cpus())
+        elif old_threads > cpus:  # PyTorch counts the node's cores, not a container's quota
+            torch.set_num_threads(cpus)
         yield
     finally:
         torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
