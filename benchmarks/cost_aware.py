@@ -1,13 +1,13 @@
 """Cost-aware search: objective latency (CPU) against parameters, and the wall-time estimate against reality.
 
 Part ``fronts``: for each seed, two searches with the same seed, population, generations and epochs,
-one with ``samea.objective = "latency"`` (target cpu) and one with ``"parameters"``, run by the real
-CLI. Both fronts are then re-measured side by side in this process: validation Dice (mean over the
-labels, as each candidate's training recorded it) and CPU latency (ONNX Runtime, one thread, the
-median of ``--latency-runs`` runs on the plan's median volume). Printed per seed: the hypervolume of
+one with ``samea.objective = "latency"`` (target cpu) and one with ``"parameters"`` (``--flops``: a
+third with ``"flops"``), run by the real CLI. The fronts are then re-measured side by side in this
+process: validation Dice (mean over the labels, as each candidate's training recorded it) and CPU
+latency (ONNX Runtime, one thread, the median of ``--latency-runs`` runs on the plan's median volume). Printed per seed: the hypervolume of
 each front in (1 - Dice, latency) against the fixed reference point (Dice 0, 2x the slowest network's
-latency of the two fronts), their ratio (latency / parameters), and per search the fastest network
-within 0.02 Dice of its best.
+latency of the fronts), their ratios to the parameters front, per search the fastest network within
+0.02 Dice of its best, and how well parameter count and FLOPs order the measured networks by latency.
 
 Part ``estimate``: for three differently sized searches, ``emonas search --estimate`` (the calibration
 is cached by the first), then the search itself; printed: predicted range and expected wall time
@@ -136,6 +136,36 @@ def status(run: Path) -> str:
         return str(store.get_meta("status"))
 
 
+def rank_agreement(runs: dict[str, Path]) -> dict:
+    """How well parameter count and FLOPs order the trained networks by their latency.
+
+    Over the candidates of all ``runs`` whose latency was measured during their search (not predicted),
+    one entry per distinct genome: Spearman's rho of parameters and of GFLOPs against latency, and the
+    share of pairs that parameter count orders the other way round from latency (Kendall's discordant
+    pairs). Where that share is small, a parameter-objective search ranks networks as a latency
+    search would, and the latency objective cannot buy much.
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    from engine.run.store import RunStore
+
+    seen: dict[str, tuple[float, float, float]] = {}
+    for run in runs.values():
+        with RunStore.open_readonly(run) as store:
+            for c in store.candidates("done"):
+                if c.get("latency_ms") and not c.get("latency_predicted") and c.get("gflops"):
+                    seen[json.dumps(c["genome"], sort_keys=True)] = (
+                        float(c["parameters"]), float(c["gflops"]), float(c["latency_ms"]))
+    if len(seen) < 3:
+        return {"networks": len(seen)}
+    params, gflops, lat = zip(*seen.values())
+    tau = kendalltau(params, lat).statistic
+    return {"networks": len(seen), "spearman_parameters": float(spearmanr(params, lat).statistic),
+            "spearman_gflops": float(spearmanr(gflops, lat).statistic),
+            "discordant_parameters": float((1 - tau) / 2),
+            "latency_ms_range": [min(lat), max(lat)]}
+
+
 def fastest_within(front: list[dict], tol: float = 0.02) -> dict:
     best = max(f["dice"] for f in front)
     return min((f for f in front if f["dice"] >= best - tol), key=lambda f: f["latency_ms"])
@@ -146,7 +176,7 @@ def part_fronts(a, out: Path) -> list[dict]:
     rows = []
     for seed in a.seeds:
         runs = {}
-        for objective in ("latency", "parameters"):
+        for objective in a.objectives:
             run = out / f"{a.dataset_name}_{objective}_s{seed}"
             if not (run / "run.db").exists():
                 _, secs = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg),
@@ -161,18 +191,28 @@ def part_fronts(a, out: Path) -> list[dict]:
         ref = (1.0, 2 * slowest)
         hv = {k: hypervolume_2d([(1 - f["dice"], f["latency_ms"]) for f in fr], ref) if fr else 0.0
               for k, fr in fronts.items()}
-        row = {"seed": seed, "reference": ref, "hv_latency": hv["latency"], "hv_parameters": hv["parameters"],
-               "ratio": hv["latency"] / hv["parameters"] if hv["parameters"] else float("inf"),
-               "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()}}
+        ratios = {k: hv[k] / hv["parameters"] if hv["parameters"] else float("inf") for k in hv if k != "parameters"}
+        row = {"seed": seed, "reference": ref, "hv": hv, "ratios": ratios,
+               "hv_latency": hv["latency"], "hv_parameters": hv["parameters"], "ratio": ratios["latency"],
+               "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()},
+               "ranks": rank_agreement(runs)}
         rows.append(row)
-        print(f"seed {seed}: hypervolume latency-run {hv['latency']:.1f}, parameters-run {hv['parameters']:.1f}, "
-              f"ratio {row['ratio']:.2f} (reference Dice 0, {ref[1]:.0f} ms)", flush=True)
+        print(f"seed {seed}: hypervolume " + ", ".join(f"{k}-run {v:.1f}" for k, v in hv.items())
+              + ", ratio to the parameters run " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
+              + f" (reference Dice 0, {ref[1]:.0f} ms)", flush=True)
+        rk = row["ranks"]
+        if "spearman_parameters" in rk:
+            print(f"  {rk['networks']} networks measured in the searches ({rk['latency_ms_range'][0]:.0f} - "
+                  f"{rk['latency_ms_range'][1]:.0f} ms): Spearman's rho against latency, parameters "
+                  f"{rk['spearman_parameters']:.2f}, GFLOPs {rk['spearman_gflops']:.2f}; pairs that parameter "
+                  f"count orders the other way round {100 * rk['discordant_parameters']:.0f} %", flush=True)
         for k, f in row["fastest"].items():
             print(f"  {k:<10} front {len(fronts[k])}: fastest within 0.02 Dice of best: #{f['id']} "
                   f"Dice {f['dice']:.3f}, {f['latency_ms']:.1f} ms, {f['parameters']:,} parameters", flush=True)
-    ratios = [r["ratio"] for r in rows]
-    print(f"hypervolume ratio (latency / parameters): median {statistics.median(ratios):.2f}, "
-          f"per seed {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+    for k in rows[0]["ratios"] if rows else ():
+        ratios = [r["ratios"][k] for r in rows]
+        print(f"hypervolume ratio ({k} / parameters): median {statistics.median(ratios):.2f}, "
+              f"per seed {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
     return rows
 
 
@@ -200,6 +240,8 @@ def main() -> None:
     ap.add_argument("--part", choices=("fronts", "estimate", "all"), default="all")
     ap.add_argument("--dataset", default="demo")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--flops", action="store_true",
+                    help="fronts part: a third search per seed with objective flops, measured beside the other two")
     ap.add_argument("--population", type=int, default=4)
     ap.add_argument("--generations", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
@@ -211,6 +253,7 @@ def main() -> None:
     ap.add_argument("--cells", type=int, nargs="+", default=[5], help="the space's cell counts (5, 7, 9)")
     ap.add_argument("--sizes", default="2x1,3x2,4x3", help="estimate part: population x generations, comma-separated")
     a = ap.parse_args()
+    a.objectives = ["latency", "parameters"] + (["flops"] if a.flops else [])
     a.sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     a.dataset_name = Path(a.dataset).name or "demo"
     out = Path(a.out)

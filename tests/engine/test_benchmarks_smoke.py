@@ -220,3 +220,28 @@ def test_accuracy_per_minute_writes_the_wider_tube_variant(tmp_path):
     r = subprocess.run([sys.executable, script, "dataset", str(out), "--tube-radius", "6"], capture_output=True,
                        text=True, timeout=600)
     assert r.returncode != 0 and "not an empty folder" in r.stderr and (out / "dataset.json").read_bytes() == before
+
+
+def test_cost_aware_rank_agreement_counts_measured_latencies_once_per_genome(tmp_path):
+    """Parameters that order networks the other way round from their measured latency show as
+    discordant pairs; predicted latencies and a genome found in both runs are not counted twice."""
+    from engine.run.store import RunStore
+
+    ca = _script("cost_aware")
+    rows = [  # (genome, parameters, GFLOPs, latency ms, predicted)
+        ('{"g": 1}', 100, 1.0, 10.0, 0), ('{"g": 2}', 200, 2.0, 20.0, 0), ('{"g": 3}', 300, 0.5, 5.0, 0),
+        ('{"g": 4}', 400, 4.0, 40.0, 0), ('{"g": 5}', 50, 9.0, 99.0, 1)]
+    runs = {}
+    for name, part in (("latency", rows[:3]), ("parameters", rows[2:])):
+        with RunStore.create(tmp_path / name, {"config": {}}) as s:
+            for genome, p, g, ms, predicted in part:
+                (cid,) = s.add_candidates([{"genome": genome}])
+                s.update_candidate(cid, status="done", f1=0.5, f2=0.5, parameters=p, gflops=g, latency_ms=ms,
+                                   latency_predicted=predicted)
+        runs[name] = tmp_path / name
+    r = ca.rank_agreement(runs)
+    assert r["networks"] == 4 and r["latency_ms_range"] == [5.0, 40.0]
+    assert r["spearman_gflops"] == pytest.approx(1.0)  # GFLOPs order them as latency does
+    # genome 3 has the third-most parameters but is the fastest: 2 of the 6 pairs are the other way round
+    assert r["discordant_parameters"] == pytest.approx(2 / 6)
+    assert r["spearman_parameters"] == pytest.approx(0.4)
