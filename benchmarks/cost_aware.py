@@ -4,9 +4,9 @@ Part ``fronts``: for each seed, two searches with the same seed, population, gen
 one with ``samea.objective = "latency"`` (target cpu) and one with ``"parameters"`` (``--flops``: a
 third with ``"flops"``), run by the real CLI. The fronts are then re-measured side by side in this
 process: validation Dice (mean over the labels, as each candidate's training recorded it) and CPU
-latency (ONNX Runtime, one thread, the median of ``--latency-runs`` runs on the plan's median volume). Printed per seed: the hypervolume of
-each front in (1 - Dice, latency) against the fixed reference point (Dice 0, 2x the slowest network's
-latency of the fronts), their ratios to the parameters front, per search the fastest network within
+latency (ONNX Runtime, one thread, the median of ``--latency-runs`` runs on the plan's median
+volume). Printed per seed: the hypervolume of each front in (1 - Dice, latency) against the fixed
+reference point (Dice 0, 2x the slowest network's latency of the fronts), their ratios to the parameters front, per search the fastest network within
 0.02 Dice of its best, and how well parameter count and FLOPs order the measured networks by latency.
 
 Part ``estimate``: for three differently sized searches, ``emonas search --estimate`` (the calibration
@@ -193,7 +193,6 @@ def part_fronts(a, out: Path) -> list[dict]:
               for k, fr in fronts.items()}
         ratios = {k: hv[k] / hv["parameters"] if hv["parameters"] else float("inf") for k in hv if k != "parameters"}
         row = {"seed": seed, "reference": ref, "hv": hv, "ratios": ratios,
-               "hv_latency": hv["latency"], "hv_parameters": hv["parameters"], "ratio": ratios["latency"],
                "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()},
                "ranks": rank_agreement(runs)}
         rows.append(row)
