@@ -6,8 +6,9 @@ third with ``"flops"``), run by the real CLI. The fronts are then re-measured si
 process: validation Dice (mean over the labels, as each candidate's training recorded it) and CPU
 latency (ONNX Runtime, one thread, the median of ``--latency-runs`` runs on the plan's median
 volume). Printed per seed: the hypervolume of each front in (1 - Dice, latency) against the fixed
-reference point (Dice 0, 2x the slowest network's latency of the fronts), their ratios to the parameters front, per search the fastest network within
-0.02 Dice of its best, and how well parameter count and FLOPs order the measured networks by latency.
+reference point (Dice 0, 2x the slowest network's latency of the fronts), their ratios to the
+parameters front, per search the fastest network within 0.02 Dice of its best, and how well parameter
+count and FLOPs order the measured networks by latency.
 
 Part ``estimate``: for three differently sized searches, ``emonas search --estimate`` (the calibration
 is cached by the first), then the search itself; printed: predicted range and expected wall time
