@@ -35,12 +35,16 @@ class JobControl:
 
     ``stop_event`` and ``running_event`` default to ``threading.Event``; pass ``multiprocessing``
     events to control a job in another process (both sides build a ``JobControl`` over the same pair).
+    Given events are taken as they are: a job paused (running cleared) before its process started
+    stays paused, it stops at its first check.
     """
 
     def __init__(self, stop_event=None, running_event=None) -> None:
         self._stop = stop_event if stop_event is not None else threading.Event()
-        self._running = running_event if running_event is not None else threading.Event()
-        self._running.set()
+        if running_event is None:
+            running_event = threading.Event()
+            running_event.set()
+        self._running = running_event
         self.on_pause: Callable[[], None] | None = None
 
     def is_set(self) -> bool:
@@ -227,7 +231,9 @@ class ChildJob:
         if target not in JOBS:
             raise ValueError(f"unknown job {target!r}")
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads (or Qt)
-        self.control = JobControl(self._ctx.Event(), self._ctx.Event())
+        running = self._ctx.Event()
+        running.set()  # set here, once: the child's own JobControl takes it as it finds it
+        self.control = JobControl(self._ctx.Event(), running)
         self.target, self.args, self.name = target, tuple(args), name or target
         self.detached = self._ctx.Event()  # set: the job goes on without its caller (see child_main)
         self.proc = None

@@ -1,9 +1,11 @@
 """Cancel a running job half-way (a case run in Results, a Segment in Export, the full dataset check);
 the panel stays usable and says "cancelled". The Results metrics of a real run export to CSV.
 
-The jobs that run PyTorch run in child processes; each is paused at a known point (its first progress
-record of a kind: the child then waits at its next check), so that Cancel lands half-way whatever the
-machine's speed. The dataset check (file reads in a thread of the app) is held by a gate in its callback.
+The jobs that run PyTorch run in child processes; each is paused at a known point so that Cancel lands
+half-way whatever the machine's speed: at its first check (paused as soon as it starts: the child then
+waits at that check), or at its first progress record of a kind (the child then waits at its next
+check; the pause is set from the reader thread as the record arrives, not after the GUI thread gets to
+it). The dataset check (file reads in a thread of the app) is held by a gate in its callback.
 """
 
 from __future__ import annotations
@@ -52,11 +54,21 @@ def _pause_at(qtbot, job, first) -> list[dict]:
         if first(ev) and not job.control.paused:
             job.pause()
 
-    job.event.connect(on_event)
+    # direct: called in the job's reader thread the moment the record arrives, so a busy GUI thread
+    # cannot let the child run past its next check (and on to the end) before the pause is set
+    job.event.connect(on_event, Qt.ConnectionType.DirectConnection)
     with qtbot.waitSignal(job.paused, timeout=LONG):
         pass
     job.event.disconnect(on_event)
     return seen
+
+
+def _pause_at_start(qtbot, job) -> None:
+    """Pause ``job`` (a child process, just started) at its first check: the child is still starting
+    when the pause is set, so it stops there however fast the machine is."""
+    job.pause()
+    with qtbot.waitSignal(job.paused, timeout=LONG):
+        pass
 
 
 def _state(errors: list) -> AppState:
@@ -126,11 +138,12 @@ def test_results_run_exports_metrics_csv_then_cancel_half_way_keeps_it(qtbot, tm
     assert panel.metrics_csv.action in panel.metrics.actions()
     assert panel.metrics.contextMenuPolicy() == Qt.ContextMenuPolicy.ActionsContextMenu
 
-    # run again, cancel while the candidate is loading: nothing new is shown, the panel stays usable
+    # run again, cancel half-way (the case opened, the candidate not yet loaded): nothing new is
+    # shown, the panel stays usable
     shown = panel.result
     panel.case.setCurrentIndex(panel.case.count() - 1)
     qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
-    _pause_at(qtbot, panel.job, lambda ev: "loading" in str(ev.get("text", "")))
+    _pause_at_start(qtbot, panel.job)
     assert panel.cancel_button.isVisible() and panel.cancel_button.isEnabled() and not panel.run_button.isEnabled()
     qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
     assert panel.status.text() == "cancelling\u2026" and not panel.cancel_button.isEnabled()

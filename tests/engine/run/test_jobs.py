@@ -118,6 +118,29 @@ def test_evaluate_case_in_a_child_process(run_dir):
         evaluate_case(EvaluateCaseRequest(str(run_dir), (4,), cases[0]), None, control)
 
 
+def test_a_child_job_paused_before_its_process_starts_stops_at_its_first_check(run_dir):
+    """A pause set while the child is still starting is kept: the job stops at its first check (before
+    any candidate loads), says so, and finishes once resumed."""
+    _, cases = validation_cases(run_dir)
+    job = ChildJob("evaluate_case", (EvaluateCaseRequest(str(run_dir), (4,), cases[0]),))
+    job.control.pause()
+    job.start()
+    kinds, texts = [], []
+    while True:
+        kind, payload = job.next_message()
+        kinds.append(kind)
+        if kind == "event":
+            texts.append(payload["text"])
+        if kind == "paused":
+            assert job.control.paused and not any("candidate" in t for t in texts)
+            job.control.resume()
+        if kind in ("finished", "failed"):
+            break
+    assert kinds.count("paused") == 1 and kinds[-1] == "finished", kinds
+    assert texts[-1] == "done" and any("candidate 4: loading" in t for t in texts)
+    assert job.join(30) and job.proc.exitcode == 0
+
+
 def _export_with_retraining(run_dir: Path, out: Path, epochs: int = 20) -> ChildJob:
     job = ChildJob("export", (ExportRequest(out_dir=str(out), run_dir=str(run_dir), candidate_id=4, formats=("onnx",),
                                             retrain=True, epochs=epochs),))
