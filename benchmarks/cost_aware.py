@@ -50,6 +50,10 @@ learning_generations = 1
 neighbourhood = 2
 latency_runs = {latency_runs}
 latency_threads = 1
+latency_target = "{latency_target}"
+
+[resources]
+device = "{device}"
 
 [training]
 epochs = {epochs}
@@ -76,7 +80,8 @@ def write_config(path: Path, a, population: int, generations: int) -> Path:
     extra = f"\n[training.extra]\niterations_per_epoch = {a.iterations}\n" if a.iterations else ""
     path.write_text(CONFIG.format(nf1=", ".join(map(str, a.nf1)), cells=", ".join(map(str, a.cells)),
                                   population=population, generations=generations, epochs=a.epochs,
-                                  plan=plan, extra=extra, latency_runs=a.latency_runs))
+                                  plan=plan, extra=extra, latency_runs=a.latency_runs,
+                                  latency_target=a.latency_target, device=a.device))
     return path
 
 
@@ -221,16 +226,33 @@ def part_estimate(a, out: Path) -> list[dict]:
     for population, generations in a.sizes:
         cfg = write_config(out / f"estimate_{population}x{generations}.toml", a, population, generations)
         run = out / f"{a.dataset_name}_estimate_{population}x{generations}"
-        est, est_s = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg), "--estimate")
-        _, wall = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg))
+        objective = ("--objective", a.estimate_objective)
+        est, est_s = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg), *objective,
+                         "--estimate")
+        _, wall = cli("search", "--dataset", a.dataset, "--out", str(run), "--config", str(cfg), *objective)
         lo, mid, hi = est["total_s"]
         row = {"population": population, "generations": generations, "evaluations": est["evaluations"],
                "predicted_s": mid, "range_s": [lo, hi], "measured_s": wall, "error": (mid - wall) / wall,
-               "estimate_command_s": est_s, "calibration_s": est["calibration_s"], "cached": est["cached"]}
+               "estimate_command_s": est_s, "calibration_s": est["calibration_s"], "cached": est["cached"],
+               "objective": a.estimate_objective, "device": est["device"], "hardware": est["hardware"]}
         rows.append(row)
         print(f"search {population}x{generations}: predicted {mid:.0f} s (range {lo:.0f}-{hi:.0f}), measured {wall:.0f} s, "
               f"error {100 * row['error']:+.0f} % (estimate took {est_s:.0f} s, calibration "
               f"{est['calibration_s']:.0f} s{', cached' if est['cached'] else ''})", flush=True)
+        try:  # candidate by candidate: which part of the time model was off
+            from estimate_breakdown import breakdown
+
+            b = row["breakdown"] = breakdown(run, est["device"])
+            print(f"  candidates: median measured/predicted {b['median_ratio']:.2f}, {b['candidates_s']:.0f} s of "
+                  f"{wall:.0f} s wall; calibration " + "; ".join(
+                      f"nf1 {p['nf1']} step {1e3 * p['step_s']:.1f} ms, validation {p['val_s']:.2f} s, fixed "
+                      f"{p['overhead_s']:.2f} s, cold {p['cold_s']:.1f} s" for p in b["calibration"]), flush=True)
+            for c in b["candidates"]:
+                print(f"    #{c['id']} nf1 {c['nf1']} cells {c['cells']}: {c['measured_s']:.1f} s measured, "
+                      f"{c['predicted_s']:.1f} s predicted (fixed {c['fixed_s']:.1f}, steps {c['steps_s']:.1f}, "
+                      f"validations {c['validations_s']:.1f}, latency {c['latency_s']:.1f})", flush=True)
+        except (SystemExit, Exception) as exc:  # noqa: BLE001 - the estimate's figures stand without it
+            print(f"  (no breakdown: {exc})", flush=True)
     return rows
 
 
@@ -252,6 +274,10 @@ def main() -> None:
     ap.add_argument("--nf1", type=int, nargs="+", default=[8], help="the space's first-level filters (8, 16, 32)")
     ap.add_argument("--cells", type=int, nargs="+", default=[5], help="the space's cell counts (5, 7, 9)")
     ap.add_argument("--sizes", default="2x1,3x2,4x3", help="estimate part: population x generations, comma-separated")
+    ap.add_argument("--estimate-objective", default="parameters", choices=("parameters", "flops", "latency"),
+                    help="estimate part: the searches' second objective")
+    ap.add_argument("--device", default="auto", help="resources.device of every search (auto, cpu, cuda)")
+    ap.add_argument("--latency-target", default="cpu", choices=("cpu", "cuda"), help="samea.latency_target")
     a = ap.parse_args()
     a.objectives = ["latency", "parameters"] + (["flops"] if a.flops else [])
     a.sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]

@@ -94,6 +94,10 @@ class SamEAConfig:
     # measure every trained candidate's latency whatever the objective (always on for objective
     # latency and resources.max_latency_ms); off, a parameters or flops run shows latency where measured
     measure_latency: bool = False
+    # when the search ends (finished or out of wall-clock budget), after all training: measure the
+    # latency of the front's networks that have none, and predict the other candidates' from FLOPs by
+    # the networks measured (shown with ~), so that every candidate carries a latency whatever the objective
+    front_latency: bool = True
 
 
 @dataclass

@@ -164,7 +164,7 @@ def _front(args) -> dict:
         print(f"profile {profile}")
         lat = objective.get("latency") or {}
         where = f" (latency: {lat.get('target')}, {lat.get('hardware')}, {lat.get('threads')} thread(s); ~ predicted)" \
-            if lat else " (latency not measured: samea.measure_latency)"
+            if lat else " (latency not measured yet: the front's networks are measured when the search ends)"
         print(f"objectives: f1 and {objective.get('name', 'parameters')}{where}")
         print(f"{'id':>5}  {'f1':>7}  {'f2':>6}  {'parameters':>11}  {'GFLOPs':>8}  {'latency':>10}  dice per label / genome")
         for r in rows:

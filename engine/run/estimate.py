@@ -39,7 +39,8 @@ from engine.search.objective import PowerLaw
 log = logging.getLogger(__name__)
 _IMPORTED = time.monotonic()
 
-CALIBRATION_VERSION = 4  # 3: points timed warm, set-up apart (cold_s), a genome per width; 4: channels-last on the CPU
+CALIBRATION_VERSION = 5  # 3: points timed warm, set-up apart (cold_s), a genome per width; 4: channels-last on the CPU;
+# 5: a later validation case times the recurring cost; first step's and case's excess once per process
 CALIBRATION_BUDGET_S = 30.0
 CALIBRATION_STEPS = 3  # training steps per calibration epoch
 CACHE_NAME = "calibration.json"
@@ -56,6 +57,9 @@ class CalibrationPoint:
     val_s: float
     overhead_s: float
     cold_s: float = 0.0  # the warm-up's excess over the same genome warm (once per process; first point only)
+    # the genome's first step and first validation cases over later ones: setting up its shapes (on a
+    # GPU, choosing convolution algorithms), which later genomes of the same widths reuse in one process
+    excess_s: float = 0.0
 
 
 @dataclass
@@ -98,9 +102,13 @@ class TimeModel:
         self.step = WidthPowerLaw((p.train_flops, p.genome["nf1"], p.step_s) for p in calibration.points)
         self.val = WidthPowerLaw((p.infer_flops, p.genome["nf1"], p.val_s) for p in calibration.points)
         self.overhead = float(statistics.median(p.overhead_s for p in calibration.points))
-        # once per search process, not per candidate: the first one loads what later ones reuse
-        self.warmup_s = float(max((p.cold_s for p in calibration.points), default=0.0))
+        # once per search process, not per candidate: the first one loads what later ones reuse, and
+        # each width's shapes are set up once (measured on an H200: 15 s for the first nf1 32 genome's
+        # first step, which counted per candidate doubled a search's estimate)
+        self.warmup_s = float(max((p.cold_s for p in calibration.points), default=0.0)
+                              + sum(p.excess_s for p in calibration.points))
         self.extra_s = extra_s or (lambda g: 0.0)
+        self.end_s = 0.0  # once, after the last candidate (the front's latency measured at the end)
         self.ratios: list[float] = []
 
     def raw_seconds(self, genome: Genome) -> float:
@@ -276,14 +284,16 @@ class WidthPowerLaw:
         return float(math.exp(a + b * math.log(max(flops, 1.0)) + c * math.log(max(width, 1.0))))
 
 
-def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> tuple[float, float, float]:
+def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> tuple[float, float, float, float]:
     """Real training steps of ``genome`` on the run's data: (seconds per warm step, seconds of one whole
-    validation pass, fixed seconds of a candidate).
+    validation pass, fixed seconds of a candidate, one-off seconds of its shapes).
 
-    One warm-up step, then ``CALIBRATION_STEPS`` timed ones; one validation case timed and scaled to the
-    validation set. The fixed cost is building the network, the warm-up step's excess and the final
-    metrics pass (segmentation and Dice, HD, HD95, ASD of each validation case; one case timed and
-    scaled). Call it warm (``calibrate`` does): a process's first validation also loads what later
+    One warm-up step, then ``CALIBRATION_STEPS`` timed ones; a later validation case timed and scaled to
+    the validation set. The fixed cost is building the network and the final metrics pass (segmentation
+    and Dice, HD, HD95, ASD of each validation case; timed and scaled the same way). The first step's
+    and the first cases' excess over the later ones is the one-off set-up of the genome's shapes (on a
+    GPU, the convolution algorithms chosen for them), kept apart: a search pays it once per width, not
+    per candidate. Call it warm (``calibrate`` does): a process's first validation also loads what later
     ones reuse, which scaled by the cases would count per candidate.
     """
     import torch
@@ -309,18 +319,29 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
             times.append(time.perf_counter() - t)
         trainer.model.eval()
         val_cases = list(data.val)
-        trainer.data = _OneCase(data, val_cases[:1])
-        t = time.perf_counter()
+
+        def per_case(run) -> tuple[float, float]:
+            """(seconds of the first case, of a later one): the first also pays what a genome's first
+            pass sets up once (on a GPU, the convolution algorithms chosen for its shapes), which scaled
+            by the cases would be counted once per case; the second case, when there is one, is the
+            cost that recurs."""
+            took = []
+            for case in val_cases[:2]:
+                trainer.data = _OneCase(data, [case])
+                t = time.perf_counter()
+                run()
+                took.append(time.perf_counter() - t)
+            return took[0], took[-1]
+
         with torch.inference_mode():
-            trainer.validate(1)
-        one_val = time.perf_counter() - t
-        t = time.perf_counter()
-        validation_metrics(trainer)  # the candidate's last act: segment and score every validation case
-        one_final = time.perf_counter() - t
+            first_val, one_val = per_case(lambda: trainer.validate(1))
+        # the candidate's last act: segment and score every validation case
+        first_final, one_final = per_case(lambda: validation_metrics(trainer))
         trainer.data = data
     step = float(statistics.median(times[1:]))
     n_val = max(len(val_cases), 1)
-    return step, one_val * n_val, build + max(times[0] - step, 0.0) + one_final * n_val
+    once = max(times[0] - step, 0.0) + max(first_val - one_val, 0.0) + max(first_final - one_final, 0.0)
+    return step, one_val * n_val, build + one_final * n_val, once
 
 
 class _OneCase:
@@ -358,12 +379,12 @@ def calibrate(problem, train: dict, device: str, genomes: Sequence[Genome], cost
         if len(points) >= 2 and clock() - t0 + took.predict(tf) > budget_s:
             continue
         t = clock()
-        step, val, overhead = step_fn(g, problem, train, device)
+        step, val, overhead, *once = step_fn(g, problem, train, device)  # a 4th value: one-off seconds
         seconds = clock() - t
         took.add(tf, seconds)
         cold = 0.0 if points else max(first_s - seconds, 0.0)
         points.append(CalibrationPoint(g.to_dict(), float(tf), float(inf), float(step), float(val), float(overhead),
-                                       cold))
+                                       cold, float(once[0]) if once else 0.0))
     return Calibration(key, device, hardware, points, clock() - t0)
 
 
@@ -386,6 +407,7 @@ class SearchEstimate:
     warmup_s: float = 0.0  # the search process's own set-up of its first candidate, once, in total_s
     first_n: int = 0  # the genomes of the first generation, predicted one by one (known before the search)
     first_s: float = 0.0  # their predicted seconds, in total_s
+    end_s: float = 0.0  # once after the last candidate (the front's latency measured), in total_s
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -407,7 +429,9 @@ class SearchEstimate:
         if self.start_s:
             lines.append(f"start               {self.start_s:.0f} s (loading libraries, opening the dataset)")
         if self.warmup_s >= 0.5:
-            lines.append(f"warm-up             {self.warmup_s:.0f} s (once: the first candidate loads kernels and libraries)")
+            lines.append(f"warm-up             {self.warmup_s:.0f} s (once: kernels and libraries load, each width's shapes are set up)")
+        if self.end_s >= 0.5:
+            lines.append(f"at the end          {self.end_s:.0f} s (the front's networks: latency measured)")
         lines.append(f"calibration         {self.calibrated_genomes} genomes, {self.calibration_s:.1f} s"
                      + (" (cached)" if self.cached else ""))
         lines += [f"note                {n}" for n in self.notes]
@@ -441,8 +465,8 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
                     notes: Sequence[str] = (), cached: bool = False, start_s: float = 0.0,
                     first: Sequence[Genome] = ()) -> SearchEstimate:
     """The arithmetic: per-candidate seconds over ``sample`` x the strategy's evaluations / workers,
-    plus ``start_s``, the command's own start, and the model's ``warmup_s`` once (per worker process,
-    which start together).
+    plus ``start_s``, the command's own start, the model's ``warmup_s`` once (per worker process,
+    which start together) and its ``end_s`` once (after the last candidate).
 
     ``first``: the genomes the search will train first (its initial population, when known): each is
     predicted as itself, and only the evaluations after them from the sample.
@@ -458,7 +482,8 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
     start = max(0.0, float(start_s)) + warmup
     known = [model.candidate_seconds(g) for g in first][:ev[0]]
     k, known_s = len(known), float(sum(known))
-    total = tuple(start + (known_s + max(0, n - k) * c) / w for n, c in zip(ev, (q1, mean, q3)))
+    end = float(getattr(model, "end_s", 0.0))
+    total = tuple(start + (known_s + max(0, n - k) * c) / w + end for n, c in zip(ev, (q1, mean, q3)))
     cal = model.calibration
     return SearchEstimate(device, cal.hardware, samea.strategy, ev, (q1, mean, q3), total, cal.seconds,
-                          len(cal.points), cached, w, list(notes), max(0.0, float(start_s)), warmup, k, known_s)
+                          len(cal.points), cached, w, list(notes), max(0.0, float(start_s)), warmup, k, known_s, end)

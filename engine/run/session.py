@@ -458,18 +458,24 @@ class SearchSession:
                                                patch, batch, iterations)
         notes = []
         extra = None
+        runs = cfg.samea.latency_runs + 1
+
+        def latency_s(g: Genome) -> float:  # one volume about as long as one validation case, + the export
+            return 1.0 + runs * model.val.predict(costs(g)[1], g.nf1) / max(n_val, 1)
+
         if self.measures_latency:
-            runs = cfg.samea.latency_runs + 1
-
-            def extra(g: Genome) -> float:  # one volume about as long as one validation case, + the export
-                return 1.0 + runs * model.val.predict(costs(g)[1], g.nf1) / max(n_val, 1)
-
+            extra = latency_s
             notes.append("includes measuring each candidate's latency")
         if cfg.resources.max_latency_ms:
             notes.append("genomes over max_latency_ms, not trained, are counted as trained")
         if cfg.training.patience < cfg.training.epochs or cfg.resources.early_stopping != "off":
             notes.append("assumes every candidate trains all epochs; early stopping makes it shorter")
         model = est.TimeModel(cal, costs, cfg.training.epochs, iterations, val_every, extra)
+        if cfg.samea.front_latency and not self.measures_latency and sample:
+            # the front's networks measured once the search ends; its size guessed as half a generation
+            n = max(2, int(cfg.samea.population) // 2)
+            model.end_s = n * float(np.mean([latency_s(g) for g in sample]))
+            notes.append(f"includes measuring the latency of the front's networks (about {n}) at the end")
         return model, sample, cached, notes
 
     @property
@@ -642,6 +648,8 @@ class SearchSession:
             store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start, **self._basis())
             fault("session.step")
             self._emit(callback, "step")
+        if status in ("finished", "budget") and self.config.samea.front_latency and not self._front_latency(stop):
+            status = "paused"  # stopped while measuring: the next resume measures the rest
         summary = self._summary(status, algo_s)
         fault("session.finish")
         store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start,
@@ -708,6 +716,45 @@ class SearchSession:
             cost = self.cost_value(g, params, r.latency_ms) if ok else None
             out.append(Evaluation(g, r.f1 if ok else math.nan, params, r.status, cid, cost=cost))
         return out
+
+    def _front_latency(self, stop) -> bool:
+        """After all training: measure the front's networks that have no latency on the run's target
+        (once per genome, kept in the run's database), then give every finished candidate its measured
+        latency or one predicted from FLOPs by the networks measured (flagged as predicted). False when
+        ``stop`` was set before all were measured. A target this machine lacks (cuda without a GPU), or
+        a network that cannot be measured, is logged and left without a latency: the search's results
+        stand without it."""
+        store = self.store
+        if self.latency is None:
+            from engine.run.latency import LatencyBook
+
+            s = self.config.samea
+            try:
+                self.latency = LatencyBook(store, self.problem, self.flops_of, s.latency_target, s.latency_threads,
+                                           s.latency_runs, int(self.config.seed))
+            except ConfigError as exc:
+                log.warning("the front's latency is not measured: %s", exc)
+                return True
+        book = self.latency
+        todo = [Genome.from_dict(c.genome) for c in store.front()]
+        todo = [g for g in todo if book.known(g) is None]
+        if todo:
+            log.info("measuring the latency of %d network(s) of the front on %s (%s)", len(todo), book.target,
+                     book.hardware)
+        for g in todo:
+            if stop.is_set():
+                return False
+            try:
+                book.measure(g)
+            except Exception as exc:  # noqa: BLE001 - a latency is a figure beside the results, not a result
+                log.warning("the latency of %s could not be measured: %s", g.to_dict(),
+                            (str(exc).splitlines() or [type(exc).__name__])[0])
+        for c in store.candidates("done"):
+            cols = {k: v for k, v in self._costs(Genome.from_dict(c.genome)).items() if k != "gflops"}
+            if cols and (cols.get("latency_ms"), cols.get("latency_predicted")) != (c.latency_ms, c.latency_predicted):
+                store.update_candidate(c.id, **cols)
+        store.set_meta(objective=self._objective_meta())
+        return True
 
     def _costs(self, genome: Genome) -> dict:
         """The candidate's GFLOPs and latency columns (latency measured, or predicted and flagged so)."""

@@ -62,16 +62,62 @@ def test_objective_flops_is_stored_and_survives_resume(tmp_path):
     with RunStore.open_readonly(run) as s:
         meta = s.get_meta("objective")
         rows = s.candidates("done")
-    assert meta["name"] == "flops" and meta["latency"] is None
+    # latency is measured where the search ended: the front's networks, on the run's target
+    assert meta["name"] == "flops" and meta["latency"]["target"] == "cpu"
+    assert meta["latency"]["measured"] == len(summary["front"])
     bounds = tuple(meta["bounds"])
     assert len(rows) >= 8
+    front = {f["id"] for f in summary["front"]}
     for r in rows:  # f2 is the normalized log FLOPs, with the bounds set at the run's start
         g = Genome.from_dict(r["genome"])
         assert r["gflops"] == pytest.approx(flops_of(g) / 1e9)
         assert r["f2"] == pytest.approx(normalized(flops_of(g), bounds))
-        assert r["latency_ms"] is None  # not measured unless asked
-    front = {f["id"] for f in summary["front"]}
-    assert all(f["gflops"] for f in summary["front"]) and front
+        # measured for the front, predicted from FLOPs by those for the others
+        assert r["latency_ms"] > 0 and bool(r["latency_predicted"]) == (r["id"] not in front)
+    assert all(f["gflops"] and not f["latency_predicted"] for f in summary["front"]) and front
+
+
+def test_stopped_while_the_front_is_measured_the_run_pauses_and_resume_measures_the_rest(tmp_path, monkeypatch):
+    """The front's latency is measured after all training; a stop then leaves the run paused, the
+    networks measured so far kept; resume trains nothing and measures only the others. Off
+    (``samea.front_latency = false``), a parameters run measures nothing."""
+    import engine.run.latency as latency
+
+    real, measured = latency.measure_latency, []
+    stop = threading.Event()
+
+    def measure(genome, *args, **kw):  # the real measurement, counted; the user stops after the first
+        measured.append(genome.to_json())
+        stop.set()
+        return real(genome, *args, **kw)
+
+    monkeypatch.setattr(latency, "measure_latency", measure)
+    run = tmp_path / "run"
+    first = SearchSession(run, config("parameters"), fake_evaluate, TINY).run(cancel=stop)
+    assert first["status"] == "paused" and len(measured) == 1
+    with RunStore.open_readonly(run) as s:
+        trained = len(s.candidates("done"))
+    stop.clear()
+
+    def counted(genome, *args, **kw):
+        measured.append(genome.to_json())
+        return real(genome, *args, **kw)
+
+    monkeypatch.setattr(latency, "measure_latency", counted)
+    summary = SearchSession.open(run, fake_evaluate, TINY).run()
+    assert summary["status"] == "finished" and summary["counts"]["done"] == trained  # nothing trained again
+    front = [Genome.from_dict(f) for f in (r["genome"] for r in _front_rows(run))]
+    assert sorted(measured) == sorted(g.to_json() for g in front)  # each front network once
+    assert all(f["latency_ms"] > 0 and not f["latency_predicted"] for f in summary["front"])
+
+    off = tmp_path / "off"
+    summary = SearchSession(off, config("parameters", front_latency=False), fake_evaluate, TINY).run()
+    assert summary["status"] == "finished" and all(f["latency_ms"] is None for f in summary["front"])
+
+
+def _front_rows(run) -> list:
+    with RunStore.open_readonly(run) as s:
+        return s.front()
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +333,13 @@ def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
     assert e.first_s == pytest.approx(known, rel=1e-6)
     lo, mid, hi = e.total_s
     assert 0 <= e.warmup_s < 0.1  # the stand-in's first call is no slower than its second
-    assert mid == pytest.approx(e.warmup_s + known + (e.evaluations[1] - 4) * np.mean(per), rel=1e-6)
-    assert lo == pytest.approx(e.warmup_s + known + (e.evaluations[0] - 4) * np.quantile(per, 0.25), rel=1e-6)
-    assert hi == pytest.approx(e.warmup_s + known + (e.evaluations[2] - 4) * np.quantile(per, 0.75), rel=1e-6)
+    # once at the end: the front's networks (half a generation, 2) measured, each an export (1 s) and
+    # latency_runs + 1 runs of a volume as long as one validation case (0.5 s of the 2 validated)
+    end = 2 * (1.0 + (cfg.samea.latency_runs + 1) * 0.5 / 2)
+    assert e.end_s == pytest.approx(end, rel=1e-6) and f"at the end          {end:.0f} s" in e.text()
+    assert mid == pytest.approx(e.warmup_s + known + (e.evaluations[1] - 4) * np.mean(per) + end, rel=1e-6)
+    assert lo == pytest.approx(e.warmup_s + known + (e.evaluations[0] - 4) * np.quantile(per, 0.25) + end, rel=1e-6)
+    assert hi == pytest.approx(e.warmup_s + known + (e.evaluations[2] - 4) * np.quantile(per, 0.75) + end, rel=1e-6)
     session.eta_model = model
     summary = session.run()
     rows = session.store.candidates() if session.store is not None else RunStore.open_readonly(tmp_path / "run").candidates()
@@ -326,6 +376,24 @@ def test_calibration_warms_up_first_and_counts_the_set_up_once(tmp_path):
     for a, b in zip(warm.total_s, cold.total_s):
         assert b - a == pytest.approx(cold.warmup_s - warm.warmup_s, abs=1e-6)
     assert "warm-up             1 s" in cold.text()
+
+
+def test_a_genomes_one_off_set_up_is_counted_once_per_search_not_per_candidate():
+    """A genome's first step and first validation case set up its shapes (on a GPU, the convolution
+    algorithms; later genomes of the same widths reuse them): the calibration keeps that apart, and the
+    estimate adds it once, where counting it per candidate doubled a search's estimate on an H200."""
+    def shaped_step(genome, problem, train, device):  # each genome also pays 2 s once for its shapes
+        return (*fake_step(genome, problem, train, device), 2.0)
+
+    cfg = config("parameters", generations=2)
+    plain = estimate_search(cfg, step_fn=fake_step, problem=TINY, recalibrate=True)
+    shaped = estimate_search(cfg, step_fn=shaped_step, problem=TINY, recalibrate=True)
+    n = shaped.calibrated_genomes
+    assert n == plain.calibrated_genomes == 3
+    assert shaped.candidate_s == pytest.approx(plain.candidate_s)  # not in any candidate's time
+    assert shaped.warmup_s == pytest.approx(plain.warmup_s + 2.0 * n, abs=0.1)  # once per calibrated genome
+    for a, b in zip(plain.total_s, shaped.total_s):
+        assert b - a == pytest.approx(shaped.warmup_s - plain.warmup_s, abs=1e-6)
 
 
 def test_the_time_model_learns_that_narrow_networks_run_slower_per_flop():

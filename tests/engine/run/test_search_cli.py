@@ -111,12 +111,29 @@ def test_seeded_search_is_reproducible_and_listed(small_demo, searched, capsys):
     assert all(set(f) >= {"id", "genome", "f1", "f2", "parameters", "dice"} for f in front)
     text = cli(capsys, "front", run_a).stdout
     assert str(front[0]["id"]) in text and "parameters" in text
+    # the paper's objective, and yet every candidate carries a latency: the front's networks measured
+    # (ONNX Runtime, one thread) once the search ended, the others predicted from FLOPs by them
+    assert all(f["latency_ms"] > 0 and not f["latency_predicted"] and f["gflops"] > 0 for f in front)
+    assert "latency: cpu" in text and "latency not measured" not in text
+    assert all(re.search(rf"^\s+{f['id']}\s.*\b{f['latency_ms']:.1f} ms", text, re.M) for f in front)
+    front_ids = {f["id"] for f in front}
+    others = [r for r in rows["a"] if r["id"] not in front_ids]
+    assert others and all(r["latency_ms"] > 0 and r["latency_predicted"] for r in others)
+
+    def measured() -> list:
+        with RunStore.open_readonly(run_a) as s:
+            return sorted(tuple(r) for r in s.conn.execute("SELECT genome, latency_ms FROM latency"))
+
+    before = measured()
+    assert len(before) == len({json.dumps(f["genome"], sort_keys=True) for f in front})  # the front's, once each
 
     runs = last_json(cli(capsys, "runs", runs_dir, "--json"))["runs"]
     assert [(Path(r["run"]).name, r["status"], r["generation"]) for r in runs] == [("a", "finished", 2), ("b", "finished", 2)]
 
     again = last_json(cli(capsys, "resume", run_a, "--json"))  # nothing left to do
     assert again["status"] == "finished" and again["counts"]["done"] == 8
+    assert measured() == before  # nothing measured again
+    assert [f["latency_ms"] for f in again["front"]] == [f["latency_ms"] for f in front]
 
 
 def test_user_errors_are_one_line(small_demo, tmp_path, capsys):

@@ -1,0 +1,88 @@
+"""Where the wall-time estimate of a finished search went right or wrong, candidate by candidate.
+
+For each trained candidate of RUN: its measured seconds beside the time model's prediction (the cached
+calibration of this device and the run's plan, as `emonas search --estimate` left it), split into the
+fixed cost (building, first-step excess, final metrics), the training steps, the validations and the
+latency measurement; then the run's wall time beside the sum of its candidates (what is spent outside
+them: start, the normalization bounds, the surrogate). Reads the run only.
+
+Usage: python benchmarks/estimate_breakdown.py RUN [--device cpu|cuda] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.genome import Genome  # noqa: E402
+from engine.config import SearchConfig  # noqa: E402
+from engine.run.session import SearchProblem, SearchSession  # noqa: E402
+from engine.run.store import RunStore  # noqa: E402
+
+
+def breakdown(run_dir: Path, device: str) -> dict:
+    """Per-candidate measured and predicted seconds of ``run_dir`` (see the module docstring)."""
+    with RunStore.open_readonly(run_dir) as ro:
+        config = SearchConfig.from_dict(ro.get_meta("config"), f"{run_dir}/run.db")
+        problem = SearchProblem.from_dict(ro.get_meta("problem"))
+        rows = [r for r in ro.candidates("done") if r.seconds]
+        first = min((r.started_at for r in rows if r.started_at), default=math.nan)
+        last = max((r.finished_at for r in rows if r.finished_at), default=math.nan)
+    session = SearchSession.__new__(SearchSession)  # the run's config and problem, nothing opened for writing
+    session.config, session.problem = config, problem
+    model, _, cached, _ = session.time_model(device)
+    if not cached:
+        raise SystemExit(f"{run_dir}: no cached calibration for this device and plan; run `emonas search "
+                         "--estimate` with the run's settings first")
+    out = []
+    for r in sorted(rows, key=lambda r: r.started_at or 0.0):
+        g = Genome.from_dict(r.genome)
+        train_flops, infer_flops = model.costs(g)
+        validations = math.ceil(model.epochs / model.val_every)
+        parts = {"fixed_s": model.overhead,
+                 "steps_s": model.epochs * model.iterations * model.step.predict(train_flops, g.nf1),
+                 "validations_s": validations * model.val.predict(infer_flops, g.nf1),
+                 "latency_s": model.extra_s(g)}
+        predicted = sum(parts.values())
+        out.append({"id": r.id, "nf1": g.nf1, "cells": g.n_cells, "measured_s": float(r.seconds),
+                    "predicted_s": predicted, "ratio": float(r.seconds) / predicted, **parts})
+    total = sum(c["measured_s"] for c in out)
+    return {"run": str(run_dir), "device": device, "candidates": out,
+            "calibration": [{"nf1": p.genome["nf1"], "step_s": p.step_s, "val_s": p.val_s, "overhead_s": p.overhead_s,
+                             "cold_s": p.cold_s} for p in model.calibration.points],
+            "epochs": model.epochs, "iterations": model.iterations, "val_every": model.val_every,
+            "candidates_s": total, "first_to_last_s": last - first,
+            "median_ratio": statistics.median(c["ratio"] for c in out) if out else math.nan}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    b = breakdown(Path(a.run), a.device)
+    print(f"{b['run']}: {len(b['candidates'])} candidates, {b['epochs']} epochs of {b['iterations']} steps, "
+          f"validation every {b['val_every']}")
+    for p in b["calibration"]:
+        print(f"  calibration nf1 {p['nf1']:2d}: step {p['step_s'] * 1e3:7.1f} ms, validation {p['val_s']:6.2f} s, "
+              f"fixed {p['overhead_s']:6.2f} s, cold {p['cold_s']:5.1f} s")
+    print("     id  nf1 cells  measured  predicted  ratio   fixed   steps  valid.  latency")
+    for c in b["candidates"]:
+        print(f"  {c['id']:5d} {c['nf1']:4d} {c['cells']:5d} {c['measured_s']:8.1f} s {c['predicted_s']:8.1f} s "
+              f"{c['ratio']:6.2f} {c['fixed_s']:7.1f} {c['steps_s']:7.1f} {c['validations_s']:7.1f} {c['latency_s']:8.1f}")
+    print(f"  median measured/predicted {b['median_ratio']:.2f}; candidates {b['candidates_s']:.0f} s in all, "
+          f"first start to last finish {b['first_to_last_s']:.0f} s")
+    if a.json:
+        print(json.dumps(b))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
