@@ -6,6 +6,7 @@ import json
 import math
 import sqlite3
 import threading
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -350,6 +351,22 @@ def test_estimate_arithmetic_against_a_run_of_the_stand_in(tmp_path):
     assert lo <= summary["training_seconds"] <= hi
     assert model.correction == pytest.approx(1.0)  # measured times matched the model exactly
     assert "expected wall time" in e.text() and "calibration         3 genomes" in e.text()
+    # benchmarks/estimate_breakdown.py reads the run back: each candidate beside its prediction, in parts
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "estimate_breakdown.py"
+    spec = importlib.util.spec_from_file_location("estimate_breakdown", path)
+    bd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bd)
+    b = bd.breakdown(tmp_path / "run", "cpu")
+    done = {r.id: r for r in rows if r.status == "done"}
+    assert [c["id"] for c in b["candidates"]] == sorted(done) and len(b["calibration"]) == 3
+    for c in b["candidates"]:
+        g = Genome.from_dict(done[c["id"]].genome)
+        assert c["measured_s"] == pytest.approx(done[c["id"]].seconds)
+        assert c["predicted_s"] == pytest.approx(model.raw_seconds(g), rel=1e-6)
+        assert c["fixed_s"] + c["steps_s"] + c["validations_s"] + c["latency_s"] == pytest.approx(c["predicted_s"])
+    assert b["median_ratio"] == pytest.approx(1.0, rel=1e-3)
     assert "first generation    4 candidates" in e.text()
 
 
