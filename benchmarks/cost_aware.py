@@ -246,7 +246,8 @@ def part_estimate(a, out: Path) -> list[dict]:
             print(f"  candidates: median measured/predicted {b['median_ratio']:.2f}, {b['candidates_s']:.0f} s of "
                   f"{wall:.0f} s wall; calibration " + "; ".join(
                       f"nf1 {p['nf1']} step {1e3 * p['step_s']:.1f} ms, validation {p['val_s']:.2f} s, fixed "
-                      f"{p['overhead_s']:.2f} s, cold {p['cold_s']:.1f} s" for p in b["calibration"]), flush=True)
+                      f"{p['overhead_s']:.2f} s, cold {p['cold_s']:.1f} s, set-up {p['excess_s']:.2f} s" for p in b["calibration"]),
+                  flush=True)
             for c in b["candidates"]:
                 print(f"    #{c['id']} nf1 {c['nf1']} cells {c['cells']}: {c['measured_s']:.1f} s measured, "
                       f"{c['predicted_s']:.1f} s predicted (fixed {c['fixed_s']:.1f}, steps {c['steps_s']:.1f}, "

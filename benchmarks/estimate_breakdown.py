@@ -55,7 +55,7 @@ def breakdown(run_dir: Path, device: str) -> dict:
     total = sum(c["measured_s"] for c in out)
     return {"run": str(run_dir), "device": device, "candidates": out,
             "calibration": [{"nf1": p.genome["nf1"], "step_s": p.step_s, "val_s": p.val_s, "overhead_s": p.overhead_s,
-                             "cold_s": p.cold_s} for p in model.calibration.points],
+                             "cold_s": p.cold_s, "excess_s": p.excess_s} for p in model.calibration.points],
             "epochs": model.epochs, "iterations": model.iterations, "val_every": model.val_every,
             "candidates_s": total, "first_to_last_s": last - first,
             "median_ratio": statistics.median(c["ratio"] for c in out) if out else math.nan}
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
           f"validation every {b['val_every']}")
     for p in b["calibration"]:
         print(f"  calibration nf1 {p['nf1']:2d}: step {p['step_s'] * 1e3:7.1f} ms, validation {p['val_s']:6.2f} s, "
-              f"fixed {p['overhead_s']:6.2f} s, cold {p['cold_s']:5.1f} s")
+              f"fixed {p['overhead_s']:6.2f} s, cold {p['cold_s']:5.1f} s, shapes' set-up {p['excess_s']:5.2f} s")
     print("     id  nf1 cells  measured  predicted  ratio   fixed   steps  valid.  latency")
     for c in b["candidates"]:
         print(f"  {c['id']:5d} {c['nf1']:4d} {c['cells']:5d} {c['measured_s']:8.1f} s {c['predicted_s']:8.1f} s "
