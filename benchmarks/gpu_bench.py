@@ -42,6 +42,7 @@ PATCH = (32, 48, 32)
 BATCH = 2
 CLASSES = 3
 # dense peaks (TFLOP/s) used for the efficiency figure
+SPAN: list[float] = []  # the last time_training's timed span (time.monotonic start, end)
 PEAKS = {"H200": {"bf16": 989.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "fp32": 67.0}}
 
 
@@ -96,8 +97,10 @@ def sync(device):
 PEAK_MEMORY: dict = {}  # the last time_training's peak GPU memory (MiB), CUDA only
 
 
-def time_training(genome: Genome, device, mode: str, steps: int, warmup: int = 3) -> float:
-    """Seconds per Adam step of ``genome`` on pre-made tensors in ``mode`` (peak memory in PEAK_MEMORY)."""
+def time_training(genome: Genome, device, mode: str, steps: int, warmup: int = 3, barrier=None) -> float:
+    """Seconds per Adam step of ``genome`` on pre-made tensors in ``mode`` (peak memory in PEAK_MEMORY;
+    the timed span's ``time.monotonic()`` start and end in SPAN). ``barrier``: waited on after the
+    warm-up, so that several processes time the same moments."""
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -122,35 +125,51 @@ def time_training(genome: Genome, device, mode: str, steps: int, warmup: int = 3
     for _ in range(warmup):
         step()
     sync(device)
-    t = time.perf_counter()
+    if barrier is not None:
+        barrier.wait(timeout=600)
+    t, start = time.perf_counter(), time.monotonic()
     for _ in range(steps):
         step()
     sync(device)
     seconds = (time.perf_counter() - t) / steps
+    SPAN[:] = [start, time.monotonic()]
     PEAK_MEMORY.clear()
     if device.type == "cuda":
         PEAK_MEMORY["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return seconds
 
 
-def _worker(args):  # one candidate of the concurrency test, in its own process
+_BARRIER = None
+
+
+def _init_worker(barrier) -> None:
+    global _BARRIER
+    _BARRIER = barrier
+
+
+def _worker(args):  # one candidate of the concurrency test, in its own process: its timed span
     genome_json, device_name, steps = args
     torch.set_num_threads(1)
-    return time_training(Genome.from_json(genome_json), torch.device(device_name), "bf16", steps, warmup=2)
+    time_training(Genome.from_json(genome_json), torch.device(device_name), "bf16", steps, warmup=2,
+                  barrier=_BARRIER)
+    return list(SPAN)
 
 
 def concurrency(genome: Genome, device, k: int, steps: int) -> dict:
-    """K candidates at once (K processes on one device) versus one after another."""
+    """K candidates at once (K processes on one device) versus one after another: the same steps,
+    timed warm in each case. The K processes start, import PyTorch and warm up first, then wait for
+    each other; the concurrent time runs from the first one's start of timed steps to the last one's end
+    (process start and CUDA's set-up, seconds, are a candidate's fixed cost, not the device's sharing)."""
     import multiprocessing as mp
 
     one = time_training(genome, device, "bf16", steps)
     ctx = mp.get_context("spawn")
-    t = time.perf_counter()
-    with ctx.Pool(k) as pool:
-        pool.map(_worker, [(genome.to_json(), str(device), steps)] * k)
-    together = time.perf_counter() - t
-    sequential = k * (one * (steps + 2))
-    return {"k": k, "sequential_s": sequential, "concurrent_s": together, "speedup": sequential / together}
+    with ctx.Pool(k, initializer=_init_worker, initargs=(ctx.Barrier(k),)) as pool:
+        spans = pool.map(_worker, [(genome.to_json(), str(device), steps)] * k, chunksize=1)
+    together = max(e for _, e in spans) - min(s for s, _ in spans)
+    sequential = k * one * steps
+    return {"k": k, "steps": steps, "sequential_s": sequential, "concurrent_s": together,
+            "speedup": sequential / together}
 
 
 def inference(genome: Genome, device, dtype: str) -> float:
