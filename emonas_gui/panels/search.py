@@ -540,6 +540,14 @@ class SearchPanel(QWidget):
                 self.state.set_run(self.run_dir)
         elif kind in ("candidate_started", "candidate_finished", "step", "finished"):
             self.monitor.refresh()
+        elif kind == "latency":  # every candidate trained; the front's networks are timed one by one
+            d = ev.get("detail") or {}
+            if not (self.job and self.job.control.paused):
+                self.state_label.setText(
+                    f"All candidates trained. Measuring the latency of the front's networks on {d.get('target')} "
+                    f"({d.get('hardware')}): {d.get('done', 0) + 1} of {d.get('total', '?')}")
+            self.monitor.refresh()
+            return
         p = ev.get("progress") or {}  # the engine's progress record (engine.run.progress.Progress)
         eta = p.get("eta_seconds")
         if not (self.job and self.job.control.paused):

@@ -82,6 +82,10 @@ def describe_event(ev) -> str | None:
     if ev.kind == "step":
         best = min((f[1] for f in ev.front), default=math.nan)
         return f"generation {ev.generation}/{ev.generations} done: front {len(ev.front)}, best f1 {best:.4f}"
+    if ev.kind == "latency":
+        d = getattr(ev, "detail", None) or {}
+        return (f"measuring the latency of front candidate {cand.get('id')} ({d.get('done', 0) + 1} of "
+                f"{d.get('total', '?')}) on {d.get('target')}")
     if ev.kind == "finished":
         return f"search {ev.status}: {ev.counts}"
     return None

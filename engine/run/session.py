@@ -98,13 +98,16 @@ class SearchProblem:
 
 @dataclass
 class SearchEvent:
-    """What the session reports: ``kind`` is started, candidate_started, candidate_finished, step or
-    finished; ``progress`` the run's progress record; ``candidate`` the row of the candidate that
-    started or finished. The properties read the progress (for log lines)."""
+    """What the session reports: ``kind`` is started, candidate_started, candidate_finished, step,
+    latency (a front network's latency about to be measured, once the search has ended) or finished;
+    ``progress`` the run's progress record; ``candidate`` the row of the candidate that started,
+    finished or is measured; ``detail`` for latency: ``done`` and ``total`` networks, ``target`` and
+    ``hardware``. The properties read the progress (for log lines)."""
 
     kind: str
     progress: Progress
     candidate: CandidateRow | None = None
+    detail: dict | None = None
 
     @property
     def status(self) -> str:
@@ -648,7 +651,8 @@ class SearchSession:
             store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start, **self._basis())
             fault("session.step")
             self._emit(callback, "step")
-        if status in ("finished", "budget") and self.config.samea.front_latency and not self._front_latency(stop):
+        if status in ("finished", "budget") and self.config.samea.front_latency and not self._front_latency(stop,
+                                                                                                          callback):
             status = "paused"  # stopped while measuring: the next resume measures the rest
         summary = self._summary(status, algo_s)
         fault("session.finish")
@@ -717,11 +721,12 @@ class SearchSession:
             out.append(Evaluation(g, r.f1 if ok else math.nan, params, r.status, cid, cost=cost))
         return out
 
-    def _front_latency(self, stop) -> bool:
+    def _front_latency(self, stop, callback=None) -> bool:
         """After all training: measure the front's networks that have no latency on the run's target
         (once per genome, kept in the run's database), then give every finished candidate its measured
         latency or one predicted from FLOPs by the networks measured (flagged as predicted). False when
-        ``stop`` was set before all were measured. A target this machine lacks (cuda without a GPU), or
+        ``stop`` was set before all were measured. Each measurement is announced to ``callback`` (a
+        ``latency`` event). A target this machine lacks (cuda without a GPU), or
         a network that cannot be measured, is logged and left without a latency: the search's results
         stand without it."""
         store = self.store
@@ -736,14 +741,16 @@ class SearchSession:
                 log.warning("the front's latency is not measured: %s", exc)
                 return True
         book = self.latency
-        todo = [Genome.from_dict(c.genome) for c in store.front()]
-        todo = [g for g in todo if book.known(g) is None]
+        todo = [c for c in store.front() if book.known(Genome.from_dict(c.genome)) is None]
         if todo:
             log.info("measuring the latency of %d network(s) of the front on %s (%s)", len(todo), book.target,
                      book.hardware)
-        for g in todo:
+        for i, c in enumerate(todo):
             if stop.is_set():
                 return False
+            g = Genome.from_dict(c.genome)
+            self._emit(callback, "latency", c, detail={"done": i, "total": len(todo), "target": book.target,
+                                                       "hardware": book.hardware})
             try:
                 book.measure(g)
             except Exception as exc:  # noqa: BLE001 - a latency is a figure beside the results, not a result
@@ -964,11 +971,12 @@ class SearchSession:
         return {"name": self.config.samea.objective, "bounds": list(self.objective_bounds or ()),
                 "latency": self.latency.describe() if self.latency is not None else None}
 
-    def _emit(self, callback, kind: str, candidate: CandidateRow | None = None, status: str = "running") -> None:
+    def _emit(self, callback, kind: str, candidate: CandidateRow | None = None, status: str = "running",
+              detail: dict | None = None) -> None:
         if callback is None or self.store is None or self.strategy is None:
             return
         try:
-            callback(SearchEvent(kind, self.progress(status), candidate))
+            callback(SearchEvent(kind, self.progress(status), candidate, detail))
         except Exception:  # noqa: BLE001 - a broken display must not stop the search
             log.exception("progress callback failed")
 

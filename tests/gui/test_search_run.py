@@ -112,8 +112,14 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     assert first in panel2.monitor.pareto.candidate_ids()
     assert panel2.resume_button.isEnabled()
     qtbot.mouseClick(panel2.resume_button, Qt.MouseButton.LeftButton)
+    shown = []  # what the panel said after each event (its own slot runs first)
+    panel2.job.event.connect(lambda ev: shown.append((ev.get("kind"), panel2.state_label.text())))
     qtbot.waitUntil(lambda: panel2.summary is not None, timeout=LONG)
     assert panel2.summary["status"] == "finished", panel2.summary
+    # once all are trained, the front's networks are timed (parameters objective): the panel says so
+    timing = [text for kind, text in shown if kind == "latency"]
+    assert timing and timing[0].startswith("All candidates trained. Measuring the latency of the front's networks on cpu")
+    assert all(f["latency_ms"] > 0 and not f["latency_predicted"] for f in panel2.summary["front"])
     with RunStore.open_readonly(run_dir) as store:
         counts = store.counts()
     assert counts["done"] + counts["failed"] == 4 and counts["done"] >= 1

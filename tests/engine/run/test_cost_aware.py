@@ -105,10 +105,18 @@ def test_stopped_while_the_front_is_measured_the_run_pauses_and_resume_measures_
         return real(genome, *args, **kw)
 
     monkeypatch.setattr(latency, "measure_latency", counted)
-    summary = SearchSession.open(run, fake_evaluate, TINY).run()
+    events = []
+    summary = SearchSession.open(run, fake_evaluate, TINY).run(callback=events.append)
     assert summary["status"] == "finished" and summary["counts"]["done"] == trained  # nothing trained again
     front = [Genome.from_dict(f) for f in (r["genome"] for r in _front_rows(run))]
     assert sorted(measured) == sorted(g.to_json() for g in front)  # each front network once
+    # each measurement announced (the app and the log say which network, k of n, on which target)
+    announced = [ev for ev in events if ev.kind == "latency"]
+    n = len(front) - 1
+    assert [ev.detail["done"] for ev in announced] == list(range(n)) and all(ev.detail["total"] == n for ev in announced)
+    assert [ev.candidate.genome for ev in announced] == [json.loads(g) for g in measured[1:]]
+    assert all(ev.detail["target"] == "cpu" and ev.detail["hardware"] for ev in announced)
+    assert events[-1].kind == "finished"
     assert all(f["latency_ms"] > 0 and not f["latency_predicted"] for f in summary["front"])
 
     off = tmp_path / "off"
