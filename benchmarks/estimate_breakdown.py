@@ -43,12 +43,7 @@ def breakdown(run_dir: Path, device: str) -> dict:
     out = []
     for r in sorted(rows, key=lambda r: r.started_at or 0.0):
         g = Genome.from_dict(r.genome)
-        train_flops, infer_flops = model.costs(g)
-        validations = math.ceil(model.epochs / model.val_every)
-        parts = {"fixed_s": model.overhead,
-                 "steps_s": model.epochs * model.iterations * model.step.predict(train_flops, g.nf1),
-                 "validations_s": validations * model.val.predict(infer_flops, g.nf1),
-                 "latency_s": model.extra_s(g)}
+        parts = model.parts(g)
         predicted = sum(parts.values())
         out.append({"id": r.id, "nf1": g.nf1, "cells": g.n_cells, "measured_s": float(r.seconds),
                     "predicted_s": predicted, "ratio": float(r.seconds) / predicted, **parts})

@@ -111,12 +111,20 @@ class TimeModel:
         self.end_s = 0.0  # once, after the last candidate (the front's latency measured at the end)
         self.ratios: list[float] = []
 
-    def raw_seconds(self, genome: Genome) -> float:
-        """The calibration's prediction for one candidate, uncorrected."""
+    def parts(self, genome: Genome) -> dict[str, float]:
+        """The calibration's prediction for one candidate, uncorrected, in parts: ``fixed_s`` (building,
+        final metrics), ``steps_s``, ``validations_s`` and ``latency_s`` (its measurement, where the
+        run measures every candidate)."""
         train_flops, infer_flops = self.costs(genome)
         validations = math.ceil(self.epochs / self.val_every)
-        return (self.overhead + self.epochs * self.iterations * self.step.predict(train_flops, genome.nf1)
-                + validations * self.val.predict(infer_flops, genome.nf1) + self.extra_s(genome))
+        return {"fixed_s": self.overhead,
+                "steps_s": self.epochs * self.iterations * self.step.predict(train_flops, genome.nf1),
+                "validations_s": validations * self.val.predict(infer_flops, genome.nf1),
+                "latency_s": self.extra_s(genome)}
+
+    def raw_seconds(self, genome: Genome) -> float:
+        """The calibration's prediction for one candidate, uncorrected."""
+        return sum(self.parts(genome).values())
 
     @property
     def correction(self) -> float:

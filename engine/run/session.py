@@ -345,10 +345,7 @@ class SearchSession:
         cost = None
         self.latency = None
         if self.measures_latency:
-            from engine.run.latency import LatencyBook
-
-            self.latency = LatencyBook(self.store, problem, flops, s.latency_target, s.latency_threads,
-                                       s.latency_runs, int(self.config.seed))
+            self.latency = self._latency_book()
         if s.objective != "parameters" or r.max_latency_ms:
             small, large = self._bound_genomes(space, feasible, lo, hi, flops)
             if s.objective == "flops":
@@ -651,9 +648,9 @@ class SearchSession:
             store.set_meta(algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start, **self._basis())
             fault("session.step")
             self._emit(callback, "step")
-        if status in ("finished", "budget") and self.config.samea.front_latency and not self._front_latency(stop,
-                                                                                                          callback):
-            status = "paused"  # stopped while measuring: the next resume measures the rest
+        if status in ("finished", "budget") and self.config.samea.front_latency:
+            if not self._front_latency(stop, callback):
+                status = "paused"  # stopped while measuring: the next resume measures the rest
         summary = self._summary(status, algo_s)
         fault("session.finish")
         store.set_meta(status=status, summary=summary, algorithm_s=algo_s, elapsed_s=elapsed0 + time.time() - t_start,
@@ -729,14 +726,12 @@ class SearchSession:
         ``latency`` event). A target this machine lacks (cuda without a GPU), or
         a network that cannot be measured, is logged and left without a latency: the search's results
         stand without it."""
+        from engine.run.child import one_line
+
         store = self.store
         if self.latency is None:
-            from engine.run.latency import LatencyBook
-
-            s = self.config.samea
             try:
-                self.latency = LatencyBook(store, self.problem, self.flops_of, s.latency_target, s.latency_threads,
-                                           s.latency_runs, int(self.config.seed))
+                self.latency = self._latency_book()
             except ConfigError as exc:
                 log.warning("the front's latency is not measured: %s", exc)
                 return True
@@ -754,14 +749,23 @@ class SearchSession:
             try:
                 book.measure(g)
             except Exception as exc:  # noqa: BLE001 - a latency is a figure beside the results, not a result
-                log.warning("the latency of %s could not be measured: %s", g.to_dict(),
-                            (str(exc).splitlines() or [type(exc).__name__])[0])
+                log.warning("the latency of %s could not be measured: %s", g.to_dict(), one_line(exc))
         for c in store.candidates("done"):
-            cols = {k: v for k, v in self._costs(Genome.from_dict(c.genome)).items() if k != "gflops"}
-            if cols and (cols.get("latency_ms"), cols.get("latency_predicted")) != (c.latency_ms, c.latency_predicted):
+            cols = self._costs(Genome.from_dict(c.genome))
+            if "latency_ms" in cols and (cols["latency_ms"], cols["latency_predicted"]) != (c.latency_ms,
+                                                                                             c.latency_predicted):
                 store.update_candidate(c.id, **cols)
         store.set_meta(objective=self._objective_meta())
         return True
+
+    def _latency_book(self):
+        """The run's ``LatencyBook`` on ``samea.latency_target`` (its measured latencies read back from
+        the database); raises ``ConfigError`` for a cuda target on a machine without one."""
+        from engine.run.latency import LatencyBook
+
+        s = self.config.samea
+        return LatencyBook(self.store, self.problem, self.flops_of, s.latency_target, s.latency_threads,
+                           s.latency_runs, int(self.config.seed))
 
     def _costs(self, genome: Genome) -> dict:
         """The candidate's GFLOPs and latency columns (latency measured, or predicted and flagged so)."""
