@@ -47,6 +47,12 @@ def small_demo(tmp_path_factory):
     return dst, config
 
 
+def _bytes_of(*roots: Path) -> dict[str, bytes]:
+    """Every file under ``roots`` (or the file itself), by path: what a command must leave as it found it."""
+    files = [p for r in roots for p in ([r] if r.is_file() else sorted(r.rglob("*"))) if p.is_file()]
+    return {str(p): p.read_bytes() for p in files}
+
+
 def emonas(*args, check=True):
     p = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True, timeout=900)
     if check:
@@ -90,6 +96,7 @@ def searched(small_demo, tmp_path_factory):
 def test_seeded_search_is_reproducible_and_listed(small_demo, searched, capsys):
     run_a, a = searched
     runs_dir = run_a.parent
+    inputs = _bytes_of(*small_demo)  # the dataset and the config: read, never written
     b = last_json(emonas("search", "--out", run_a.parent / "b", *search_args(small_demo)))
     assert a["status"] == b["status"] == "finished"
     assert a["evaluations_per_phase"] == {"init": 4, "learning": 4}
@@ -134,6 +141,7 @@ def test_seeded_search_is_reproducible_and_listed(small_demo, searched, capsys):
     assert again["status"] == "finished" and again["counts"]["done"] == 8
     assert measured() == before  # nothing measured again
     assert [f["latency_ms"] for f in again["front"]] == [f["latency_ms"] for f in front]
+    assert _bytes_of(*small_demo) == inputs
 
 
 def test_user_errors_are_one_line(small_demo, tmp_path, capsys):
