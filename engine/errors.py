@@ -37,3 +37,13 @@ class RunError(EmonasError):
 
 class ExportError(EmonasError):
     """A model folder that cannot be written or that fails verification."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing one-line text of an exception."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, EmonasError):
+        return text or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return f"unexpected {type(exc).__name__}: {text}" if text else f"unexpected {type(exc).__name__}"

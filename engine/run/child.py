@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from engine.errors import EmonasError
+from engine.errors import EmonasError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +79,6 @@ class JobControl:
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
-
-
-def one_line(exc: BaseException) -> str:
-    """The user-facing one-line text of an exception."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, EmonasError):
-        return text or type(exc).__name__
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    return f"unexpected {type(exc).__name__}: {text}" if text else f"unexpected {type(exc).__name__}"
 
 
 def plain_event(ev: Any) -> dict:

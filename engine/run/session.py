@@ -33,7 +33,7 @@ import numpy as np
 
 from engine.config import SearchConfig
 from engine.device import resolve_device_name
-from engine.errors import ConfigError, DataError, EmonasError, GenomeError, RunError
+from engine.errors import ConfigError, DataError, EmonasError, GenomeError, RunError, one_line
 from engine.genome import Genome, SearchSpace
 from engine.run.evaluate import AnyFlag
 from engine.faults import fault
@@ -726,8 +726,6 @@ class SearchSession:
         ``latency`` event). A target this machine lacks (cuda without a GPU), or
         a network that cannot be measured, is logged and left without a latency: the search's results
         stand without it."""
-        from engine.run.child import one_line
-
         store = self.store
         if self.latency is None:
             try:
