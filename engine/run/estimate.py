@@ -109,6 +109,7 @@ class TimeModel:
                               + sum(p.excess_s for p in calibration.points))
         self.extra_s = extra_s or (lambda g: 0.0)
         self.end_s = 0.0  # once, after the last candidate (the front's latency measured at the end)
+        self.end_each_s = 0.0  # of that, the seconds to measure one network
         self.ratios: list[float] = []
 
     def parts(self, genome: Genome) -> dict[str, float]:

@@ -111,8 +111,9 @@ def pareto_points(points: Sequence[tuple[int, float, float, int]]) -> tuple[list
 
 def build_progress(store, status: str, generation: int, generations: int, expected: int,
                    candidate_seconds: float | None, slots: int, elapsed: float,
-                   objective: str = "parameters") -> Progress:
-    """The progress of the run in ``store`` (its counts and front read now) with what the caller knows."""
+                   objective: str = "parameters", end_seconds: float = 0.0) -> Progress:
+    """The progress of the run in ``store`` (its counts and front read now) with what the caller knows;
+    ``end_seconds``: the work left after all training (measuring the front's latency), in the ETA."""
     counts = store.counts()
     front, hv = pareto_points(store.objectives())
     evaluated = counts["done"] + counts["failed"]
@@ -124,17 +125,18 @@ def build_progress(store, status: str, generation: int, generations: int, expect
     elif candidate_seconds is None or not math.isfinite(candidate_seconds):
         eta = None
     else:
-        eta = (expected - evaluated) * float(candidate_seconds) / max(1, int(slots))
+        eta = (expected - evaluated) * float(candidate_seconds) / max(1, int(slots)) + max(0.0, float(end_seconds))
     return Progress(status, int(generation), int(generations), counts["done"], counts["failed"], counts["running"],
                     counts["queued"], expected, fraction, eta, float(elapsed), tuple(front), hv, objective)
 
 
 def basis(expected: int, candidate_seconds: float | None, slots: int, generation: int, generations: int,
-          elapsed: float, objective: str) -> dict:
-    """The ``progress_basis`` meta entry a session keeps for readers of its run."""
+          elapsed: float, objective: str, end_seconds: float = 0.0) -> dict:
+    """The ``progress_basis`` meta entry a session keeps for readers of its run (``end_seconds``, optional
+    for readers of older runs: the expected seconds of work after all training)."""
     return {"version": PROGRESS_VERSION, "expected": int(expected), "candidate_seconds": candidate_seconds,
             "slots": int(slots), "generation": int(generation), "generations": int(generations),
-            "elapsed_s": float(elapsed), "objective": objective}
+            "elapsed_s": float(elapsed), "objective": objective, "end_seconds": float(end_seconds)}
 
 
 def read_progress(store) -> Progress:
@@ -149,7 +151,7 @@ def read_progress(store) -> Progress:
     if not isinstance(b, Mapping) or b.get("version") != PROGRESS_VERSION:
         b = _legacy_basis(store, meta, status)
     return build_progress(store, status, b["generation"], b["generations"], b["expected"], b["candidate_seconds"],
-                          b["slots"], b["elapsed_s"], b["objective"])
+                          b["slots"], b["elapsed_s"], b["objective"], float(b.get("end_seconds") or 0.0))
 
 
 def _legacy_basis(store, meta: dict, status: str) -> dict:

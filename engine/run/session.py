@@ -269,6 +269,8 @@ class SearchSession:
         self._eta_sample: list[Genome] = []
         self._observed: list[Genome] = []  # the ETA's sample when the time model came without one
         self._candidate_s: float | None = None  # the time model's mean seconds per candidate
+        self._end_left: int | None = None  # front networks left to measure, while measuring them
+        self._end_measured: list[float] = []  # seconds each front network's measurement took
         self._elapsed0 = 0.0  # seconds the run ran in earlier sessions
         self._t_start = time.time()
 
@@ -474,7 +476,8 @@ class SearchSession:
         if cfg.samea.front_latency and not self.measures_latency and sample:
             # the front's networks measured once the search ends; its size guessed as half a generation
             n = max(2, int(cfg.samea.population) // 2)
-            model.end_s = n * float(np.mean([latency_s(g) for g in sample]))
+            model.end_each_s = float(np.mean([latency_s(g) for g in sample]))
+            model.end_s = n * model.end_each_s
             notes.append(f"includes measuring the latency of the front's networks (about {n}) at the end")
         return model, sample, cached, notes
 
@@ -742,12 +745,16 @@ class SearchSession:
             if stop.is_set():
                 return False
             g = Genome.from_dict(c.genome)
+            self._end_left = len(todo) - i
             self._emit(callback, "latency", c, detail={"done": i, "total": len(todo), "target": book.target,
                                                        "hardware": book.hardware})
+            t0 = time.perf_counter()
             try:
                 book.measure(g)
             except Exception as exc:  # noqa: BLE001 - a latency is a figure beside the results, not a result
                 log.warning("the latency of %s could not be measured: %s", g.to_dict(), one_line(exc))
+            self._end_measured.append(time.perf_counter() - t0)
+        self._end_left = 0
         for c in store.candidates("done"):
             cols = self._costs(Genome.from_dict(c.genome))
             if "latency_ms" in cols and (cols["latency_ms"], cols["latency_predicted"]) != (c.latency_ms,
@@ -955,18 +962,35 @@ class SearchSession:
     def _elapsed(self) -> float:
         return self._elapsed0 + time.time() - self._t_start
 
+    def _end_seconds(self) -> float:
+        """Seconds of work left after all training: measuring the latency of the front's networks that
+        have none (``samea.front_latency``), at the time model's rate until some are measured."""
+        if not self.config.samea.front_latency or self.measures_latency or self.store is None:
+            return 0.0
+        each = (float(np.mean(self._end_measured)) if self._end_measured
+                else float(getattr(self.eta_model, "end_each_s", 0.0) or 0.0))
+        if each <= 0:
+            return 0.0
+        if self._end_left is not None:
+            left = self._end_left
+        else:
+            front = [Genome.from_dict(c.genome) for c in self.store.front()]
+            left = len(front) if self.latency is None else sum(self.latency.known(g) is None for g in front)
+        return left * each
+
     def _basis(self) -> dict:
         """The ``progress_basis`` meta entry (what a reader of the run cannot count from the database)."""
         s = self.strategy
         return {P.BASIS_KEY: P.basis(s.expected_evaluations(), self._mean_candidate_seconds(), self.parallel_slots(),
-                                     s.generation, s.generations, self._elapsed(), self.config.samea.objective)}
+                                     s.generation, s.generations, self._elapsed(), self.config.samea.objective,
+                                     self._end_seconds())}
 
     def progress(self, status: str = "running") -> Progress:
         """The run's progress now (the strategy's expected evaluations, the database's counts and front)."""
         s = self.strategy
         return P.build_progress(self.store, status, s.generation, s.generations, s.expected_evaluations(),
                                 self._mean_candidate_seconds(), self.parallel_slots(), self._elapsed(),
-                                self.config.samea.objective)
+                                self.config.samea.objective, self._end_seconds())
 
     def _objective_meta(self) -> dict:
         """The run's second objective, its bounds and where latency is measured (stored in the run)."""

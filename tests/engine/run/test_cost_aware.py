@@ -124,6 +124,50 @@ def test_stopped_while_the_front_is_measured_the_run_pauses_and_resume_measures_
     assert summary["status"] == "finished" and all(f["latency_ms"] is None for f in summary["front"])
 
 
+class _FixedTimes:
+    """A time model stand-in: every candidate 5 s, measuring one front network 7 s."""
+    end_each_s = 7.0
+
+    def candidate_seconds(self, genome):
+        return 5.0
+
+    def observe(self, genome, seconds):
+        pass
+
+
+def test_the_eta_counts_measuring_the_fronts_latency_until_it_is_done(tmp_path):
+    """The ETA during a search counts the front's latency measurement that follows the training:
+    before it, one network's time-model seconds for each front network; while measuring, the rest at
+    the rate measured; read back from the run by another process alike; 0 once finished."""
+    from engine.run.progress import watch
+
+    events, seen = [], []
+    run = tmp_path / "run"
+
+    def record(ev):
+        events.append(ev)
+        if ev.kind == "step":  # what another process (the app's monitor, `emonas runs`) reads now
+            seen.append((watch(run).eta_seconds, len(_front_rows(run)), ev.progress.expected - ev.progress.evaluated))
+
+    summary = SearchSession(run, config("parameters"), fake_evaluate, TINY, time_model=_FixedTimes()).run(callback=record)
+    assert summary["status"] == "finished"
+    for eta, front, left in seen:  # the training left at 5 s each, then each front network at 7 s
+        assert eta == pytest.approx(left * 5.0 + front * 7.0)
+    measuring = [ev for ev in events if ev.kind == "latency"]
+    n = len(summary["front"])
+    assert len(measuring) == n and measuring[0].progress.eta_seconds == pytest.approx(n * 7.0)
+    for ev in measuring[1:]:  # then the rate measured so far (these tiny networks: well under 7 s each)
+        assert 0 < ev.progress.eta_seconds < (n - ev.detail["done"]) * 7.0
+    assert events[-1].kind == "finished" and events[-1].progress.eta_seconds == 0.0
+    assert watch(run).eta_seconds == 0.0
+
+    off = SearchSession(tmp_path / "off", config("parameters", front_latency=False), fake_evaluate, TINY,
+                        time_model=_FixedTimes())
+    steps = []
+    off.run(callback=lambda ev: steps.append(ev.progress) if ev.kind == "step" else None)
+    assert all(p.eta_seconds == pytest.approx((p.expected - p.evaluated) * 5.0) for p in steps)
+
+
 def _front_rows(run) -> list:
     with RunStore.open_readonly(run) as s:
         return s.front()
