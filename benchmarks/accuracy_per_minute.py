@@ -75,6 +75,8 @@ VARIANTS: dict[str, dict] = {
     "val-every-1": {"train": {"val_every": 1}},
     "aug-strong": {"train": {"augmentation": "strong"}},
     "mirror-all": {"train": {"mirror_axes": [0, 1, 2]}},
+    "mirror-none": {"train": {"mirror_axes": []}},
+    "mirror-x": {"train": {"mirror_axes": [0]}},  # the default before mirroring followed the budget
     "paper": {"train": {"profile": "paper"}},
     "lr-poly": {"train": {"lr_schedule": "poly"}},
     "lr-poly-3e-3": {"train": {"lr_schedule": "poly"}, "genome": {"lr": 3e-3}},

@@ -43,6 +43,7 @@ def _train(args) -> dict:
         augmentation=args.augmentation,
         val_every=args.val_every,
         lr_schedule=args.lr_schedule,
+        mirror_axes=_mirror_axes(args.mirror_axes),
     )
     with progress_bar(None, "preprocessing") as bar:
         data = prepare_training_data(
@@ -137,9 +138,13 @@ def register(sub) -> None:
                         "authors' protocol (batch 2, 2x2x2 pooling, their early stopping, LR schedule, augmentation, "
                         "soft Dice; docs/paper_profile.md)")
     p.add_argument("--augmentation", choices=["auto", "light", "strong"], default="auto",
-                   help="default profile: auto grows rotation, scaling and intensity changes with the planned "
-                        "steps (light for short trainings, nnU-Net's strength from 20,000 steps); light: "
-                        "mirroring only; strong: nnU-Net's (mirroring only along axes the labels allow)")
+                   help="default profile: auto grows mirroring, rotation, scaling and intensity changes with "
+                        "the planned steps (light for short trainings, nnU-Net's strength from 20,000 steps); "
+                        "light: none; strong: nnU-Net's (mirroring only along axes the labels allow)")
+    p.add_argument("--mirror-axes", default=None, metavar="AXES",
+                   help="mirror these axes (x, y, z or 0, 1, 2: 'x', 'xz', '0,2'; 'none') with p 0.5 whatever the "
+                        "budget (default: the plan's allowed axes, as often as the augmentation's strength says: "
+                        "never in a short training)")
     p.add_argument("--val-every", type=int, default=None,
                    help="validate every N epochs (default: every epoch in the paper profile, else so that "
                         "validation costs about 10 %% of training)")
@@ -161,3 +166,13 @@ def register(sub) -> None:
                                                "and the mean and std per label to OUT_summary.csv")
 
 
+def _mirror_axes(value: str | None) -> list | None:
+    """``--mirror-axes``: None (the plan's), [] for "none", else its axes as 0/1/2 or x/y/z characters."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value == "none":
+        return []
+    from engine.data.mirror import parse_axes
+
+    return parse_axes([int(c) if c.isdigit() else c for c in value.replace(",", "").replace(" ", "")], "--mirror-axes")

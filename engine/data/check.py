@@ -148,7 +148,8 @@ def format_report(report: dict) -> str:
             f"patch {'x'.join(str(v) for v in plan['patch_size'])}, batch {plan['batch_size']}, "
             f"median case {'x'.join(str(v) for v in plan['median_shape'])}",
             "            normalization " + ", ".join(f"{n['modality']}: {n['scheme']}" for n in plan["normalization"]),
-            "            mirroring (training augmentation and --mirror): "
+            # 2,000: engine.train.augmentation.LIGHT_STEPS (not imported: it would load torch)
+            "            mirroring allowed (trainings of over 2,000 steps, and --mirror after them): "
             + (", ".join("xyz"[a] for a in plan["mirror_axes"]) or "no axis"),
         ] + [f"              {note}" for note in plan.get("mirror_notes", [])]
     n_f, n_w = report["n_fatal"], report["n_warnings"]

@@ -25,14 +25,17 @@ What the default profile trains with (``training_augmentation``):
 - mirroring only along the axes the plan allows (``Plan.mirror_axes``: none along which the labels
   carry a direction, see ``engine.data.mirror``), or the training config's ``mirror_axes``;
 - a strength that grows with the training budget (``augmentation``: "auto", the default): the
-  probabilities of rotation, scaling and the intensity changes are those above times
+  probabilities of mirroring, rotation, scaling and the intensity changes are those above times
   ``strength = clip((steps - LIGHT_STEPS) / (STRONG_STEPS - LIGHT_STEPS), 0, 1)``, ``steps`` being the
   planned optimizer steps (epochs x iterations per epoch). A search candidate (tens of epochs of a
-  few dozen steps) trains "light" (mirroring only), a long final training at nnU-Net's strength
-  (the final retraining of a run asks for "strong"). Rotation, scaling and intensity changes slow
-  down what a short training learns; they pay over long schedules on varied subjects, which a set
-  of one warped anatomy cannot show (BENCHMARKS.md, "accuracy per minute", records what was
-  measured). "light" and "strong" fix the strength at 0 or 1.
+  few dozen steps) trains "light" (no augmentation but the patches' random placement), a long final
+  training at nnU-Net's strength (the final retraining of a run asks for "strong"). Every one of
+  them slows down what a short training learns; they pay over long schedules on varied subjects,
+  which a set of one warped anatomy cannot show (BENCHMARKS.md, "accuracy per minute", records what
+  was measured: mirroring even the left-right axis cost a 480-step training 0.03 - 0.04 of Dice on
+  the hippocampus set, whose structure is one side's). "light" and "strong" fix the strength at 0
+  or 1. Axes named in the training config's ``mirror_axes`` are mirrored with p = 0.5 whatever the
+  strength: the user asked for them.
 
 The paper profile keeps its own fixed augmentation.
 """
@@ -87,7 +90,7 @@ DEFAULT = AugmentationProfile(
 )
 
 PROFILES = {"paper": PAPER, "default": DEFAULT}
-#: Planned steps at or below which the default profile trains light (mirroring only), and at or above
+#: Planned steps at or below which the default profile trains light (no augmentation), and at or above
 #: which it trains at full strength; linear in between.
 LIGHT_STEPS = 2000
 STRONG_STEPS = 20000
@@ -103,12 +106,16 @@ def strength_for(setting: str, steps: int) -> float:
     return float(min(1.0, max(0.0, (steps - LIGHT_STEPS) / (STRONG_STEPS - LIGHT_STEPS))))
 
 
-def scaled_profile(profile: AugmentationProfile, strength: float, flip_axes) -> AugmentationProfile:
+def scaled_profile(profile: AugmentationProfile, strength: float, flip_axes, flip_strength: float | None = None
+                   ) -> AugmentationProfile:
     """``profile`` with the probabilities of rotation, scaling and intensity changes times ``strength``
-    and mirroring of ``flip_axes`` only."""
+    and mirroring of ``flip_axes`` only, with its probability times ``flip_strength`` (default
+    ``strength``); no axis is listed when that probability is 0 (what test-time mirroring reads)."""
     s = float(strength)
+    p_flip = profile.p_flip * (s if flip_strength is None else float(flip_strength))
+    axes = tuple(int(a) for a in flip_axes) if p_flip > 0 else ()
     return replace(
-        profile, flip_axes=tuple(int(a) for a in flip_axes),
+        profile, flip_axes=axes, p_flip=p_flip if axes else 0.0,
         p_rotate=profile.p_rotate * s, p_scale=profile.p_scale * s, p_brightness=profile.p_brightness * s,
         p_contrast=profile.p_contrast * s, p_gamma=profile.p_gamma * s, p_noise=profile.p_noise * s,
     )
@@ -117,14 +124,15 @@ def scaled_profile(profile: AugmentationProfile, strength: float, flip_axes) -> 
 def training_augmentation(profile_name: str, setting: str, mirror_axes, plan_mirror_axes, steps: int
                           ) -> tuple[AugmentationProfile, dict]:
     """The augmentation a training uses and its record (for training.json): the paper profile as it
-    is; the default one scaled to the budget, mirroring ``mirror_axes`` (None: the plan's axes)."""
+    is; the default one scaled to the budget, mirroring the plan's axes as often as the strength says,
+    or ``mirror_axes`` (given: the user's choice) at the profile's own probability."""
     base = PROFILES[profile_name]
     if profile_name == "paper":
         prof, strength = base, None
     else:
         axes = plan_mirror_axes if mirror_axes is None else mirror_axes
         strength = strength_for(setting, steps)
-        prof = scaled_profile(base, strength, sorted(int(a) for a in axes))
+        prof = scaled_profile(base, strength, sorted(int(a) for a in axes), None if mirror_axes is None else 1.0)
     record = {"profile": profile_name, "setting": setting, "strength": strength, "planned_steps": int(steps),
               "mirror_axes": list(prof.flip_axes), "p_flip": prof.p_flip, "p_rotate": prof.p_rotate,
               "p_scale": prof.p_scale, "p_brightness": prof.p_brightness, "p_contrast": prof.p_contrast,

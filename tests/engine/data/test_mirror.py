@@ -57,7 +57,9 @@ def test_check_shows_no_mirroring_along_the_direction_the_labels_carry(tmp_path,
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     code, out, _ = run_cli(capsys, "check", str(root))
     assert code == 0
-    assert "mirroring (training augmentation and --mirror): x, z" in out
+    from engine.train.augmentation import LIGHT_STEPS
+
+    assert f"mirroring allowed (trainings of over {LIGHT_STEPS:,} steps, and --mirror after them): x, z" in out
     assert "y: not mirrored ('part a' lies anterior of 'part b' in 6 of 6 cases" in out
     code, out, _ = run_cli(capsys, "check", str(root), "--json")
     assert last_json(out)["plan"]["mirror_axes"] == [0, 2]

@@ -42,11 +42,20 @@ def test_strength_grows_with_the_planned_steps():
     assert strength_for("auto", (LIGHT_STEPS + STRONG_STEPS) // 2) == pytest.approx(0.5)
     assert strength_for("light", 10**6) == 0.0 and strength_for("strong", 10) == 1.0
     light, rec = training_augmentation("default", "auto", None, (0,), 300)
-    assert (light.p_rotate, light.p_scale, light.p_gamma, light.p_noise) == (0, 0, 0, 0)
-    assert light.flip_axes == (0,) and light.p_flip == DEFAULT.p_flip and rec["strength"] == 0.0
+    assert (light.p_rotate, light.p_scale, light.p_gamma, light.p_noise, light.p_flip) == (0, 0, 0, 0, 0)
+    # a short training mirrors nothing, so test-time mirroring averages over nothing either
+    assert light.flip_axes == () and rec["mirror_axes"] == [] and rec["strength"] == 0.0
+    half, rec = training_augmentation("default", "auto", None, (0, 2), (LIGHT_STEPS + STRONG_STEPS) // 2)
+    assert half.flip_axes == (0, 2) and half.p_flip == pytest.approx(DEFAULT.p_flip / 2) and rec["mirror_axes"] == [0, 2]
+    full, rec = training_augmentation("default", "strong", None, (0,), 300)
+    assert full.flip_axes == (0,) and full.p_flip == DEFAULT.p_flip and rec["mirror_axes"] == [0]
     strong, rec = training_augmentation("default", "auto", [1, 2], (0,), 10**6)
     assert strong.p_rotate == DEFAULT.p_rotate and strong.p_gamma == DEFAULT.p_gamma
     assert strong.flip_axes == (1, 2) and rec["mirror_axes"] == [1, 2]  # the config's axes win
+    asked, rec = training_augmentation("default", "auto", [0], (1, 2), 300)
+    assert asked.flip_axes == (0,) and asked.p_flip == DEFAULT.p_flip and asked.p_rotate == 0  # asked for: mirrored
+    none, rec = training_augmentation("default", "strong", [], (0, 1, 2), 10**6)
+    assert none.flip_axes == () and none.p_flip == 0 and rec["mirror_axes"] == []
     paper, rec = training_augmentation("paper", "auto", None, (1,), 300)
     assert paper == PAPER and rec["strength"] is None
 
@@ -61,12 +70,14 @@ def test_only_allowed_axes_are_ever_flipped():
 def test_trainer_mirrors_the_plans_axes_and_validates_a_small_share(tiny_data, small_genome, tmp_path):
     data = with_plan(tiny_data, MirrorPlan())
     t = Trainer(small_genome, data, TrainerConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2))
-    assert t.augmentation_profile.flip_axes == (0,) and t.augmentation["strength"] == 0.0
+    assert t.augmentation_profile.flip_axes == () and t.augmentation["strength"] == 0.0  # 10 steps: none
+    t = Trainer(small_genome, data, TrainerConfig(epochs=5, device="cpu", iterations_per_epoch=2, augmentation="strong"))
+    assert t.augmentation_profile.flip_axes == (0,) and t.augmentation["strength"] == 1.0
     # two 24x24x16 validation volumes, 16^3 patches: 2 x (1.2 + 4 x 0.2) against 2 x 2 samples per epoch
     assert sum(sliding_windows(c.label.shape, t.patch) for c in data.val) == 8
     assert t.val_every == validation_interval([c.label.shape for c in data.val], t.patch, 2, 2) == 9
-    r = train_candidate(small_genome, data, TrainerConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2),
-                        out_dir=tmp_path)
+    r = train_candidate(small_genome, data, TrainerConfig(epochs=5, seed=1, device="cpu", iterations_per_epoch=2,
+                                                          augmentation="strong"), out_dir=tmp_path)
     validated = [c["epoch"] for c in r.curves if "val_loss" in c]
     assert validated == [5]  # every 9th epoch and the last
     assert 0 < r.f1 < 1 and r.best_epoch == 5
@@ -82,7 +93,11 @@ def test_predict_mirror_uses_the_trained_axes_only(tiny_data, small_genome, tmp_
     from engine.infer.predictor import Predictor
 
     data = with_plan(tiny_data, MirrorPlan())
-    train_candidate(small_genome, data, TrainerConfig(epochs=1, device="cpu", iterations_per_epoch=1), out_dir=tmp_path)
+    short = tmp_path / "short"
+    train_candidate(small_genome, data, TrainerConfig(epochs=1, device="cpu", iterations_per_epoch=1), out_dir=short)
+    assert Predictor.from_training_folder(short, mirror=True).mirror == []  # its training mirrored nothing
+    train_candidate(small_genome, data, TrainerConfig(epochs=1, device="cpu", iterations_per_epoch=1,
+                                                      augmentation="strong"), out_dir=tmp_path)
     calls = []
     pred = Predictor.from_training_folder(tmp_path, mirror=True)
     assert pred.mirror == [0]
@@ -130,3 +145,20 @@ def test_train_cli_lr_schedule_poly_decays_and_is_recorded(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(tmp_path / "x"), "--lr-schedule", "cosine"])
     assert e.value.code == 2 and not (tmp_path / "x").exists()
+
+
+def test_train_cli_mirror_axes_mirrors_the_axes_asked_for_and_refuses_others(tmp_path, capsys):
+    from engine.cli import main
+
+    out = tmp_path / "xz"
+    code = main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(out), "--epochs", "1",
+                 "--iterations-per-epoch", "1", "--mirror-axes", "x,z", "--threads", "1"])
+    assert code == 0
+    capsys.readouterr()
+    doc = json.loads((out / "training.json").read_text())
+    assert doc["mirror_axes"] == [0, 2] and doc["augmentation"]["p_flip"] == DEFAULT.p_flip
+    assert doc["augmentation"]["strength"] == 0.0  # the rest of the augmentation still follows the budget
+    bad = tmp_path / "bad"
+    code = main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(bad), "--mirror-axes", "xw"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--mirror-axes" in err[0] and "'w'" in err[0] and not bad.exists()
