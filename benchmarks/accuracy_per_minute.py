@@ -77,6 +77,8 @@ VARIANTS: dict[str, dict] = {
     "mirror-all": {"train": {"mirror_axes": [0, 1, 2]}},
     "mirror-none": {"train": {"mirror_axes": []}},
     "mirror-x": {"train": {"mirror_axes": [0]}},  # the default before mirroring followed the budget
+    "init-kaiming": {"init": "kaiming"},  # nnU-Net's initialization: He normal (a 0.01), zero biases
+    "dice-smooth-1e-5": {"dice_smooth": 1e-5},  # nnU-Net's Dice smoothing instead of 1
     "paper": {"train": {"profile": "paper"}},
     "lr-poly": {"train": {"lr_schedule": "poly"}},
     "lr-poly-3e-3": {"train": {"lr_schedule": "poly"}, "genome": {"lr": 3e-3}},
@@ -158,7 +160,19 @@ def worker(spec: dict) -> dict:
                          "num_threads": threads, "max_epochs_for_objective": max(epochs, 1),
                          **variant.get("train", {})})
     deadline = _Deadline(spec.get("budget"), spec.get("clock", "wall"))
+    if "dice_smooth" in variant:
+        from engine.train import losses
+
+        losses.per_class_soft_dice.__defaults__ = (float(variant["dice_smooth"]), False)
     trainer = Trainer(Genome.from_dict({**SMALL_GENOME, **variant.get("genome", {})}), data, cfg, cancel=deadline)
+    if variant.get("init") == "kaiming":
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec["seed"])
+            for m in trainer.model.modules():
+                if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+                    torch.nn.init.kaiming_normal_(m.weight, a=1e-2)
+                    if m.bias is not None:
+                        torch.nn.init.zeros_(m.bias)
     if spec["arm"] == "unet":
         from monai.networks.nets import UNet
 
