@@ -737,7 +737,7 @@ class SearchSession:
                 log.warning("the front's latency is not measured: %s", exc)
                 return True
         book = self.latency
-        todo = [c for c in store.front() if book.known(Genome.from_dict(c.genome)) is None]
+        todo = self._front_unmeasured()
         if todo:
             log.info("measuring the latency of %d network(s) of the front on %s (%s)", len(todo), book.target,
                      book.hardware)
@@ -971,12 +971,16 @@ class SearchSession:
                 else float(getattr(self.eta_model, "end_each_s", 0.0) or 0.0))
         if each <= 0:
             return 0.0
-        if self._end_left is not None:
-            left = self._end_left
-        else:
-            front = [Genome.from_dict(c.genome) for c in self.store.front()]
-            left = len(front) if self.latency is None else sum(self.latency.known(g) is None for g in front)
+        left = self._end_left if self._end_left is not None else len(self._front_unmeasured())
         return left * each
+
+    def _front_unmeasured(self) -> list[CandidateRow]:
+        """The front's candidates without a latency on the run's target (all of them before the run's
+        ``LatencyBook`` exists: a parameters or flops run opens it when the search ends)."""
+        front = self.store.front()
+        if self.latency is None:
+            return front
+        return [c for c in front if self.latency.known(Genome.from_dict(c.genome)) is None]
 
     def _basis(self) -> dict:
         """The ``progress_basis`` meta entry (what a reader of the run cannot count from the database)."""
