@@ -149,16 +149,24 @@ def test_train_cli_lr_schedule_poly_decays_and_is_recorded(tmp_path):
 
 def test_train_cli_mirror_axes_mirrors_the_axes_asked_for_and_refuses_others(tmp_path, capsys):
     from engine.cli import main
+    from engine.data.demo import write_demo_dataset
 
+    dataset = write_demo_dataset(tmp_path / "data")
+    genome = tmp_path / "genome.json"
+    genome.write_text(GENOME)
+    inputs = [p for p in [*dataset.rglob("*"), genome] if p.is_file()]
+    before = {p: p.read_bytes() for p in inputs}
     out = tmp_path / "xz"
-    code = main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(out), "--epochs", "1",
+    code = main(["train", "--dataset", str(dataset), "--genome", str(genome), "--out", str(out), "--epochs", "1",
                  "--iterations-per-epoch", "1", "--mirror-axes", "x,z", "--threads", "1"])
     assert code == 0
+    assert {p: p.read_bytes() for p in inputs} == before  # the dataset and the genome file untouched
     capsys.readouterr()
     doc = json.loads((out / "training.json").read_text())
     assert doc["mirror_axes"] == [0, 2] and doc["augmentation"]["p_flip"] == DEFAULT.p_flip
     assert doc["augmentation"]["strength"] == 0.0  # the rest of the augmentation still follows the budget
     bad = tmp_path / "bad"
-    code = main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(bad), "--mirror-axes", "xw"])
+    code = main(["train", "--dataset", str(dataset), "--genome", str(genome), "--out", str(bad), "--mirror-axes", "xw"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--mirror-axes" in err[0] and "'w'" in err[0] and not bad.exists()
+    assert {p: p.read_bytes() for p in inputs} == before
