@@ -29,7 +29,8 @@ another checkout's code (say, the code before a change) with this script's measu
 ``--variants`` names changes from that code's defaults (``VARIANTS`` below), one factor at a time.
 
 ``dataset`` writes a variant of the hippocampus set whose labels are the grey matter inside a tube of
-another radius (the set's is 5 mm; 7 mm puts more of the labels' boundary on the grey matter's edge),
+another radius (the set's is 6 mm, an adult hippocampus's volume; 5 mm, the set before, puts more of the
+labels' boundary on the tube, 7 mm more on the grey matter's edge),
 to measure how much of a result is the set's; pass it to ``run --dataset``.
 
 Every measurement appends one JSON line to ``--log``; ``report`` prints the markdown tables of
@@ -380,7 +381,7 @@ def main(argv=None) -> None:
     p.add_argument("--log", action="append", required=True)
     d = sub.add_parser("dataset", help="write a variant of the hippocampus set (another tube radius)")
     d.add_argument("out")
-    d.add_argument("--tube-radius", type=float, required=True, help="mm (the set's own: 5)")
+    d.add_argument("--tube-radius", type=float, required=True, help="mm (the set's own: 6)")
     args = ap.parse_args(argv)
     {"run": run, "report": report, "dataset": make_dataset}[args.cmd](args)
 
