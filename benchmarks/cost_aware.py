@@ -172,6 +172,24 @@ def rank_agreement(runs: dict[str, Path]) -> dict:
             "latency_ms_range": [min(lat), max(lat)]}
 
 
+def shared_training(runs: dict[str, Path]) -> dict:
+    """How many trained genomes the searches of one seed have in common.
+
+    Searches with the same seed start from the same population and draw the same random numbers, so
+    they train the same genomes until their objectives first select differently; a front can only
+    differ by the genomes trained after that. Returns the trained count per run and the count trained
+    by every run.
+    """
+    from engine.run.store import RunStore
+
+    trained = {}
+    for name, run in runs.items():
+        with RunStore.open_readonly(run) as store:
+            trained[name] = {json.dumps(c["genome"], sort_keys=True) for c in store.candidates("done")}
+    common = set.intersection(*trained.values()) if trained else set()
+    return {"trained": {k: len(v) for k, v in trained.items()}, "common": len(common)}
+
+
 def fastest_within(front: list[dict], tol: float = 0.02) -> dict:
     best = max(f["dice"] for f in front)
     return min((f for f in front if f["dice"] >= best - tol), key=lambda f: f["latency_ms"])
@@ -200,7 +218,7 @@ def part_fronts(a, out: Path) -> list[dict]:
         ratios = {k: hv[k] / hv["parameters"] if hv["parameters"] else float("inf") for k in hv if k != "parameters"}
         row = {"seed": seed, "reference": ref, "hv": hv, "ratios": ratios,
                "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()},
-               "ranks": rank_agreement(runs)}
+               "ranks": rank_agreement(runs), "shared": shared_training(runs)}
         rows.append(row)
         print(f"seed {seed}: hypervolume " + ", ".join(f"{k}-run {v:.1f}" for k, v in hv.items())
               + ", ratio to the parameters run " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
@@ -211,6 +229,9 @@ def part_fronts(a, out: Path) -> list[dict]:
                   f"{rk['latency_ms_range'][1]:.0f} ms): Spearman's rho against latency, parameters "
                   f"{rk['spearman_parameters']:.2f}, GFLOPs {rk['spearman_gflops']:.2f}; pairs that parameter "
                   f"count orders the other way round {100 * rk['discordant_parameters']:.0f} %", flush=True)
+        sh = row["shared"]
+        print(f"  trained genomes: " + ", ".join(f"{k} {n}" for k, n in sh["trained"].items())
+              + f"; trained by every search {sh['common']}", flush=True)
         for k, f in row["fastest"].items():
             print(f"  {k:<10} front {len(fronts[k])}: fastest within 0.02 Dice of best: #{f['id']} "
                   f"Dice {f['dice']:.3f}, {f['latency_ms']:.1f} ms, {f['parameters']:,} parameters", flush=True)

@@ -245,3 +245,5 @@ def test_cost_aware_rank_agreement_counts_measured_latencies_once_per_genome(tmp
     # genome 3 has the third-most parameters but is the fastest: 2 of the 6 pairs are the other way round
     assert r["discordant_parameters"] == pytest.approx(2 / 6)
     assert r["spearman_parameters"] == pytest.approx(0.4)
+    # genome 3 was trained by both runs
+    assert ca.shared_training(runs) == {"trained": {"latency": 3, "parameters": 3}, "common": 1}
