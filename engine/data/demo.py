@@ -52,7 +52,7 @@ HIPPO_LABELS = {"0": "background", "1": "anterior", "2": "posterior"}
 #: The left hippocampus of the MNI152 2009a template (MNI mm): head, tail, tube radius, split fraction.
 #: The radius gives the structure an adult hippocampus's volume: a median of 3.0 cm3 over the 50 cases
 #: (2.1 - 4.4), against 3.2 - 3.3 cm3 per side measured manually (Pruessner et al., Cereb Cortex 2000);
-#: 5 mm gave 2.0 cm3.
+#: 5 mm gave 2.2 cm3.
 HIPPO_HEAD = (-23.0, -10.0, -20.0)
 HIPPO_TAIL = (-29.0, -38.0, -3.0)
 HIPPO_RADIUS = 6.0
