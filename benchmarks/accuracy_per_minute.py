@@ -338,6 +338,7 @@ def report(args) -> None:
           "test Dice anterior / posterior | mean test Dice (per seed) | best val Dice (per seed) | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (tag, arm, variant, budget), rs in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+        rs = sorted(rs, key=lambda r: r["seed"])  # "per seed" in seed order, whatever order the arms ended in
         dice = np.mean([r["test_dice"] for r in rs], axis=0)
         per_seed = [float(np.mean(r["test_dice"])) for r in rs]
         val = [r["best_val_dice"] for r in rs if r.get("best_val_dice", -1) >= 0]  # -1: never validated
