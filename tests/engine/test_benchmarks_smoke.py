@@ -157,6 +157,22 @@ def test_accuracy_per_minute_smoke(tmp_path):
     assert rep.returncode == 0 and rep.stdout.count("| after | ") == 2
 
 
+def test_accuracy_per_minute_report_lists_seeds_in_order(tmp_path):
+    """Arms run two at a time end in any order; the report's "per seed" figures follow the seeds."""
+    log = tmp_path / "apm.jsonl"
+    base = {"tag": "after", "arm": "genome40", "variant": "default", "budget_s": None, "parameters": 109299,
+            "steps": 480, "validations": 6, "val_seconds": 1.0, "seconds": 10.0, "wall_s": 10.0}
+    lines = [{**base, "seed": 1, "test_dice": [0.7, 0.7], "best_val_dice": 0.71},
+             {**base, "seed": 0, "test_dice": [0.8, 0.8], "best_val_dice": 0.81}]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    before = log.read_bytes()
+    rep = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accuracy_per_minute.py"), "report", "--log",
+                          str(log)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert "0.750 (0.800, 0.700)" in rep.stdout and "0.760 (0.810, 0.710)" in rep.stdout
+    assert log.read_bytes() == before
+
+
 @pytest.mark.slow  # 15 s of timing; the layout rule itself is tested in tests/engine/train
 def test_cpu_layout_benchmark_smoke(tmp_path):
     """The memory-layout benchmark times the small genome in both layouts and prints the rule's choice."""
