@@ -129,7 +129,8 @@ def remeasure(runs: dict[str, Path], latency_runs: int, rounds: int = 3, seed: i
         for c in front:
             k = json.dumps(c["genome"], sort_keys=True)
             dice = statistics.mean((c.get("metrics") or {}).get("dice", {}).values() or [0.0])
-            out[name].append({"id": c["id"], "dice": float(dice), "latency_ms": statistics.median(times[k]),
+            out[name].append({"id": c["id"], "genome": c["genome"], "dice": float(dice),
+                              "latency_ms": statistics.median(times[k]),
                               "rounds_ms": times[k], "parameters": c["parameters"],
                               "stored_latency_ms": c.get("latency_ms")})
     return out
@@ -190,9 +191,40 @@ def shared_training(runs: dict[str, Path]) -> dict:
     return {"trained": {k: len(v) for k, v in trained.items()}, "common": len(common)}
 
 
-def fastest_within(front: list[dict], tol: float = 0.02) -> dict:
-    best = max(f["dice"] for f in front)
-    return min((f for f in front if f["dice"] >= best - tol), key=lambda f: f["latency_ms"])
+def hv_ratios(fronts: dict[str, list[dict]], dice: str = "dice") -> dict:
+    """Each front's hypervolume in (1 - Dice, latency) against (Dice 0, 2x the slowest network of all
+    fronts), and its ratio to the parameters front's; ``dice`` names the entries' Dice key."""
+    slowest = max(f["latency_ms"] for fr in fronts.values() for f in fr)
+    ref = (1.0, 2 * slowest)
+    hv = {k: hypervolume_2d([(1 - f[dice], f["latency_ms"]) for f in fr], ref) if fr else 0.0
+          for k, fr in fronts.items()}
+    ratios = {k: hv[k] / hv["parameters"] if hv["parameters"] else float("inf") for k in hv if k != "parameters"}
+    return {"reference": ref, "hv": hv, "ratios": ratios}
+
+
+def retrain_fronts(fronts: dict[str, list[dict]], a, seed: int, out: Path) -> None:
+    """Train every front network again for ``a.retrain_epochs`` whole epochs with ``emonas train`` (the
+    seed's split, one schedule for all) and add its mean validation Dice to the entries as
+    ``dice_retrained``; a network on several fronts is trained once. Sets apart what the objective
+    chose from the noise of a candidate's short training."""
+    done: dict[str, float] = {}
+    for fr in fronts.values():
+        for f in fr:
+            key = json.dumps(f["genome"], sort_keys=True)
+            if key not in done:
+                folder = out / f"retrain_s{seed}_e{a.retrain_epochs}" / f"net{len(done):02d}"
+                res, secs = cli("train", "--dataset", a.dataset, "--genome", key, "--out", str(folder),
+                                "--force", "--epochs", str(a.retrain_epochs), "--patience", str(a.retrain_epochs),
+                                "--seed", str(seed), "--threads", "1")
+                done[key] = statistics.mean(res["dice"].values())
+                print(f"  retrained #{f['id']} ({f['parameters']:,} parameters) {a.retrain_epochs} epochs in "
+                      f"{secs:.0f} s: Dice {f['dice']:.3f} -> {done[key]:.3f}", flush=True)
+            f["dice_retrained"] = done[key]
+
+
+def fastest_within(front: list[dict], tol: float = 0.02, dice: str = "dice") -> dict:
+    best = max(f[dice] for f in front)
+    return min((f for f in front if f[dice] >= best - tol), key=lambda f: f["latency_ms"])
 
 
 def part_fronts(a, out: Path) -> list[dict]:
@@ -211,11 +243,8 @@ def part_fronts(a, out: Path) -> list[dict]:
                 print(f"seed {seed} {objective:<10} resumed {secs:.0f} s", flush=True)
             runs[objective] = run
         fronts = remeasure(runs, a.latency_runs, seed=seed)
-        slowest = max(f["latency_ms"] for fr in fronts.values() for f in fr)
-        ref = (1.0, 2 * slowest)
-        hv = {k: hypervolume_2d([(1 - f["dice"], f["latency_ms"]) for f in fr], ref) if fr else 0.0
-              for k, fr in fronts.items()}
-        ratios = {k: hv[k] / hv["parameters"] if hv["parameters"] else float("inf") for k in hv if k != "parameters"}
+        h = hv_ratios(fronts)
+        ref, hv, ratios = h["reference"], h["hv"], h["ratios"]
         row = {"seed": seed, "reference": ref, "hv": hv, "ratios": ratios,
                "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()},
                "ranks": rank_agreement(runs), "shared": shared_training(runs)}
@@ -235,10 +264,25 @@ def part_fronts(a, out: Path) -> list[dict]:
         for k, f in row["fastest"].items():
             print(f"  {k:<10} front {len(fronts[k])}: fastest within 0.02 Dice of best: #{f['id']} "
                   f"Dice {f['dice']:.3f}, {f['latency_ms']:.1f} ms, {f['parameters']:,} parameters", flush=True)
+        if a.retrain_epochs:
+            retrain_fronts(fronts, a, seed, out)
+            row["retrained"] = {**hv_ratios(fronts, "dice_retrained"), "epochs": a.retrain_epochs,
+                                "fastest": {k: fastest_within(fr, dice="dice_retrained") for k, fr in fronts.items()}}
+            r = row["retrained"]
+            print(f"seed {seed}, front networks retrained {a.retrain_epochs} epochs: hypervolume "
+                  + ", ".join(f"{k}-run {v:.1f}" for k, v in r["hv"].items()) + ", ratio to the parameters run "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items()), flush=True)
+            for k, f in r["fastest"].items():
+                print(f"  {k:<10} front: fastest within 0.02 Dice of best: #{f['id']} Dice {f['dice_retrained']:.3f}, "
+                      f"{f['latency_ms']:.1f} ms", flush=True)
     for k in rows[0]["ratios"] if rows else ():
         ratios = [r["ratios"][k] for r in rows]
         print(f"hypervolume ratio ({k} / parameters): median {statistics.median(ratios):.2f}, "
               f"per seed {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+        if a.retrain_epochs:
+            ratios = [r["retrained"]["ratios"][k] for r in rows]
+            print(f"  front networks retrained {a.retrain_epochs} epochs: median {statistics.median(ratios):.2f}, "
+                  f"per seed {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
     return rows
 
 
@@ -300,6 +344,9 @@ def main() -> None:
                     help="estimate part: the searches' second objective")
     ap.add_argument("--device", default="auto", help="resources.device of every search (auto, cpu, cuda)")
     ap.add_argument("--latency-target", default="cpu", choices=("cpu", "cuda"), help="samea.latency_target")
+    ap.add_argument("--retrain-epochs", type=int, default=0,
+                    help="fronts part: also train every front network again for this many epochs (emonas train, "
+                         "the seed's split) and compare the fronts with that Dice (0: no)")
     a = ap.parse_args()
     a.objectives = ["latency", "parameters"] + (["flops"] if a.flops else [])
     a.sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]

@@ -157,6 +157,24 @@ def test_accuracy_per_minute_smoke(tmp_path):
     assert rep.returncode == 0 and rep.stdout.count("| after | ") == 2
 
 
+def test_cost_aware_hypervolume_ratio_of_fronts_by_either_dice():
+    """The fronts' hypervolumes against (Dice 0, 2x the slowest network), from the search's Dice or from
+    the Dice of the networks trained again; the fastest network within 0.02 of the best, by either."""
+    ca = _script("cost_aware")
+    fronts = {"latency": [{"id": 1, "dice": 0.6, "dice_retrained": 0.8, "latency_ms": 100.0}],
+              "parameters": [{"id": 2, "dice": 0.7, "dice_retrained": 0.7, "latency_ms": 200.0},
+                             {"id": 3, "dice": 0.5, "dice_retrained": 0.69, "latency_ms": 50.0}]}
+    h = ca.hv_ratios(fronts)
+    assert h["reference"] == (1.0, 400.0)
+    assert h["hv"]["latency"] == pytest.approx(0.6 * 300)
+    assert h["hv"]["parameters"] == pytest.approx(0.5 * 350 + 0.2 * 200)
+    assert h["ratios"]["latency"] == pytest.approx(180 / 215)
+    r = ca.hv_ratios(fronts, "dice_retrained")
+    assert r["ratios"]["latency"] == pytest.approx(0.8 * 300 / (0.69 * 350 + 0.01 * 200))
+    assert ca.fastest_within(fronts["parameters"])["id"] == 2
+    assert ca.fastest_within(fronts["parameters"], dice="dice_retrained")["id"] == 3
+
+
 def test_accuracy_per_minute_report_lists_seeds_in_order(tmp_path):
     """Arms run two at a time end in any order; the report's "per seed" figures follow the seeds."""
     log = tmp_path / "apm.jsonl"
