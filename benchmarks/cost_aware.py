@@ -222,6 +222,15 @@ def retrain_fronts(fronts: dict[str, list[dict]], a, seed: int, out: Path) -> No
             f["dice_retrained"] = done[key]
 
 
+def _hv_text(h: dict) -> str:
+    return ("hypervolume " + ", ".join(f"{k}-run {v:.1f}" for k, v in h["hv"].items()) + ", ratio to the parameters run "
+            + ", ".join(f"{k} {v:.2f}" for k, v in h["ratios"].items()))
+
+
+def _ratios_text(ratios: list[float]) -> str:
+    return f"median {statistics.median(ratios):.2f}, per seed {', '.join(f'{r:.2f}' for r in ratios)}"
+
+
 def fastest_within(front: list[dict], tol: float = 0.02, dice: str = "dice") -> dict:
     best = max(f[dice] for f in front)
     return min((f for f in front if f[dice] >= best - tol), key=lambda f: f["latency_ms"])
@@ -243,15 +252,10 @@ def part_fronts(a, out: Path) -> list[dict]:
                 print(f"seed {seed} {objective:<10} resumed {secs:.0f} s", flush=True)
             runs[objective] = run
         fronts = remeasure(runs, a.latency_runs, seed=seed)
-        h = hv_ratios(fronts)
-        ref, hv, ratios = h["reference"], h["hv"], h["ratios"]
-        row = {"seed": seed, "reference": ref, "hv": hv, "ratios": ratios,
-               "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()},
+        row = {"seed": seed, **hv_ratios(fronts), "fronts": fronts, "fastest": {k: fastest_within(fr) for k, fr in fronts.items()},
                "ranks": rank_agreement(runs), "shared": shared_training(runs)}
         rows.append(row)
-        print(f"seed {seed}: hypervolume " + ", ".join(f"{k}-run {v:.1f}" for k, v in hv.items())
-              + ", ratio to the parameters run " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-              + f" (reference Dice 0, {ref[1]:.0f} ms)", flush=True)
+        print(f"seed {seed}: {_hv_text(row)} (reference Dice 0, {row['reference'][1]:.0f} ms)", flush=True)
         rk = row["ranks"]
         if "spearman_parameters" in rk:
             print(f"  {rk['networks']} networks measured in the searches ({rk['latency_ms_range'][0]:.0f} - "
@@ -269,20 +273,15 @@ def part_fronts(a, out: Path) -> list[dict]:
             row["retrained"] = {**hv_ratios(fronts, "dice_retrained"), "epochs": a.retrain_epochs,
                                 "fastest": {k: fastest_within(fr, dice="dice_retrained") for k, fr in fronts.items()}}
             r = row["retrained"]
-            print(f"seed {seed}, front networks retrained {a.retrain_epochs} epochs: hypervolume "
-                  + ", ".join(f"{k}-run {v:.1f}" for k, v in r["hv"].items()) + ", ratio to the parameters run "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items()), flush=True)
+            print(f"seed {seed}, front networks retrained {a.retrain_epochs} epochs: {_hv_text(r)}", flush=True)
             for k, f in r["fastest"].items():
                 print(f"  {k:<10} front: fastest within 0.02 Dice of best: #{f['id']} Dice {f['dice_retrained']:.3f}, "
                       f"{f['latency_ms']:.1f} ms", flush=True)
     for k in rows[0]["ratios"] if rows else ():
-        ratios = [r["ratios"][k] for r in rows]
-        print(f"hypervolume ratio ({k} / parameters): median {statistics.median(ratios):.2f}, "
-              f"per seed {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+        print(f"hypervolume ratio ({k} / parameters): {_ratios_text([r['ratios'][k] for r in rows])}", flush=True)
         if a.retrain_epochs:
-            ratios = [r["retrained"]["ratios"][k] for r in rows]
-            print(f"  front networks retrained {a.retrain_epochs} epochs: median {statistics.median(ratios):.2f}, "
-                  f"per seed {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+            print(f"  front networks retrained {a.retrain_epochs} epochs: "
+                  f"{_ratios_text([r['retrained']['ratios'][k] for r in rows])}", flush=True)
     return rows
 
 
