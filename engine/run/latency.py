@@ -9,8 +9,9 @@ median of ``runs`` timed runs.
 - ``cuda``: PyTorch on the GPU with bf16 autocast (fp16 where bf16 is missing), synchronized.
 
 ``LatencyBook`` keeps the measured latencies of a run in its database (table ``latency``) with the
-hardware and thread count, measures each genome once, reuses identical genomes, and predicts the
-latency of genomes not measured yet from their FLOPs (``PowerLaw`` fitted to the measured ones).
+hardware and thread count, measures each network once, reuses identical networks (genomes that differ
+only in their learning rate build the same network: ``latency_key``), and predicts the latency of
+genomes not measured yet from their FLOPs (``PowerLaw`` fitted to the measured ones).
 """
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ def hardware_name(target: str) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
+
+
+def latency_key(genome) -> str:
+    """The key of a genome's network in the ``latency`` table: every gene but the learning rate, as
+    sorted JSON. ``genome`` is a ``Genome``, its dict, or a stored key (runs before this rule stored the
+    whole genome, lr included; their rows map to the same key)."""
+    if isinstance(genome, str):
+        genome = json.loads(genome)
+    d = genome.to_dict() if isinstance(genome, Genome) else dict(genome)
+    d.pop("lr", None)
+    return json.dumps(d, sort_keys=True)
 
 
 def reference_shape(median_shape: Sequence[int] | None, patch: Sequence[int]) -> list[int]:
@@ -159,13 +171,14 @@ class LatencyBook:
         self.model = PowerLaw()
         self._known: dict[str, float] = {}
         for row in store.latencies(self.target, self.threads, self.hardware, self.shape):
-            self._known[row["genome"]] = row["latency_ms"]
+            # oldest first: a network an older run measured twice (two learning rates) keeps its first figure
+            self._known.setdefault(latency_key(row["genome"]), row["latency_ms"])
             self.model.add(row["flops"], row["latency_ms"], refit=False)
         self.model._fit()
 
     @staticmethod
     def key(genome: Genome) -> str:
-        return json.dumps(genome.to_dict(), sort_keys=True)
+        return latency_key(genome)
 
     def known(self, genome: Genome) -> float | None:
         """The measured latency in ms, or None."""

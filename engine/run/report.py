@@ -143,7 +143,7 @@ def _save(fig, out_dir: Path, stem: str) -> tuple[Path, Path]:
 def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: list[dict]) -> None:
     """Fill in GFLOPs and a measured latency for the front candidates that lack them (in place)."""
     from engine.genome import Genome
-    from engine.run.latency import measure_latency, reference_shape
+    from engine.run.latency import latency_key, measure_latency, reference_shape
     from engine.run.session import SearchProblem
     from engine.search.objective import inference_flops
 
@@ -154,8 +154,9 @@ def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: l
         from engine.device import cuda_count
 
         target = target if cuda_count() else "cpu"
-    measured = {json.dumps(r["genome"]) if not isinstance(r["genome"], str) else r["genome"]: r["latency_ms"]
-                for r in latencies}
+    measured: dict[str, float] = {}
+    for r in latencies:  # oldest first, as the run's LatencyBook reads them
+        measured.setdefault(latency_key(r["genome"]), r["latency_ms"])
     shape = reference_shape((p.plan or {}).get("median_shape"), p.patch_size)
     for c in front:
         g = Genome.from_dict(c["genome"])
@@ -163,7 +164,7 @@ def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: l
         if c.get("gflops") is None:
             c["gflops"] = inference_flops(g, p.in_channels, p.num_classes, p.patch_size, pools) / 1e9
         if c.get("latency_ms") is None or c.get("latency_predicted"):
-            known = measured.get(json.dumps(g.to_dict(), sort_keys=True))
+            known = measured.get(latency_key(g))
             c["latency_ms"] = known if known is not None else measure_latency(
                 g, p.in_channels, p.num_classes, pools, p.patch_size, shape, target, threads,
                 int(lat.get("runs") or 5))["latency_ms"]

@@ -975,12 +975,18 @@ class SearchSession:
         return left * each
 
     def _front_unmeasured(self) -> list[CandidateRow]:
-        """The front's candidates without a latency on the run's target (all of them before the run's
-        ``LatencyBook`` exists: a parameters or flops run opens it when the search ends)."""
-        front = self.store.front()
-        if self.latency is None:
-            return front
-        return [c for c in front if self.latency.known(Genome.from_dict(c.genome)) is None]
+        """The front's candidates without a latency on the run's target, one per network (all of them before
+        the run's ``LatencyBook`` exists: a parameters or flops run opens it when the search ends)."""
+        from engine.run.latency import latency_key
+
+        front, seen, out = self.store.front(), set(), []
+        for c in front:  # one per network: genomes that differ only in lr are measured once
+            key = latency_key(c.genome)
+            if key in seen or (self.latency is not None and self.latency.known(Genome.from_dict(c.genome)) is not None):
+                continue
+            seen.add(key)
+            out.append(c)
+        return out
 
     def _basis(self) -> dict:
         """The ``progress_basis`` meta entry (what a reader of the run cannot count from the database)."""

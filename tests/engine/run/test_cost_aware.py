@@ -17,7 +17,7 @@ from engine.errors import ConfigError
 from engine.genome import Genome, SearchSpace
 from engine.run import RunStore, SearchSession
 from engine.run import estimate as est
-from engine.run.latency import LatencyBook
+from engine.run.latency import LatencyBook, latency_key
 from engine.run.session import estimate_search
 from engine.search.objective import PowerLaw, inference_flops, normalized
 from search_fakes import PROBLEM, fake_evaluate
@@ -65,7 +65,8 @@ def test_objective_flops_is_stored_and_survives_resume(tmp_path):
         rows = s.candidates("done")
     # latency is measured where the search ended: the front's networks, on the run's target
     assert meta["name"] == "flops" and meta["latency"]["target"] == "cpu"
-    assert meta["latency"]["measured"] == len(summary["front"])
+    front_rows = [r for r in rows if r["id"] in {f["id"] for f in summary["front"]}]
+    assert meta["latency"]["measured"] == len({latency_key(r["genome"]) for r in front_rows})
     bounds = tuple(meta["bounds"])
     assert len(rows) >= 8
     front = {f["id"] for f in summary["front"]}
@@ -109,7 +110,8 @@ def test_stopped_while_the_front_is_measured_the_run_pauses_and_resume_measures_
     summary = SearchSession.open(run, fake_evaluate, TINY).run(callback=events.append)
     assert summary["status"] == "finished" and summary["counts"]["done"] == trained  # nothing trained again
     front = [Genome.from_dict(f) for f in (r["genome"] for r in _front_rows(run))]
-    assert sorted(measured) == sorted(g.to_json() for g in front)  # each front network once
+    assert len(measured) == len({latency_key(g) for g in front})  # each front network once
+    assert {latency_key(json.loads(g)) for g in measured} == {latency_key(g) for g in front}
     # each measurement announced (the app and the log say which network, k of n, on which target)
     announced = [ev for ev in events if ev.kind == "latency"]
     n = len(front) - 1
@@ -191,14 +193,14 @@ def test_latency_is_measured_once_per_genome_and_reused(latency_run):
         lat = s.latencies()
         rows = s.candidates("done")
         meta = s.get_meta("objective")
-    keys = [r["genome"] for r in lat]
-    assert len(keys) == len(set(keys))  # one measurement per genome
-    measured = {r["genome"]: r for r in lat}
+    keys = [latency_key(r["genome"]) for r in lat]
+    assert len(keys) == len(set(keys))  # one measurement per network
+    measured = dict(zip(keys, lat))
     assert meta["latency"]["target"] == "cpu" and meta["latency"]["threads"] == 1 and meta["latency"]["hardware"]
     assert all(r["hardware"] == meta["latency"]["hardware"] and r["threads"] == 1 for r in lat)
     lo, hi = meta["bounds"]
     for r in rows:
-        key = json.dumps(r["genome"], sort_keys=True)
+        key = latency_key(r["genome"])
         assert key in measured and r["latency_ms"] == measured[key]["latency_ms"] and not r["latency_predicted"]
         assert r["f2"] == pytest.approx(normalized(r["latency_ms"], (lo, hi)))
     assert summary["front"] and all(f["latency_ms"] for f in summary["front"])
@@ -216,6 +218,33 @@ def test_latency_is_measured_once_per_genome_and_reused(latency_run):
         assert [r["measured_at"] for r in s.latencies()] == [r["measured_at"] for r in lat]
 
 
+def test_a_network_is_measured_once_whatever_its_learning_rate(latency_run, tmp_path):
+    """Genomes that differ only in lr build the same network: one measurement serves them all, and rows
+    of older runs (keyed by the whole genome, lr included) are read the same way."""
+    import shutil
+
+    run = tmp_path / "run"  # a copy: the fixture's run is shared with the other tests
+    shutil.copytree(latency_run[2], run)
+    with RunStore.open_readonly(run) as s:
+        lat = s.latencies()
+    g = Genome.from_dict(json.loads(lat[-1]["genome"]) | {"lr": 1e-4})
+    twin = g.replace(lr=9e-3)
+    space = SearchSpace.from_dict(SMALL)
+    seen = {latency_key(r["genome"]) for r in lat}
+    old = next(x for x in (space.decode(v) for v in np.ndindex(*space.cardinalities)) if latency_key(x) not in seen)
+    with RunStore.open_writer(run) as s:
+        book = LatencyBook(s, TINY, flops_of, runs=1)
+        assert book.measure(g) == book.measure(twin) == lat[-1]["latency_ms"]
+        assert book.measure_seconds == 0.0 and len(s.latencies()) == len(lat)
+        # an older run's row: the whole genome with its lr as the key
+        s.add_latency(json.dumps(old.to_dict(), sort_keys=True), book.target, book.threads, book.hardware,
+                      book.shape, 123.5, [123.5], flops_of(old))
+    with RunStore.open_writer(run) as s:
+        book = LatencyBook(s, TINY, flops_of, runs=1)
+        assert book.known(old) == book.known(old.replace(lr=2e-5)) == 123.5
+        assert book.measure(old.replace(lr=2e-5)) == 123.5 and book.measure_seconds == 0.0
+
+
 def test_untrained_children_get_latencies_predicted_from_flops(latency_run):
     session, _, run = latency_run
     book, strategy = session.latency, session.strategy
@@ -223,9 +252,8 @@ def test_untrained_children_get_latencies_predicted_from_flops(latency_run):
         lat = s.latencies()
     model = PowerLaw((r["flops"], r["latency_ms"]) for r in lat)
     space = SearchSpace.from_dict(SMALL)
-    seen = {json.dumps(r["genome"], sort_keys=True) for r in lat}
-    unmeasured = [g for g in (space.decode(v) for v in np.ndindex(*space.cardinalities))
-                  if json.dumps(g.to_dict(), sort_keys=True) not in seen]
+    seen = {latency_key(r["genome"]) for r in lat}
+    unmeasured = [g for g in (space.decode(v) for v in np.ndindex(*space.cardinalities)) if latency_key(g) not in seen]
     assert unmeasured
     for g in unmeasured[:5]:
         predicted = model.predict(flops_of(g))
