@@ -40,8 +40,8 @@ class ParameterAxis(pg.AxisItem):
         out = []
         for v in values:
             n = 10 ** v
-            if self.plain:
-                out.append(f"{n:.3g}")
+            if self.plain:  # three significant digits, never in e-notation: 0.5, 794, 1,260
+                out.append(f"{float(f'{n:.3g}'):,.0f}" if n >= 1e3 else f"{n:.3g}")
             else:
                 out.append(f"{n / 1e6:.3g}M" if n >= 1e6 else (f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.3g}"))
         return out
@@ -79,7 +79,10 @@ class ParetoPlot(QWidget):
         self.plot.setXRange(4, 7)  # 10k .. 10M parameters until points arrive
         self.plot.setYRange(0, 1)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
+        # the title (the colour key) starts at the left and is shortened to end before the Save plot button
+        self.plot.getPlotItem().titleLabel.setAttr("justify", "left")
         self.save_button = SavePlotButton(self.plot, "pareto-front")
+        self._titles: list[str] = ["Pareto front"]
         self.front_line = self.plot.plot([], [], pen=pg.mkPen((220, 40, 40), width=2))
         self.scatter = pg.ScatterPlotItem(
             hoverable=True,
@@ -229,7 +232,8 @@ class ParetoPlot(QWidget):
         if spots and not self._autoranged:
             self.plot.getPlotItem().enableAutoRange()  # from the placeholder range to the data
             self._autoranged = True
-        self.plot.setTitle(self._legend(max_gen, [str(c.phase) for c in cands]))
+        self._titles = self._legends(max_gen, [str(c.phase) for c in cands])
+        self._fit_title()
         pts = sorted(((math.log10(self._candidates[i].cost(self.x_axis)), self._candidates[i].f1) for i in self._front))
         if pts:
             xs, ys = zip(*pts)
@@ -238,19 +242,37 @@ class ParetoPlot(QWidget):
             self.front_line.setData([], [])
         self.redraws += 1
 
-    def _legend(self, max_gen: int, phases: list[str]) -> str:
-        """The plot title: what the colours mean and how the front is drawn."""
+    def _legends(self, max_gen: int, phases: list[str]) -> list[str]:
+        """The plot title, what the colours mean and how the front is drawn, longest form first."""
         def span(rgb, text):
             return f"<span style='color: rgb{tuple(rgb)}'>● {text}</span>"
 
-        if self._colour_by == "phase":
-            keys = " ".join(span(_PHASE_COLOURS.get(name, (150, 150, 150)), name) for name in dict.fromkeys(phases))
-        elif max_gen == 0:
-            keys = span(_generation_colour(0, 0), "generation 1")
-        else:  # generations count from 1 on screen (the store counts from 0, the initial population)
-            keys = span(_generation_colour(0, max_gen), "generation 1") + " → " + \
-                span(_generation_colour(max_gen, max_gen), f"generation {max_gen + 1}")
-        return f"Pareto front <span style='color: rgb(220, 40, 40)'>(red line)</span> &nbsp; {keys}"
+        def keys(gen: str) -> str:
+            if self._colour_by == "phase":
+                return " ".join(span(_PHASE_COLOURS.get(name, (150, 150, 150)), name) for name in dict.fromkeys(phases))
+            if max_gen == 0:
+                return span(_generation_colour(0, 0), f"{gen} 1")
+            # generations count from 1 on screen (the store counts from 0, the initial population)
+            return span(_generation_colour(0, max_gen), f"{gen} 1") + " → " + \
+                span(_generation_colour(max_gen, max_gen), f"{gen} {max_gen + 1}")
+
+        red = "<span style='color: rgb(220, 40, 40)'>(red line)</span>"
+        return [f"Pareto front {red} &nbsp; {keys('generation')}", f"front {red} &nbsp; {keys('generation')}",
+                keys("generation"), keys("gen.")]
+
+    def _fit_title(self) -> None:
+        """Show the longest form of the title that ends before the Save plot button (the shortest else)."""
+        label = self.plot.getPlotItem().titleLabel
+        left = self.plot.mapFromScene(label.mapToScene(QPointF(0, 0))).x()
+        room = self.save_button.x() - max(0, left) - 8
+        for text in self._titles:
+            self.plot.setTitle(text)
+            if label.item.boundingRect().width() <= room:
+                return
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(ev)
+        QTimer.singleShot(0, self, self._fit_title)  # once the plot and its button have their new places
 
     def _tip(self, x: float, y: float, data) -> str:
         c = self._candidates.get(int(data)) if data is not None else None

@@ -64,8 +64,12 @@ def test_monitor_shows_a_run_written_elsewhere_and_follows_it(qtbot, tmp_path):
     g = SearchSpace(nf1=(32,), n_cells=(9,)).sample(np.random.default_rng(0))
     (cid,) = store.add_candidates([{"genome": g.to_dict(), "generation": 1, "phase": "learning"}])
     p = count_parameters(g, 1, 4)
-    store.update_candidate(cid, status="done", f1=0.05, f2=_f2(p), parameters=p, finished_at=time.time())
+    store.update_candidate(cid, status="done", f1=0.05, f2=_f2(p), parameters=p, finished_at=time.time(),
+                           latency_ms=1412.3, latency_predicted=0)
     qtbot.waitUntil(lambda: cid in mon.pareto.candidate_ids(), timeout=5000)
+    log_lines = mon.log_view.toPlainText().splitlines()
+    assert any(f"candidate {cid} done" in ln and "latency 1,412 ms" in ln for ln in log_lines)
+    assert not any("latency" in ln for ln in log_lines if f"candidate {cid} " not in ln)  # none measured
     assert cid in mon.front  # best error ever: on the front
     x, hv = mon.hypervolume.points()
     assert len(x) == 4 and hv[-1] >= hv[0] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -83,6 +85,44 @@ def test_pareto_plot_throttles_and_click_opens_candidate(qtbot):
     with qtbot.waitSignal(plot.candidate_clicked, timeout=2000) as sig:
         qtbot.mouseClick(plot.plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.point_position(target))
     assert sig.args == [target]
+
+
+def test_pareto_title_ends_before_the_save_button_at_any_width(qtbot):
+    """The colour key is shortened as the plot narrows, never drawn under the Save plot button, and
+    follows a resize; wide enough, the whole title shows."""
+    plot = ParetoPlot(throttle_ms=0)
+    qtbot.addWidget(plot)
+    plot.show()
+    cands = _candidates()
+    label = plot.plot.getPlotItem().titleLabel
+
+    def right_edge() -> float:
+        return plot.plot.mapFromScene(label.item.mapRectToScene(label.item.boundingRect())).boundingRect().right()
+
+    for colour in ("generation", "phase"):
+        for width in (800, 300, 420, 510, 640):  # shrinking, then growing back
+            plot.resize(width, 400)
+            plot.set_candidates(cands, _front(cands))
+            plot.set_colour_by(colour)
+            qtbot.wait(20)  # the resize's refit runs once the layout has settled
+            assert right_edge() < plot.save_button.geometry().left(), (colour, width, label.text)
+            key = "generation" if colour == "generation" else "learning"
+            assert key in label.text or "gen. 1" in label.text
+            if width >= 640:
+                assert label.text.startswith("Pareto front")
+    plot.resize(300, 400)  # a resize alone, no new data, refits the title
+    qtbot.waitUntil(lambda: right_edge() < plot.save_button.geometry().left(), timeout=2000)
+    assert not label.text.startswith("Pareto front")
+
+
+def test_pareto_axis_ticks_read_as_numbers(qtbot):
+    """Parameter ticks as counts; GFLOPs and milliseconds as plain numbers, never in e-notation."""
+    plot = ParetoPlot(throttle_ms=0)
+    qtbot.addWidget(plot)
+    ticks = [math.log10(v) for v in (0.5, 12.6, 794.3, 1000, 1258.9, 15849)]
+    assert plot.axis.tickStrings(ticks, 1, 1) == ["0.5", "12.6", "794", "1k", "1.26k", "15.8k"]
+    plot.set_x_axis("latency_ms")
+    assert plot.axis.tickStrings(ticks, 1, 1) == ["0.5", "12.6", "794", "1,000", "1,260", "15,800"]
 
 
 def test_candidate_view_shows_genome_curves_and_metrics(qtbot):
