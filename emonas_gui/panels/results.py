@@ -137,7 +137,9 @@ class ResultsPanel(QWidget):
         rl.addLayout(rbar)
         self.report_plot = ParetoPlot()
         self.report_plot.set_y_label("test error (1 - Dice), report")
-        self.report_plot.plot.setTitle("Test cases: searched front against the U-Net family")
+        self.report_plot.set_title("Test cases: searched front against the U-Net family",
+                                   "Test cases: front against U-Nets", "Test cases")
+        self.report_plot.setVisible(False)  # until a report is found or opened: the slice views get the room
         rl.addWidget(self.report_plot, 1)
         split.addWidget(report_box)
         lay.addWidget(split, 1)
@@ -217,6 +219,7 @@ class ResultsPanel(QWidget):
     def show_report(self, report: dict | None) -> None:
         """Plot a report's searched front and U-Net family (``report.json`` as a dict; None clears)."""
         self.report = report
+        self.report_plot.setVisible(bool(report))
         if not report:
             self.report_plot.set_overlay([])
             self.report_label.setText("No report of this run found (emonas report RUN --out FOLDER).")

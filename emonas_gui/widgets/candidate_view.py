@@ -107,7 +107,8 @@ class Candidate:
 
     def choice_text(self, on_front: bool = False) -> str:
         """One line for a candidate picker; ``*`` marks the Pareto front."""
-        return f"{'* ' if on_front else ''}#{self.id}  f1 {self.f1:.3f}, {self.parameters or 0:,} params"
+        measured = f", {self.latency_ms:,.0f} ms" if self.latency_ms and not self.latency_predicted else ""
+        return f"{'* ' if on_front else ''}#{self.id}  f1 {self.f1:.3f}, {self.parameters or 0:,} params{measured}"
 
     def summary(self) -> str:
         """A few lines for a tooltip."""

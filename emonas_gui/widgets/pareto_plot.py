@@ -83,6 +83,7 @@ class ParetoPlot(QWidget):
         self.plot.getPlotItem().titleLabel.setAttr("justify", "left")
         self.save_button = SavePlotButton(self.plot, "pareto-front")
         self._titles: list[str] = ["Pareto front"]
+        self._fixed_titles: list[str] = []  # set_title's, shown instead of the colour key
         self.front_line = self.plot.plot([], [], pen=pg.mkPen((220, 40, 40), width=2))
         self.scatter = pg.ScatterPlotItem(
             hoverable=True,
@@ -151,6 +152,13 @@ class ParetoPlot(QWidget):
                 xs, ys = item.getData()
                 return [(float(x), float(y)) for x, y in zip(xs, ys)]
         return []
+
+    def set_title(self, *forms: str) -> None:
+        """A fixed title instead of the colour key, longest form first: the longest that ends before the
+        Save plot button is shown."""
+        self._fixed_titles = [str(f) for f in forms]
+        self._titles = self._fixed_titles or ["Pareto front"]
+        self._fit_title()
 
     def set_y_label(self, text: str) -> None:
         self.plot.setLabel("left", text)
@@ -232,7 +240,7 @@ class ParetoPlot(QWidget):
         if spots and not self._autoranged:
             self.plot.getPlotItem().enableAutoRange()  # from the placeholder range to the data
             self._autoranged = True
-        self._titles = self._legends(max_gen, [str(c.phase) for c in cands])
+        self._titles = self._fixed_titles or self._legends(max_gen, [str(c.phase) for c in cands])
         self._fit_title()
         pts = sorted(((math.log10(self._candidates[i].cost(self.x_axis)), self._candidates[i].f1) for i in self._front))
         if pts:

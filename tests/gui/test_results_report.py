@@ -35,10 +35,16 @@ def test_results_overlays_the_family_of_the_runs_report(qtbot, tmp_path):
     state = AppState()
     panel = ResultsPanel(state)
     qtbot.addWidget(panel)
+    panel.resize(1200, 800)
+    panel.show()
+    plot = panel.report_plot
+    assert not plot.isVisible()  # no report yet: no empty plot
     state.set_run(run)
     qtbot.waitUntil(lambda: panel.report is not None, timeout=30_000)
     assert "searched front is ahead" in panel.report_label.text()
-    plot = panel.report_plot
+    assert plot.isVisible()
+    title = plot.plot.getPlotItem().titleLabel
+    assert title.text.startswith("Test cases")
     for budget, name in (("epochs", "U-Net family, same epochs"), ("time", "U-Net family, same wall time")):
         want = sorted((math.log10(m["parameters"]), 1 - m["test_dice"]) for m in family if m["budget"] == budget)
         assert sorted(plot.overlay_points(name)) == [tuple(map(float, p)) for p in want]
@@ -46,8 +52,10 @@ def test_results_overlays_the_family_of_the_runs_report(qtbot, tmp_path):
     panel.report_axis.setCurrentIndex(panel.report_axis.findData("cpu_ms"))  # CPU time on the x-axis
     assert sorted(x for x, _ in plot.overlay_points("U-Net family, same epochs")) == \
         sorted(math.log10(2.0 * w) for w in (4, 8, 16, 32))
+    assert title.text.startswith("Test cases")  # another x-axis keeps the title (no colour key here)
     state.set_run(None)
     assert panel.report is None and plot.overlay_points("U-Net family, same epochs") == []
+    assert not plot.isVisible()
     panel.shutdown()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -54,6 +55,12 @@ def test_candidate_from_store_row():
     failed = Candidate.from_row(CandidateRow.from_dict({"id": 5, "genome": "not json", "status": "failed",
                                                         "error": "boom"}))
     assert failed.genome is None and not failed.ok and "boom" in failed.summary()
+    # a picker's line gives a measured latency, never a predicted one
+    assert c.choice_text(True) == f"* #{c.id}  f1 {c.f1:.3f}, {c.parameters:,} params"
+    measured = replace(c, latency_ms=1412.4, latency_predicted=False)
+    assert measured.choice_text() == f"#{c.id}  f1 {c.f1:.3f}, {c.parameters:,} params, 1,412 ms"
+    assert replace(c, latency_ms=1412.4, latency_predicted=True).choice_text() == c.choice_text()
+    assert "latency = 1412.4 ms" in measured.summary()
 
 
 def test_pareto_plot_throttles_and_click_opens_candidate(qtbot):
