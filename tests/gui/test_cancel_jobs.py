@@ -140,9 +140,12 @@ def test_results_run_exports_metrics_csv_then_cancel_half_way_keeps_it(qtbot, tm
 
     # run again, cancel half-way (the case opened, the candidate not yet loaded): nothing new is
     # shown, the panel stays usable
-    shown = panel.result
+    shown, first = panel.result, panel.job
     panel.case.setCurrentIndex(panel.case.count() - 1)
+    # the result arrives before the job's end does: Run is enabled again only once it has ended
+    qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=LONG)
     qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    assert panel.job is not first  # a new job, not the ended one
     _pause_at_start(qtbot, panel.job)
     assert panel.cancel_button.isVisible() and panel.cancel_button.isEnabled() and not panel.run_button.isEnabled()
     qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
