@@ -363,6 +363,13 @@ class SearchSession:
 
             def feasible(g: Genome) -> bool:  # noqa: F811 - the budgets, then the predicted latency
                 return within_budget(g) and book.value(g) <= most
+        limits = ["the device budget: resources.max_memory_mb, resources.max_gflops_per_step"]
+        if r.max_parameters:
+            limits.append(f"resources.max_parameters ({r.max_parameters:,})")
+        if r.max_latency_ms:
+            limits.append(f"resources.max_latency_ms ({r.max_latency_ms:g} ms on {self.latency.target}, "
+                          "measured or predicted from FLOPs)")
+        feasible.limits = "; ".join(limits)  # named by the strategy's error when no genome is left
 
         self.objective_bounds = bounds
         rng = np.random.default_rng(np.random.SeedSequence(int(self.config.seed)))

@@ -91,6 +91,7 @@ class BaseStrategy(ABC):
     Injected parts (not part of the state; the session rebuilds them on resume):
       - ``parameters(genome) -> int``: exact parameter count for the run's channels and classes;
       - ``feasible(genome) -> bool``: False for genomes over the device budget (they are re-sampled);
+        its ``limits`` attribute, where set, names the limits it applies for the error when none is left;
       - ``f2_bounds``: (smallest, largest) parameter count of the space, normalizing log(params)
         (``engine.search.objective.normalized``: what ``f2`` means everywhere);
       - ``cost(genome) -> float``: the second objective when it is not the parameter count (FLOPs,
@@ -188,10 +189,10 @@ class BaseStrategy(ABC):
             genes = np.array([int(self.rng.integers(k)) for k in self.cards])
             if self.acceptable(genes, taken):
                 return genes
-        raise ConfigError(
-            "no new genome within the device budget could be found; widen the search space "
-            "(config [space]) or raise resources.max_memory_mb / resources.max_gflops_per_step"
-        )
+        limits = getattr(self._feasible, "limits", None) or \
+            "the device budget: resources.max_memory_mb, resources.max_gflops_per_step"
+        raise ConfigError(f"no new genome within the run's limits could be found ({limits}); widen the search "
+                          "space (config [space]) or raise them")
 
     @staticmethod
     def objectives_of(entry: dict) -> tuple[float, float]:

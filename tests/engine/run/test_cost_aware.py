@@ -275,6 +275,21 @@ def test_max_latency_refuses_slow_genomes_without_training(tmp_path):
     assert not (run / "run.db").exists()  # a refused search leaves no run behind
 
 
+@pytest.mark.parametrize("resources, named", [
+    ({"max_parameters": 10}, r"resources\.max_parameters \(10\)"),
+    ({"max_latency_ms": 0.001}, r"resources\.max_latency_ms \(0\.001 ms on cpu"),
+])
+def test_limits_that_exclude_every_genome_are_named_and_leave_no_run(tmp_path, resources, named):
+    """A limit no genome of the space meets: the search is refused with a one-line error naming that
+    limit (not only the device budget), and no run folder is left."""
+    run = tmp_path / "run"
+    cfg = config("parameters").replace(resources=resources)
+    with pytest.raises(ConfigError, match=named) as err:
+        SearchSession(run, cfg, fake_evaluate, TINY).run()
+    assert "\n" not in str(err.value) and "max_memory_mb" in str(err.value)
+    assert not run.exists()
+
+
 def test_a_genome_measured_over_the_latency_limit_is_failed_and_never_trained(tmp_path, monkeypatch):
     """Predicted under the limit (so the strategy proposes it), measured over it: recorded as failed with
     the measured time named, never handed to the evaluator; the search goes on with the others."""
