@@ -358,6 +358,11 @@ class SearchSession:
                     bounds, cost = measured, self.latency.value
             lo_b, hi_b = sorted(bounds)
             bounds = (lo_b, hi_b if hi_b > lo_b else lo_b * 1.01)
+        # a limit on the objective's own measure caps its upper bound: f2 then spans what the run may
+        # train, and MOEA/D's weight vectors are not spent on costs no candidate can have
+        cap = {"parameters": r.max_parameters, "latency": r.max_latency_ms}.get(s.objective)
+        if cap and bounds[0] < float(cap) < bounds[1]:
+            bounds = (bounds[0], float(cap))
         if r.max_latency_ms:
             within_budget, book, most = feasible, self.latency, r.max_latency_ms
 

@@ -290,6 +290,45 @@ def test_limits_that_exclude_every_genome_are_named_and_leave_no_run(tmp_path, r
     assert not run.exists()
 
 
+@pytest.mark.parametrize("objective", ["parameters", "latency"])
+def test_a_limit_on_the_objectives_measure_is_its_upper_bound(tmp_path, monkeypatch, objective):
+    """max_parameters (parameters objective) or max_latency_ms (latency objective) below the space's
+    dearest network caps the normalization: every trained candidate's f2 lies in [0, 1] and is its
+    cost normalized between the cheapest bound and the limit."""
+    import engine.run.latency as latency
+
+    monkeypatch.setattr(latency, "measure_latency",  # a power law of FLOPs: fast and exact
+                        lambda g, *a, **kw: {"latency_ms": flops_of(g) * 1e-9, "runs_ms": [1.0]})
+    space = SearchSpace.from_dict(SMALL)
+    every = [space.decode(v) for v in np.ndindex(*space.cardinalities)]
+    if objective == "parameters":
+        from engine.network import count_parameters
+
+        costs = sorted(count_parameters(g, TINY.in_channels, TINY.num_classes) for g in every)
+        limits = {"max_parameters": costs[len(costs) // 2]}
+    else:
+        costs = sorted(flops_of(g) * 1e-9 for g in every)
+        limits = {"max_latency_ms": costs[len(costs) // 2]}
+    limit = next(iter(limits.values()))
+    run = tmp_path / "run"
+    session = SearchSession(run, config(objective).replace(resources=limits), fake_evaluate, TINY)
+    summary = session.run()
+    assert summary["status"] == "finished"
+    with RunStore.open_readonly(run) as s:
+        bounds = tuple(s.get_meta("objective")["bounds"])
+        rows = s.candidates("done")
+    assert bounds[1] == pytest.approx(limit) and bounds[0] < limit
+    assert rows
+    for r in rows:
+        cost = r["parameters"] if objective == "parameters" else r["latency_ms"]
+        assert cost <= limit and 0.0 <= r["f2"] <= 1.0
+        assert r["f2"] == pytest.approx(normalized(cost, bounds))
+    # no limit: the space's own extremes, as before
+    free = SearchSession(tmp_path / "free", config(objective), fake_evaluate, TINY)
+    free.run()
+    assert free.objective_bounds[1] > limit
+
+
 def test_a_genome_measured_over_the_latency_limit_is_failed_and_never_trained(tmp_path, monkeypatch):
     """Predicted under the limit (so the strategy proposes it), measured over it: recorded as failed with
     the measured time named, never handed to the evaluator; the search goes on with the others."""
