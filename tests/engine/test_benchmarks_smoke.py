@@ -281,3 +281,31 @@ def test_cost_aware_rank_agreement_counts_measured_latencies_once_per_genome(tmp
     assert r["spearman_parameters"] == pytest.approx(0.4)
     # genome 3 was trained by both runs
     assert ca.shared_training(runs) == {"trained": {"latency": 3, "parameters": 3}, "common": 1}
+
+
+def test_limit_bounds_scores_only_candidates_within_the_limit_in_one_normalization(tmp_path):
+    """The comparison of a parameter limit's bounds: candidates over the limit, failed or without f1 are
+    left out; the rest are normalized between the smallest network and the limit whatever their f2."""
+    import math
+
+    from engine.run.store import RunStore
+    from engine.search.pareto import hypervolume_2d
+
+    lb = _script("limit_bounds")
+    lo, limit = 1_000, 100_000
+    rows = [('{"g": 1}', "done", 0.4, 10_000), ('{"g": 2}', "done", 0.3, 50_000), ('{"g": 3}', "done", 0.6, 2_000),
+            ('{"g": 4}', "done", 0.1, 500_000), ('{"g": 5}', "failed", None, 3_000)]
+    with RunStore.create(tmp_path / "run", {"config": {}}) as s:
+        for genome, status, f1, p in rows:
+            (cid,) = s.add_candidates([{"genome": genome}])
+            s.update_candidate(cid, status=status, f1=f1, f2=0.99, parameters=p)
+    r = lb.score(tmp_path / "run", lo, limit)
+    assert (r["trained"], r["distinct"], r["within"]) == (4, 4, 3)
+
+    def x(p):
+        return (math.log(p) - math.log(lo)) / (math.log(limit) - math.log(lo))
+
+    pts = [(0.4, x(10_000)), (0.3, x(50_000)), (0.6, x(2_000))]
+    assert r["hypervolume"] == pytest.approx(hypervolume_2d(pts, (1.0, 1.0))) and r["front"] == 3
+    low, cap = lb.space_limit(0.25)
+    assert 0 < low < cap
