@@ -363,6 +363,11 @@ class SearchSession:
         cap = {"parameters": r.max_parameters, "latency": r.max_latency_ms}.get(s.objective)
         if cap and bounds[0] < float(cap) < bounds[1]:
             bounds = (bounds[0], float(cap))
+        stored = (self.store.get_meta("objective") or {}) if self.store is not None else {}
+        if stored.get("name", "parameters") == s.objective and len(stored.get("bounds") or ()) == 2:
+            # a resumed run keeps the bounds it started with, so every candidate's f2 shares one scale
+            # (whatever a newer version of this code, or a latency measured again, would give now)
+            bounds = (float(stored["bounds"][0]), float(stored["bounds"][1]))
         if r.max_latency_ms:
             within_budget, book, most = feasible, self.latency, r.max_latency_ms
 

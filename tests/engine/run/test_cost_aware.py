@@ -329,6 +329,40 @@ def test_a_limit_on_the_objectives_measure_is_its_upper_bound(tmp_path, monkeypa
     assert free.objective_bounds[1] > limit
 
 
+def test_a_resumed_run_keeps_the_bounds_it_started_with(tmp_path):
+    """A run paused and resumed normalizes every candidate's f2 between the bounds stored at its start,
+    even where this code would set others now (here: a run that an older version started with its
+    limit above the bounds' upper end)."""
+    from engine.network import count_parameters
+
+    space = SearchSpace.from_dict(SMALL)
+    costs = sorted(count_parameters(space.decode(v), TINY.in_channels, TINY.num_classes)
+                   for v in np.ndindex(*space.cardinalities))
+    cfg = config("parameters").replace(resources={"max_parameters": costs[len(costs) // 2]})
+    run, stop = tmp_path / "run", threading.Event()
+
+    def pause_after_first(ev):
+        if ev.kind == "step":
+            stop.set()
+
+    first = SearchSession(run, cfg, fake_evaluate, TINY).run(callback=pause_after_first, cancel=stop)
+    assert first["status"] == "paused"
+    with RunStore.open_writer(run) as s:
+        meta = s.get_meta("objective")
+        older = [meta["bounds"][0], costs[-1]]  # the space's own largest network: the bounds before limits capped them
+        s.set_meta(objective={**meta, "bounds": older})
+        before = {r["id"] for r in s.candidates("done")}
+    summary = SearchSession.open(run, fake_evaluate, TINY).run()
+    assert summary["status"] == "finished"
+    with RunStore.open_readonly(run) as s:
+        assert s.get_meta("objective")["bounds"] == older
+        rows = s.candidates("done")
+    after = [r for r in rows if r["id"] not in before]
+    assert after
+    for r in after:
+        assert r["f2"] == pytest.approx(normalized(r["parameters"], tuple(older)))
+
+
 def test_a_genome_measured_over_the_latency_limit_is_failed_and_never_trained(tmp_path, monkeypatch):
     """Predicted under the limit (so the strategy proposes it), measured over it: recorded as failed with
     the measured time named, never handed to the evaluator; the search goes on with the others."""
