@@ -202,7 +202,7 @@ class MonitorPanel(QWidget):
             if self._seen.get(c.id) != c.status:
                 if c.status == "done" and c.f1 is not None:
                     self.append_log(f"candidate {c.id} done: f1 {c.f1:.4f}, {c.parameters or 0:,} parameters"
-                                    + (f", latency {c.latency_ms:,.0f} ms" if c.latency_ms and not c.latency_predicted
+                                    + (f", latency {c.measured_latency_ms:,.0f} ms" if c.measured_latency_ms
                                        else "")  # a latency objective measures before training
                                     + (f", {c.seconds:.0f} s" if c.seconds else ""))
                 elif c.status == "failed":

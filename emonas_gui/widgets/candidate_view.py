@@ -105,10 +105,16 @@ class Candidate:
     def _latency_text(self) -> str:
         return f"{self.latency_ms:.1f} ms" + (" (predicted)" if self.latency_predicted else "")
 
+    @property
+    def measured_latency_ms(self) -> float | None:
+        """The latency measured on the run's target (None when unknown or only predicted)."""
+        return self.latency_ms if self.latency_ms and not self.latency_predicted else None
+
     def choice_text(self, on_front: bool = False) -> str:
         """One line for a candidate picker; ``*`` marks the Pareto front."""
-        measured = f", {self.latency_ms:,.0f} ms" if self.latency_ms and not self.latency_predicted else ""
-        return f"{'* ' if on_front else ''}#{self.id}  f1 {self.f1:.3f}, {self.parameters or 0:,} params{measured}"
+        ms = self.measured_latency_ms
+        return (f"{'* ' if on_front else ''}#{self.id}  f1 {self.f1:.3f}, {self.parameters or 0:,} params"
+                + (f", {ms:,.0f} ms" if ms else ""))
 
     def summary(self) -> str:
         """A few lines for a tooltip."""

@@ -264,9 +264,8 @@ class ParetoPlot(QWidget):
             return span(_generation_colour(0, max_gen), f"{gen} 1") + " → " + \
                 span(_generation_colour(max_gen, max_gen), f"{gen} {max_gen + 1}")
 
-        red = "<span style='color: rgb(220, 40, 40)'>(red line)</span>"
-        return [f"Pareto front {red} &nbsp; {keys('generation')}", f"front {red} &nbsp; {keys('generation')}",
-                keys("generation"), keys("gen.")]
+        red, key = "<span style='color: rgb(220, 40, 40)'>(red line)</span>", keys("generation")
+        return [f"Pareto front {red} &nbsp; {key}", f"front {red} &nbsp; {key}", key, keys("gen.")]
 
     def _fit_title(self) -> None:
         """Show the longest form of the title that ends before the Save plot button (the shortest else)."""

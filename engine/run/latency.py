@@ -65,6 +65,15 @@ def latency_key(genome) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def by_network(rows) -> dict[str, float]:
+    """``latency_key`` -> latency in ms of the ``latency`` table's ``rows`` (oldest first, as the store
+    lists them): a network an older run measured twice (two learning rates) keeps its first figure."""
+    out: dict[str, float] = {}
+    for row in rows:
+        out.setdefault(latency_key(row["genome"]), row["latency_ms"])
+    return out
+
+
 def reference_shape(median_shape: Sequence[int] | None, patch: Sequence[int]) -> list[int]:
     """The volume latency is measured on: the plan's median shape, or one patch when it is unknown."""
     shape = [int(v) for v in (median_shape or ())]
@@ -169,10 +178,9 @@ class LatencyBook:
         self.hardware = hardware_name(target)
         self.measure_seconds = 0.0  # time spent measuring in this session
         self.model = PowerLaw()
-        self._known: dict[str, float] = {}
-        for row in store.latencies(self.target, self.threads, self.hardware, self.shape):
-            # oldest first: a network an older run measured twice (two learning rates) keeps its first figure
-            self._known.setdefault(latency_key(row["genome"]), row["latency_ms"])
+        rows = store.latencies(self.target, self.threads, self.hardware, self.shape)
+        self._known: dict[str, float] = by_network(rows)
+        for row in rows:
             self.model.add(row["flops"], row["latency_ms"], refit=False)
         self.model._fit()
 

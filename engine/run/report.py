@@ -143,7 +143,7 @@ def _save(fig, out_dir: Path, stem: str) -> tuple[Path, Path]:
 def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: list[dict]) -> None:
     """Fill in GFLOPs and a measured latency for the front candidates that lack them (in place)."""
     from engine.genome import Genome
-    from engine.run.latency import latency_key, measure_latency, reference_shape
+    from engine.run.latency import by_network, latency_key, measure_latency, reference_shape
     from engine.run.session import SearchProblem
     from engine.search.objective import inference_flops
 
@@ -154,9 +154,7 @@ def _front_costs(front: list[dict], problem: dict, objective: dict, latencies: l
         from engine.device import cuda_count
 
         target = target if cuda_count() else "cpu"
-    measured: dict[str, float] = {}
-    for r in latencies:  # oldest first, as the run's LatencyBook reads them
-        measured.setdefault(latency_key(r["genome"]), r["latency_ms"])
+    measured = by_network(latencies)  # as the run's LatencyBook reads them
     shape = reference_shape((p.plan or {}).get("median_shape"), p.patch_size)
     for c in front:
         g = Genome.from_dict(c["genome"])

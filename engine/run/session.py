@@ -44,6 +44,7 @@ from engine.run.runlog import logging_events, run_log
 from engine.run.store import RunStore, check_new_run, is_run, write_errors
 from engine.search import STRATEGIES, Evaluation, Strategy
 from engine.search.objective import normalized
+from engine.search.strategy import DEVICE_BUDGET
 
 if TYPE_CHECKING:
     from engine.data import Plan
@@ -373,7 +374,7 @@ class SearchSession:
 
             def feasible(g: Genome) -> bool:  # noqa: F811 - the budgets, then the predicted latency
                 return within_budget(g) and book.value(g) <= most
-        limits = ["the device budget: resources.max_memory_mb, resources.max_gflops_per_step"]
+        limits = [DEVICE_BUDGET]
         if r.max_parameters:
             limits.append(f"resources.max_parameters ({r.max_parameters:,})")
         if r.max_latency_ms:
@@ -996,13 +997,12 @@ class SearchSession:
         the run's ``LatencyBook`` exists: a parameters or flops run opens it when the search ends)."""
         from engine.run.latency import latency_key
 
-        front, seen, out = self.store.front(), set(), []
-        for c in front:  # one per network: genomes that differ only in lr are measured once
+        out, seen = [], set()
+        for c in self.store.front():  # one per network: genomes that differ only in lr are measured once
             key = latency_key(c.genome)
-            if key in seen or (self.latency is not None and self.latency.known(Genome.from_dict(c.genome)) is not None):
-                continue
+            if key not in seen and (self.latency is None or self.latency.known(Genome.from_dict(c.genome)) is None):
+                out.append(c)
             seen.add(key)
-            out.append(c)
         return out
 
     def _basis(self) -> dict:

@@ -85,6 +85,10 @@ class Strategy(Protocol):
     def done(self) -> bool: ...
 
 
+#: What ``feasible`` always applies; a session names its run's other limits beside it (``feasible.limits``).
+DEVICE_BUDGET = "the device budget: resources.max_memory_mb, resources.max_gflops_per_step"
+
+
 class BaseStrategy(ABC):
     """Shared machinery: encoding, archive, pending batch, duplicates and budget re-sampling, state.
 
@@ -189,8 +193,7 @@ class BaseStrategy(ABC):
             genes = np.array([int(self.rng.integers(k)) for k in self.cards])
             if self.acceptable(genes, taken):
                 return genes
-        limits = getattr(self._feasible, "limits", None) or \
-            "the device budget: resources.max_memory_mb, resources.max_gflops_per_step"
+        limits = getattr(self._feasible, "limits", None) or DEVICE_BUDGET
         raise ConfigError(f"no new genome within the run's limits could be found ({limits}); widen the search "
                           "space (config [space]) or raise them")
 
