@@ -206,8 +206,13 @@ class DataPanel(QWidget):
         self.case_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.case_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.case_table.verticalHeader().setVisible(False)
-        self.case_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.case_table.horizontalHeader().setStretchLastSection(True)
+        # the short columns fit their contents; the case id takes what is left, elided with a tooltip,
+        # so every column stays in view at the panel's width (long ids would push "Label" off)
+        header = self.case_table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
+        self.case_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.case_table.itemSelectionChanged.connect(self._on_case_selected)
         self.case_csv = CsvExport(self.case_table, lambda: f"{getattr(self.state.dataset, 'name', None) or 'scans'}_cases")
 
@@ -363,7 +368,9 @@ class DataPanel(QWidget):
         self.case_table.blockSignals(True)
         self.case_table.setRowCount(len(entries))
         for row, e in enumerate(entries):
-            self.case_table.setItem(row, 0, QTableWidgetItem(e.case_id))
+            item = QTableWidgetItem(e.case_id)
+            item.setToolTip(e.case_id)
+            self.case_table.setItem(row, 0, item)
             for col in (1, 2):
                 self.case_table.setItem(row, col, QTableWidgetItem("\u2026"))
             names = self._modality_names(len(e.image_paths))

@@ -61,6 +61,27 @@ def test_open_dataset_lists_cases_and_shows_first_case(window, qtbot, msd_datase
     panel.wait_until_ready()
 
 
+def test_every_case_table_column_is_in_view_with_long_case_ids(window, qtbot, tmp_path):
+    """At the window's usual size the "Label" column is not cut off by long case ids: the id column
+    gives way (elided, its tooltip whole) and the table needs no sideways scrolling."""
+    from engine.data.demo import write_demo_dataset
+
+    panel = window.data_panel
+    _open_and_wait(qtbot, window, write_demo_dataset(tmp_path / "hippo", kind="hippocampus"))
+    table = panel.case_table
+    qtbot.waitUntil(lambda: table.item(0, 1).text() != "\u2026", timeout=10000)
+    window.resize(1280, 800)
+    qtbot.wait(50)
+    header = table.horizontalHeader()
+    assert table.horizontalScrollBar().maximum() == 0
+    assert header.sectionViewportPosition(4) + header.sectionSize(4) <= table.viewport().width()
+    # the short columns show their whole text
+    metrics = table.fontMetrics()
+    for col in (1, 2, 3, 4):
+        assert header.sectionSize(col) >= metrics.horizontalAdvance(table.item(0, col).text())
+    assert table.item(0, 0).toolTip() == table.item(0, 0).text() == "hippocampus_000"
+
+
 def test_label_toggles_reach_slices_and_3d(window, qtbot, msd_dataset):
     panel = window.data_panel
     _open_and_wait(qtbot, window, msd_dataset)
