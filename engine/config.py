@@ -389,6 +389,8 @@ def _set(obj: Any, key: str, value: Any, prefix: str, source: str) -> None:
     if isinstance(current, bool):
         ok = isinstance(value, bool)
     elif isinstance(current, int):
+        if isinstance(value, float) and value.is_integer():  # TOML reads 1e5 as a float
+            value = int(value)
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(current, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -47,6 +47,19 @@ def device_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def count_arg(value: str) -> int:
+    """An argparse ``type`` for a count that users write as 100000, 100_000, 100,000 or 1e5 (a whole
+    number >= 0; a usage error otherwise)."""
+    text = value.strip().replace("_", "").replace(",", "")
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not (number >= 0 and number.is_integer()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return int(number)
+
+
 def subcommand(sub, name: str, handler: Callable[[argparse.Namespace], dict | None], help: str, **kw):
     """Add a subcommand with the common flags; ``handler(args)`` returns the result dict."""
     p = sub.add_parser(name, help=help, description=help, **kw)

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from engine.cli._common import progress_bar, subcommand
+from engine.cli._common import count_arg, progress_bar, subcommand
 from engine.cli.params import parse_triple
 from engine.config import PROFILE_NAMES, SearchConfig, current_generation, run_profile
 from engine.errors import ConfigError, RunError
@@ -304,7 +304,7 @@ def register(sub) -> None:
     p.add_argument("--objective", choices=("parameters", "flops", "latency"),
                    help="second objective: parameter count (default), inference FLOPs or measured latency")
     p.add_argument("--latency-target", choices=("cpu", "cuda"), help="where latency is measured (default cpu)")
-    p.add_argument("--max-parameters", type=int, help="never train networks with more parameters")
+    p.add_argument("--max-parameters", type=count_arg, help="never train networks with more parameters (100000 or 1e5)")
     p.add_argument("--max-latency-ms", type=float, help="never train networks slower than this (ms)")
     p.add_argument("--estimate", action="store_true",
                    help="print the expected wall time (a short calibration, cached) and exit without searching")

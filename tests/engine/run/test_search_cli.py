@@ -338,6 +338,37 @@ def test_every_search_option_sets_its_configuration_key(tmp_path):
     assert bare.to_dict() == SearchConfig().to_dict()
 
 
+@pytest.mark.parametrize("text, count", [("100000", 100000), ("1e5", 100000), ("100_000", 100000),
+                                         ("100,000", 100000), ("2.5E6", 2500000), ("0", 0)])
+def test_a_parameter_limit_is_read_as_people_write_counts(tmp_path, text, count):
+    from engine.cli import build_parser
+    from engine.cli.search import _config_from_args
+
+    args = build_parser().parse_args(["search", "--out", str(tmp_path / "run"), "--max-parameters", text])
+    assert _config_from_args(args).resources.max_parameters == count
+
+
+@pytest.mark.parametrize("text", ["1.5", "-1e5", "lots", "nan", "inf"])
+def test_a_parameter_limit_that_is_no_count_is_a_usage_error(tmp_path, text, capsys):
+    from engine.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--out", str(tmp_path / "run"), f"--max-parameters={text}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"--max-parameters: {text!r} is not a" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_toml_count_written_as_a_float_is_read_when_whole():
+    from engine.config import SearchConfig
+    from engine.errors import ConfigError
+
+    assert SearchConfig.from_toml("[resources]\nmax_parameters = 1e5\n").resources.max_parameters == 100000
+    with pytest.raises(ConfigError, match="max_parameters must be int"):
+        SearchConfig.from_toml("[resources]\nmax_parameters = 1.5e0\n")
+
+
 REFUSE_LIGHT = """
 import sys
 from engine.cli import main
