@@ -34,7 +34,7 @@ import numpy as np
 from engine.atomic import atomic_file
 from engine.errors import DataError
 from engine.genome import Genome, SearchSpace
-from engine.search.objective import PowerLaw
+from engine.search.objective import PowerLaw, WidthPowerLaw  # noqa: F401 - WidthPowerLaw is part of this module's API
 
 log = logging.getLogger(__name__)
 _IMPORTED = time.monotonic()
@@ -265,32 +265,6 @@ def calibration_genomes(sample: Sequence[Genome], train_flops: Callable[[Genome]
             same = [g for g in ranked if g.nf1 == w]
             picks.append(same[len(same) // 2])
     return list(dict.fromkeys(picks))
-
-
-class WidthPowerLaw:
-    """``seconds = exp(a) * flops**b * nf1**c``, least squares on logs: the calibration's model of a step
-    (or a validation pass). On a CPU a narrow network does less work per second than a wide one of the same
-    FLOPs (small convolutions are bound by memory, not arithmetic), so FLOPs alone mispredict a space of
-    several widths. With fewer than 4 points or one width it is ``PowerLaw`` of FLOPs alone.
-    """
-
-    def __init__(self, points: Iterable[tuple[float, float, float]] = ()):
-        self.points = [(float(f), float(w), float(s)) for f, w, s in points
-                       if f > 0 and w > 0 and s > 0 and math.isfinite(f) and math.isfinite(s)]
-        self.flops_only = PowerLaw((f, s) for f, _, s in self.points)
-        self.coef: tuple[float, float, float] | None = None
-        if len(self.points) >= 4 and len({w for _, w, _ in self.points}) >= 2:
-            x = np.array([[1.0, math.log(f), math.log(w)] for f, w, _ in self.points])
-            y = np.log([s for _, _, s in self.points])
-            (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
-            if b > 1e-9:  # a cost never falls with FLOPs: otherwise noise, keep the simpler law
-                self.coef = (float(a), float(b), float(c))
-
-    def predict(self, flops: float, width: float) -> float:
-        if self.coef is None:
-            return self.flops_only.predict(flops)
-        a, b, c = self.coef
-        return float(math.exp(a + b * math.log(max(flops, 1.0)) + c * math.log(max(width, 1.0))))
 
 
 def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> tuple[float, float, float, float]:

@@ -11,7 +11,8 @@ median of ``runs`` timed runs.
 ``LatencyBook`` keeps the measured latencies of a run in its database (table ``latency``) with the
 hardware and thread count, measures each network once, reuses identical networks (genomes that differ
 only in their learning rate build the same network: ``latency_key``), and predicts the latency of
-genomes not measured yet from their FLOPs (``PowerLaw`` fitted to the measured ones).
+genomes not measured yet from their FLOPs and first-level width (``WidthPowerLaw`` fitted to the
+measured ones; FLOPs alone until ``WIDTH_MODEL_POINTS`` networks are measured).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.genome import Genome
-from engine.search.objective import PowerLaw
+from engine.search.objective import WidthPowerLaw
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ def hardware_name(target: str) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+#: Measured networks from which the latency model also reads the width. On the hippocampus set at 1 mm
+#: (``benchmarks/latency_model.py``, BENCHMARKS.md) FLOPs and width predicted with about half the median
+#: error of FLOPs alone from 9 - 14 points on; from 4 points their 90th percentile was the worse.
+WIDTH_MODEL_POINTS = 8
+
+
 def latency_key(genome) -> str:
     """The key of a genome's network in the ``latency`` table: every gene but the learning rate, as
     sorted JSON. ``genome`` is a ``Genome``, its dict, or a stored key (runs before this rule stored the
@@ -72,6 +79,11 @@ def by_network(rows) -> dict[str, float]:
     for row in rows:
         out.setdefault(latency_key(row["genome"]), row["latency_ms"])
     return out
+
+
+def _width(key) -> float:
+    """The first-level width (nf1) of a stored ``latency`` row's genome key."""
+    return float((json.loads(key) if isinstance(key, str) else key)["nf1"])
 
 
 def reference_shape(median_shape: Sequence[int] | None, patch: Sequence[int]) -> list[int]:
@@ -177,12 +189,10 @@ class LatencyBook:
         self.shape = reference_shape(plan.get("median_shape"), problem.patch_size)
         self.hardware = hardware_name(target)
         self.measure_seconds = 0.0  # time spent measuring in this session
-        self.model = PowerLaw()
         rows = store.latencies(self.target, self.threads, self.hardware, self.shape)
         self._known: dict[str, float] = by_network(rows)
-        for row in rows:
-            self.model.add(row["flops"], row["latency_ms"], refit=False)
-        self.model._fit()
+        self._points = [(row["flops"], _width(row["genome"]), row["latency_ms"]) for row in rows]
+        self.model = WidthPowerLaw(self._points, WIDTH_MODEL_POINTS)
 
     @staticmethod
     def key(genome: Genome) -> str:
@@ -193,8 +203,8 @@ class LatencyBook:
         return self._known.get(self.key(genome))
 
     def predicted(self, genome: Genome) -> float:
-        """Latency predicted from FLOPs by the model fitted to the measured genomes."""
-        return self.model.predict(self.flops(genome))
+        """Latency predicted from FLOPs and width by the model fitted to the measured genomes."""
+        return self.model.predict(self.flops(genome), genome.nf1)
 
     def value(self, genome: Genome) -> float:
         """The measured latency when there is one, else the predicted one (never measures)."""
@@ -215,7 +225,8 @@ class LatencyBook:
         self.store.add_latency(self.key(genome), self.target, self.threads, self.hardware, self.shape,
                                r["latency_ms"], r["runs_ms"], flops)
         self._known[self.key(genome)] = r["latency_ms"]
-        self.model.add(flops, r["latency_ms"])
+        self._points.append((flops, genome.nf1, r["latency_ms"]))
+        self.model = WidthPowerLaw(self._points, WIDTH_MODEL_POINTS)
         log.info("latency of %s: %.1f ms (%s, %d thread(s))", genome.to_dict(), r["latency_ms"], self.hardware,
                  self.threads)
         return r["latency_ms"]

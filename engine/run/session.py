@@ -329,7 +329,7 @@ class SearchSession:
 
     def _build_strategy(self, problem: SearchProblem, device: str):
         from engine.network.cost import count_parameters, extreme_genomes
-        from engine.search.objective import PowerLaw, inference_flops
+        from engine.search.objective import inference_flops
 
         space: SearchSpace = self.config.space.search_space()
         cin, ncls = problem.in_channels, problem.num_classes
@@ -350,13 +350,13 @@ class SearchSession:
         if self.measures_latency:
             self.latency = self._latency_book()
         if s.objective != "parameters" or r.max_latency_ms:
-            small, large = self._bound_genomes(space, feasible, lo, hi, flops)
+            picks = self._bound_genomes(space, feasible, lo, hi, flops)
             if s.objective == "flops":
-                bounds, cost = (flops(small), flops(large)), flops
+                bounds, cost = (flops(picks[0]), flops(picks[-1])), flops
             if self.latency is not None:  # the extremes measured first: bounds and the first points of the model
-                measured = (self.latency.measure(small), self.latency.measure(large))
+                measured = [self.latency.measure(g) for g in picks]
                 if s.objective == "latency":
-                    bounds, cost = measured, self.latency.value
+                    bounds, cost = (min(measured), max(measured)), self.latency.value
             lo_b, hi_b = sorted(bounds)
             bounds = (lo_b, hi_b if hi_b > lo_b else lo_b * 1.01)
         # a limit on the objective's own measure caps its upper bound: f2 then spans what the run may
@@ -505,9 +505,12 @@ class SearchSession:
         s, r = self.config.samea, self.config.resources
         return s.objective == "latency" or bool(r.max_latency_ms) or s.measure_latency
 
-    def _bound_genomes(self, space: SearchSpace, feasible, lo: Genome, hi: Genome, flops) -> tuple[Genome, Genome]:
-        """The cheapest and dearest genomes by FLOPs among the space's extremes and a seeded sample,
-        keeping only those within the run's budgets: they set the normalization bounds."""
+    def _bound_genomes(self, space: SearchSpace, feasible, lo: Genome, hi: Genome, flops) -> list[Genome]:
+        """The cheapest and the dearest genome by FLOPs of each first-level width (nf1) among the space's
+        extremes and a seeded sample, keeping only those within the run's budgets, ordered by FLOPs (the
+        first is the cheapest of all, the last the dearest): they set the normalization bounds. A latency
+        objective measures them all: at one FLOP count a narrow network runs slower than a wide one, so
+        the slowest network need not be the dearest by FLOPs (measured: ``benchmarks/latency_model.py``)."""
         rng = np.random.default_rng(np.random.SeedSequence([int(self.config.seed), 1]))
         cards = space.cardinalities
         pool = [lo, hi] + [space.decode([int(rng.integers(k)) for k in cards]) for _ in range(256)]
@@ -516,7 +519,11 @@ class SearchSession:
             raise ConfigError("no genome of the search space fits the budgets (resources.max_memory_mb, "
                               "max_gflops_per_step, max_parameters); widen the space or raise them")
         ranked = sorted(ok, key=lambda g: (flops(g), g.to_json()))
-        return ranked[0], ranked[-1]
+        picks = []
+        for width in sorted({g.nf1 for g in ranked}):
+            same = [g for g in ranked if g.nf1 == width]
+            picks += [same[0], same[-1]]
+        return sorted(dict.fromkeys(picks), key=lambda g: (flops(g), g.to_json()))
 
     def cost_value(self, genome: Genome, parameters: int, latency_ms: float | None = None) -> float:
         """The raw second objective of a genome: parameter count, inference FLOPs or latency in ms."""

@@ -3,7 +3,8 @@
 ``parameters`` is the paper's log(parameter count). ``flops`` is log of the analytic inference FLOPs
 of one patch (``engine.network.cost``). ``latency`` is log of the measured time to segment a
 reference volume (``engine.run.latency``); a genome not measured yet (a child the surrogate keeps
-untrained) gets a latency predicted from its FLOPs by ``PowerLaw`` fitted to the measured ones.
+untrained) gets a latency predicted from its FLOPs and width by ``WidthPowerLaw`` fitted to the
+measured ones.
 
 Plain numbers only: no PyTorch here, so strategies and the app can use it cheaply.
 """
@@ -77,6 +78,43 @@ class PowerLaw:
 
     def to_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "points": len(self.points)}
+
+
+class WidthPowerLaw:
+    """``y = exp(a) * flops**b * nf1**c``, least squares on logs: the model of a cost (a training step,
+    a validation pass, a latency) from FLOPs and the first-level width. On a CPU a narrow network does
+    less work per second than a wide one of the same FLOPs (small convolutions are bound by memory, not
+    arithmetic), so FLOPs alone mispredict a space of several widths. With fewer than ``min_points``
+    points (at least 4: three coefficients) or one width it is ``PowerLaw`` of FLOPs alone.
+    """
+
+    def __init__(self, points: Iterable[tuple[float, float, float]] = (), min_points: int = 4):
+        self.points = [(float(f), float(w), float(s)) for f, w, s in points
+                       if f > 0 and w > 0 and s > 0 and math.isfinite(f) and math.isfinite(s)]
+        self.flops_only = PowerLaw((f, s) for f, _, s in self.points)
+        self.coef: tuple[float, float, float] | None = None
+        if len(self.points) >= max(4, int(min_points)) and len({w for _, w, _ in self.points}) >= 2:
+            x = np.array([[1.0, math.log(f), math.log(w)] for f, w, _ in self.points])
+            y = np.log([s for _, _, s in self.points])
+            (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+            if b > 1e-9:  # a cost never falls with FLOPs: otherwise noise, keep the simpler law
+                self.coef = (float(a), float(b), float(c))
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.points)
+
+    def predict(self, flops: float, width: float) -> float:
+        if self.coef is None:
+            return self.flops_only.predict(flops)
+        a, b, c = self.coef
+        return float(math.exp(a + b * math.log(max(flops, 1.0)) + c * math.log(max(width, 1.0))))
+
+    def to_dict(self) -> dict:
+        if self.coef is None:
+            return {**self.flops_only.to_dict(), "width": False}
+        a, b, c = self.coef
+        return {"a": a, "b": b, "c": c, "points": len(self.points), "width": True}
 
 
 def normalized(value: float, bounds: tuple[float, float]) -> float:

@@ -309,3 +309,14 @@ def test_limit_bounds_scores_only_candidates_within_the_limit_in_one_normalizati
     assert r["hypervolume"] == pytest.approx(hypervolume_2d(pts, (1.0, 1.0))) and r["front"] == 3
     low, cap = lb.space_limit(0.25)
     assert 0 < low < cap
+
+
+def test_latency_model_errors_are_relative_and_rank_by_spearman():
+    """The latency model benchmark's score: |predicted / measured - 1| (median, 90th percentile) and rho."""
+    lm = _script("latency_model")
+    points = [(1e9, 8, 10.0), (2e9, 8, 20.0), (4e9, 16, 40.0), (8e9, 16, 80.0), (16e9, 16, 160.0)]
+    exact = lm.errors(lambda f, w: f * 1e-8, points)
+    assert exact["median"] == pytest.approx(0.0) and exact["p90"] == pytest.approx(0.0) and exact["rho"] == pytest.approx(1.0)
+    off = lm.errors(lambda f, w: f * 1e-8 * (2.0 if w == 8 else 1.0), points)
+    assert off["median"] == pytest.approx(0.0) and off["p90"] == pytest.approx(1.0)
+    assert off["rho"] < 1.0

@@ -329,6 +329,76 @@ def test_a_limit_on_the_objectives_measure_is_its_upper_bound(tmp_path, monkeypa
     assert free.objective_bounds[1] > limit
 
 
+def _narrow_is_slow(g: Genome, *a, **kw) -> dict:
+    """A stand-in CPU: latency grows with FLOPs, and nf1 8 networks run 4x slower per FLOP than nf1 16."""
+    ms = flops_of(g) * 1e-9 * (4.0 if g.nf1 == 8 else 1.0)
+    return {"latency_ms": ms, "runs_ms": [ms]}
+
+
+WIDE_SMALL = {**SMALL, "nf1": [8, 16], "op4": ["conv3d_1x1x1", "conv3d_3x3x3"]}
+
+
+def test_latency_bounds_are_the_fastest_and_slowest_of_each_widths_extremes(tmp_path, monkeypatch):
+    """With narrow networks slower per FLOP, the slowest network is not the dearest by FLOPs: the
+    upper bound is measured on each width's dearest genome, and no trained candidate's f2 is over 1."""
+    import engine.run.latency as latency
+
+    monkeypatch.setattr(latency, "measure_latency", _narrow_is_slow)
+    space = SearchSpace.from_dict(WIDE_SMALL)
+    every = [space.decode(v) for v in np.ndindex(*space.cardinalities)]
+    times = [_narrow_is_slow(g)["latency_ms"] for g in every]
+    dearest = max(every, key=lambda g: (flops_of(g), g.to_json()))
+    assert dearest.nf1 == 16 and _narrow_is_slow(dearest)["latency_ms"] < max(times)  # the case this is about
+    run = tmp_path / "run"
+    session = SearchSession(run, config("latency").replace(space=WIDE_SMALL), fake_evaluate, TINY)
+    assert session.run()["status"] == "finished"
+    with RunStore.open_readonly(run) as s:
+        bounds = tuple(s.get_meta("objective")["bounds"])
+        rows = s.candidates("done")
+        measured = {r["latency_ms"] for r in s.latencies()}
+    assert bounds == pytest.approx((min(times), max(times)))
+    for width in (8, 16):  # each width's cheapest and dearest (by FLOPs, so by time) were measured at the start
+        same = [t for g, t in zip(every, times) if g.nf1 == width]
+        assert {min(same), max(same)} <= measured
+    assert rows and all(0.0 <= r["f2"] <= 1.0 for r in rows)
+
+
+def test_unmeasured_latencies_are_predicted_from_flops_and_width_once_enough_are_measured(tmp_path, monkeypatch):
+    """Below ``WIDTH_MODEL_POINTS`` measured networks the prediction is FLOPs alone; from there on it also
+    reads the width, and predicts the stand-in CPU's narrow networks as slower per FLOP; a book opened
+    again on the run reads the same model from the table."""
+    import engine.run.latency as latency
+    from engine.search.objective import WidthPowerLaw
+
+    monkeypatch.setattr(latency, "measure_latency", _narrow_is_slow)
+    space = SearchSpace.from_dict(WIDE_SMALL)
+    every = sorted((space.decode(v) for v in np.ndindex(*space.cardinalities)), key=lambda g: g.to_json())
+    order = [every[i] for i in np.random.default_rng(0).permutation(len(every))]
+    nets = list({latency_key(g): g for g in order}.values())
+    run = tmp_path / "run"
+    with RunStore.create(run, {"config": {}}) as s:
+        book = LatencyBook(s, TINY, flops_of, runs=1)
+        for g in nets[:latency.WIDTH_MODEL_POINTS - 1]:
+            book.measure(g)
+        assert not book.model.to_dict()["width"]
+        first = nets[:latency.WIDTH_MODEL_POINTS - 1]
+        flops_only = PowerLaw((flops_of(g), _narrow_is_slow(g)["latency_ms"]) for g in first)
+        assert book.predicted(nets[-1]) == pytest.approx(flops_only.predict(flops_of(nets[-1])))
+        for g in nets[latency.WIDTH_MODEL_POINTS - 1:latency.WIDTH_MODEL_POINTS + 4]:
+            book.measure(g)
+        assert book.model.to_dict()["width"] and book.model.coef[2] < 0  # narrower: slower
+        rest = [g for g in nets[latency.WIDTH_MODEL_POINTS + 4:]]
+        assert rest
+        for g in rest:  # the stand-in is a power law of FLOPs and width: predicted exactly
+            assert book.predicted(g) == pytest.approx(_narrow_is_slow(g)["latency_ms"], rel=1e-6)
+        assert max(abs(flops_only.predict(flops_of(g)) / _narrow_is_slow(g)["latency_ms"] - 1) for g in rest) > 0.3
+        points = list(book._points)
+    with RunStore.open_writer(run) as s:
+        again = LatencyBook(s, TINY, flops_of, runs=1)
+        assert again._points == points
+        assert again.predicted(rest[0]) == pytest.approx(WidthPowerLaw(points).predict(flops_of(rest[0]), rest[0].nf1))
+
+
 def test_a_resumed_run_keeps_the_bounds_it_started_with(tmp_path):
     """A run paused and resumed normalizes every candidate's f2 between the bounds stored at its start,
     even where this code would set others now (here: a run that an older version started with its
