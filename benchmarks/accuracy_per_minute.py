@@ -85,6 +85,9 @@ VARIANTS: dict[str, dict] = {
     "lr-poly-3e-3": {"train": {"lr_schedule": "poly"}, "genome": {"lr": 3e-3}},
     "lr-3e-3": {"genome": {"lr": 3e-3}},
     "contiguous": {"train": {"channels_last": False}},
+    # a foreground-centred patch kept inside the volume as the random ones are (the engine, like
+    # nnU-Net, lets it reach past the edge, padded with zeros that inference windows never see)
+    "fg-inside": {"sampler": "fg-inside"},
 }
 
 
@@ -161,6 +164,8 @@ def worker(spec: dict) -> dict:
                          "num_threads": threads, "max_epochs_for_objective": max(epochs, 1),
                          **variant.get("train", {})})
     deadline = _Deadline(spec.get("budget"), spec.get("clock", "wall"))
+    if variant.get("sampler") == "fg-inside":
+        _set_fg_centre()
     if "dice_smooth" in variant:
         from engine.train import losses
 
@@ -210,6 +215,30 @@ def worker(spec: dict) -> dict:
         "test_dice": [round(float(v), 4) for v in np.mean(per_case, axis=0)],
         "test_cases": list(split.test), "labels": data.fg_names if hasattr(data, "fg_names") else list(data.foreground),
     }
+
+
+def _set_fg_centre() -> None:
+    """Foreground-centred patches kept inside the volume where it is larger than the patch (clipped
+    to the random patches' range); the same random numbers are drawn as by the engine's own rule."""
+    import numpy as np
+
+    from engine.train import sampling as S
+
+    def centre(self, case_index: int, force_fg: bool) -> np.ndarray:
+        shape = np.asarray(self.cases[case_index].label.shape)
+        fg = self.fg[case_index]
+        if force_fg and fg:
+            k = list(fg)[int(self.rng.integers(len(fg)))]
+            locs = fg[k]
+            c = locs[int(self.rng.integers(len(locs)))].astype(int)
+            half = np.asarray(self.patch) // 2
+            return np.clip(c, np.minimum(half, shape // 2), np.maximum(shape - (np.asarray(self.patch) - half), shape // 2))
+        half = np.asarray(self.patch) // 2
+        lo = np.minimum(half, shape // 2)
+        hi = np.maximum(shape - (np.asarray(self.patch) - half), shape // 2)
+        return np.array([int(self.rng.integers(a, b + 1)) for a, b in zip(lo, hi)])
+
+    S.PatchSampler._centre = centre
 
 
 def run_peer(dataset: Path, budget: float, seed: int, tag: str, clock: str = "wall", threads: int = 2) -> dict:
