@@ -379,7 +379,7 @@ class SearchSession:
             limits.append(f"resources.max_parameters ({r.max_parameters:,})")
         if r.max_latency_ms:
             limits.append(f"resources.max_latency_ms ({r.max_latency_ms:g} ms on {self.latency.target}, "
-                          "measured or predicted from FLOPs)")
+                          "measured, or predicted from FLOPs and width)")
         feasible.limits = "; ".join(limits)  # named by the strategy's error when no genome is left
 
         self.objective_bounds = bounds
@@ -749,7 +749,7 @@ class SearchSession:
     def _front_latency(self, stop, callback=None) -> bool:
         """After all training: measure the front's networks that have no latency on the run's target
         (once per genome, kept in the run's database), then give every finished candidate its measured
-        latency or one predicted from FLOPs by the networks measured (flagged as predicted). False when
+        latency or one predicted from FLOPs (and width) by the networks measured (flagged as predicted). False when
         ``stop`` was set before all were measured. Each measurement is announced to ``callback`` (a
         ``latency`` event). A target this machine lacks (cuda without a GPU), or
         a network that cannot be measured, is logged and left without a latency: the search's results
