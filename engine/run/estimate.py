@@ -108,6 +108,7 @@ class TimeModel:
         self.warmup_s = float(max((p.cold_s for p in calibration.points), default=0.0)
                               + sum(p.excess_s for p in calibration.points))
         self.extra_s = extra_s or (lambda g: 0.0)
+        self.begin_s = 0.0  # once, before the first candidate (the bound genomes' latency measured)
         self.end_s = 0.0  # once, after the last candidate (the front's latency measured at the end)
         self.end_each_s = 0.0  # of that, the seconds to measure one network
         self.ratios: list[float] = []
@@ -391,6 +392,7 @@ class SearchEstimate:
     first_n: int = 0  # the genomes of the first generation, predicted one by one (known before the search)
     first_s: float = 0.0  # their predicted seconds, in total_s
     end_s: float = 0.0  # once after the last candidate (the front's latency measured), in total_s
+    bounds_s: float = 0.0  # once before the first candidate (the bound genomes' latency measured), in total_s
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -413,6 +415,9 @@ class SearchEstimate:
             lines.append(f"start               {self.start_s:.0f} s (loading libraries, opening the dataset)")
         if self.warmup_s >= 0.5:
             lines.append(f"warm-up             {self.warmup_s:.0f} s (once: kernels and libraries load, each width's shapes are set up)")
+        if self.bounds_s >= 0.5:
+            lines.append(f"at the start        {self.bounds_s:.0f} s (the normalization bounds: each width's "
+                         "cheapest and dearest network, latency measured)")
         if self.end_s >= 0.5:
             lines.append(f"at the end          {self.end_s:.0f} s (the front's networks: latency measured)")
         lines.append(f"calibration         {self.calibrated_genomes} genomes, {self.calibration_s:.1f} s"
@@ -449,7 +454,8 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
                     first: Sequence[Genome] = ()) -> SearchEstimate:
     """The arithmetic: per-candidate seconds over ``sample`` x the strategy's evaluations / workers,
     plus ``start_s``, the command's own start, the model's ``warmup_s`` once (per worker process,
-    which start together) and its ``end_s`` once (after the last candidate).
+    which start together), its ``begin_s`` once (before the first candidate) and its ``end_s`` once
+    (after the last candidate).
 
     ``first``: the genomes the search will train first (its initial population, when known): each is
     predicted as itself, and only the evaluations after them from the sample.
@@ -462,11 +468,13 @@ def search_estimate(model: TimeModel, sample: Sequence[Genome], samea, workers: 
     ev = expected_evaluations(samea)
     w = max(1, int(workers))
     warmup = model.warmup_s
-    start = max(0.0, float(start_s)) + warmup
+    begin = float(getattr(model, "begin_s", 0.0))
+    start = max(0.0, float(start_s)) + warmup + begin
     known = [model.candidate_seconds(g) for g in first][:ev[0]]
     k, known_s = len(known), float(sum(known))
     end = float(getattr(model, "end_s", 0.0))
     total = tuple(start + (known_s + max(0, n - k) * c) / w + end for n, c in zip(ev, (q1, mean, q3)))
     cal = model.calibration
     return SearchEstimate(device, cal.hardware, samea.strategy, ev, (q1, mean, q3), total, cal.seconds,
-                          len(cal.points), cached, w, list(notes), max(0.0, float(start_s)), warmup, k, known_s, end)
+                          len(cal.points), cached, w, list(notes), max(0.0, float(start_s)), warmup, k, known_s, end,
+                          begin)

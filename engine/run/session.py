@@ -433,7 +433,7 @@ class SearchSession:
         Uses the cached calibration of this device and plan; with ``calibrate_now`` it calibrates when
         there is none (or ``recalibrate``). Without a calibration: ``MeanTimeModel`` of measured times.
         """
-        from engine.network.cost import estimate_cost
+        from engine.network.cost import estimate_cost, extreme_genomes
         from engine.run import estimate as est
         from engine.run.latency import hardware_name
 
@@ -491,6 +491,11 @@ class SearchSession:
         if cfg.training.patience < cfg.training.epochs or cfg.resources.early_stopping != "off":
             notes.append("assumes every candidate trains all epochs; early stopping makes it shorter")
         model = est.TimeModel(cal, costs, cfg.training.epochs, iterations, val_every, extra)
+        if self.measures_latency and (cfg.samea.objective != "parameters" or cfg.resources.max_latency_ms):
+            # the run's start measures the genomes that set the bounds (``_build_strategy``)
+            picks = self._bound_genomes(space, feasible, *extreme_genomes(space), lambda g: costs(g)[1])
+            model.begin_s = float(sum(latency_s(g) for g in picks))
+            notes.append(f"includes measuring the latency of {len(picks)} networks at the start (the bounds)")
         if cfg.samea.front_latency and not self.measures_latency and sample:
             # the front's networks measured once the search ends; its size guessed as half a generation
             n = max(2, int(cfg.samea.population) // 2)

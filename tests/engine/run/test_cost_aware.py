@@ -633,6 +633,33 @@ def test_calibration_warms_up_first_and_counts_the_set_up_once(tmp_path):
     assert "warm-up             1 s" in cold.text()
 
 
+def test_a_latency_search_estimate_counts_measuring_its_bound_genomes_once(tmp_path):
+    """A latency search measures each width's cheapest and dearest genome before its first candidate:
+    the estimate adds their measurement once (export + warm-up and timed runs, as for any candidate's
+    latency), says so, and the paper's objective adds nothing."""
+    from engine.network.cost import extreme_genomes
+
+    space_cfg = {"space": WIDE_SMALL}
+    lat = config("latency", generations=2).replace(**space_cfg)
+    e = estimate_search(lat, step_fn=fake_step, problem=TINY)
+    session = SearchSession(tmp_path / "run", lat, fake_evaluate, TINY)
+    model, sample, _, _ = session.time_model("cpu")
+    space = lat.space.search_space()
+    picks = session._bound_genomes(space, session.within_budgets(TINY, "cpu"), *extreme_genomes(space),
+                                   lambda g: float(flops_of(g)))
+    assert {g.nf1 for g in picks} == {8, 16} and len(picks) == 4
+    each = [model.extra_s(g) for g in picks]  # the time model's seconds for one network's latency
+    assert all(v > 1.0 for v in each)
+    assert model.begin_s == pytest.approx(sum(each), rel=1e-6) and e.bounds_s == pytest.approx(sum(each), rel=1e-6)
+    assert f"at the start        {sum(each):.0f} s" in e.text()
+    assert any("latency of 4 networks at the start" in n for n in e.notes)
+    lo, mid, hi = e.total_s
+    per = np.array([model.candidate_seconds(g) for g in sample])
+    assert mid == pytest.approx(e.warmup_s + e.bounds_s + e.evaluations[1] * per.mean() + e.end_s, rel=1e-6)
+    paper = estimate_search(config("parameters", generations=2).replace(**space_cfg), step_fn=fake_step, problem=TINY)
+    assert paper.bounds_s == 0.0 and "at the start" not in paper.text()
+
+
 def test_a_genomes_one_off_set_up_is_counted_once_per_search_not_per_candidate():
     """A genome's first step and first validation case set up its shapes (on a GPU, the convolution
     algorithms; later genomes of the same widths reuse them): the calibration keeps that apart, and the
