@@ -224,19 +224,13 @@ def _set_fg_centre() -> None:
 
     from engine.train import sampling as S
 
+    own = S.PatchSampler._centre
+
     def centre(self, case_index: int, force_fg: bool) -> np.ndarray:
-        shape = np.asarray(self.cases[case_index].label.shape)
-        fg = self.fg[case_index]
-        if force_fg and fg:
-            k = list(fg)[int(self.rng.integers(len(fg)))]
-            locs = fg[k]
-            c = locs[int(self.rng.integers(len(locs)))].astype(int)
-            half = np.asarray(self.patch) // 2
-            return np.clip(c, np.minimum(half, shape // 2), np.maximum(shape - (np.asarray(self.patch) - half), shape // 2))
-        half = np.asarray(self.patch) // 2
-        lo = np.minimum(half, shape // 2)
-        hi = np.maximum(shape - (np.asarray(self.patch) - half), shape // 2)
-        return np.array([int(self.rng.integers(a, b + 1)) for a, b in zip(lo, hi)])
+        c = own(self, case_index, force_fg)
+        if force_fg and self.fg[case_index]:
+            c = np.clip(c, *self.centre_range(self.cases[case_index].label.shape))
+        return c
 
     S.PatchSampler._centre = centre
 

@@ -70,9 +70,8 @@ def main() -> None:
     a = ap.parse_args()
     import numpy as np
 
-    from engine.run.estimate import WidthPowerLaw
     from engine.run.latency import latency_key, measure_latency
-    from engine.search.objective import PowerLaw, inference_flops
+    from engine.search.objective import PowerLaw, WidthPowerLaw, inference_flops
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,14 +27,14 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from engine.atomic import atomic_file
 from engine.errors import DataError
 from engine.genome import Genome, SearchSpace
-from engine.search.objective import PowerLaw, WidthPowerLaw  # noqa: F401 - WidthPowerLaw is part of this module's API
+from engine.search.objective import PowerLaw, WidthPowerLaw
 
 log = logging.getLogger(__name__)
 _IMPORTED = time.monotonic()

@@ -121,16 +121,19 @@ class PatchSampler:
             self.n_random = min(self.n_random, self.batch_size - 1)
         self.fg = [foreground_locations(c.label, num_classes, rng) for c in self.cases]
 
+    def centre_range(self, shape) -> tuple[np.ndarray, np.ndarray]:
+        """The lowest and highest centre of a patch that stays inside a volume of ``shape`` (its middle
+        where the volume is smaller than the patch): where random patches are centred."""
+        shape, half = np.asarray(shape), np.asarray(self.patch) // 2
+        return np.minimum(half, shape // 2), np.maximum(shape - (np.asarray(self.patch) - half), shape // 2)
+
     def _centre(self, case_index: int, force_fg: bool) -> np.ndarray:
-        shape = np.asarray(self.cases[case_index].label.shape)
         fg = self.fg[case_index]
-        if force_fg and fg:
+        if force_fg and fg:  # a foreground voxel, even near the edge: the patch may reach past it
             k = list(fg)[int(self.rng.integers(len(fg)))]
             locs = fg[k]
             return locs[int(self.rng.integers(len(locs)))].astype(int)
-        half = np.asarray(self.patch) // 2
-        lo = np.minimum(half, shape // 2)
-        hi = np.maximum(shape - (np.asarray(self.patch) - half), shape // 2)
+        lo, hi = self.centre_range(self.cases[case_index].label.shape)
         return np.array([int(self.rng.integers(a, b + 1)) for a, b in zip(lo, hi)])
 
     def sample(self) -> Batch:

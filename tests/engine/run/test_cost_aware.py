@@ -19,7 +19,7 @@ from engine.run import RunStore, SearchSession
 from engine.run import estimate as est
 from engine.run.latency import LatencyBook, latency_key
 from engine.run.session import estimate_search
-from engine.search.objective import PowerLaw, inference_flops, normalized
+from engine.search.objective import PowerLaw, WidthPowerLaw, inference_flops, normalized
 from search_fakes import PROBLEM, fake_evaluate
 from test_search_cli import small_demo  # noqa: F401 - a fixture of this module too
 
@@ -368,7 +368,6 @@ def test_unmeasured_latencies_are_predicted_from_flops_and_width_once_enough_are
     reads the width, and predicts the stand-in CPU's narrow networks as slower per FLOP; a book opened
     again on the run reads the same model from the table."""
     import engine.run.latency as latency
-    from engine.search.objective import WidthPowerLaw
 
     monkeypatch.setattr(latency, "measure_latency", _narrow_is_slow)
     space = SearchSpace.from_dict(WIDE_SMALL)
@@ -708,8 +707,8 @@ def test_the_time_model_learns_that_narrow_networks_run_slower_per_flop():
         worst = max(worst, abs(flops_only.predict(costs(g)[0]) / true[0] - 1))
     assert worst > 0.2
     # one width, or too few points: FLOPs alone
-    assert est.WidthPowerLaw([(1e9, 8, 1.0), (2e9, 16, 1.5), (4e9, 32, 2.0)]).coef is None
-    assert est.WidthPowerLaw([(1e9, 8, 1.0), (2e9, 8, 2.0), (4e9, 8, 4.0), (8e9, 8, 8.0)]).predict(16e9, 8) == \
+    assert WidthPowerLaw([(1e9, 8, 1.0), (2e9, 16, 1.5), (4e9, 32, 2.0)]).coef is None
+    assert WidthPowerLaw([(1e9, 8, 1.0), (2e9, 8, 2.0), (4e9, 8, 4.0), (8e9, 8, 8.0)]).predict(16e9, 8) == \
         pytest.approx(16.0)
 
 
