@@ -786,6 +786,7 @@ def test_cli_estimate_prints_a_range_writes_no_run_and_caches_its_calibration(tm
     cfg = tmp_path / "tiny.toml"
     cfg.write_text('[space]\nnf1 = [8]\nn_cells = [5]\n[samea]\npopulation = 2\ngenerations = 1\nneighbourhood = 2\n'
                    '[training]\nepochs = 1\nplan = { target_spacing = [6.0, 6.0, 6.0] }\n')
+    config_bytes = cfg.read_bytes()
     env = {**os.environ, "EMONAS_CACHE_DIR": str(tmp_path / "cache"), "EMONAS_NO_PROGRESS": "1"}
     args = ("search", "--dataset", "demo", "--out", str(tmp_path / "run"), "--config", str(cfg), "--estimate", "--json")
     first = _cli(*args, env=env)
@@ -805,6 +806,7 @@ def test_cli_estimate_prints_a_range_writes_no_run_and_caches_its_calibration(tm
     assert limited.returncode == 0, limited.stderr
     notes = json.loads(limited.stdout.strip().splitlines()[-1])["notes"]
     assert any(n.startswith("max_latency_ms 1e+06 excludes about 0 % of the space") for n in notes), notes
+    assert cfg.read_bytes() == config_bytes  # the estimate reads its configuration, never writes it
 
 
 def test_the_calibration_keeps_to_its_budget():
