@@ -31,16 +31,60 @@ _PHASE_COLOURS = {"init": (120, 120, 220), "learning": (60, 170, 90), "exploitat
                   "evolution": (60, 170, 90), "random": (200, 200, 80)}
 
 
+#: mantissas of round values within a decade, coarsest first (ticks on a log axis over decades)
+_LOG_MANTISSAS = ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
+                  tuple(float(m) for m in range(1, 10)))
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
+    """log10 of round values between 10**lo and 10**hi, at most ``max_ticks`` of them, so that a log
+    axis reads 800, 1,000, 1,200 rather than 794, 1,000, 1,260: within a decade, even steps of 1, 2,
+    2.5 or 5 times a power of ten; over more, the finest series of round mantissas (1; 1, 3; 1, 2, 5;
+    ...) that fits, or every k-th power of ten."""
+    lo, hi = sorted((float(lo), float(hi)))
+    max_ticks = max(2, int(max_ticks))
+    eps = 1e-9 * max(1.0, abs(lo), abs(hi))
+    if hi - lo < 1.0:
+        a, b = 10 ** lo, 10 ** hi
+        raw = max((b - a) / (max_ticks - 1), 1e-300)
+        power = 10 ** math.floor(math.log10(raw))
+        step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw * (1 - 1e-9))
+        first, last = math.ceil(a / step - 1e-9), math.floor(b / step + 1e-9)
+        return [math.log10(k * step) for k in range(first, last + 1) if k > 0]
+    best: list[float] | None = None
+    for mantissas in _LOG_MANTISSAS:
+        vals = [e + math.log10(m) for e in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in mantissas]
+        vals = [v for v in vals if lo - eps <= v <= hi + eps]
+        if len(vals) > max_ticks:
+            break
+        best = vals
+    if best is None:  # even the powers of ten are too many: every k-th of them
+        decades = list(range(math.ceil(lo - eps), math.floor(hi + eps) + 1))
+        k = math.ceil(len(decades) / max_ticks)
+        best = [float(d) for d in decades if d % k == 0] or [float(decades[0])]
+    return best
+
+
 class ParameterAxis(pg.AxisItem):
-    """A bottom axis over log10(value) whose ticks read as counts (16k, 1.2M) or plain numbers."""
+    """A bottom axis over log10(value) whose ticks read as counts (16k, 1.2M) or plain numbers, placed
+    at round values (:func:`log_ticks`)."""
 
     plain = False  # GFLOPs and milliseconds read better as 0.5, 12, 340
+    #: pixels a tick label needs; the axis holds at most its length over this many ticks
+    tick_pixels = 64
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 - pyqtgraph's name
+        if not (math.isfinite(minVal) and math.isfinite(maxVal)) or abs(maxVal - minVal) > 30:
+            return super().tickValues(minVal, maxVal, size)
+        values = log_ticks(minVal, maxVal, max(2, int(size // self.tick_pixels)))
+        spacing = min((b - a for a, b in zip(values, values[1:])), default=1.0)
+        return [(spacing, values)]
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
         out = []
         for v in values:
             n = 10 ** v
-            if self.plain:  # three significant digits, never in e-notation: 0.5, 794, 1,260
+            if self.plain:  # three significant digits, never in e-notation: 0.5, 800, 1,200
                 out.append(f"{float(f'{n:.3g}'):,.0f}" if n >= 1e3 else f"{n:.3g}")
             else:
                 out.append(f"{n / 1e6:.3g}M" if n >= 1e6 else (f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.3g}"))

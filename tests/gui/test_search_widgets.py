@@ -132,6 +132,29 @@ def test_pareto_axis_ticks_read_as_numbers(qtbot):
     assert plot.axis.tickStrings(ticks, 1, 1) == ["0.5", "12.6", "794", "1,000", "1,260", "15,800"]
 
 
+def test_pareto_axis_ticks_sit_at_round_values(qtbot):
+    """A log axis places its ticks at round values: 800, 1,000, 1,200 ms, not 794, 1,000, 1,260."""
+    plot = ParetoPlot(throttle_ms=0)
+    qtbot.addWidget(plot)
+    plot.set_x_axis("latency_ms")
+
+    def labels(lo, hi, pixels):
+        levels = plot.axis.tickValues(math.log10(lo), math.log10(hi), pixels)
+        values = [v for _, vals in levels for v in vals]
+        return plot.axis.tickStrings(values, 1, 1)
+
+    assert labels(700, 1700, 400) == ["800", "1,000", "1,200", "1,400", "1,600"]  # within a decade: even steps
+    assert labels(19, 1471, 520) == ["20", "50", "100", "200", "500", "1,000"]  # over decades: 1-2-5
+    assert labels(19, 1471, 260) == ["30", "100", "300", "1,000"]  # a narrow axis: fewer, still round
+    plot.set_x_axis("parameters")
+    assert labels(5_000, 2e8, 520) == ["10k", "100k", "1M", "10M", "100M"]
+    assert labels(5_000, 2e8, 260) == ["10k", "1M", "100M"]
+    plot.plot.setXRange(math.log10(700), math.log10(1700), padding=0)  # the axis the plot draws
+    plot.set_x_axis("latency_ms")
+    shown = plot.axis.tickValues(*plot.plot.getViewBox().viewRange()[0], 400)
+    assert all(float(s.replace(",", "")) % 100 == 0 for s in plot.axis.tickStrings(shown[0][1], 1, 1))
+
+
 def test_candidate_view_shows_genome_curves_and_metrics(qtbot):
     view = CandidateView()
     qtbot.addWidget(view)
