@@ -83,6 +83,8 @@ class MonitorPanel(QWidget):
         self.progress.setMaximumWidth(280)
         self.progress.setMinimumWidth(self.progress.fontMetrics().horizontalAdvance("0000 / 0000 candidates") + 24)
         self.eta_label = QLabel("")
+        for label in (self.status_label, self.eta_label):  # long texts wrap rather than widen the window
+            label.setWordWrap(True)
         self.colour_by = QComboBox()
         self.colour_by.addItems(["generation", "phase"])
         self.colour_by.setToolTip("colour the points by generation or by phase of the search")

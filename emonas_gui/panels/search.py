@@ -128,6 +128,12 @@ class SearchPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.form)
+        # the form scrolls up and down only: the splitter gives it its whole width (operations' names,
+        # the learning rate's range) and the plots on the right take what is left
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(self.form.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+                               + 2 * scroll.frameWidth())
+        self.form_scroll = scroll
         ll.addWidget(scroll, 1)
         io = QHBoxLayout()
         self.load_button = QPushButton("Load config\u2026")

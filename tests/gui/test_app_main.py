@@ -82,6 +82,30 @@ def test_every_case_table_column_is_in_view_with_long_case_ids(window, qtbot, tm
     assert table.item(0, 0).toolTip() == table.item(0, 0).text() == "hippocampus_000"
 
 
+def test_search_step_fits_the_usual_window_size_with_a_run_open(window, qtbot, tmp_path):
+    """At 1280 x 800, with a run of a long folder name open, the Search step fits the window: the run's
+    status wraps instead of widening the window, and the form shows its full width (the operations'
+    names, the learning rate's range), scrolling up and down only, the plots beside it giving way."""
+    from test_search_monitor import _write_run
+
+    run = tmp_path / "hippocampus-latency-objective-nf1-8-16-population-6-seed-0"
+    store, _ = _write_run(run, n_done=4)
+    store.close()
+    window.open_run(run)
+    window.show_step("search")
+    panel = window.panels["search"]
+    qtbot.waitUntil(lambda: run.name in panel.monitor.status_label.text(), timeout=10000)
+    qtbot.wait(50)
+    assert window.width() == 1280
+    form = panel.form
+    scroll = form.parentWidget().parentWidget()  # the scroll area around it (form -> viewport -> area)
+    assert scroll is panel.form_scroll
+    assert scroll.horizontalScrollBar().maximum() == 0
+    assert form.width() >= form.minimumSizeHint().width()
+    assert panel.monitor.width() > 500  # the Pareto plot and the details keep a usable share
+    assert window.minimumSizeHint().width() <= 1280
+
+
 def test_label_toggles_reach_slices_and_3d(window, qtbot, msd_dataset):
     panel = window.data_panel
     _open_and_wait(qtbot, window, msd_dataset)
