@@ -88,6 +88,8 @@ VARIANTS: dict[str, dict] = {
     # a foreground-centred patch kept inside the volume as the random ones are (the engine, like
     # nnU-Net, lets it reach past the edge, padded with zeros that inference windows never see)
     "fg-inside": {"sampler": "fg-inside"},
+    # nnU-Net's smallest batch instead of the plan's (3 here): more, smaller steps per epoch
+    "batch-2": {"plan": {"batch_size": 2}},
 }
 
 
