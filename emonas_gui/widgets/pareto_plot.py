@@ -44,13 +44,18 @@ def log_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
     lo, hi = sorted((float(lo), float(hi)))
     max_ticks = max(2, int(max_ticks))
     eps = 1e-9 * max(1.0, abs(lo), abs(hi))
-    if hi - lo < 1.0:
+    if hi - lo < 1.0:  # the finest even step of 1, 2, 2.5 or 5 times a power of ten that fits
         a, b = 10 ** lo, 10 ** hi
-        raw = max((b - a) / (max_ticks - 1), 1e-300)
-        power = 10 ** math.floor(math.log10(raw))
-        step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw * (1 - 1e-9))
-        first, last = math.ceil(a / step - 1e-9), math.floor(b / step + 1e-9)
-        return [math.log10(k * step) for k in range(first, last + 1) if k > 0]
+        top = math.floor(math.log10(max(b - a, 1e-300))) + 1
+        chosen: list[float] = []
+        for power in range(top, top - 4, -1):
+            for m in (5.0, 2.5, 2.0, 1.0):
+                step = m * 10.0 ** power
+                ks = range(math.ceil(a / step - 1e-9), math.floor(b / step + 1e-9) + 1)
+                if len(ks) > max_ticks:
+                    return chosen
+                chosen = [math.log10(k * step) for k in ks if k > 0] or chosen
+        return chosen
     best: list[float] | None = None
     for mantissas in _LOG_MANTISSAS:
         vals = [e + math.log10(m) for e in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in mantissas]

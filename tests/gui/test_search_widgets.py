@@ -144,6 +144,7 @@ def test_pareto_axis_ticks_sit_at_round_values(qtbot):
         return plot.axis.tickStrings(values, 1, 1)
 
     assert labels(700, 1700, 400) == ["800", "1,000", "1,200", "1,400", "1,600"]  # within a decade: even steps
+    assert labels(560, 1650, 260) == ["750", "1,000", "1,250", "1,500"]  # a narrow axis: the finest step that fits
     assert labels(19, 1471, 520) == ["20", "50", "100", "200", "500", "1,000"]  # over decades: 1-2-5
     assert labels(19, 1471, 260) == ["30", "100", "300", "1,000"]  # a narrow axis: fewer, still round
     plot.set_x_axis("parameters")
