@@ -77,8 +77,8 @@ def build_window(args: argparse.Namespace):
                 raise SystemExit(f"--size {args.size}: expected WIDTHxHEIGHT, e.g. 1440x900") from None
         window.resize(max(w, 1280), max(h, 800))
     window.open_dataset(args.dataset or "demo")
-    if args.run:
-        window.open_run(args.run)
+    if args.run:  # the run's own dataset, unless one was named
+        window.open_run(args.run, follow_dataset=not args.dataset)
     tab = args.tab or ("results" if args.run else None)
     if tab:
         window.show_step(tab)

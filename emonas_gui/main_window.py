@@ -66,6 +66,20 @@ def _is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "run.db").exists()
 
 
+def _run_dataset(run_dir: Path) -> str | None:
+    """The dataset a run searched on, as its database records it ("demo" or a folder), or None."""
+    from engine.errors import EmonasError
+    from engine.run.store import RunStore
+
+    try:
+        with RunStore.open_readonly(run_dir) as store:
+            data = (store.get_meta("problem") or {}).get("data") or {}
+            ref = data.get("dataset") or (store.get_meta("config") or {}).get("dataset")
+    except (EmonasError, OSError, AttributeError):
+        return None
+    return str(ref) if isinstance(ref, str) and ref else None
+
+
 class MainWindow(QMainWindow):
     """EMONAS Studio's main window (see the module docstring)."""
 
@@ -234,8 +248,13 @@ class MainWindow(QMainWindow):
         self.show_step("data")
         self.data_panel.open_scans([Path(p) for p in paths])
 
-    def open_run(self, path: str | Path) -> None:
-        """Make ``path`` the current run directory (panels of the Search and Results steps load it)."""
+    def open_run(self, path: str | Path, follow_dataset: bool = True) -> None:
+        """Make ``path`` the current run directory (panels of the Search and Results steps load it).
+
+        With ``follow_dataset``, the dataset the run searched on is opened in the Data step (in the
+        background, the shown step unchanged) when another one is open and the run's still exists, so
+        the search form, its cost line, the Data step and the Results all describe the run's data.
+        """
         path = Path(path)
         if not path.is_dir():
             self.state.report_error(f"{path}: not a run directory (no such folder)")
@@ -244,8 +263,21 @@ class MainWindow(QMainWindow):
         if _is_run_dir(path) and not self._search_running_here():
             from engine.run.store import RunLock
 
+            if follow_dataset:
+                self._open_run_dataset(path)
             if RunLock(path).is_held_elsewhere():  # its search runs in another process: show it live
                 self.show_step("search")
+
+    def _open_run_dataset(self, run_dir: Path) -> None:
+        ref = _run_dataset(run_dir)
+        if ref is None or (ref != "demo" and not Path(ref).is_dir()):
+            return  # not recorded, or moved since: the open dataset stays
+        asked = self.data_panel.requested
+        if asked is not None and (asked == ref or (asked != "demo" and ref != "demo"
+                                                    and Path(asked).resolve() == Path(ref).resolve())):
+            return
+        self.state.status_message.emit(f"Opening the run's dataset {ref}")
+        self.data_panel.open_path(ref)
 
     def open_paths(self, paths: Iterable[str | Path]) -> None:
         """Open dropped files and folders: run folders, dataset folders, or scan files."""

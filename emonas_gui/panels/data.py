@@ -168,6 +168,8 @@ class DataPanel(QWidget):
     def __init__(self, state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
+        #: the dataset last asked for (a folder or "demo"; None for scans on their own), loaded or loading
+        self.requested: str | None = None
         # two threads: a long full check must not hold up loading the case the user clicks
         self._tasks = TaskRunner(self, max_threads=2)
         self._entries: list[Entry] = []
@@ -312,6 +314,7 @@ class DataPanel(QWidget):
         if str(path) != "demo" and Path(path).is_file():
             self.open_scans([Path(path)])
             return
+        self.requested = str(path)
         self.state.status_message.emit(f"Opening {path}\u2026")
         self.summary.setText(f"Opening {path}\u2026")
         self._tasks.submit(open_dataset_job, str(path), self.skip_bad.isChecked(), key="open",
@@ -326,6 +329,7 @@ class DataPanel(QWidget):
         """Show scan files on their own (no dataset); each file becomes a row of the case list."""
         from engine.data.io import strip_suffix
 
+        self.requested = None
         entries = []
         for p in paths:
             p = Path(p)

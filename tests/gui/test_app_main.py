@@ -106,6 +106,49 @@ def test_search_step_fits_the_usual_window_size_with_a_run_open(window, qtbot, t
     assert window.minimumSizeHint().width() <= 1280
 
 
+def test_opening_a_run_opens_the_dataset_it_searched_on(window, qtbot, msd_dataset, tmp_path):
+    """A run opened while another dataset is shown brings its own dataset into the Data step (in the
+    background, the step shown unchanged), so the search form's dataset and cost line are the run's;
+    a run on the dataset already open, or whose dataset has moved, leaves the open one as it is."""
+    from conftest import write_msd_dataset
+    from engine.run.store import RunStore
+
+    other = write_msd_dataset(tmp_path / "Task98_Other", n_cases=2, seed=3)
+    _open_and_wait(qtbot, window, other)
+    assert window.state.dataset_path == str(other)
+
+    def run_on(name, dataset):
+        store = RunStore.create(tmp_path / name, {"config": {"dataset": str(dataset)},
+                                                  "problem": {"data": {"dataset": str(dataset)}}})
+        store.close()
+        return tmp_path / name
+
+    window.show_step("results")
+    with qtbot.waitSignal(window.data_panel.ready, timeout=30000):
+        window.open_run(run_on("run_a", msd_dataset))
+    assert window.state.dataset_path == str(msd_dataset)
+    assert window.state.dataset.name == "TinyTest"
+    assert window.current_step() == "results"
+    search = window.panels["search"]
+    assert search.dataset_ref() == str(msd_dataset)
+
+    # the same dataset again: nothing reloads
+    with qtbot.assertNotEmitted(window.data_panel.ready, wait=300):
+        window.open_run(run_on("run_b", msd_dataset))
+    # a run whose dataset has moved away: the open dataset stays (the Results step says what is missing)
+    errors = []
+    window.state.error.connect(errors.append)
+    with qtbot.assertNotEmitted(window.data_panel.ready, wait=300):
+        window.open_run(run_on("run_c", tmp_path / "moved_away"))
+    assert window.state.dataset_path == str(msd_dataset)
+    assert all("moved_away" in e for e in errors)
+    assert window.state.run_dir == tmp_path / "run_c"
+    # told not to follow (``--dataset D --run R`` on the command line): the open dataset stays
+    with qtbot.assertNotEmitted(window.data_panel.ready, wait=300):
+        window.open_run(run_on("run_d", other), follow_dataset=False)
+    assert window.state.dataset_path == str(msd_dataset)
+
+
 def test_label_toggles_reach_slices_and_3d(window, qtbot, msd_dataset):
     panel = window.data_panel
     _open_and_wait(qtbot, window, msd_dataset)
