@@ -66,20 +66,6 @@ def _is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "run.db").exists()
 
 
-def _run_dataset(run_dir: Path) -> str | None:
-    """The dataset a run searched on, as its database records it ("demo" or a folder), or None."""
-    from engine.errors import EmonasError
-    from engine.run.store import RunStore
-
-    try:
-        with RunStore.open_readonly(run_dir) as store:
-            data = (store.get_meta("problem") or {}).get("data") or {}
-            ref = data.get("dataset") or (store.get_meta("config") or {}).get("dataset")
-    except (EmonasError, OSError, AttributeError):
-        return None
-    return str(ref) if isinstance(ref, str) and ref else None
-
-
 class MainWindow(QMainWindow):
     """EMONAS Studio's main window (see the module docstring)."""
 
@@ -269,13 +255,14 @@ class MainWindow(QMainWindow):
                 self.show_step("search")
 
     def _open_run_dataset(self, run_dir: Path) -> None:
-        ref = _run_dataset(run_dir)
+        from engine.run.store import recorded_dataset  # a read of the run's database, nothing heavy imported
+
+        ref = recorded_dataset(run_dir)
         if ref is None or (ref != "demo" and not Path(ref).is_dir()):
             return  # not recorded, or moved since: the open dataset stays
         asked = self.data_panel.requested
-        if asked is not None and (asked == ref or (asked != "demo" and ref != "demo"
-                                                    and Path(asked).resolve() == Path(ref).resolve())):
-            return
+        if asked == ref or ("demo" not in (asked, ref, None) and Path(asked).resolve() == Path(ref).resolve()):
+            return  # already open (or opening)
         self.state.status_message.emit(f"Opening the run's dataset {ref}")
         self.data_panel.open_path(ref)
 

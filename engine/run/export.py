@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.errors import EmonasError, ExportError, RunError
+from engine.errors import ExportError, RunError
 from engine.export.package import TRAINING_JSON, TRAINING_WEIGHTS
 
 
@@ -54,15 +54,10 @@ def candidate_summary(run_dir: str | os.PathLike, candidate_id: int | str) -> tu
 
 def run_dataset_folder(run_dir: str | os.PathLike) -> Path | None:
     """The dataset folder a run searched on, when the run's database names one that still exists."""
-    from engine.run.store import RunStore
+    from engine.run.store import recorded_dataset
 
-    try:
-        with RunStore.open_readonly(run_dir) as store:
-            spec = (store.get_meta("problem") or {}).get("data") or {}
-    except EmonasError:
-        return None
-    name = spec.get("dataset")
-    if not isinstance(name, str):
+    name = recorded_dataset(run_dir)
+    if name is None:
         return None
     if name == "demo":
         from engine.data.demo import demo_dataset_path

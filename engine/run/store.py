@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.errors import RunError
+from engine.errors import EmonasError, RunError
 from engine.faults import fault
 from engine.run.records import CandidateRow
 
@@ -543,3 +543,15 @@ class RunStore:
 
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def recorded_dataset(run_dir: str | os.PathLike) -> str | None:
+    """The dataset a run searched on as its database records it ("demo" or a folder), or None (not
+    recorded, or not a run database). Reads the database only: the folder may have moved since."""
+    try:
+        with RunStore.open_readonly(run_dir) as store:
+            spec = (store.get_meta("problem") or {}).get("data") or {}
+    except EmonasError:
+        return None
+    name = spec.get("dataset")
+    return name if isinstance(name, str) and name else None
