@@ -692,7 +692,8 @@ def test_the_time_model_learns_that_narrow_networks_run_slower_per_flop():
 
     def device(g, problem, train, dev):  # 2x slower per FLOP at nf1 8 than at 32
         train, infer = costs(g)
-        return train * 1e-11 * (g.nf1 / 32) ** -0.5, infer * 1e-10 * (g.nf1 / 32) ** -0.5, 1.0
+        val = infer * 1e-10 * (g.nf1 / 32) ** -0.5
+        return train * 1e-11 * (g.nf1 / 32) ** -0.5, val, 1.0 + val  # fixed: building, then a validation pass
 
     picks = est.calibration_genomes(sample, lambda g: costs(g)[0], by_width=True)
     assert {g.nf1 for g in picks} == {8, 16, 32} and len(picks) >= 4
@@ -703,7 +704,9 @@ def test_the_time_model_learns_that_narrow_networks_run_slower_per_flop():
     for g in sample:
         true = device(g, TINY, {}, "cpu")
         assert model.step.predict(costs(g)[0], g.nf1) == pytest.approx(true[0], rel=1e-6)
-        assert model.raw_seconds(g) == pytest.approx(1.0 + 6 * true[0] + 2 * true[1], rel=1e-6)
+        assert model.raw_seconds(g) == pytest.approx(1.0 + 6 * true[0] + 3 * true[1], rel=1e-6)
+        # the fixed cost follows the genome's validation pass, not one median for every genome
+        assert model.parts(g)["fixed_s"] == pytest.approx(true[2], rel=1e-6)
         worst = max(worst, abs(flops_only.predict(costs(g)[0]) / true[0] - 1))
     assert worst > 0.2
     # one width, or too few points: FLOPs alone
@@ -834,6 +837,45 @@ def test_the_calibration_keeps_to_its_budget():
     now[0] = 0.0
     assert len(est.calibrate(TINY, {}, "cpu", genomes, costs, "stand-in", "key", budget_s=0.5, step_fn=step,
                              clock=lambda: now[0]).points) == 2
+
+
+def test_a_calibration_step_slowed_for_a_few_seconds_is_not_what_it_records(tmp_path, small_demo, monkeypatch):
+    """Real steps on real data: a machine shared with other work slows steps in episodes of seconds.
+    One that covers the first burst of timed steps leaves the step time the calibration records as the
+    undisturbed burst's, not the slowed one's (which would carry into every candidate of the width)."""
+    import time
+
+    from engine.train.trainer import Trainer
+
+    dataset, toml = small_demo
+    cfg = SearchConfig.from_toml(toml.read_text()).replace(dataset=str(dataset))
+    session = SearchSession(tmp_path / "run", cfg, fake_evaluate)
+    problem = session._prepare_problem()
+    genome = Genome.from_dict({**SearchSpace().sample(np.random.default_rng(0)).to_dict(), "nf1": 8, "n_cells": 5})
+    step = Trainer.train_step
+
+    def run(slow: set[int]) -> float:
+        calls = [0]
+
+        def train_step(self, images, labels):
+            calls[0] += 1
+            if calls[0] in slow:
+                time.sleep(0.6)  # another process holds the core
+            return step(self, images, labels)
+
+        monkeypatch.setattr(Trainer, "train_step", train_step)
+        out = est.real_calibration_step(genome, problem, session._train_dict(), "cpu")
+        assert calls[0] == 1 + 2 * est.CALIBRATION_STEPS  # a warm-up step, then two bursts
+        return out[0]
+
+    quiet = run(set())
+    assert quiet < 0.6
+    # the first burst slowed: the second, after the validation passes, is kept
+    assert run(set(range(2, 2 + est.CALIBRATION_STEPS))) < quiet + 0.3
+    # the second slowed: the first is kept
+    assert run(set(range(2 + est.CALIBRATION_STEPS, 2 + 2 * est.CALIBRATION_STEPS))) < quiet + 0.3
+    # a device that is slow throughout is measured slow
+    assert run(set(range(2, 2 + 2 * est.CALIBRATION_STEPS))) > 0.6
 
 
 def test_calibrations_are_kept_side_by_side_and_an_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
