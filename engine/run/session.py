@@ -327,7 +327,9 @@ class SearchSession:
         self._setup_s += time.perf_counter() - t0
         return SearchProblem.from_training_data(td, self.config.training, spec)
 
-    def _build_strategy(self, problem: SearchProblem, device: str):
+    def _build_strategy(self, problem: SearchProblem, device: str, measure: bool = True):
+        """The run's search strategy. ``measure=False``: no latency is measured (the objective's bounds are
+        then the parameters'), for drawing genomes that do not depend on latencies."""
         from engine.network.cost import count_parameters, extreme_genomes
         from engine.search.objective import inference_flops
 
@@ -347,7 +349,7 @@ class SearchSession:
         bounds: tuple[float, float] = (parameters(lo), parameters(hi))
         cost = None
         self.latency = None
-        if self.measures_latency:
+        if self.measures_latency and measure:
             self.latency = self._latency_book()
         if s.objective != "parameters" or r.max_latency_ms:
             picks = self._bound_genomes(space, feasible, lo, hi, flops)
@@ -393,14 +395,14 @@ class SearchSession:
 
     def first_generation(self, problem: SearchProblem, device: str) -> list[Genome]:
         """The genomes the search trains first (its initial population, drawn from the run's seed as the
-        search draws it), or [] where drawing them would mean measuring latencies (a latency objective
-        or limit)."""
-        s, r = self.config.samea, self.config.resources
-        if s.objective == "latency" or r.max_latency_ms:
+        search draws it), or [] where drawing them would mean measuring latencies (a latency limit keeps
+        genomes out by it). A latency objective alone does not change the draw, only how its results are
+        scored: they are drawn without measuring any."""
+        if self.config.resources.max_latency_ms:
             return []
         keep = self.latency, self.objective_bounds, self.flops_of, self.parameters_of
         try:
-            return list(self._build_strategy(problem, device).ask())
+            return list(self._build_strategy(problem, device, measure=False).ask())
         finally:  # drawing them leaves the session as it was
             self.latency, self.objective_bounds, self.flops_of, self.parameters_of = keep
 

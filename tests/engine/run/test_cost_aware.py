@@ -654,7 +654,16 @@ def test_a_latency_search_estimate_counts_measuring_its_bound_genomes_once(tmp_p
     assert any("latency of 4 networks at the start" in n for n in e.notes)
     lo, mid, hi = e.total_s
     per = np.array([model.candidate_seconds(g) for g in sample])
-    assert mid == pytest.approx(e.warmup_s + e.bounds_s + e.evaluations[1] * per.mean() + e.end_s, rel=1e-6)
+    # its first generation is drawn as the search draws it, without measuring a latency, and predicted one by one
+    first = session.first_generation(TINY, "cpu")
+    assert e.first_n == len(first) == lat.samea.population and session.latency is None
+    assert e.first_s == pytest.approx(sum(model.candidate_seconds(g) for g in first), rel=1e-6)
+    assert mid == pytest.approx(e.warmup_s + e.bounds_s + e.first_s + (e.evaluations[1] - e.first_n) * per.mean()
+                                + e.end_s, rel=1e-6)
+    session.run()
+    rows = RunStore.open_readonly(tmp_path / "run").candidates()
+    assert [Genome.from_dict(r.genome) for r in rows[:len(first)]] == first  # the genomes the search trained first
+    assert all(r.generation == 0 for r in rows[:len(first)]) and all(r.generation != 0 for r in rows[len(first):])
     paper = estimate_search(config("parameters", generations=2).replace(**space_cfg), step_fn=fake_step, problem=TINY)
     assert paper.bounds_s == 0.0 and "at the start" not in paper.text()
 
