@@ -41,7 +41,7 @@ _IMPORTED = time.monotonic()
 
 CALIBRATION_VERSION = 6  # 3: points timed warm, set-up apart (cold_s), a genome per width; 4: channels-last on the CPU;
 # 5: a later validation case times the recurring cost; first step's and case's excess once per process;
-# 6: two bursts of steps, before and after the validation passes, the faster one kept
+# 6: two bursts of steps, before and after the validation passes, the faster one kept; cases scaled by windows
 CALIBRATION_BUDGET_S = 30.0
 CALIBRATION_STEPS = 2  # timed training steps per burst (two bursts per genome, after one warm-up step)
 CACHE_NAME = "calibration.json"
@@ -283,7 +283,8 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
     validation passes; the step time is the faster burst's mean. A machine shared with other work slows
     steps in episodes of seconds: one that covers a burst (measured: a genome timed at 935 ms a step
     whose candidates ran at 510 - 630 ms, its later re-timing 650 - 715 ms) would otherwise carry into
-    every candidate of its width. A later validation case timed and scaled to the validation set. The fixed cost is building the network and the final metrics pass (segmentation
+    every candidate of its width. A later validation case timed and scaled to the validation set by
+    sliding windows. The fixed cost is building the network and the final metrics pass (segmentation
     and Dice, HD, HD95, ASD of each validation case; timed and scaled the same way). The first step's
     and the first cases' excess over the later ones is the one-off set-up of the genome's shapes (on a
     GPU, the convolution algorithms chosen for them), kept apart: a search pays it once per width, not
@@ -295,7 +296,7 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
     from engine.run.evaluate import training_data
     from engine.train.config import TrainerConfig
     from engine.train.sampling import BatchLoader
-    from engine.train.trainer import Trainer, _torch_settings, validation_metrics
+    from engine.train.trainer import Trainer, _torch_settings, sliding_windows, validation_metrics
 
     data = training_data(problem.data)
     cfg = TrainerConfig.from_dict({**train, "epochs": 1, "iterations_per_epoch": 2 * CALIBRATION_STEPS + 1,
@@ -340,9 +341,14 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
         trainer.data = data
         later = steps(CALIBRATION_STEPS)  # seconds after the first burst: an episode of load rarely covers both
     step = float(min(statistics.fmean(times[1:]), statistics.fmean(later)))
-    n_val = max(len(val_cases), 1)
-    once = max(times[0] - step, 0.0) + max(first_val - one_val, 0.0) + max(first_final - one_final, 0.0)
-    return step, one_val * n_val, build + one_final * n_val, once
+    # a case's time follows its sliding windows (measured on the hippocampus set: 0.33 s for a case of 4
+    # windows, 0.66 s for one of 8, the whole pass the sum), so the timed cases scale by windows, not cases
+    windows = [sliding_windows(c.label.shape, trainer.patch) for c in val_cases[:2]] or [1]
+    per_window = {"val": one_val / windows[-1], "final": one_final / windows[-1]}
+    total = sum(sliding_windows(c.label.shape, trainer.patch) for c in val_cases) or 1
+    once = (max(times[0] - step, 0.0) + max(first_val - per_window["val"] * windows[0], 0.0)
+            + max(first_final - per_window["final"] * windows[0], 0.0))
+    return step, per_window["val"] * total, build + per_window["final"] * total, once
 
 
 class _OneCase:

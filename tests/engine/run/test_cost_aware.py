@@ -887,6 +887,54 @@ def test_a_calibration_step_slowed_for_a_few_seconds_is_not_what_it_records(tmp_
     assert run(set(range(2, 2 + 2 * est.CALIBRATION_STEPS))) > 0.6
 
 
+def test_the_calibration_scales_a_timed_validation_case_by_sliding_windows(tmp_path, small_demo, monkeypatch):
+    """A case's validation time follows its sliding windows, not the count of cases: validation cases of
+    1, 2 and 9 windows on a stand-in that takes 0.05 s a window give a pass of 12 windows (0.6 s), where
+    the timed case (the second, of 2 windows) times the number of cases would say 0.3 s."""
+    import dataclasses
+    import time
+
+    import engine.run.evaluate as evaluate
+    import engine.train.trainer as trainer_module
+    from engine.train.trainer import Trainer, sliding_windows
+
+    dataset, toml = small_demo
+    cfg = SearchConfig.from_toml(toml.read_text()).replace(dataset=str(dataset))
+    session = SearchSession(tmp_path / "run", cfg, fake_evaluate)
+    problem = session._prepare_problem()
+    patch = tuple(problem.patch_size)
+    assert patch == (16, 16, 16)
+    shapes = [(16, 16, 16), (24, 16, 16), (32, 32, 16)]
+    assert [sliding_windows(s, patch) for s in shapes] == [1, 2, 9]
+    real_data = evaluate.training_data
+
+    def with_val_cases(d):
+        data = real_data(d)
+        case = data.train[0]
+        data.val = [dataclasses.replace(case, case_id=f"v{i}", image=np.zeros((case.image.shape[0], *s), np.float32),
+                                        label=np.zeros(s, np.uint8)) for i, s in enumerate(shapes)]
+        return data
+
+    def windows_of(trainer) -> int:
+        return sum(sliding_windows(c.label.shape, trainer.patch) for c in trainer.data.val)
+
+    def validate(self, epoch):
+        time.sleep(0.05 * windows_of(self))
+        return {}
+
+    def metrics(trainer):
+        time.sleep(0.05 * windows_of(trainer))
+        return {}
+
+    monkeypatch.setattr(evaluate, "training_data", with_val_cases)
+    monkeypatch.setattr(Trainer, "validate", validate)
+    monkeypatch.setattr(trainer_module, "validation_metrics", metrics)
+    genome = Genome.from_dict({**SearchSpace().sample(np.random.default_rng(0)).to_dict(), "nf1": 8, "n_cells": 5})
+    step, val, fixed, once = est.real_calibration_step(genome, problem, session._train_dict(), "cpu")
+    assert val == pytest.approx(0.6, abs=0.06)
+    assert fixed > 0.55  # building the network, then the final pass of 12 windows
+
+
 def test_calibrations_are_kept_side_by_side_and_an_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
     from engine.run.estimate import Calibration, CalibrationPoint, load_calibration, save_calibration
 
