@@ -464,7 +464,8 @@ class SearchSession:
             est.save_calibration(cal)
         from engine.run.evaluate import training_data
         from engine.train.config import TrainerConfig
-        from engine.train.trainer import epochs_between_validations
+        from engine.run.latency import reference_shape
+        from engine.train.trainer import epochs_between_validations, sliding_windows
 
         split = (problem.data or {}).get("split")
         data = training_data(problem.data) if (problem.data or {}).get("dataset") else None
@@ -482,8 +483,12 @@ class SearchSession:
         extra = None
         runs = cfg.samea.latency_runs + 1
 
-        def latency_s(g: Genome) -> float:  # one volume about as long as one validation case, + the export
-            return 1.0 + runs * model.val.predict(costs(g)[1], g.nf1) / max(n_val, 1)
+        # the latency volume's share of a validation pass, by sliding windows (a case's time follows them)
+        ref = reference_shape((problem.plan or {}).get("median_shape"), problem.patch_size)
+        ref_share = sliding_windows(ref, patch) / max(sum(sliding_windows(s, patch) for s in val_shapes), 1)
+
+        def latency_s(g: Genome) -> float:  # the export, then warm-up and timed runs over the reference volume
+            return 1.0 + runs * model.val.predict(costs(g)[1], g.nf1) * ref_share
 
         if self.measures_latency:
             extra = latency_s

@@ -744,6 +744,29 @@ def test_the_time_model_validates_as_often_as_the_trainer(tmp_path, small_demo, 
     assert (model.val_every > 1) == (profile == "default")
 
 
+def test_measuring_a_latency_is_predicted_over_the_reference_volumes_windows(tmp_path, small_demo):
+    """Measuring a candidate's latency runs the sliding window over the plan's median volume (export,
+    a warm-up run, ``latency_runs`` timed runs): the time model counts that volume's windows at the
+    validation pass's time per window, not one average validation case."""
+    from engine.run.evaluate import training_data
+    from engine.train.trainer import sliding_windows
+
+    dataset, toml = small_demo
+    cfg = SearchConfig.from_toml(toml.read_text()).replace(dataset=str(dataset), samea={"objective": "latency",
+                                                                                         "latency_runs": 3})
+    session = SearchSession(tmp_path / "run", cfg, fake_evaluate)
+    session.problem = session._prepare_problem()
+    patch = tuple(session.problem.patch_size)
+    session.problem.plan["median_shape"] = [40, 40, 16]  # a reference volume of 16 windows
+    assert sliding_windows((40, 40, 16), patch) == 16
+    model, sample, _, _ = session.time_model("cpu", calibrate_now=True, step_fn=fake_step)
+    val_windows = sum(sliding_windows(c.label.shape, patch) for c in training_data(session.problem.data).val)
+    assert val_windows != 16
+    for g in sample[:3]:
+        val_pass = model.val.predict(model.costs(g)[1], g.nf1)
+        assert model.extra_s(g) == pytest.approx(1.0 + 4 * val_pass * 16 / val_windows, rel=1e-6)
+
+
 def test_the_estimate_counts_the_command_start_when_asked(tmp_path):
     """A fresh process (the CLI, a child job) adds its own start to the estimate; a long-lived one does not."""
     import subprocess
