@@ -5,7 +5,8 @@ calibration of this device and the run's plan, as `emonas search --estimate` lef
 fixed cost (building, final metrics), the training steps and the validations; the latency measurement
 the model adds per candidate is listed apart (the run measures it outside the candidate's seconds);
 then the run's wall time beside the sum of its candidates (what is spent outside
-them: start, the normalization bounds, the surrogate). Reads the run only.
+them: start, the normalization bounds, the surrogate); and how far the in-search ETA's model was from
+the time still to go after each candidate. Reads the run only.
 
 Usage: python benchmarks/estimate_breakdown.py RUN [--device cpu|cuda] [--json]
 """
@@ -62,6 +63,35 @@ def breakdown(run_dir: Path, device: str) -> dict:
             "median_ratio": statistics.median(c["ratio"] for c in out) if out else math.nan}
 
 
+def eta_errors(run_dir: Path, device: str) -> dict:
+    """How far the in-search ETA's model was from the time the run still took, after each candidate:
+    the remaining candidates' predicted seconds (the genomes the run did train, so only the model's
+    error counts) against their measured ones, |log ratio| as a percentage, median and mean over the
+    run; with the model's correction per width (``TimeModel.correction_for``) and with one correction
+    for all candidates."""
+    with RunStore.open_readonly(run_dir) as ro:
+        config = SearchConfig.from_dict(ro.get_meta("config"), f"{run_dir}/run.db")
+        problem = SearchProblem.from_dict(ro.get_meta("problem"))
+        rows = sorted((r for r in ro.candidates("done") if r.seconds and not r.reused_from),
+                      key=lambda r: r.started_at or 0.0)
+    session = SearchSession.__new__(SearchSession)
+    session.config, session.problem = config, problem
+    genomes = [Genome.from_dict(r.genome) for r in rows]
+    out = {}
+    for scheme in ("per width", "one for all"):
+        model = session.time_model(device)[0]
+        if scheme == "one for all":
+            model.correction_for = lambda nf1, m=model: m.correction
+        errors = []
+        for k in range(len(rows) - 1):
+            model.observe(genomes[k], rows[k].seconds)
+            # the recorded seconds leave out the latency measurement: so does the prediction here
+            predicted = sum(model.candidate_seconds(g) - model.extra_s(g) for g in genomes[k + 1:])
+            errors.append(100 * abs(math.log(predicted / sum(r.seconds for r in rows[k + 1:]))))
+        out[scheme] = {"median": statistics.median(errors), "mean": statistics.fmean(errors)} if errors else None
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
@@ -81,6 +111,10 @@ def main(argv=None) -> int:
     print(f"  median measured/predicted {b['median_ratio']:.2f}; candidates {b['candidates_s']:.0f} s in all, "
           f"first start to last finish {b['first_to_last_s']:.0f} s; latency measured for {b['latency']['measured_s']:.0f} s "
           f"(predicted {b['latency']['predicted_s']:.0f} s)")
+    for scheme, e in eta_errors(Path(a.run), a.device).items():
+        if e:
+            print(f"  ETA after each candidate, correction {scheme}: remaining time off by a median {e['median']:.0f} % "
+                  f"(mean {e['mean']:.0f} %)")
     if a.json:
         print(json.dumps(b))
     return 0

@@ -11,7 +11,8 @@ too but the others do not. After two genomes it times only those predicted to en
 
 ``TimeModel`` turns a calibration into seconds per candidate (power laws of FLOPs and width, see
 ``WidthPowerLaw``); ``observe()`` corrects it by the median ratio of measured to
-predicted times, so the in-search ETA uses the same model updated with what the run measures.
+predicted times (per width once two of it are measured), so the in-search ETA uses the same model
+updated with what the run measures.
 ``engine.run.session.estimate_search`` multiplies by the evaluations the chosen strategy will train (a range for SaMEA,
 whose surrogate keeps some children untrained).
 """
@@ -118,6 +119,7 @@ class TimeModel:
         self.end_s = 0.0  # once, after the last candidate (the front's latency measured at the end)
         self.end_each_s = 0.0  # of that, the seconds to measure one network
         self.ratios: list[float] = []
+        self.width_ratios: dict[int, list[float]] = {}  # the same, per first-level width (nf1)
 
     def parts(self, genome: Genome) -> dict[str, float]:
         """The calibration's prediction for one candidate, uncorrected, in parts: ``fixed_s`` (building,
@@ -135,19 +137,35 @@ class TimeModel:
         """The calibration's prediction for one candidate, uncorrected."""
         return sum(self.parts(genome).values())
 
+    def trained_seconds(self, genome: Genome) -> float:
+        """The prediction for what a candidate's recorded seconds cover (building, training, validating,
+        final metrics), uncorrected: its latency is measured apart, outside them."""
+        parts = self.parts(genome)
+        return parts["fixed_s"] + parts["steps_s"] + parts["validations_s"]
+
     @property
     def correction(self) -> float:
         """Median measured/predicted ratio of the candidates observed so far (1 before any)."""
         return float(statistics.median(self.ratios)) if self.ratios else 1.0
 
+    def correction_for(self, nf1: int) -> float:
+        """The median ratio of the candidates of width ``nf1`` once two are observed, else ``correction``:
+        a calibration point sets its width's curve, so its error is shared by that width's candidates
+        (measured on the demo: nf1 8 candidates at 0.66 - 0.81 of the prediction, nf1 16 at 0.98 - 1.12)."""
+        same = self.width_ratios.get(int(nf1), [])
+        return float(statistics.median(same)) if len(same) >= 2 else self.correction
+
     def candidate_seconds(self, genome: Genome) -> float:
-        return self.raw_seconds(genome) * self.correction
+        return self.trained_seconds(genome) * self.correction_for(genome.nf1) + self.extra_s(genome)
 
     def observe(self, genome: Genome, seconds: float) -> None:
-        """A candidate's measured training time: later predictions are scaled by the median ratio."""
-        raw = self.raw_seconds(genome)
+        """A candidate's recorded seconds (its evaluation, without its latency measurement): later
+        predictions are scaled by the median ratio of their width's candidates (of all candidates until
+        two of the width are observed)."""
+        raw = self.trained_seconds(genome)
         if seconds and seconds > 0 and raw > 0:
             self.ratios.append(float(seconds) / raw)
+            self.width_ratios.setdefault(int(genome.nf1), []).append(float(seconds) / raw)
 
 
 class MeanTimeModel:

@@ -724,6 +724,42 @@ def test_the_time_model_learns_that_narrow_networks_run_slower_per_flop():
         pytest.approx(16.0)
 
 
+def test_the_eta_learns_each_widths_speed_from_its_candidates():
+    """A calibration point sets its width's curve, so a width's candidates share its error: once two
+    candidates of a width are measured, that width's predictions follow them; a width with fewer
+    measured follows the median of all. The latency measurement, outside a candidate's recorded
+    seconds, is added uncorrected."""
+    from engine.network.cost import estimate_cost
+
+    space = SearchSpace.from_dict({**SMALL, "nf1": [8, 16, 32], "n_cells": [5, 7]})
+    sample = est.sample_genomes(space, lambda g: True, 64, 3)
+
+    def costs(g):
+        c = estimate_cost(g, TINY.in_channels, TINY.num_classes, TINY.patch_size, TINY.batch_size)
+        return float(c.train_step_flops), float(c.forward_flops / TINY.batch_size)
+
+    def device(g, problem, train, dev):
+        train, infer = costs(g)
+        return train * 1e-11, infer * 1e-10, 1.0
+
+    picks = est.calibration_genomes(sample, lambda g: costs(g)[0], by_width=True)
+    model = est.TimeModel(est.calibrate(TINY, {}, "cpu", picks, costs, "test", "k", step_fn=device), costs, 2, 3)
+    model.extra_s = lambda g: 2.0  # each candidate's latency measured, outside its recorded seconds
+    w8, w16, w32 = ([g for g in sample if g.nf1 == w] for w in (8, 16, 32))
+    raw = model.trained_seconds  # what a candidate's recorded seconds cover
+    assert model.raw_seconds(w8[0]) == pytest.approx(raw(w8[0]) + 2.0)
+    model.observe(w8[0], 0.5 * raw(w8[0]))  # this device runs nf1 8 at half the calibrated time
+    model.observe(w8[1], 0.5 * raw(w8[1]))
+    model.observe(w16[0], 1.0 * raw(w16[0]))  # and nf1 16 as calibrated
+    assert model.candidate_seconds(w8[2]) == pytest.approx(0.5 * raw(w8[2]) + 2.0)
+    assert model.candidate_seconds(w16[1]) == pytest.approx(0.5 * raw(w16[1]) + 2.0)  # one of its width: all's
+    model.observe(w16[1], 1.0 * raw(w16[1]))
+    assert model.candidate_seconds(w16[2]) == pytest.approx(raw(w16[2]) + 2.0)
+    assert model.candidate_seconds(w8[2]) == pytest.approx(0.5 * raw(w8[2]) + 2.0)
+    assert model.candidate_seconds(w32[0]) == pytest.approx(0.75 * raw(w32[0]) + 2.0)  # none of its width
+    assert model.correction == pytest.approx(0.75)
+
+
 @pytest.mark.parametrize("profile", ["default", "paper"])
 def test_the_time_model_validates_as_often_as_the_trainer(tmp_path, small_demo, profile):
     """The estimate counts the validations a real training of the run's data does: every few epochs in
