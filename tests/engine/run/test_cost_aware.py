@@ -989,7 +989,7 @@ def test_the_calibration_scales_a_timed_validation_case_by_sliding_windows(tmp_p
     monkeypatch.setattr(Trainer, "validate", validate)
     monkeypatch.setattr(trainer_module, "validation_metrics", metrics)
     genome = Genome.from_dict({**SearchSpace().sample(np.random.default_rng(0)).to_dict(), "nf1": 8, "n_cells": 5})
-    step, val, fixed, once = est.real_calibration_step(genome, problem, session._train_dict(), "cpu")
+    _, val, fixed, _ = est.real_calibration_step(genome, problem, session._train_dict(), "cpu")
     assert val == pytest.approx(0.6, abs=0.06)
     assert fixed > 0.55  # building the network, then the final pass of 12 windows
 
