@@ -28,28 +28,35 @@ from engine.run.session import SearchProblem, SearchSession  # noqa: E402
 from engine.run.store import RunStore  # noqa: E402
 
 
-def breakdown(run_dir: Path, device: str) -> dict:
-    """Per-candidate measured and predicted seconds of ``run_dir`` (see the module docstring)."""
+def _read_run(run_dir: Path) -> tuple[SearchSession, list, dict]:
+    """(a session with the run's config and problem, nothing opened for writing; its trained candidates
+    with recorded seconds, by start; the run's summary)."""
     with RunStore.open_readonly(run_dir) as ro:
         config = SearchConfig.from_dict(ro.get_meta("config"), f"{run_dir}/run.db")
         problem = SearchProblem.from_dict(ro.get_meta("problem"))
-        rows = [r for r in ro.candidates("done") if r.seconds]
+        rows = sorted((r for r in ro.candidates("done") if r.seconds), key=lambda r: r.started_at or 0.0)
         summary = ro.get_meta("summary") or {}
-        first = min((r.started_at for r in rows if r.started_at), default=math.nan)
-        last = max((r.finished_at for r in rows if r.finished_at), default=math.nan)
-    session = SearchSession.__new__(SearchSession)  # the run's config and problem, nothing opened for writing
+    session = SearchSession.__new__(SearchSession)
     session.config, session.problem = config, problem
+    return session, rows, summary
+
+
+def breakdown(run_dir: Path, device: str) -> dict:
+    """Per-candidate measured and predicted seconds of ``run_dir`` (see the module docstring)."""
+    session, rows, summary = _read_run(run_dir)
+    first = min((r.started_at for r in rows if r.started_at), default=math.nan)
+    last = max((r.finished_at for r in rows if r.finished_at), default=math.nan)
     model, _, cached, _ = session.time_model(device)
     if not cached:
         raise SystemExit(f"{run_dir}: no cached calibration for this device and plan; run `emonas search "
                          "--estimate` with the run's settings first")
     out = []
-    for r in sorted(rows, key=lambda r: r.started_at or 0.0):
+    for r in rows:
         g = Genome.from_dict(r.genome)
         parts = model.parts(g)
         # a candidate's recorded seconds are its evaluation (fit, final metrics); its latency is measured
         # apart (before training), so it is left out of the comparison and listed on its own
-        predicted = parts["fixed_s"] + parts["steps_s"] + parts["validations_s"]
+        predicted = model.trained_seconds(g)
         out.append({"id": r.id, "nf1": g.nf1, "cells": g.n_cells, "measured_s": float(r.seconds),
                     "predicted_s": predicted, "ratio": float(r.seconds) / predicted, **parts})
     total = sum(c["measured_s"] for c in out)
@@ -69,13 +76,8 @@ def eta_errors(run_dir: Path, device: str) -> dict:
     error counts) against their measured ones, |log ratio| as a percentage, median and mean over the
     run; with the model's correction per width (``TimeModel.correction_for``) and with one correction
     for all candidates."""
-    with RunStore.open_readonly(run_dir) as ro:
-        config = SearchConfig.from_dict(ro.get_meta("config"), f"{run_dir}/run.db")
-        problem = SearchProblem.from_dict(ro.get_meta("problem"))
-        rows = sorted((r for r in ro.candidates("done") if r.seconds and not r.reused_from),
-                      key=lambda r: r.started_at or 0.0)
-    session = SearchSession.__new__(SearchSession)
-    session.config, session.problem = config, problem
+    session, rows, _ = _read_run(run_dir)
+    rows = [r for r in rows if not r.reused_from]
     genomes = [Genome.from_dict(r.genome) for r in rows]
     out = {}
     for scheme in ("per width", "one for all"):
@@ -86,7 +88,7 @@ def eta_errors(run_dir: Path, device: str) -> dict:
         for k in range(len(rows) - 1):
             model.observe(genomes[k], rows[k].seconds)
             # the recorded seconds leave out the latency measurement: so does the prediction here
-            predicted = sum(model.candidate_seconds(g) - model.extra_s(g) for g in genomes[k + 1:])
+            predicted = sum(model.trained_seconds(g) * model.correction_for(g.nf1) for g in genomes[k + 1:])
             errors.append(100 * abs(math.log(predicted / sum(r.seconds for r in rows[k + 1:]))))
         out[scheme] = {"median": statistics.median(errors), "mean": statistics.fmean(errors)} if errors else None
     return out

@@ -361,12 +361,12 @@ def real_calibration_step(genome: Genome, problem, train: dict, device: str) -> 
     step = float(min(statistics.fmean(times[1:]), statistics.fmean(later)))
     # a case's time follows its sliding windows (measured on the hippocampus set: 0.33 s for a case of 4
     # windows, 0.66 s for one of 8, the whole pass the sum), so the timed cases scale by windows, not cases
-    windows = [sliding_windows(c.label.shape, trainer.patch) for c in val_cases[:2]] or [1]
-    per_window = {"val": one_val / windows[-1], "final": one_final / windows[-1]}
-    total = sum(sliding_windows(c.label.shape, trainer.patch) for c in val_cases) or 1
-    once = (max(times[0] - step, 0.0) + max(first_val - per_window["val"] * windows[0], 0.0)
-            + max(first_final - per_window["final"] * windows[0], 0.0))
-    return step, per_window["val"] * total, build + per_window["final"] * total, once
+    windows = [sliding_windows(c.label.shape, trainer.patch) for c in val_cases]
+    timed = windows[:2][-1]  # the windows of the case per_case timed last
+    val_pw, final_pw = one_val / timed, one_final / timed  # seconds per window
+    once = (max(times[0] - step, 0.0) + max(first_val - val_pw * windows[0], 0.0)
+            + max(first_final - final_pw * windows[0], 0.0))
+    return step, val_pw * sum(windows), build + final_pw * sum(windows), once
 
 
 class _OneCase:
