@@ -97,8 +97,9 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
 
     # stop; the run stays resumable
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: panel.summary is not None, timeout=LONG)
-    assert not panel.is_running() and panel.summary["status"] == "paused"
+    # the result and the job's end are two signals from the worker: the buttons follow the second
+    qtbot.waitUntil(lambda: panel.summary is not None and not panel.is_running(), timeout=LONG)
+    assert panel.summary["status"] == "paused"
     assert panel.resume_button.isEnabled()
     panel.close()
 
@@ -114,7 +115,7 @@ def test_search_watch_stop_reopen_resume_results_export(qtbot, tmp_path):
     qtbot.mouseClick(panel2.resume_button, Qt.MouseButton.LeftButton)
     shown = []  # what the panel said after each event (its own slot runs first)
     panel2.job.event.connect(lambda ev: shown.append((ev.get("kind"), panel2.state_label.text())))
-    qtbot.waitUntil(lambda: panel2.summary is not None, timeout=LONG)
+    qtbot.waitUntil(lambda: panel2.summary is not None and not panel2.is_running(), timeout=LONG)
     assert panel2.summary["status"] == "finished", panel2.summary
     # once all are trained, the front's networks are timed (parameters objective): the panel says so
     timing = [text for kind, text in shown if kind == "latency"]
