@@ -90,6 +90,11 @@ VARIANTS: dict[str, dict] = {
     "fg-inside": {"sampler": "fg-inside"},
     # nnU-Net's smallest batch instead of the plan's (3 here): more, smaller steps per epoch
     "batch-2": {"plan": {"batch_size": 2}},
+    # the genome's constant rate, then a linear decay to 0 over the last fifth of the planned steps
+    # (warmup-free "stable-decay": the rate stays high while the network still learns)
+    "lr-tail-0.2": {"lr_tail": 0.2},
+    # validation and the returned weights are an exponential moving average of the weights (decay 0.99)
+    "ema-0.99": {"ema": 0.99},
 }
 
 
@@ -181,6 +186,10 @@ def worker(spec: dict) -> dict:
                     torch.nn.init.kaiming_normal_(m.weight, a=1e-2)
                     if m.bias is not None:
                         torch.nn.init.zeros_(m.bias)
+    if "lr_tail" in variant:
+        _lr_tail(trainer, float(variant["lr_tail"]))
+    if "ema" in variant:
+        _ema(trainer, float(variant["ema"]))
     if spec["arm"] == "unet":
         from monai.networks.nets import UNet
 
@@ -217,6 +226,55 @@ def worker(spec: dict) -> dict:
         "test_dice": [round(float(v), 4) for v in np.mean(per_case, axis=0)],
         "test_cases": list(split.test), "labels": data.fg_names if hasattr(data, "fg_names") else list(data.foreground),
     }
+
+
+def _lr_tail(trainer, fraction: float) -> None:
+    """The rate of ``trainer`` constant, then linearly to 0 over the last ``fraction`` of its planned steps."""
+    planned = trainer.config.epochs * trainer.iterations
+    start = planned * (1 - fraction)
+    base = trainer.learning_rate()
+    own = trainer.train_step
+
+    def step(images, labels):
+        k = trainer._step_count
+        lr = base if k < start else base * max(0.0, (planned - k) / (planned - start))
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
+        return own(images, labels)
+
+    trainer.train_step = step
+
+
+def _ema(trainer, decay: float) -> None:
+    """Validate (and keep as best) an exponential moving average of ``trainer``'s weights."""
+    import torch
+
+    shadow = [p.detach().clone() for p in trainer.model.parameters()]
+    own_step, own_validate, own_end = trainer.train_step, trainer.validate, trainer.on_epoch_end
+    saved = []
+
+    def step(images, labels):
+        out = own_step(images, labels)
+        with torch.no_grad():
+            torch._foreach_lerp_(shadow, [p.detach() for p in trainer.model.parameters()], 1 - decay)
+        return out
+
+    def validate(epoch):
+        with torch.no_grad():
+            saved[:] = [p.detach().clone() for p in trainer.model.parameters()]
+            for p, s in zip(trainer.model.parameters(), shadow):
+                p.copy_(s)
+        return own_validate(epoch)
+
+    def end(epoch, record):
+        own_end(epoch, record)  # keeps the averaged weights when they are the best
+        if saved:
+            with torch.no_grad():
+                for p, s in zip(trainer.model.parameters(), saved):
+                    p.copy_(s)
+            saved.clear()
+
+    trainer.train_step, trainer.validate, trainer.on_epoch_end = step, validate, end
 
 
 def _set_fg_centre() -> None:
