@@ -92,7 +92,9 @@ VARIANTS: dict[str, dict] = {
     "batch-2": {"plan": {"batch_size": 2}},
     # the genome's constant rate, then a linear decay to 0 over the last fifth of the planned steps
     # (warmup-free "stable-decay": the rate stays high while the network still learns)
-    "lr-tail-0.2": {"lr_tail": 0.2},
+    "lr-tail-0.2": {"lr_tail": 0.2},  # for code before the engine's "tail" schedule (the default since)
+    "lr-tail-0.4": {"lr_tail": 0.4},
+    "lr-constant": {"train": {"lr_schedule": "constant"}},  # the default before "tail"
     # validation and the returned weights are an exponential moving average of the weights (decay 0.99)
     "ema-0.99": {"ema": 0.99},
 }
@@ -230,6 +232,12 @@ def worker(spec: dict) -> dict:
 
 def _lr_tail(trainer, fraction: float) -> None:
     """The rate of ``trainer`` constant, then linearly to 0 over the last ``fraction`` of its planned steps."""
+    if hasattr(trainer, "scheduled_rate"):  # the engine's own "tail" schedule, its share set to ``fraction``
+        from engine.train import trainer as T
+
+        T.LR_TAIL = fraction
+        trainer.lr_schedule = "tail"
+        return
     planned = trainer.config.epochs * trainer.iterations
     start = planned * (1 - fraction)
     base = trainer.learning_rate()

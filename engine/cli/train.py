@@ -42,7 +42,7 @@ def _train(args) -> dict:
         num_threads=args.threads,
         augmentation=args.augmentation,
         val_every=args.val_every,
-        lr_schedule=args.lr_schedule,
+        lr_schedule=args.lr_schedule or TrainerConfig.lr_schedule,
         mirror_axes=_mirror_axes(args.mirror_axes),
     )
     with progress_bar(None, "preprocessing") as bar:
@@ -148,8 +148,10 @@ def register(sub) -> None:
     p.add_argument("--val-every", type=int, default=None,
                    help="validate every N epochs (default: every epoch in the paper profile, else so that "
                         "validation costs about 10 %% of training)")
-    p.add_argument("--lr-schedule", choices=["constant", "poly"], default="constant",
-                   help="default profile: the genome's learning rate throughout (default), or nnU-Net's poly decay")
+    p.add_argument("--lr-schedule", choices=["tail", "constant", "poly"], default=None,
+                   help="default profile: tail (default) keeps the genome's learning rate, then decays it "
+                        "linearly to 0 over the last fifth of the planned steps; constant keeps it throughout; "
+                        "poly is nnU-Net's decay from the first step")
     p.add_argument("--iterations-per-epoch", type=int, default=None,
                    help="training steps per epoch (default: ceil(training cases / batch size), the paper's)")
     p.add_argument("--patch", help="patch size X,Y,Z instead of the plan's")

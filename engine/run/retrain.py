@@ -18,7 +18,7 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
 
     with RunStore.open_readonly(run_dir) as store:
         problem = store.get_meta("problem")
-        train = store.get_meta("train_config")
+        train = store.train_config()
         config = store.get_meta("config")
     if not problem or not train:
         raise RunError(f"{run_dir}: the run has not started training yet (no dataset plan stored)")

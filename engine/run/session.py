@@ -283,6 +283,8 @@ class SearchSession:
 
     # ---- set-up ----------------------------------------------------------------------------------
     def _train_dict(self) -> dict:
+        from engine.train.config import TrainerConfig
+
         t = self.config.training
         d = {
             "epochs": t.epochs, "patience": t.patience, "alpha": t.alpha, "beta": t.beta,
@@ -290,8 +292,8 @@ class SearchSession:
             "batch_size": t.batch_size or None, "patch_size": list(t.patch_size) or None,
             "profile": self.config.profile, **t.extra,
         }
-        from engine.train.config import TrainerConfig
-
+        if self.config.profile != "paper":  # recorded, so that a later default leaves the run's rate alone
+            d.setdefault("lr_schedule", TrainerConfig.lr_schedule)
         TrainerConfig.from_dict({**d, "device": "cpu"})  # validates; raises ConfigError naming the key
         return d
 
@@ -713,7 +715,7 @@ class SearchSession:
         results: dict[int, CandidateRow] = {}
         tasks: list[CandidateTask] = []
         reuse = self._reusable() if self.config.resources.reuse_results else {}
-        train = store.get_meta("train_config") or self._train_dict()
+        train = store.train_config() or self._train_dict()
         stop_below = self._stop_thresholds()
         for g, cid in zip(genomes, ids):
             row = store.candidate(cid)
@@ -899,14 +901,14 @@ class SearchSession:
         """Finished candidates of sibling runs made on the same plan and training settings, by genome
         text, each with its run."""
         plan = self.store.get_meta("plan")
-        train = self.store.get_meta("train_config")
+        train = self.store.train_config()
         found: dict[str, tuple[CandidateRow, Path]] = {}
         for other in sorted(self.run_dir.resolve().parent.iterdir()):
             if other == self.run_dir.resolve() or not is_run(other):
                 continue
             try:
                 with RunStore.open_readonly(other) as ro:
-                    if ro.get_meta("plan") != plan or ro.get_meta("train_config") != train:
+                    if ro.get_meta("plan") != plan or ro.train_config() != train:
                         continue
                     for c in ro.candidates("done"):
                         found.setdefault(json.dumps(c.genome), (c, other))

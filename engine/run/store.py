@@ -407,6 +407,15 @@ class RunStore:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    def train_config(self) -> dict | None:
+        """The run's training settings (``engine.train.TrainerConfig`` fields), None before they are
+        stored. A run stored before the learning-rate schedule was recorded trained at a constant rate,
+        the default then: its settings say so, so that resuming or retraining it keeps that rate."""
+        train = self.get_meta("train_config")
+        if train is None:
+            return None
+        return {"lr_schedule": "constant", **train}
+
     def set_meta(self, **items: Any) -> None:
         with self._tx("meta") as c:
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])

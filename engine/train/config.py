@@ -10,8 +10,11 @@ from engine.errors import ConfigError
 PROFILES: tuple[str, ...] = ("default", "paper")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
 #: "constant": Adam at the genome's learning rate throughout; "poly": nnU-Net's decay,
-#: ``lr * (1 - step / planned_steps) ** 0.9`` per step (default profile only).
-LR_SCHEDULES: tuple[str, ...] = ("constant", "poly")
+#: ``lr * (1 - step / planned_steps) ** 0.9`` per step; "tail": the genome's rate, then a linear decay
+#: to 0 over the last ``LR_TAIL`` of the planned steps (default profile only).
+LR_SCHEDULES: tuple[str, ...] = ("constant", "poly", "tail")
+#: The share of the planned steps over which the "tail" schedule decays the rate to 0.
+LR_TAIL = 0.2
 
 
 @dataclass
@@ -53,7 +56,7 @@ class TrainerConfig:
     augmentation: str = "auto"
     mirror_axes: list[int] | None = None
     validate_at: list[int] | None = None
-    lr_schedule: str = "constant"
+    lr_schedule: str = "tail"
     channels_last: bool | None = None
 
     def __post_init__(self) -> None:

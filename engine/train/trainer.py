@@ -33,7 +33,7 @@ from engine.genome import Genome
 from engine.network import build_network, check_patch, count_parameters
 from engine.network.builder import architecture
 from engine.train.augmentation import training_augmentation
-from engine.train.config import TrainerConfig
+from engine.train.config import LR_TAIL, TrainerConfig
 from engine.train.data import TrainingData
 from engine.train.losses import PAPER_DICE, make_loss, per_class_soft_dice
 from engine.train.objectives import objective_f1
@@ -231,8 +231,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate())
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.plateau = None
-        # the default profile's poly decay runs over the planned steps (an early stop ends it early)
-        self.poly_steps = config.epochs * self.iterations if config.lr_schedule == "poly" and not self.paper else 0
+        # the default profile's schedules run over the planned steps (an early stop or a budget ends
+        # them early); the paper profile keeps its plateau rule
+        self.lr_schedule = "plateau" if self.paper else config.lr_schedule
+        self.planned_steps = config.epochs * self.iterations
         if self.paper:  # torch reduces after patience + 1 bad epochs, Keras after patience
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=PAPER_PLATEAU["factor"], patience=PAPER_PLATEAU["patience"] - 1,
@@ -272,6 +274,18 @@ class Trainer:
         """Adam's learning rate: the genome's gene."""
         return float(self.genome.lr)
 
+    def scheduled_rate(self, step: int) -> float:
+        """The rate of the 0-based training step ``step`` under the default profile's schedule."""
+        base, n = self.learning_rate(), self.planned_steps
+        if self.lr_schedule == "poly":  # nnU-Net's
+            return base * (1.0 - min(step, n - 1) / n) ** 0.9
+        if self.lr_schedule == "tail":
+            # constant while the network still learns fast, then linearly towards 0: a short training
+            # ends on weights annealed at a small rate (BENCHMARKS.md "Accuracy per minute")
+            start = n * (1.0 - LR_TAIL)
+            return base if step < start else base * max(n - step, 1) / (n - start)
+        return base
+
     # ---- hooks -------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
         """Hook: before the first training step of ``epoch`` (1-based)."""
@@ -284,8 +298,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = self.model(images)
         loss, dice_loss = self.loss_fn(logits, labels)
-        if self.poly_steps:
-            lr = self.learning_rate() * (1.0 - min(self._step_count, self.poly_steps - 1) / self.poly_steps) ** 0.9
+        if self.lr_schedule in ("poly", "tail"):
+            lr = self.scheduled_rate(self._step_count)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)

@@ -37,6 +37,10 @@ def test_legacy_run_opens_in_the_store(legacy):
         assert {c["id"] for c in store.front()} == {1, 4}
         assert store.get_meta("status") == "finished"
         assert all(0.0 <= c["f1"] <= 1.0 and c["parameters"] > 0 for c in done)
+        # stored before the schedule was recorded: its candidates trained at a constant rate, and a
+        # resume or a retraining keeps that rate (the default is now "tail")
+        assert "lr_schedule" not in store.get_meta("train_config")
+        assert store.train_config()["lr_schedule"] == "constant"
 
 
 def test_legacy_run_front_and_export_from_the_cli(legacy, tmp_path, capsys):

@@ -147,6 +147,19 @@ def test_train_cli_lr_schedule_poly_decays_and_is_recorded(tmp_path):
     assert e.value.code == 2 and not (tmp_path / "x").exists()
 
 
+def test_train_cli_default_schedule_decays_in_the_last_fifth_and_is_recorded(tmp_path):
+    from engine.cli import main
+
+    out = tmp_path / "tail"
+    code = main(["train", "--dataset", "demo", "--genome", GENOME, "--out", str(out), "--epochs", "5",
+                 "--iterations-per-epoch", "2", "--threads", "1"])
+    assert code == 0
+    assert json.loads((out / "training.json").read_text())["config"]["lr_schedule"] == "tail"
+    with open(out / "curves.csv", newline="") as f:
+        rates = [float(row["lr"]) for row in csv.DictReader(f)]
+    assert rates == pytest.approx([1e-3] * 4 + [0.5e-3])  # 10 steps: the last two decay
+
+
 def test_train_cli_mirror_axes_mirrors_the_axes_asked_for_and_refuses_others(tmp_path, capsys):
     from engine.cli import main
     from engine.data.demo import write_demo_dataset

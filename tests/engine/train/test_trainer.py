@@ -158,8 +158,22 @@ def test_poly_schedule_decays_the_learning_rate_over_the_planned_steps(tiny_data
     assert [r["lr"] for r in poly.curves] == pytest.approx(expected)
     const = train_candidate(small_genome, tiny_data, cfg(epochs=2, iterations_per_epoch=steps))
     assert [r["lr"] for r in const.curves] == pytest.approx([small_genome.lr] * 2)
-    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, poly"):
+    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, poly, tail"):
         TrainerConfig(lr_schedule="cosine")
+
+
+def test_tail_schedule_keeps_the_rate_then_decays_it_over_the_last_fifth(tiny_data, small_genome):
+    """lr_schedule "tail", the default: the gene's rate for the first 80 % of the planned steps, then
+    linearly down to rate / (steps in the tail) at the last step; the paper profile keeps its plateau rule."""
+    from engine.train import Trainer
+
+    b = small_genome.lr
+    assert TrainerConfig().lr_schedule == "tail"
+    trainer = Trainer(small_genome, tiny_data, cfg(epochs=5, iterations_per_epoch=4))  # 20 steps, tail from 16
+    assert [trainer.scheduled_rate(k) for k in range(20)] == pytest.approx([b] * 17 + [b * 3 / 4, b / 2, b / 4])
+    tail = train_candidate(small_genome, tiny_data, cfg(epochs=5, iterations_per_epoch=2))  # 10 steps, tail from 8
+    assert [r["lr"] for r in tail.curves] == pytest.approx([b, b, b, b, b / 2])  # each epoch's last step
+    assert Trainer(small_genome, tiny_data, cfg(profile="paper")).lr_schedule == "plateau"
 
 
 def test_memory_layout_follows_the_width_rule_and_the_setting(tiny_data, small_genome):
