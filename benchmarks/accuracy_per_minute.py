@@ -93,6 +93,7 @@ VARIANTS: dict[str, dict] = {
     # the genome's constant rate, then a linear decay to 0 over the last fifth of the planned steps
     # (warmup-free "stable-decay": the rate stays high while the network still learns)
     "lr-tail-0.2": {"lr_tail": 0.2},  # for code before the engine's "tail" schedule (the default since)
+    "lr-tail-0.1": {"lr_tail": 0.1},
     "lr-tail-0.4": {"lr_tail": 0.4},
     "lr-constant": {"train": {"lr_schedule": "constant"}},  # the default before "tail"
     # validation and the returned weights are an exponential moving average of the weights (decay 0.99)
