@@ -90,11 +90,11 @@ VARIANTS: dict[str, dict] = {
     "fg-inside": {"sampler": "fg-inside"},
     # nnU-Net's smallest batch instead of the plan's (3 here): more, smaller steps per epoch
     "batch-2": {"plan": {"batch_size": 2}},
-    # the genome's constant rate, then a linear decay to 0 over the last fifth of the planned steps
-    # (warmup-free "stable-decay": the rate stays high while the network still learns)
-    "lr-tail-0.2": {"lr_tail": 0.2},  # for code before the engine's "tail" schedule (the default since)
-    "lr-tail-0.1": {"lr_tail": 0.1},
-    "lr-tail-0.4": {"lr_tail": 0.4},
+    # the engine's "tail" schedule (the default since 2026-12-06: the genome's rate, then linearly
+    # towards 0 over the last fifth of the planned steps), its share of the steps set here
+    "lr-tail-0.2": {"train": {"lr_schedule": "tail"}, "lr_tail": 0.2},
+    "lr-tail-0.1": {"train": {"lr_schedule": "tail"}, "lr_tail": 0.1},
+    "lr-tail-0.4": {"train": {"lr_schedule": "tail"}, "lr_tail": 0.4},
     "lr-constant": {"train": {"lr_schedule": "constant"}},  # the default before "tail"
     # validation and the returned weights are an exponential moving average of the weights (decay 0.99)
     "ema-0.99": {"ema": 0.99},
@@ -190,7 +190,9 @@ def worker(spec: dict) -> dict:
                     if m.bias is not None:
                         torch.nn.init.zeros_(m.bias)
     if "lr_tail" in variant:
-        _lr_tail(trainer, float(variant["lr_tail"]))
+        from engine.train import trainer as T
+
+        T.LR_TAIL = float(variant["lr_tail"])  # read at every step by Trainer.scheduled_rate
     if "ema" in variant:
         _ema(trainer, float(variant["ema"]))
     if spec["arm"] == "unet":
@@ -229,29 +231,6 @@ def worker(spec: dict) -> dict:
         "test_dice": [round(float(v), 4) for v in np.mean(per_case, axis=0)],
         "test_cases": list(split.test), "labels": data.fg_names if hasattr(data, "fg_names") else list(data.foreground),
     }
-
-
-def _lr_tail(trainer, fraction: float) -> None:
-    """The rate of ``trainer`` constant, then linearly to 0 over the last ``fraction`` of its planned steps."""
-    if hasattr(trainer, "scheduled_rate"):  # the engine's own "tail" schedule, its share set to ``fraction``
-        from engine.train import trainer as T
-
-        T.LR_TAIL = fraction
-        trainer.lr_schedule = "tail"
-        return
-    planned = trainer.config.epochs * trainer.iterations
-    start = planned * (1 - fraction)
-    base = trainer.learning_rate()
-    own = trainer.train_step
-
-    def step(images, labels):
-        k = trainer._step_count
-        lr = base if k < start else base * max(0.0, (planned - k) / (planned - start))
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = lr
-        return own(images, labels)
-
-    trainer.train_step = step
 
 
 def _ema(trainer, decay: float) -> None:
