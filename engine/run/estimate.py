@@ -120,6 +120,7 @@ class TimeModel:
         self.end_each_s = 0.0  # of that, the seconds to measure one network
         self.ratios: list[float] = []
         self.width_ratios: dict[int, list[float]] = {}  # the same, per first-level width (nf1)
+        self.latency_ratios: list[float] = []  # measured / predicted seconds of measuring a latency
 
     def parts(self, genome: Genome) -> dict[str, float]:
         """The calibration's prediction for one candidate, uncorrected, in parts: ``fixed_s`` (building,
@@ -155,8 +156,14 @@ class TimeModel:
         same = self.width_ratios.get(int(nf1), [])
         return float(statistics.median(same)) if len(same) >= 2 else self.correction
 
+    @property
+    def latency_correction(self) -> float:
+        """Median measured/predicted seconds of the latency measurements observed so far (1 before any)."""
+        return float(statistics.median(self.latency_ratios)) if self.latency_ratios else 1.0
+
     def candidate_seconds(self, genome: Genome) -> float:
-        return self.trained_seconds(genome) * self.correction_for(genome.nf1) + self.extra_s(genome)
+        return (self.trained_seconds(genome) * self.correction_for(genome.nf1)
+                + self.extra_s(genome) * self.latency_correction)
 
     def observe(self, genome: Genome, seconds: float) -> None:
         """A candidate's recorded seconds (its evaluation, without its latency measurement): later
@@ -167,19 +174,37 @@ class TimeModel:
             self.ratios.append(float(seconds) / raw)
             self.width_ratios.setdefault(int(genome.nf1), []).append(float(seconds) / raw)
 
+    def observe_latency(self, genome: Genome, seconds: float) -> None:
+        """The seconds one candidate's latency measurement took (export, warm-up, timed runs): later
+        predictions of that part are scaled by the median ratio to the model's. The model times it from
+        PyTorch's validation windows, and ONNX Runtime on one thread runs them slower (measured on the
+        hippocampus set: the part 10 - 16 % low)."""
+        raw = self.extra_s(genome)
+        if seconds and seconds > 0 and raw > 0:
+            self.latency_ratios.append(float(seconds) / raw)
+
 
 class MeanTimeModel:
-    """Without a calibration: the mean measured time of the candidates finished so far."""
+    """Without a calibration: the mean measured time of the candidates finished so far, plus the mean
+    time of a latency measurement where the run measures them (recorded apart from a candidate's seconds)."""
 
     def __init__(self):
         self.seconds: list[float] = []
+        self.latency_seconds: list[float] = []
 
     def candidate_seconds(self, genome: Genome) -> float:
-        return float(np.mean(self.seconds)) if self.seconds else math.nan
+        if not self.seconds:
+            return math.nan
+        return float(np.mean(self.seconds)) + (float(np.mean(self.latency_seconds)) if self.latency_seconds else 0.0)
 
     def observe(self, genome: Genome, seconds: float) -> None:
         if seconds and seconds > 0:
             self.seconds.append(float(seconds))
+
+    def observe_latency(self, genome: Genome, seconds: float) -> None:
+        """The seconds one candidate's latency measurement took."""
+        if seconds and seconds > 0:
+            self.latency_seconds.append(float(seconds))
 
 
 def expected_evaluations(samea) -> tuple[int, int, int]:

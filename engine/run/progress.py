@@ -36,7 +36,9 @@ BASIS_KEY = "progress_basis"
 
 
 class CandidateTimes(Protocol):
-    """A time model of the ETA: seconds one candidate takes, corrected by the times measured."""
+    """A time model of the ETA: seconds one candidate takes, corrected by the times measured. A model may
+    also have ``observe_latency(genome, seconds)``, told how long each latency measurement took (a run that
+    measures every candidate's latency does so apart from the candidate's recorded seconds)."""
 
     def candidate_seconds(self, genome: Genome) -> float: ...
 

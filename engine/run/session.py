@@ -727,7 +727,10 @@ class SearchSession:
                 results[cid] = self._take_reused(cid, *hit)
                 continue
             if self.latency is not None:  # before training, with nothing else training in this process
+                before = self.latency.measure_seconds
                 ms = self.latency.measure(g)
+                if self.latency.measure_seconds > before:  # measured now, not read from the run
+                    self._observe_latency(g, self.latency.measure_seconds - before)
                 most = self.config.resources.max_latency_ms
                 if most and ms > most:
                     results[cid] = self._refuse(cid, g, ms)
@@ -990,6 +993,13 @@ class SearchSession:
         if not self._eta_sample:
             self._observed.append(genome)
         self._candidate_s = None  # computed again when next asked
+
+    def _observe_latency(self, genome: Genome, seconds: float) -> None:
+        """A measured latency's measuring time, for the ETA's model where it counts those apart."""
+        observe = getattr(self.eta_model, "observe_latency", None)
+        if observe is not None:
+            observe(genome, seconds)
+            self._candidate_s = None
 
     def _mean_candidate_seconds(self) -> float | None:
         if self.eta_model is None:

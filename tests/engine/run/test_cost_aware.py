@@ -728,7 +728,7 @@ def test_the_eta_learns_each_widths_speed_from_its_candidates():
     """A calibration point sets its width's curve, so a width's candidates share its error: once two
     candidates of a width are measured, that width's predictions follow them; a width with fewer
     measured follows the median of all. The latency measurement, outside a candidate's recorded
-    seconds, is added uncorrected."""
+    seconds, is added apart, scaled by the measuring times observed (not by the training's ratios)."""
     from engine.network.cost import estimate_cost
 
     space = SearchSpace.from_dict({**SMALL, "nf1": [8, 16, 32], "n_cells": [5, 7]})
@@ -758,6 +758,40 @@ def test_the_eta_learns_each_widths_speed_from_its_candidates():
     assert model.candidate_seconds(w8[2]) == pytest.approx(0.5 * raw(w8[2]) + 2.0)
     assert model.candidate_seconds(w32[0]) == pytest.approx(0.75 * raw(w32[0]) + 2.0)  # none of its width
     assert model.correction == pytest.approx(0.75)
+    # ONNX Runtime measured slower than the model's windows: that part follows its own measured times
+    model.observe_latency(w8[0], 3.0)
+    model.observe_latency(w16[0], 2.4)
+    model.observe_latency(w8[1], 0.0)  # nothing measured (the latency was known): ignored
+    assert model.latency_correction == pytest.approx(1.35)
+    assert model.candidate_seconds(w16[2]) == pytest.approx(raw(w16[2]) + 2.7)
+    assert model.correction == pytest.approx(0.75)  # the training's correction unchanged
+
+
+def test_without_a_calibration_the_eta_adds_the_mean_latency_measurement():
+    """Without a calibration the ETA's seconds per candidate are the mean recorded seconds, which leave
+    out measuring its latency: the mean measuring time is added once the run has measured some."""
+    model = est.MeanTimeModel()
+    g = SearchSpace.from_dict(SMALL).decode([0] * len(SearchSpace.from_dict(SMALL).cardinalities))
+    assert math.isnan(model.candidate_seconds(g))
+    model.observe(g, 10.0)
+    model.observe(g, 14.0)
+    assert model.candidate_seconds(g) == pytest.approx(12.0)
+    model.observe_latency(g, 2.0)
+    model.observe_latency(g, 4.0)
+    assert model.candidate_seconds(g) == pytest.approx(15.0)
+
+
+def test_a_latency_search_tells_the_eta_each_measuring_time(latency_run):
+    """Each latency a search measures before training a candidate reaches the ETA's model with the
+    seconds it took; the bound genomes measured at the start and latencies already known do not."""
+    session, _, run = latency_run
+    with RunStore.open_readonly(run) as s:
+        first_queued = min(c.queued_at for c in s.candidates())
+        during = [r for r in s.latencies() if r["measured_at"] > first_queued]
+    model = session.eta_model
+    assert isinstance(model, est.MeanTimeModel)  # no calibration in the test's cache
+    assert during and len(model.latency_seconds) == len(during)
+    assert all(0 < t < 60 for t in model.latency_seconds)
 
 
 @pytest.mark.parametrize("profile", ["default", "paper"])
