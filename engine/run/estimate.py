@@ -469,7 +469,7 @@ class SearchEstimate:
         c = self.candidate_s
         evals = f"{e[1]}" if e[0] == e[2] else f"{e[1]} (between {e[0]} and {e[2]})"
         lines = [
-            f"expected wall time  {_duration(mid)} (range {_duration(lo)} to {_duration(hi)}) on {self.device} "
+            f"expected wall time  {_duration(mid)} (range {_duration_range(lo, hi)}) on {self.device} "
             f"({self.hardware})",
             f"candidates trained  {evals} by {self.strategy}, {self.workers} at a time",
             f"per candidate       {c[1]:.1f} s on average (quartiles {c[0]:.1f} to {c[2]:.1f} s)",
@@ -500,6 +500,18 @@ def _duration(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
+
+
+def _duration_range(lo: float, hi: float) -> str:
+    """``lo`` to ``hi`` in the unit ``_duration`` gives ``hi``, with a decimal more where the two would
+    read alike ("3.6 to 4.4 min", not "4 min to 4 min")."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{_duration(lo)} to {_duration(hi)}"
+    scale, unit, digits = (1, "s", 0) if hi < 120 else (60, "min", 0) if hi < 7200 else (3600, "h", 1)
+    a, b = f"{lo / scale:.{digits}f}", f"{hi / scale:.{digits}f}"
+    if a == b and hi > lo:
+        a, b = f"{lo / scale:.{digits + 1}f}", f"{hi / scale:.{digits + 1}f}"
+    return f"{a} to {b} {unit}"
 
 
 def process_age() -> float:

@@ -1044,3 +1044,12 @@ def test_calibrations_are_kept_side_by_side_and_an_unwritable_cache_only_warns(t
     save_calibration(c)  # no exception: the estimate in hand is not lost
     assert "not kept for the next estimate" in caplog.text and load_calibration("c") is None
     assert [p.name for p in (tmp_path / "blocked").iterdir()] == ["calibration.json"]
+
+
+@pytest.mark.parametrize("lo, hi, text", [(215, 265, "3.6 to 4.4 min"), (150, 420, "2 to 7 min"),
+                                          (60, 90, "60 to 90 s"), (3000, 9000, "0.8 to 2.5 h")])
+def test_the_estimates_range_reads_in_one_unit_and_never_as_one_value(lo, hi, text):
+    """The range is said in the unit of its upper end, with a decimal more where both ends would round alike."""
+    e = est.SearchEstimate("cpu", "AMD EPYC", "samea", (8, 8, 8), (17.5, 23.9, 29.9), (lo, (lo + hi) / 2, hi),
+                           25.9, 3, False)
+    assert e.text().splitlines()[0].endswith(f"(range {text}) on cpu (AMD EPYC)")
