@@ -492,14 +492,20 @@ class SearchEstimate:
         return "\n".join(lines)
 
 
+def _unit(s: float) -> tuple[float, str, int]:
+    """(seconds per unit, unit, decimals) in which a duration of ``s`` seconds is said."""
+    if s < 120:
+        return 1.0, "s", 0
+    if s < 7200:
+        return 60.0, "min", 0
+    return 3600.0, "h", 1
+
+
 def _duration(s: float) -> str:
     if not math.isfinite(s):
         return "unknown"
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
+    scale, unit, digits = _unit(s)
+    return f"{s / scale:.{digits}f} {unit}"
 
 
 def _duration_range(lo: float, hi: float) -> str:
@@ -507,11 +513,10 @@ def _duration_range(lo: float, hi: float) -> str:
     read alike ("3.6 to 4.4 min", not "4 min to 4 min")."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"{_duration(lo)} to {_duration(hi)}"
-    scale, unit, digits = (1, "s", 0) if hi < 120 else (60, "min", 0) if hi < 7200 else (3600, "h", 1)
-    a, b = f"{lo / scale:.{digits}f}", f"{hi / scale:.{digits}f}"
-    if a == b and hi > lo:
-        a, b = f"{lo / scale:.{digits + 1}f}", f"{hi / scale:.{digits + 1}f}"
-    return f"{a} to {b} {unit}"
+    scale, unit, digits = _unit(hi)
+    if f"{lo / scale:.{digits}f}" == f"{hi / scale:.{digits}f}" and hi > lo:
+        digits += 1
+    return f"{lo / scale:.{digits}f} to {hi / scale:.{digits}f} {unit}"
 
 
 def process_age() -> float:

@@ -771,7 +771,8 @@ def test_without_a_calibration_the_eta_adds_the_mean_latency_measurement():
     """Without a calibration the ETA's seconds per candidate are the mean recorded seconds, which leave
     out measuring its latency: the mean measuring time is added once the run has measured some."""
     model = est.MeanTimeModel()
-    g = SearchSpace.from_dict(SMALL).decode([0] * len(SearchSpace.from_dict(SMALL).cardinalities))
+    space = SearchSpace.from_dict(SMALL)
+    g = space.decode([0] * len(space.cardinalities))
     assert math.isnan(model.candidate_seconds(g))
     model.observe(g, 10.0)
     model.observe(g, 14.0)
